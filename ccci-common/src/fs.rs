@@ -1,0 +1,510 @@
+//! Directories we may write into, and files opened only through them.
+//!
+//! Guarantees (SPEC §1 "Directories"):
+//! - A [`SafeDir`] is a real directory (never a symlink), owned by the
+//!   effective uid and not writable by group or others. It is checked once,
+//!   on the open descriptor, and every later operation is relative to that
+//!   descriptor, so renaming or replacing the path afterwards cannot redirect
+//!   us into somebody else's directory.
+//! - Directories we create get mode 0700 (parents too).
+//! - Files are opened with `O_NOFOLLOW|O_CLOEXEC|O_NOCTTY|O_NONBLOCK` and must
+//!   be regular files: a symlink, FIFO, socket, device or directory where a
+//!   file is expected is refused before anything is read, written, truncated
+//!   or locked (`O_NONBLOCK` keeps a FIFO from hanging the open).
+//! - [`SafeDir::replace`] writes a new file under a temporary name and
+//!   renames it into place, so a reader (or a SIGKILL at any instruction)
+//!   sees the old content or the new, never a torn or empty file.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag};
+
+use crate::dirs::Role;
+
+/// A directory we checked and may write into; see the module doc.
+#[derive(Debug)]
+pub struct SafeDir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+fn base_flags() -> OFlag {
+    OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY
+}
+
+fn dir_flags() -> OFlag {
+    base_flags() | OFlag::O_RDONLY | OFlag::O_DIRECTORY
+}
+
+/// Why a directory is unsafe, or `None` when it is fine.
+fn unsafe_reason(st: &FileStat) -> Option<String> {
+    let me = nix::unistd::geteuid().as_raw();
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        Some("is not a directory".into())
+    } else if st.st_uid != me {
+        Some(format!("is owned by uid {}, not by uid {me}", st.st_uid))
+    } else if st.st_mode & 0o022 != 0 {
+        Some(format!(
+            "is writable by group or others (mode {:04o})",
+            st.st_mode & 0o7777
+        ))
+    } else {
+        None
+    }
+}
+
+fn refuse(role: &Role, path: &Path, reason: &str) -> anyhow::Error {
+    let fix = if reason.starts_with("is writable") {
+        format!("chmod 700 {} or set {}", path.display(), role.env)
+    } else {
+        format!("choose another with {} or {}", role.flag, role.env)
+    };
+    anyhow::anyhow!("{} {} {reason}; {fix}", role.what, path.display())
+}
+
+impl SafeDir {
+    /// Opens `path` as `role`'s directory. With `create`, a missing directory
+    /// is made (with its missing parents) mode 0700; without it, a missing
+    /// directory is `Ok(None)` and nothing is created.
+    pub fn open(role: &Role, path: &Path, create: bool) -> anyhow::Result<Option<SafeDir>> {
+        let opened = match nix::fcntl::open(path, dir_flags(), Mode::empty()) {
+            Err(Errno::ENOENT) if create => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(path)
+                    .with_context(|| format!("cannot create {} {}", role.what, path.display()))?;
+                nix::fcntl::open(path, dir_flags(), Mode::empty())
+            }
+            other => other,
+        };
+        let fd = match opened {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(open_dir_error(role, path, e)),
+        };
+        let st = nix::sys::stat::fstat(&fd)
+            .with_context(|| format!("cannot stat {} {}", role.what, path.display()))?;
+        if let Some(reason) = unsafe_reason(&st) {
+            return Err(refuse(role, path, &reason));
+        }
+        Ok(Some(SafeDir {
+            fd,
+            path: path.to_path_buf(),
+        }))
+    }
+
+    /// Like [`SafeDir::open`] with `create`, for callers that always create.
+    pub fn create(role: &Role, path: &Path) -> anyhow::Result<SafeDir> {
+        match SafeDir::open(role, path, true)? {
+            Some(dir) => Ok(dir),
+            None => bail!(
+                "{} {} vanished while being created",
+                role.what,
+                path.display()
+            ),
+        }
+    }
+
+    /// Opens (with `create`, makes 0700) the subdirectory `name`, with the
+    /// same checks as [`SafeDir::open`] and without following a symlink.
+    pub fn subdir(&self, role: &Role, name: &str, create: bool) -> anyhow::Result<Option<SafeDir>> {
+        let path = self.path.join(name);
+        if create {
+            match nix::sys::stat::mkdirat(&self.fd, name, Mode::from_bits_truncate(0o700)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => {
+                    return Err(
+                        anyhow::Error::new(e).context(format!("cannot create {}", path.display()))
+                    )
+                }
+            }
+        }
+        let fd = match nix::fcntl::openat(&self.fd, name, dir_flags(), Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(open_dir_error(role, &path, e)),
+        };
+        let st = nix::sys::stat::fstat(&fd)
+            .with_context(|| format!("cannot stat {}", path.display()))?;
+        if let Some(reason) = unsafe_reason(&st) {
+            return Err(refuse(role, &path, &reason));
+        }
+        Ok(Some(SafeDir { fd, path }))
+    }
+
+    /// The path this directory was opened by (for messages and children).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path of `name` inside this directory.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Opens the regular file `name` in this directory; see the module doc.
+    pub fn open_file(&self, name: &str, how: OpenHow) -> Result<File, FileError> {
+        let err = |kind| FileError {
+            path: self.path.join(name),
+            kind,
+        };
+        let flags = base_flags()
+            | OFlag::O_NONBLOCK
+            | match how {
+                OpenHow::Read => OFlag::O_RDONLY,
+                OpenHow::ReadWrite => OFlag::O_RDWR,
+                OpenHow::Create => OFlag::O_RDWR | OFlag::O_CREAT,
+                OpenHow::CreateNew => OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL,
+            };
+        let fd = nix::fcntl::openat(&self.fd, name, flags, Mode::from_bits_truncate(0o600))
+            .map_err(|e| {
+                err(match e {
+                    Errno::ENOENT => FileErrorKind::Missing,
+                    Errno::EEXIST => FileErrorKind::Exists,
+                    Errno::ELOOP => FileErrorKind::Symlink,
+                    Errno::EISDIR => FileErrorKind::NotRegular("a directory"),
+                    Errno::ENXIO => FileErrorKind::NotRegular("a FIFO or socket"),
+                    e => FileErrorKind::Io(io::Error::from(e)),
+                })
+            })?;
+        let st = nix::sys::stat::fstat(&fd).map_err(|e| err(FileErrorKind::Io(e.into())))?;
+        if let Some(kind) = non_regular_kind(st.st_mode) {
+            return Err(err(FileErrorKind::NotRegular(kind)));
+        }
+        // Regular files ignore O_NONBLOCK for I/O, but clear it anyway so
+        // nothing downstream sees a surprising flag.
+        let mut fl = OFlag::from_bits_truncate(
+            nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL)
+                .map_err(|e| err(FileErrorKind::Io(e.into())))?,
+        );
+        fl.remove(OFlag::O_NONBLOCK);
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(fl))
+            .map_err(|e| err(FileErrorKind::Io(e.into())))?;
+        Ok(File::from(fd))
+    }
+
+    /// `lstat` of `name` in this directory; `None` when it does not exist.
+    pub fn stat(&self, name: &str) -> io::Result<Option<FileStat>> {
+        match nix::sys::stat::fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st)),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the directory entry `name` still names the open `file`
+    /// (same device and inode). This is the lock protocol's identity check.
+    pub fn names_file(&self, name: &str, file: &File) -> io::Result<bool> {
+        let open = nix::sys::stat::fstat(file)?;
+        Ok(match self.stat(name)? {
+            Some(st) => st.st_dev == open.st_dev && st.st_ino == open.st_ino,
+            None => false,
+        })
+    }
+
+    /// Removes the file `name`; a missing file is not an error.
+    pub fn remove_file(&self, name: &str) -> io::Result<()> {
+        match nix::unistd::unlinkat(&self.fd, name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes the empty directory `name`; a missing one is not an error.
+    pub fn remove_dir(&self, name: &str) -> io::Result<()> {
+        match nix::unistd::unlinkat(&self.fd, name, nix::unistd::UnlinkatFlags::RemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The names in this directory, without `.` and `..`, in no particular order.
+    pub fn names(&self) -> io::Result<Vec<std::ffi::OsString>> {
+        let mut dir = nix::dir::Dir::openat(&self.fd, ".", dir_flags(), Mode::empty())?;
+        let mut out = Vec::new();
+        for entry in dir.iter() {
+            let entry = entry?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if name != "." && name != ".." {
+                out.push(name.to_os_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces `name` with `content`: written to a temporary file in this
+    /// directory (mode 0600), then renamed over `name`. Readers and a SIGKILL
+    /// at any point see the old content or the new, never a mix.
+    pub fn replace(&self, name: &str, content: &[u8]) -> anyhow::Result<()> {
+        let tmp = format!(".{name}.{}.tmp", std::process::id());
+        self.remove_file(&tmp)
+            .with_context(|| format!("cannot remove {}", self.join(&tmp).display()))?;
+        let mut file = self.open_file(&tmp, OpenHow::CreateNew)?;
+        let written = file.write_all(content).and_then(|()| file.sync_data());
+        if let Err(e) = written {
+            let _ = self.remove_file(&tmp);
+            return Err(anyhow::Error::new(e)
+                .context(format!("cannot write {}", self.join(&tmp).display())));
+        }
+        nix::fcntl::renameat(&self.fd, tmp.as_str(), &self.fd, name).map_err(|e| {
+            let _ = self.remove_file(&tmp);
+            anyhow::Error::new(e).context(format!("cannot replace {}", self.join(name).display()))
+        })
+    }
+}
+
+impl AsFd for SafeDir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+fn non_regular_kind(mode: u32) -> Option<&'static str> {
+    match SFlag::from_bits_truncate(mode & libc::S_IFMT) {
+        SFlag::S_IFREG => None,
+        SFlag::S_IFDIR => Some("a directory"),
+        SFlag::S_IFIFO => Some("a FIFO"),
+        SFlag::S_IFSOCK => Some("a socket"),
+        SFlag::S_IFLNK => Some("a symlink"),
+        SFlag::S_IFCHR | SFlag::S_IFBLK => Some("a device"),
+        _ => Some("not a regular file"),
+    }
+}
+
+fn open_dir_error(role: &Role, path: &Path, e: Errno) -> anyhow::Error {
+    match e {
+        // O_DIRECTORY|O_NOFOLLOW on a symlink gives ENOTDIR or ELOOP; lstat
+        // tells a symlink from a file.
+        Errno::ELOOP | Errno::ENOTDIR => {
+            let symlink = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink());
+            let reason = if symlink {
+                "is a symlink"
+            } else {
+                "is not a directory"
+            };
+            refuse(role, path, reason)
+        }
+        e => anyhow::Error::new(e).context(format!("cannot open {} {}", role.what, path.display())),
+    }
+}
+
+/// How [`SafeDir::open_file`] opens a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenHow {
+    /// Read only; the file must exist.
+    Read,
+    /// Read and write; the file must exist.
+    ReadWrite,
+    /// Read and write; created 0600 when missing.
+    Create,
+    /// Read and write; created 0600, and it must not exist yet (`O_EXCL`).
+    CreateNew,
+}
+
+/// A file that could not be opened, and why; callers branch on `kind`.
+#[derive(Debug)]
+pub struct FileError {
+    /// The file's path, for messages.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub kind: FileErrorKind,
+}
+
+/// Why [`SafeDir::open_file`] failed.
+#[derive(Debug)]
+pub enum FileErrorKind {
+    /// No such file (and none was to be created).
+    Missing,
+    /// `OpenHow::CreateNew`, and the file exists.
+    Exists,
+    /// A symlink: never followed.
+    Symlink,
+    /// Not a regular file: "a directory", "a FIFO", …
+    NotRegular(&'static str),
+    /// Any other I/O error.
+    Io(io::Error),
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.path.display();
+        match &self.kind {
+            FileErrorKind::Missing => write!(f, "{path} does not exist"),
+            FileErrorKind::Exists => write!(f, "{path} exists already"),
+            FileErrorKind::Symlink => {
+                write!(f, "{path} is a symlink; refusing to follow it (remove it)")
+            }
+            FileErrorKind::NotRegular(kind) => {
+                write!(
+                    f,
+                    "{path} is {kind}, not a regular file; refusing to use it"
+                )
+            }
+            FileErrorKind::Io(e) => write!(f, "cannot open {path}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for FileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            FileErrorKind::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dirs::LOCK_DIR;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    fn tmp() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        dir
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn creates_missing_dirs_0700_with_parents() {
+        let t = tmp();
+        let path = t.path().join("a/b/c");
+        let dir = SafeDir::create(&LOCK_DIR, &path).unwrap();
+        assert_eq!(dir.path(), path);
+        assert_eq!(mode(&path), 0o700);
+        assert_eq!(mode(&t.path().join("a")), 0o700);
+    }
+
+    #[test]
+    fn missing_dir_without_create_is_none_and_stays_missing() {
+        let t = tmp();
+        let path = t.path().join("nope");
+        assert!(SafeDir::open(&LOCK_DIR, &path, false).unwrap().is_none());
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn refuses_symlinked_and_world_writable_dirs() {
+        let t = tmp();
+        let real = t.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let link = t.path().join("link");
+        symlink(&real, &link).unwrap();
+        let e = SafeDir::open(&LOCK_DIR, &link, true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a symlink"), "{e}");
+        assert!(e.contains("CCCI_APP_LOCK_DIR"), "{e}");
+
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = SafeDir::open(&LOCK_DIR, &real, true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("writable by group or others (mode 0777)"), "{e}");
+        assert!(e.contains(&format!("chmod 700 {}", real.display())), "{e}");
+    }
+
+    #[test]
+    fn refuses_a_file_where_the_dir_should_be() {
+        let t = tmp();
+        let file = t.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let e = SafeDir::open(&LOCK_DIR, &file, true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not a directory"), "{e}");
+    }
+
+    #[test]
+    fn open_file_refuses_symlinks_fifos_and_dirs() {
+        let t = tmp();
+        let dir = SafeDir::create(&LOCK_DIR, t.path()).unwrap();
+        let target = t.path().join("target");
+        symlink(&target, t.path().join("link")).unwrap();
+        nix::unistd::mkfifo(&t.path().join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
+        std::fs::create_dir(t.path().join("sub")).unwrap();
+
+        let kind = |name, how| dir.open_file(name, how).unwrap_err().kind;
+        assert!(matches!(
+            kind("link", OpenHow::Create),
+            FileErrorKind::Symlink
+        ));
+        assert!(!target.exists(), "the symlink was followed");
+        assert!(matches!(
+            kind("fifo", OpenHow::Create),
+            FileErrorKind::NotRegular(_)
+        ));
+        assert!(matches!(
+            kind("fifo", OpenHow::Read),
+            FileErrorKind::NotRegular(_)
+        ));
+        assert!(matches!(
+            kind("sub", OpenHow::Create),
+            FileErrorKind::NotRegular(_)
+        ));
+        assert!(matches!(
+            kind("missing", OpenHow::Read),
+            FileErrorKind::Missing
+        ));
+        dir.open_file("new", OpenHow::CreateNew).unwrap();
+        assert!(matches!(
+            kind("new", OpenHow::CreateNew),
+            FileErrorKind::Exists
+        ));
+        assert_eq!(mode(&t.path().join("new")), 0o600);
+    }
+
+    #[test]
+    fn identity_check_sees_unlink_and_replacement() {
+        let t = tmp();
+        let dir = SafeDir::create(&LOCK_DIR, t.path()).unwrap();
+        let file = dir.open_file("x.lock", OpenHow::Create).unwrap();
+        assert!(dir.names_file("x.lock", &file).unwrap());
+        dir.remove_file("x.lock").unwrap();
+        assert!(!dir.names_file("x.lock", &file).unwrap());
+        let _other = dir.open_file("x.lock", OpenHow::Create).unwrap();
+        assert!(!dir.names_file("x.lock", &file).unwrap());
+    }
+
+    #[test]
+    fn replace_is_whole_and_leaves_no_temporary() {
+        let t = tmp();
+        let dir = SafeDir::create(&LOCK_DIR, t.path()).unwrap();
+        dir.replace("v", b"1\n").unwrap();
+        dir.replace("v", b"22\n").unwrap();
+        assert_eq!(std::fs::read(t.path().join("v")).unwrap(), b"22\n");
+        assert_eq!(dir.names().unwrap(), vec![std::ffi::OsString::from("v")]);
+    }
+
+    #[test]
+    fn subdir_is_checked_like_a_top_dir() {
+        let t = tmp();
+        let dir = SafeDir::create(&LOCK_DIR, t.path()).unwrap();
+        let sub = dir.subdir(&LOCK_DIR, "run-1", true).unwrap().unwrap();
+        assert_eq!(mode(sub.path()), 0o700);
+        symlink("/", t.path().join("evil")).unwrap();
+        let e = dir
+            .subdir(&LOCK_DIR, "evil", false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a symlink"), "{e}");
+        assert!(dir.subdir(&LOCK_DIR, "absent", false).unwrap().is_none());
+    }
+}

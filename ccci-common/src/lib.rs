@@ -1,0 +1,23 @@
+//! What every ccci tool shares (SPEC §1), written once.
+//!
+//! - [`exit`]: the one exit-status table, as constants and as text for help
+//!   and man pages.
+//! - [`names`]: DOMAIN, run id and state NAME validation; shell quoting.
+//! - [`duration`]: `90s`, `2m`, `1h30m`, `500ms`, bare seconds.
+//! - [`dirs`]: default directories that never depend on session variables.
+//! - [`fs`]: the safe-directory rule and files opened only through it.
+//! - [`sys`]: flock, signal masks and dispositions, the parent-death signal;
+//!   the only module with `unsafe`.
+//! - [`supervise`]: run a child, forward signals, deadline and kill timer.
+//! - [`cli`]: the frame of every `main`: parse, run, exit status, messages.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod dirs;
+pub mod duration;
+pub mod exit;
+pub mod fs;
+pub mod names;
+pub mod supervise;
+pub mod sys;

@@ -1,0 +1,217 @@
+//! Running a child and staying its parent: signal forwarding, a deadline,
+//! a kill timer, and a status that is always the child's own.
+//!
+//! The pattern is coreutils timeout(1)'s: the signals we care about are
+//! blocked *before* the fork, so none can arrive between fork and the wait
+//! loop and be lost; the child unblocks them between fork and exec (see
+//! [`crate::sys::prepare_command`]). The loop takes one pending signal at a
+//! time with `sigtimedwait`, so no handler runs and nothing is async.
+//!
+//! Guarantees:
+//! - A signal is only ever sent to the child's pid while the child is not yet
+//!   reaped (a zombie's pid cannot be reused), and to its process group only
+//!   while that group can still exist; `ESRCH` (already gone) is not an error.
+//! - The child is always reaped before [`Supervised::wait`] returns.
+//! - When the child shares our process group, `SIGINT` and `SIGQUIT` from the
+//!   terminal (sent by the kernel to the whole foreground group) reached it
+//!   already and are not sent a second time.
+
+use std::io;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use crate::sys;
+
+/// The longest we wait for a signal before checking the child anyway. In a
+/// process with other threads (a test harness, say) the kernel may hand
+/// SIGCHLD to a thread that does not block it, and then it never reaches us.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// What to do while the child runs.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    /// Signals received by this process that are passed on to the child.
+    pub forward: Vec<libc::c_int>,
+    /// Start the child in a process group of its own and signal the whole
+    /// group; otherwise the child shares our group and only its pid is
+    /// signalled.
+    pub own_group: bool,
+    /// After this long, send `deadline_signal`.
+    pub deadline: Option<Duration>,
+    /// The signal sent at the deadline.
+    pub deadline_signal: libc::c_int,
+    /// This long after the deadline, send SIGKILL.
+    pub kill_after: Option<Duration>,
+    /// The child's parent-death signal.
+    pub death_signal: Option<libc::c_int>,
+}
+
+/// How the child ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    /// Its wait status.
+    pub status: ExitStatus,
+    /// Whether the deadline fired before it ended.
+    pub deadline_fired: bool,
+    /// Whether it (or its group) was sent SIGKILL by the kill timer.
+    pub killed: bool,
+}
+
+/// A running child under supervision.
+#[derive(Debug)]
+pub struct Supervised {
+    child: Child,
+    watch: Watch,
+    old_mask: libc::sigset_t,
+    started: Instant,
+}
+
+fn blocked_set(watch: &Watch) -> Vec<libc::c_int> {
+    let mut set = watch.forward.clone();
+    set.push(libc::SIGCHLD);
+    set
+}
+
+/// Starts `cmd` under `watch`. On error (the command could not be started)
+/// the signal mask is restored and the error is the spawn error, whose
+/// `kind()` tells "not found" from "not executable".
+pub fn spawn(cmd: &mut Command, watch: Watch) -> io::Result<Supervised> {
+    use std::os::unix::process::CommandExt;
+    // A SIGCHLD we inherited as ignored would make the kernel reap the child
+    // and lose its status.
+    sys::default_disposition(libc::SIGCHLD);
+    let old_mask = sys::block_signals(&blocked_set(&watch))?;
+    sys::prepare_command(cmd, watch.death_signal);
+    if watch.own_group {
+        cmd.process_group(0);
+    }
+    match cmd.spawn() {
+        Ok(child) => Ok(Supervised {
+            child,
+            watch,
+            old_mask,
+            started: Instant::now(),
+        }),
+        Err(e) => {
+            sys::restore_mask(&old_mask);
+            Err(e)
+        }
+    }
+}
+
+impl Supervised {
+    /// The child's pid.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn send(&self, sig: libc::c_int) {
+        let pid = self.child.id() as libc::pid_t;
+        let target = if self.watch.own_group { -pid } else { pid };
+        // ESRCH: the child or group is gone already; nothing to do.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(target),
+            nix::sys::signal::Signal::try_from(sig).ok(),
+        );
+    }
+
+    /// Sends `sig` now, as a forwarded signal would be.
+    pub fn signal(&self, sig: libc::c_int) {
+        self.send(sig)
+    }
+
+    /// Forwards signals and runs the timers until the child ends; reaps it.
+    pub fn wait(mut self) -> io::Result<Outcome> {
+        let set = blocked_set(&self.watch);
+        let mut deadline_fired = false;
+        let mut killed = false;
+        let result = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break Outcome {
+                    status,
+                    deadline_fired,
+                    killed,
+                };
+            }
+            let next = match (self.watch.deadline, self.watch.kill_after) {
+                (Some(d), _) if !deadline_fired => Some(d),
+                (Some(d), Some(k)) if !killed => Some(d.saturating_add(k)),
+                _ => None,
+            };
+            let timer = next.map(|at| at.saturating_sub(self.started.elapsed()));
+            let timeout = timer.map_or(RECHECK, |t| t.min(RECHECK));
+            match sys::wait_signal(&set, Some(timeout))? {
+                None if timer != Some(timeout) => {} // recheck only
+                None if !deadline_fired => {
+                    deadline_fired = true;
+                    self.send(self.watch.deadline_signal);
+                }
+                None => {
+                    killed = true;
+                    self.send(libc::SIGKILL);
+                }
+                Some(c) if c.signo == libc::SIGCHLD => {}
+                Some(c) => {
+                    let from_terminal = c.code == libc::SI_KERNEL
+                        && matches!(c.signo, libc::SIGINT | libc::SIGQUIT);
+                    if self.watch.own_group || !from_terminal {
+                        self.send(c.signo);
+                    }
+                }
+            }
+        };
+        sys::restore_mask(&self.old_mask);
+        Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watch() -> Watch {
+        Watch {
+            forward: vec![libc::SIGUSR1],
+            own_group: true,
+            deadline: None,
+            deadline_signal: libc::SIGALRM,
+            kill_after: None,
+            death_signal: Some(libc::SIGTERM),
+        }
+    }
+
+    #[test]
+    fn passes_the_exit_status_through() {
+        let out = spawn(Command::new("sh").args(["-c", "exit 7"]), watch())
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(7));
+        assert!(!out.deadline_fired);
+    }
+
+    #[test]
+    fn deadline_then_kill_after() {
+        let w = Watch {
+            deadline: Some(Duration::from_millis(50)),
+            kill_after: Some(Duration::from_millis(50)),
+            ..watch()
+        };
+        // The child ignores ALRM, so only the kill timer ends it.
+        let out = spawn(
+            Command::new("sh").args(["-c", "trap '' ALRM; while :; do :; done"]),
+            w,
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+        assert!(out.deadline_fired && out.killed);
+        assert_eq!(crate::exit::from_wait_status(out.status), 137);
+    }
+
+    #[test]
+    fn spawn_errors_keep_their_kind() {
+        let e = spawn(&mut Command::new("/nonexistent/ccci"), watch()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+}

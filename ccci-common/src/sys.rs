@@ -1,0 +1,236 @@
+//! The few system calls that need `unsafe`, each behind a safe function.
+//!
+//! Everything that runs in a forked child before `exec` lives in
+//! [`prepare_command`] and uses only async-signal-safe calls (no allocation,
+//! no locks): `sigprocmask`, `signal`, `prctl`, `getppid`, `kill`.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// The signals a started command gets with their default disposition
+/// (SPEC §1 "Commands started by a tool").
+pub const RESET_SIGNALS: [libc::c_int; 11] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGALRM,
+    libc::SIGPIPE,
+    libc::SIGCHLD,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+];
+
+/// How `flock(2)` should lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlockOp {
+    /// `LOCK_EX`, waiting.
+    Exclusive,
+    /// `LOCK_EX|LOCK_NB`.
+    ExclusiveNonblock,
+    /// `LOCK_SH|LOCK_NB`: a probe that never waits.
+    SharedNonblock,
+}
+
+/// `flock(2)` on `fd`. `Ok(false)` means a non-blocking request found the
+/// lock held; an interrupted wait is retried.
+pub fn flock(fd: BorrowedFd<'_>, op: FlockOp) -> io::Result<bool> {
+    let op = match op {
+        FlockOp::Exclusive => libc::LOCK_EX,
+        FlockOp::ExclusiveNonblock => libc::LOCK_EX | libc::LOCK_NB,
+        FlockOp::SharedNonblock => libc::LOCK_SH | libc::LOCK_NB,
+    };
+    loop {
+        // SAFETY: flock takes a plain descriptor and an int; `fd` is borrowed,
+        // so it stays open for the duration of the call.
+        if unsafe { libc::flock(fd.as_raw_fd(), op) } == 0 {
+            return Ok(true);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Resets the signal mask and the dispositions of [`RESET_SIGNALS`] in this
+/// process. Async-signal-safe: used between `fork` and `exec` too.
+pub fn reset_signals() {
+    // SAFETY: sigemptyset/sigprocmask/signal only touch the stack-local set
+    // and this process's signal state; all three are async-signal-safe.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        for sig in RESET_SIGNALS {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
+
+/// Makes `sig` take its default action in this process, undoing an inherited
+/// `SIG_IGN`. A tool that waits for children calls this for `SIGCHLD` first:
+/// with `SIGCHLD` ignored the kernel reaps children itself and their exit
+/// status is lost.
+pub fn default_disposition(sig: libc::c_int) {
+    // SAFETY: installing SIG_DFL involves no handler code.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+    }
+}
+
+/// Sets this process's parent-death signal (`PR_SET_PDEATHSIG`).
+pub fn set_parent_death_signal(sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG reads only its integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Arranges for `cmd`'s child, between fork and exec: an empty signal mask,
+/// default dispositions for [`RESET_SIGNALS`], and, with `death_signal`, a
+/// parent-death signal. If this process died before the child could set
+/// that signal (the child's parent is no longer the pid saved here), the
+/// child sends the signal to itself at once instead of running orphaned.
+pub fn prepare_command(cmd: &mut Command, death_signal: Option<libc::c_int>) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child and calls only
+    // async-signal-safe functions; it allocates nothing and takes no locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            reset_signals();
+            if let Some(sig) = death_signal {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    libc::kill(libc::getpid(), sig);
+                    libc::_exit(128 + sig);
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A signal taken from the pending set by [`wait_signal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caught {
+    /// The signal number.
+    pub signo: libc::c_int,
+    /// `si_code`: `SI_USER` for kill(2), `SI_KERNEL` for terminal and timer
+    /// signals, `CLD_*` for SIGCHLD.
+    pub code: libc::c_int,
+    /// The sender's pid, where the kernel reports one.
+    pub pid: libc::pid_t,
+}
+
+/// Blocks `signals` in this thread; they stay pending until [`wait_signal`]
+/// takes them. Returns the previous mask, for [`restore_mask`].
+pub fn block_signals(signals: &[libc::c_int]) -> io::Result<libc::sigset_t> {
+    // SAFETY: the sets are stack-local and initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &sig in signals {
+            libc::sigaddset(&mut set, sig);
+        }
+        match libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) {
+            0 => Ok(old),
+            e => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// Restores a mask saved by [`block_signals`].
+pub fn restore_mask(old: &libc::sigset_t) {
+    // SAFETY: `old` came from pthread_sigmask.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut());
+    }
+}
+
+/// Waits for one of `signals` (which must be blocked) for at most `timeout`
+/// (`None`: forever). Returns `None` when the timeout passed first.
+pub fn wait_signal(
+    signals: &[libc::c_int],
+    timeout: Option<std::time::Duration>,
+) -> io::Result<Option<Caught>> {
+    // SAFETY: the set and siginfo are stack-local and initialised before
+    // use; sigtimedwait/sigwaitinfo only write into `info`.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &sig in signals {
+            libc::sigaddset(&mut set, sig);
+        }
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        loop {
+            let r = match timeout {
+                None => libc::sigwaitinfo(&set, &mut info),
+                Some(t) => {
+                    let ts = libc::timespec {
+                        tv_sec: t.as_secs() as libc::time_t,
+                        tv_nsec: t.subsec_nanos() as libc::c_long,
+                    };
+                    libc::sigtimedwait(&set, &mut info, &ts)
+                }
+            };
+            if r > 0 {
+                return Ok(Some(Caught {
+                    signo: r,
+                    code: info.si_code,
+                    pid: info.si_pid(),
+                }));
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EAGAIN) => return Ok(None),
+                Some(libc::EINTR) => continue,
+                _ => return Err(err),
+            }
+        }
+    }
+}
+
+/// The signal's name without `SIG` (`TERM`), for messages.
+pub fn signal_name(sig: libc::c_int) -> String {
+    match nix::sys::signal::Signal::try_from(sig) {
+        Ok(s) => s.as_str().trim_start_matches("SIG").to_string(),
+        Err(_) => sig.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(signal_name(libc::SIGTERM), "TERM");
+        assert_eq!(signal_name(libc::SIGALRM), "ALRM");
+    }
+
+    #[test]
+    fn nonblocking_flock_sees_another_open_file_description() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l");
+        let a = std::fs::File::create(&path).unwrap();
+        let b = std::fs::File::open(&path).unwrap();
+        use std::os::fd::AsFd;
+        assert!(flock(a.as_fd(), FlockOp::ExclusiveNonblock).unwrap());
+        assert!(!flock(b.as_fd(), FlockOp::ExclusiveNonblock).unwrap());
+        assert!(!flock(b.as_fd(), FlockOp::SharedNonblock).unwrap());
+        drop(a);
+        assert!(flock(b.as_fd(), FlockOp::ExclusiveNonblock).unwrap());
+    }
+}
