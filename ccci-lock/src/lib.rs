@@ -1,0 +1,627 @@
+//! The lock protocol: one holder per app domain.
+//!
+//! # Invariants
+//!
+//! The lock of DOMAIN is an exclusive `flock(2)` on `<lock dir>/<DOMAIN>.lock`.
+//! The kernel lock is the truth; the lockfile's content (a JSON holder record)
+//! is diagnostics only.
+//!
+//! 1. **Identity after every acquisition.** A holder owns the lock only if,
+//!    after `flock` succeeds, the path still names the file it locked (same
+//!    device and inode). A waiter that was blocked on a file which was
+//!    unlinked meanwhile now holds a lock on a nameless inode, while a newer
+//!    process may hold the lock on the file now at the path: both would think
+//!    they own DOMAIN. The check makes the waiter close and start over.
+//! 2. **Unlink only while holding.** The lockfile is removed only by a holder
+//!    that passed the check, before it releases. So while a process holds a
+//!    checked lock, the path keeps naming its file: nobody else can remove it.
+//!    Together, 1 and 2 give one holder per domain even though lockfiles come
+//!    and go (a finishing run removes its lockfile; so does the janitor).
+//! 3. **Not inherited.** The lock descriptor is close-on-exec and is never
+//!    passed to a child, so the lock ends when the holding process ends,
+//!    whatever its children do, and a SIGKILLed holder frees it at once.
+//! 4. **A leftover lockfile means "maybe an app to reap".** A holder whose
+//!    command exits normally removes the lockfile (unless `--keep`); one
+//!    whose command was killed by a signal, or that was itself killed,
+//!    leaves it for `ccci-janitor`.
+//!
+//! The protocol is expressed by the [`Backend`] and [`Claim`] traits so that
+//! a second backend (etcd, for several hosts) can provide the same semantics;
+//! [`FlockDir`] is the local one.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use ccci_common::cli::UsageError;
+use ccci_common::dirs::LOCK_DIR;
+use ccci_common::fs::{FileErrorKind, OpenHow, SafeDir};
+use ccci_common::names::shell_quote;
+use ccci_common::sys::{flock, FlockOp};
+use serde::{Deserialize, Serialize};
+
+/// Longest lockfile name the file system takes (`NAME_MAX`).
+const FILE_NAME_MAX: usize = 255;
+/// The lockfile suffix.
+pub const SUFFIX: &str = ".lock";
+/// The most of a lockfile that is read for its holder record.
+const RECORD_MAX: usize = 4096;
+
+/// The holder record written into a lockfile after each acquisition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// The pid of the holding `ccci-lock`.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// The run id the holder was given, if any.
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// When it acquired the lock, RFC 3339.
+    #[serde(default)]
+    pub since: Option<String>,
+    /// The host it runs on.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+impl Holder {
+    /// A record for this process, now.
+    pub fn this_process(run_id: Option<String>) -> Holder {
+        Holder {
+            pid: Some(std::process::id()),
+            run_id,
+            since: Some(ccci_common::cli::now_rfc3339()),
+            host: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok()),
+        }
+    }
+
+    /// "pid 123, run 'r1', since 2026-…" with `?` for what is unknown.
+    pub fn describe(&self) -> String {
+        format!(
+            "pid {}, run {}, since {}",
+            self.pid.map_or("?".into(), |p| p.to_string()),
+            self.run_id.as_deref().map_or("?".into(), shell_quote),
+            self.since.as_deref().unwrap_or("?"),
+        )
+    }
+}
+
+/// How long [`Backend::acquire`] may wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Until the lock is free (a blocking `flock`, no polling).
+    Forever,
+    /// Not at all.
+    Never,
+    /// At most this long.
+    AtMost(Duration),
+}
+
+/// The answer of [`Backend::acquire`].
+#[derive(Debug)]
+pub enum Acquired<C> {
+    /// We hold the lock.
+    Held(C),
+    /// Somebody else held it for as long as we were willing to wait.
+    Busy(Option<Holder>),
+}
+
+/// What [`Backend::probe`] found, without waiting and without creating.
+#[derive(Debug)]
+pub enum Probe<C> {
+    /// No claim for the domain.
+    Missing,
+    /// Something that is not a usable claim (a symlink, a directory…); the
+    /// text says what. It is never followed, opened for writing or removed.
+    Unusable(String),
+    /// Held by a live process.
+    Held {
+        /// The holder's record, when readable.
+        holder: Option<Holder>,
+        /// Time since the claim was last stamped (acquired).
+        age: Duration,
+    },
+    /// We took the lock, but the claim was removed or replaced meanwhile:
+    /// another process got there first. We hold nothing.
+    Moved,
+    /// We hold the lock of an existing claim.
+    Acquired(C),
+}
+
+/// One entry of [`Backend::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The domain.
+    pub domain: String,
+    /// Whether a live process holds the lock.
+    pub held: bool,
+    /// The last holder record, when readable (for a free lock: the last holder).
+    pub holder: Option<Holder>,
+}
+
+/// A place where domain locks live. `ccci-lock` and `ccci-janitor` are
+/// written against this trait; [`FlockDir`] implements it with flock(2).
+pub trait Backend {
+    /// A held lock.
+    type Claim: Claim;
+    /// Takes the lock of `domain`, creating its claim when missing, waiting
+    /// as `wait` says. `waiting` is called once, with the holder's record,
+    /// if we have to wait.
+    fn acquire(
+        &self,
+        domain: &str,
+        wait: Wait,
+        waiting: &mut dyn FnMut(Option<&Holder>),
+    ) -> anyhow::Result<Acquired<Self::Claim>>;
+    /// Tries, without waiting and without creating anything, to take the
+    /// lock of `domain`'s existing claim.
+    fn probe(&self, domain: &str) -> anyhow::Result<Probe<Self::Claim>>;
+    /// Creates `domain`'s claim, which must not exist yet, and takes its
+    /// lock. `None` when it exists already (someone just created it).
+    fn create(&self, domain: &str) -> anyhow::Result<Option<Self::Claim>>;
+    /// Every domain that has a claim, sorted. Names that are not valid
+    /// domains are not listed.
+    fn domains(&self) -> anyhow::Result<Vec<String>>;
+    /// The state of every claim, sorted by domain.
+    fn list(&self) -> anyhow::Result<Vec<Status>>;
+}
+
+/// A lock we hold. Dropping it releases the lock and keeps the claim.
+pub trait Claim {
+    /// The domain.
+    fn domain(&self) -> &str;
+    /// Records `holder` in the claim and marks it as fresh.
+    fn stamp(&mut self, holder: &Holder) -> anyhow::Result<()>;
+    /// Time since the claim was last stamped.
+    fn age(&self) -> anyhow::Result<Duration>;
+    /// Environment for a command run under this lock (`CCCI_LOCK_FILE`…).
+    fn env(&self) -> Vec<(&'static str, std::ffi::OsString)>;
+    /// Removes the claim while still holding the lock, then releases it.
+    fn remove(self) -> anyhow::Result<()>;
+}
+
+/// The lockfile name of `domain`: `<DOMAIN>.lock`. A domain that is valid
+/// but too long for a file name (over 250 bytes) is a usage error.
+pub fn lockfile_name(domain: &str) -> Result<String, UsageError> {
+    ccci_common::names::domain(domain)
+        .map_err(|why| UsageError(format!("invalid domain {}: {why}", shell_quote(domain))))?;
+    let name = format!("{domain}{SUFFIX}");
+    if name.len() > FILE_NAME_MAX {
+        return Err(UsageError(format!(
+            "domain {} is too long for a lockfile name: at most {} bytes",
+            shell_quote(domain),
+            FILE_NAME_MAX - SUFFIX.len()
+        )));
+    }
+    Ok(name)
+}
+
+/// The domain a lockfile name stands for, if it is one of ours.
+pub fn domain_of(file_name: &OsStr) -> Option<String> {
+    let domain = file_name.to_str()?.strip_suffix(SUFFIX)?;
+    lockfile_name(domain).ok().map(|_| domain.to_string())
+}
+
+/// The local backend: one lockfile per domain in a lock dir.
+#[derive(Debug, Clone)]
+pub struct FlockDir {
+    dir: Arc<SafeDir>,
+}
+
+/// A held lock of [`FlockDir`].
+#[derive(Debug)]
+pub struct FlockClaim {
+    dir: Arc<SafeDir>,
+    file: File,
+    name: String,
+    domain: String,
+}
+
+fn read_holder(file: &File) -> Option<Holder> {
+    let mut buf = vec![0; RECORD_MAX];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    let line = buf[..n].split(|&b| b == b'\n').next()?;
+    serde_json::from_slice(line).ok()
+}
+
+fn age_of(file: &File) -> io::Result<Duration> {
+    let modified = file.metadata()?.modified()?;
+    Ok(SystemTime::now()
+        .duration_since(modified)
+        .unwrap_or(Duration::ZERO))
+}
+
+impl FlockDir {
+    /// Opens the lock dir at `path` (see [`SafeDir`]); with `create`, makes
+    /// it 0700 when missing. `None`: missing and not created.
+    pub fn open(path: &Path, create: bool) -> anyhow::Result<Option<FlockDir>> {
+        Ok(SafeDir::open(&LOCK_DIR, path, create)?.map(|dir| FlockDir { dir: Arc::new(dir) }))
+    }
+
+    /// The lock dir's path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn claim(&self, file: File, name: String, domain: &str) -> FlockClaim {
+        FlockClaim {
+            dir: Arc::clone(&self.dir),
+            file,
+            name,
+            domain: domain.to_string(),
+        }
+    }
+
+    /// One round of the acquire loop: open (creating), lock, check identity.
+    /// `Ok(None)`: the lockfile moved under us; start over.
+    fn attempt(
+        &self,
+        domain: &str,
+        name: &str,
+        block: bool,
+        waiting: &mut dyn FnMut(Option<&Holder>),
+    ) -> anyhow::Result<Option<Acquired<FlockClaim>>> {
+        let file = self.dir.open_file(name, OpenHow::Create)?;
+        if !flock(file.as_fd(), FlockOp::ExclusiveNonblock)? {
+            let holder = read_holder(&file);
+            if !block {
+                return Ok(Some(Acquired::Busy(holder)));
+            }
+            waiting(holder.as_ref());
+            flock(file.as_fd(), FlockOp::Exclusive)?;
+        }
+        if self.dir.names_file(name, &file)? {
+            Ok(Some(Acquired::Held(self.claim(
+                file,
+                name.to_string(),
+                domain,
+            ))))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn acquire_loop(
+        &self,
+        domain: &str,
+        name: &str,
+        block: bool,
+        waiting: &mut dyn FnMut(Option<&Holder>),
+    ) -> anyhow::Result<Acquired<FlockClaim>> {
+        let mut reported = false;
+        let mut report_once = |holder: Option<&Holder>| {
+            if !std::mem::replace(&mut reported, true) {
+                waiting(holder)
+            }
+        };
+        loop {
+            if let Some(outcome) = self.attempt(domain, name, block, &mut report_once)? {
+                return Ok(outcome);
+            }
+        }
+    }
+}
+
+impl Backend for FlockDir {
+    type Claim = FlockClaim;
+
+    fn acquire(
+        &self,
+        domain: &str,
+        wait: Wait,
+        waiting: &mut dyn FnMut(Option<&Holder>),
+    ) -> anyhow::Result<Acquired<FlockClaim>> {
+        let name = lockfile_name(domain)?;
+        let limit = match wait {
+            Wait::Forever => return self.acquire_loop(domain, &name, true, waiting),
+            Wait::Never => return self.acquire_loop(domain, &name, false, waiting),
+            Wait::AtMost(limit) => limit,
+        };
+        let holder = match self.acquire_loop(domain, &name, false, waiting)? {
+            Acquired::Busy(holder) => holder,
+            held => return Ok(held),
+        };
+        waiting(holder.as_ref());
+        // A blocking flock cannot be given a timeout, and the alarm timer
+        // belongs to whoever exec'd us (ccci-guard's deadline), so the wait
+        // runs in a thread while this one waits on the clock. When time runs
+        // out the caller exits, which ends the thread and any lock it got.
+        let (tx, rx) = mpsc::channel();
+        let this = self.clone();
+        let domain_owned = domain.to_string();
+        std::thread::Builder::new()
+            .name("lock-wait".into())
+            .spawn(move || {
+                let got = this.acquire_loop(&domain_owned, &name, true, &mut |_| {});
+                let _ = tx.send(got);
+            })
+            .context("cannot start the waiting thread")?;
+        match rx.recv_timeout(limit) {
+            Ok(got) => got,
+            Err(_) => Ok(Acquired::Busy(holder)),
+        }
+    }
+
+    fn probe(&self, domain: &str) -> anyhow::Result<Probe<FlockClaim>> {
+        let name = lockfile_name(domain)?;
+        let file = match self.dir.open_file(&name, OpenHow::Read) {
+            Ok(file) => file,
+            Err(e) => match e.kind {
+                FileErrorKind::Missing => return Ok(Probe::Missing),
+                FileErrorKind::Symlink | FileErrorKind::NotRegular(_) => {
+                    return Ok(Probe::Unusable(e.to_string()))
+                }
+                _ => return Err(e.into()),
+            },
+        };
+        if !flock(file.as_fd(), FlockOp::ExclusiveNonblock)? {
+            return Ok(Probe::Held {
+                holder: read_holder(&file),
+                age: age_of(&file)?,
+            });
+        }
+        if !self.dir.names_file(&name, &file)? {
+            return Ok(Probe::Moved);
+        }
+        Ok(Probe::Acquired(self.claim(file, name, domain)))
+    }
+
+    fn create(&self, domain: &str) -> anyhow::Result<Option<FlockClaim>> {
+        let name = lockfile_name(domain)?;
+        let file = match self.dir.open_file(&name, OpenHow::CreateNew) {
+            Ok(file) => file,
+            Err(e) if matches!(e.kind, FileErrorKind::Exists) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        // The file is new, but another process may have opened and locked
+        // it, or locked and removed it, since; the identity check covers both.
+        if flock(file.as_fd(), FlockOp::ExclusiveNonblock)? && self.dir.names_file(&name, &file)? {
+            Ok(Some(self.claim(file, name, domain)))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn domains(&self) -> anyhow::Result<Vec<String>> {
+        let names = self
+            .dir
+            .names()
+            .with_context(|| format!("cannot read lock dir {}", self.path().display()))?;
+        let mut domains: Vec<String> = names.iter().filter_map(|n| domain_of(n)).collect();
+        domains.sort();
+        Ok(domains)
+    }
+
+    fn list(&self) -> anyhow::Result<Vec<Status>> {
+        let mut out = Vec::new();
+        for domain in self.domains()? {
+            let name = lockfile_name(&domain)?;
+            let file = match self.dir.open_file(&name, OpenHow::Read) {
+                Ok(file) => file,
+                Err(e) => match e.kind {
+                    FileErrorKind::Missing => continue,
+                    FileErrorKind::Symlink | FileErrorKind::NotRegular(_) => {
+                        ccci_common::say!("skipping {e}");
+                        continue;
+                    }
+                    _ => return Err(e.into()),
+                },
+            };
+            // A shared probe conflicts with a holder but never with another probe.
+            let held = !flock(file.as_fd(), FlockOp::SharedNonblock)?;
+            out.push(Status {
+                domain,
+                held,
+                holder: read_holder(&file),
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl FlockClaim {
+    /// The lockfile's path.
+    pub fn path(&self) -> PathBuf {
+        ccci_common::dirs::absolute(&self.dir.join(&self.name))
+    }
+}
+
+impl Claim for FlockClaim {
+    fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    fn stamp(&mut self, holder: &Holder) -> anyhow::Result<()> {
+        let mut line = serde_json::to_vec(holder)?;
+        line.push(b'\n');
+        // Write over the old record, then cut: a reader sees the old record,
+        // the new one, or a mix it cannot parse; never an empty file.
+        let written = self
+            .file
+            .write_all_at(&line, 0)
+            .and_then(|()| self.file.set_len(line.len() as u64))
+            .and_then(|()| {
+                nix::sys::stat::futimens(
+                    &self.file,
+                    &nix::sys::time::TimeSpec::UTIME_NOW,
+                    &nix::sys::time::TimeSpec::UTIME_NOW,
+                )
+                .map_err(io::Error::from)
+            });
+        written.with_context(|| format!("cannot write lockfile {}", self.path().display()))
+    }
+
+    fn age(&self) -> anyhow::Result<Duration> {
+        age_of(&self.file).with_context(|| format!("cannot stat {}", self.path().display()))
+    }
+
+    fn env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+        vec![
+            ("CCCI_LOCK_DOMAIN", self.domain.clone().into()),
+            ("CCCI_LOCK_FILE", self.path().into_os_string()),
+        ]
+    }
+
+    fn remove(self) -> anyhow::Result<()> {
+        // By invariant 2 the path still names our file; check anyway, so a
+        // lockfile replaced by hand is never removed by someone not holding it.
+        if self.dir.names_file(&self.name, &self.file)? {
+            self.dir
+                .remove_file(&self.name)
+                .with_context(|| format!("cannot remove lockfile {}", self.path().display()))?;
+        }
+        drop(self.file); // releases the lock, after the unlink
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn lock_dir() -> (tempfile::TempDir, FlockDir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("locks");
+        let dir = FlockDir::open(&path, true).unwrap().unwrap();
+        (tmp, dir)
+    }
+
+    fn held(a: Acquired<FlockClaim>) -> FlockClaim {
+        match a {
+            Acquired::Held(c) => c,
+            Acquired::Busy(h) => panic!("busy: {h:?}"),
+        }
+    }
+
+    #[test]
+    fn lockfile_names() {
+        assert_eq!(lockfile_name("a.example").unwrap(), "a.example.lock");
+        assert!(lockfile_name("../x").is_err());
+        assert!(lockfile_name(&"a".repeat(250)).is_ok());
+        let e = lockfile_name(&"a".repeat(251)).unwrap_err().0;
+        assert!(e.contains("too long"), "{e}");
+        assert_eq!(
+            domain_of(OsStr::new("a.lock.lock")).as_deref(),
+            Some("a.lock")
+        );
+        assert_eq!(domain_of(OsStr::new("a.lck")), None);
+        assert_eq!(domain_of(OsStr::new(".lock")), None);
+        assert_eq!(domain_of(OsStr::new(".x.tmp.lock")), None);
+    }
+
+    #[test]
+    fn second_acquirer_is_busy_and_sees_the_record() {
+        let (_t, dir) = lock_dir();
+        let mut first = held(dir.acquire("d.example", Wait::Never, &mut |_| {}).unwrap());
+        first
+            .stamp(&Holder::this_process(Some("r1".into())))
+            .unwrap();
+        let mode = std::fs::metadata(first.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        match dir.acquire("d.example", Wait::Never, &mut |_| {}).unwrap() {
+            Acquired::Busy(Some(h)) => {
+                assert_eq!(h.pid, Some(std::process::id()));
+                assert_eq!(h.run_id.as_deref(), Some("r1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let started = std::time::Instant::now();
+        let mut told = None;
+        let again = dir
+            .acquire(
+                "d.example",
+                Wait::AtMost(Duration::from_millis(100)),
+                &mut |h| told = h.cloned(),
+            )
+            .unwrap();
+        assert!(matches!(again, Acquired::Busy(_)));
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert_eq!(told.and_then(|h| h.run_id).as_deref(), Some("r1"));
+    }
+
+    #[test]
+    fn remove_unlinks_while_holding_and_frees_the_domain() {
+        let (_t, dir) = lock_dir();
+        let first = held(dir.acquire("d", Wait::Never, &mut |_| {}).unwrap());
+        let path = first.path();
+        first.remove().unwrap();
+        assert!(!path.exists());
+        held(dir.acquire("d", Wait::Never, &mut |_| {}).unwrap());
+    }
+
+    #[test]
+    fn probe_and_create_never_create_by_accident() {
+        let (_t, dir) = lock_dir();
+        assert!(matches!(dir.probe("d").unwrap(), Probe::Missing));
+        assert!(dir.domains().unwrap().is_empty());
+        let created = dir.create("d").unwrap().unwrap();
+        assert!(dir.create("d").unwrap().is_none());
+        assert!(matches!(dir.probe("d").unwrap(), Probe::Held { .. }));
+        drop(created);
+        assert!(matches!(dir.probe("d").unwrap(), Probe::Acquired(_)));
+        assert_eq!(dir.domains().unwrap(), vec!["d".to_string()]);
+    }
+
+    #[test]
+    fn a_waiter_on_an_unlinked_file_starts_over() {
+        // The waiter's file is unlinked while it waits; when it wakes it must
+        // notice, and lock the file now at the path instead.
+        let (_t, dir) = lock_dir();
+        let first = held(dir.acquire("d", Wait::Never, &mut |_| {}).unwrap());
+        let (tx, rx) = mpsc::channel();
+        let waiter = {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let claim = held(
+                    dir.acquire("d", Wait::Forever, &mut |_| tx.send(()).unwrap())
+                        .unwrap(),
+                );
+                let path = claim.path();
+                let ino = std::fs::metadata(&path).unwrap();
+                (claim, ino)
+            })
+        };
+        rx.recv().unwrap();
+        first.remove().unwrap();
+        let (claim, meta) = waiter.join().unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let file_ino = claim.file.metadata().unwrap().ino();
+        assert_eq!(
+            meta.ino(),
+            file_ino,
+            "the waiter holds a file that is not at the path"
+        );
+    }
+
+    #[test]
+    fn list_reports_held_and_free() {
+        let (_t, dir) = lock_dir();
+        let mut a = held(dir.acquire("a", Wait::Never, &mut |_| {}).unwrap());
+        a.stamp(&Holder::this_process(None)).unwrap();
+        drop(held(dir.acquire("b", Wait::Never, &mut |_| {}).unwrap()));
+        let list = dir.list().unwrap();
+        assert_eq!(list.len(), 2);
+        assert!(list[0].held && list[0].domain == "a");
+        assert_eq!(
+            list[0].holder.as_ref().unwrap().pid,
+            Some(std::process::id())
+        );
+        assert!(!list[1].held && list[1].holder.is_none());
+    }
+}
