@@ -1,0 +1,1 @@
+//! Tests for ccci-guard live here.

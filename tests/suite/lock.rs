@@ -1,0 +1,774 @@
+//! ccci-lock (SPEC §2) and SPEC §7 cases 1-4 and 21.
+
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::time::{Duration, Instant};
+
+use ccci_tests::{alive, blocked_in_flock, kill, wait_until, Proc, Sandbox};
+
+const D: &str = "wp-3f2a.ci.example.org";
+
+/// A holder of `domain` whose COMMAND says "ready" and then waits for a line
+/// (or EOF) on stdin; release it with `p.send("")`.
+fn hold(sb: &Sandbox, domain: &str, flags: &[&str]) -> Proc {
+    let mut p = sb
+        .tool("ccci-lock")
+        .args(flags)
+        .arg(domain)
+        .args(["--", "sh", "-c", "echo ready; read _"])
+        .piped_stdin()
+        .spawn();
+    p.expect_stdout("ready");
+    p
+}
+
+/// `ccci-lock -n DOMAIN -- true`: 0 when the lock was free, 75 when held.
+fn try_lock(sb: &Sandbox, domain: &str) -> i32 {
+    sb.tool("ccci-lock")
+        .args(["-n", domain, "--", "true"])
+        .run()
+        .code()
+}
+
+#[test]
+fn case_01_sigkill_of_a_holder_releases_its_lock_at_once() {
+    let sb = Sandbox::new();
+    let holder = hold(&sb, D, &[]);
+    assert_eq!(try_lock(&sb, D), 75);
+    holder.signal(libc::SIGKILL);
+    let out = holder.wait();
+    out.expect_code(137);
+    // No timeout, no cleanup step: the kernel dropped the lock with the process.
+    assert_eq!(try_lock(&sb, D), 0);
+}
+
+#[test]
+fn case_02_nonblock_is_75_while_held_and_0_when_free() {
+    let sb = Sandbox::new();
+    assert_eq!(try_lock(&sb, D), 0);
+    let mut holder = hold(&sb, D, &["--run-id", "run-a"]);
+    let busy = sb
+        .tool("ccci-lock")
+        .args(["-n", D, "--", "touch", "ran"])
+        .run();
+    busy.expect_code(75)
+        .expect_stderr(&format!("pid {}", holder.pid()))
+        .expect_stderr("'run-a'");
+    assert!(!sb.path("ran").exists(), "COMMAND ran without the lock");
+    holder.send("");
+    holder.wait().expect_code(0);
+    assert_eq!(try_lock(&sb, D), 0);
+}
+
+#[test]
+fn case_03_the_lock_is_not_inherited_by_the_holders_child() {
+    let sb = Sandbox::new();
+    // COMMAND ignores TERM (so the parent-death signal does not end it) and
+    // becomes a long sleep: it outlives its ccci-lock.
+    let mut holder = sb
+        .tool("ccci-lock")
+        .args([D, "--", "sh", "-c"])
+        .arg("trap '' TERM; echo pid=$$; exec sleep 1000 >/dev/null")
+        .spawn();
+    let line = holder.expect_stdout("pid=");
+    let child: u32 = line.trim_start_matches("pid=").parse().unwrap();
+    wait_until("COMMAND is sleep", || {
+        std::fs::read_to_string(format!("/proc/{child}/comm")).is_ok_and(|c| c.trim() == "sleep")
+    });
+    let lockfile = sb.lockfile(D);
+    let holds_lockfile = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == lockfile))
+    };
+    assert!(
+        holds_lockfile(holder.pid()),
+        "ccci-lock itself holds the lockfile open"
+    );
+    assert!(
+        !holds_lockfile(child),
+        "COMMAND inherited the lock descriptor"
+    );
+
+    holder.signal(libc::SIGKILL);
+    holder.wait().expect_code(137);
+    assert!(alive(child), "COMMAND should have survived its holder");
+    assert_eq!(try_lock(&sb, D), 0, "a surviving child kept the lock");
+    kill(child, libc::SIGKILL);
+}
+
+#[test]
+fn case_03b_a_background_grandchild_does_not_keep_the_lock() {
+    let sb = Sandbox::new();
+    let out = sb
+        .tool("ccci-lock")
+        .args([
+            D,
+            "--",
+            "sh",
+            "-c",
+            "sleep 1000 >/dev/null 2>&1 & echo bg=$!",
+        ])
+        .run();
+    out.expect_code(0);
+    let bg: u32 = out.stdout.trim().trim_start_matches("bg=").parse().unwrap();
+    assert!(alive(bg));
+    assert_eq!(try_lock(&sb, D), 0);
+    kill(bg, libc::SIGKILL);
+}
+
+#[test]
+fn case_04_a_second_acquirer_blocks_until_the_first_holder_exits() {
+    let sb = Sandbox::new();
+    let mut first = hold(&sb, D, &[]);
+    let mut second = sb
+        .tool("ccci-lock")
+        .args([D, "--", "sh", "-c", "echo second-in"])
+        .spawn();
+    wait_until("the second acquirer blocks in flock", || {
+        blocked_in_flock(second.pid())
+    });
+    assert!(!second.has_exited(), "{}", second.report());
+    assert_eq!(
+        second.stdout_so_far(),
+        "",
+        "the second ran while the first held"
+    );
+    first.send("");
+    first.wait().expect_code(0);
+    second.expect_stdout("second-in");
+    second.wait().expect_code(0);
+}
+
+/// Case 21, step by step: the first holder unlinks its lockfile on exit
+/// while a second acquirer waits on that (now nameless) file; a third
+/// arrives after the unlink. However the race goes, never two holders.
+/// `acquire` starts a holder printing `<name>-in` once inside.
+fn unlink_while_waiting(
+    sb: &Sandbox,
+    acquire: &dyn Fn(&str) -> Proc,
+    release_first: &dyn Fn(&mut Proc),
+) -> (Proc, Proc) {
+    let mut a = acquire("a");
+    a.expect_stdout("a-in");
+    let b = acquire("b");
+    wait_until("b waits on a's lockfile", || blocked_in_flock(b.pid()));
+    release_first(&mut a);
+    a.wait().expect_code(0);
+    let mut b = b;
+    b.expect_stdout("b-in");
+    let _ = sb;
+    let c = acquire("c");
+    (b, c)
+}
+
+#[test]
+fn case_21_unlink_and_recreate_while_another_waits_never_yields_two_holders() {
+    let sb = Sandbox::new();
+    let acquire = |name: &str| {
+        sb.tool("ccci-lock")
+            .args([D, "--", "sh", "-c"])
+            .arg(format!("echo {name}-in; read _"))
+            .piped_stdin()
+            .spawn()
+    };
+    // ccci-lock itself unlinks the lockfile (under the lock) when `a` ends.
+    let (mut b, mut c) = unlink_while_waiting(&sb, &acquire, &|a| a.send(""));
+    wait_until("c blocks behind b, or gets in beside it", || {
+        blocked_in_flock(c.pid()) || c.stdout_so_far().contains("c-in")
+    });
+    assert!(
+        !c.stdout_so_far().contains("c-in"),
+        "two holders: b and c\n{}",
+        c.report()
+    );
+    b.send("");
+    b.wait().expect_code(0);
+    c.expect_stdout("c-in");
+    c.send("");
+    c.wait().expect_code(0);
+}
+
+#[test]
+fn case_21_negative_control_flock1_without_the_identity_check_yields_two_holders() {
+    // The same choreography with util-linux flock(1), whose holders unlink
+    // the lockfile the same way but never recheck it: b wakes holding the
+    // unlinked file while c locks the new one. This proves the test above
+    // can see two holders when the protocol is missing.
+    let sb = Sandbox::new();
+    std::fs::create_dir(sb.lock_dir()).unwrap();
+    let path = sb.lockfile(D);
+    let acquire = |name: &str| {
+        sb.command("flock")
+            .arg(&path)
+            .args(["sh", "-c"])
+            .arg(format!("echo {name}-in; read _; rm -f \"$0\""))
+            .arg(&path)
+            .piped_stdin()
+            .spawn()
+    };
+    let (mut b, mut c) = unlink_while_waiting(&sb, &acquire, &|a| a.send(""));
+    c.expect_stdout("c-in");
+    assert!(!b.has_exited(), "b is still inside: two holders at once");
+    b.send("");
+    c.send("");
+    b.wait();
+    c.wait();
+}
+
+#[test]
+fn case_21_churn_many_acquirers_with_unlinks_never_overlap() {
+    let sb = Sandbox::new();
+    let cs = sb.path("cs");
+    let log = sb.path("overlaps");
+    let script = format!(
+        "for i in $(seq 30); do ccci-lock {D} -- sh -c 'mkdir {cs} 2>/dev/null || echo overlap >> {log}; rmdir {cs} 2>/dev/null; true' || exit 1; done",
+        cs = cs.display(),
+        log = log.display(),
+    );
+    let workers: Vec<Proc> = (0..4).map(|_| sb.sh(&script).spawn()).collect();
+    for w in workers {
+        w.wait().expect_code(0);
+    }
+    assert!(
+        !log.exists(),
+        "two holders overlapped: {:?}",
+        std::fs::read_to_string(&log)
+    );
+    assert!(
+        !sb.lockfile(D).exists(),
+        "the last holder should have removed the lockfile"
+    );
+}
+
+#[test]
+fn exit_status_is_passed_through_and_settles_the_lockfile() {
+    let sb = Sandbox::new();
+    let run = |flags: &[&str], cmd: &[&str]| {
+        sb.tool("ccci-lock")
+            .args(flags)
+            .arg(D)
+            .arg("--")
+            .args(cmd)
+            .run()
+    };
+    run(&[], &["true"]).expect_code(0);
+    assert!(!sb.lockfile(D).exists(), "removed after a normal exit");
+    run(&[], &["sh", "-c", "exit 3"]).expect_code(3);
+    assert!(!sb.lockfile(D).exists(), "removed after a failing exit too");
+    run(&["--keep"], &["true"]).expect_code(0);
+    assert!(sb.lockfile(D).exists(), "--keep keeps it");
+    std::fs::remove_file(sb.lockfile(D)).unwrap();
+
+    run(&[], &["/nonexistent/cmd"])
+        .expect_code(127)
+        .expect_stderr("cannot run '/nonexistent/cmd'");
+    let not_exec = sb.path("not-exec");
+    std::fs::write(&not_exec, "#!/bin/sh\n").unwrap();
+    run(&[], &[not_exec.to_str().unwrap()]).expect_code(126);
+    assert!(!sb.lockfile(D).exists());
+
+    run(&[], &["sh", "-c", "kill -TERM $$"]).expect_code(143);
+    assert!(
+        sb.lockfile(D).exists(),
+        "a signal-killed COMMAND leaves its lockfile"
+    );
+    run(&[], &["sh", "-c", "kill -KILL $$"]).expect_code(137);
+    assert!(sb.lockfile(D).exists());
+    assert_eq!(
+        try_lock(&sb, D),
+        0,
+        "a leftover lockfile is not a held lock"
+    );
+}
+
+#[test]
+fn forwards_each_signal_and_keeps_the_lock_until_command_exits() {
+    let sb = Sandbox::new();
+    for sig in ["TERM", "INT", "HUP", "QUIT", "ALRM", "USR1", "USR2"] {
+        let signo = match sig {
+            "TERM" => libc::SIGTERM,
+            "INT" => libc::SIGINT,
+            "HUP" => libc::SIGHUP,
+            "QUIT" => libc::SIGQUIT,
+            "ALRM" => libc::SIGALRM,
+            "USR1" => libc::SIGUSR1,
+            _ => libc::SIGUSR2,
+        };
+        // The trap answers, then waits for stdin, so the test can check that
+        // the lock is still held after the signal while COMMAND tears down.
+        let script = format!(
+            "trap 'echo got-{sig}; read _; exit 7' {sig}; echo ready; sleep 1000 >/dev/null 2>&1 & wait"
+        );
+        let mut p = sb
+            .tool("ccci-lock")
+            .args([D, "--", "sh", "-c", &script])
+            .piped_stdin()
+            .spawn();
+        p.expect_stdout("ready");
+        p.signal(signo);
+        p.expect_stdout(&format!("got-{sig}"));
+        assert!(
+            !p.has_exited(),
+            "ccci-lock ended before COMMAND: {}",
+            p.report()
+        );
+        assert_eq!(
+            try_lock(&sb, D),
+            75,
+            "the lock was dropped during teardown ({sig})"
+        );
+        p.send("");
+        p.wait().expect_code(7);
+        assert!(!sb.lockfile(D).exists(), "COMMAND exited normally ({sig})");
+    }
+}
+
+#[test]
+fn an_alarm_armed_before_exec_reaches_command() {
+    // ccci-guard arms the deadline with the alarm timer and then execs
+    // ccci-lock; the timer survives exec and must reach COMMAND.
+    let sb = Sandbox::new();
+    let started = Instant::now();
+    let mut p = unsafe {
+        sb.tool("ccci-lock")
+            .args(["-w", "20s", D, "--", "sh", "-c"])
+            .arg(
+                "trap 'echo got-alarm; exit 9' ALRM; echo ready; sleep 1000 >/dev/null 2>&1 & wait",
+            )
+            .pre_exec(|| {
+                libc::alarm(2);
+                Ok(())
+            })
+    }
+    .spawn();
+    p.expect_stdout("ready");
+    p.expect_stdout("got-alarm");
+    p.wait().expect_code(9);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the caller's alarm was postponed"
+    );
+}
+
+#[test]
+fn a_deadline_that_fires_while_waiting_ends_the_wait_with_142() {
+    // `-w` must use its own clock: the caller's alarm still fires during the
+    // wait, and nothing runs.
+    let sb = Sandbox::new();
+    let mut holder = hold(&sb, D, &[]);
+    let started = Instant::now();
+    let out = unsafe {
+        sb.tool("ccci-lock")
+            .args(["-w", "25s", D, "--", "touch", "ran"])
+            .pre_exec(|| {
+                libc::alarm(1);
+                Ok(())
+            })
+    }
+    .run();
+    out.expect_code(142);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the alarm was replaced by -w"
+    );
+    assert!(!sb.path("ran").exists());
+    holder.send("");
+    holder.wait().expect_code(0);
+}
+
+#[test]
+fn command_gets_a_clean_signal_state_whatever_the_caller_had() {
+    let sb = Sandbox::new();
+    // The caller ignores TERM, INT and CHLD and blocks USR1 and ALRM, as a
+    // careless CI runner might.
+    let out = unsafe {
+        sb.tool("ccci-lock")
+            .args([D, "--", "cat", "/proc/self/status"])
+            .pre_exec(|| {
+                libc::signal(libc::SIGTERM, libc::SIG_IGN);
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
+                libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGUSR1);
+                libc::sigaddset(&mut set, libc::SIGALRM);
+                libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                Ok(())
+            })
+    }
+    .run();
+    out.expect_code(0);
+    let mask = |field: &str| {
+        let line = out.stdout.lines().find(|l| l.starts_with(field)).unwrap();
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    let reset: u64 = [
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGALRM,
+        libc::SIGPIPE,
+        libc::SIGCHLD,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+    ]
+    .iter()
+    .map(|s| 1u64 << (s - 1))
+    .sum();
+    assert_eq!(
+        mask("SigBlk:"),
+        0,
+        "COMMAND inherited a blocked mask\n{out}"
+    );
+    assert_eq!(
+        mask("SigIgn:") & reset,
+        0,
+        "COMMAND inherited ignored signals\n{out}"
+    );
+
+    // With SIGCHLD ignored by the caller, the status must still come through.
+    let out = unsafe {
+        sb.tool("ccci-lock")
+            .args([D, "--", "sh", "-c", "exit 5"])
+            .pre_exec(|| {
+                libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+                Ok(())
+            })
+    }
+    .run();
+    out.expect_code(5);
+}
+
+#[test]
+fn command_gets_term_when_ccci_lock_is_killed() {
+    let sb = Sandbox::new();
+    let mark = sb.path("teardown-ran");
+    let mut p = sb
+        .tool("ccci-lock")
+        .args([D, "--", "sh", "-c"])
+        .arg(format!(
+            "trap 'echo done > {}; exit 0' TERM; echo ready; sleep 1000 >/dev/null 2>&1 & wait",
+            mark.display()
+        ))
+        .spawn();
+    p.expect_stdout("ready");
+    p.signal(libc::SIGKILL);
+    p.wait().expect_code(137);
+    wait_until("COMMAND's TERM teardown ran", || mark.exists());
+    assert!(
+        sb.lockfile(D).exists(),
+        "a killed holder cannot remove its lockfile"
+    );
+    assert_eq!(try_lock(&sb, D), 0);
+}
+
+#[test]
+fn holder_record_environment_and_mtime() {
+    let sb = Sandbox::new();
+    let before = std::time::SystemTime::now() - Duration::from_secs(2);
+    let mut p = sb
+        .tool("ccci-lock")
+        .args(["--run-id", "build-279", D, "--", "sh", "-c"])
+        .arg("echo \"domain=$CCCI_LOCK_DOMAIN\"; echo \"file=$CCCI_LOCK_FILE\"; echo ready; read _")
+        .piped_stdin()
+        .spawn();
+    p.expect_stdout("ready");
+    let out = p.stdout_so_far();
+    assert!(out.contains(&format!("domain={D}\n")), "{out}");
+    let lockfile = sb.lockfile(D);
+    assert!(
+        out.contains(&format!("file={}\n", lockfile.display())),
+        "{out}"
+    );
+
+    let text = std::fs::read_to_string(&lockfile).unwrap();
+    assert_eq!(text.lines().count(), 1, "one JSON line: {text:?}");
+    let record: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(record["pid"], p.pid());
+    assert_eq!(record["run_id"], "build-279");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(record["host"], host.trim());
+    let since = record["since"].as_str().unwrap();
+    assert!(
+        since.len() == 20 && since.ends_with('Z'),
+        "RFC 3339: {since}"
+    );
+    let meta = std::fs::metadata(&lockfile).unwrap();
+    assert!(
+        meta.modified().unwrap() >= before,
+        "mtime touched at acquisition"
+    );
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(sb.lock_dir()).unwrap().mode() & 0o777,
+        0o700
+    );
+    p.send("");
+    p.wait().expect_code(0);
+}
+
+#[test]
+fn wait_gives_up_with_75_or_gets_the_lock_when_it_frees_in_time() {
+    let sb = Sandbox::new();
+    let mut holder = hold(&sb, D, &["--run-id", "slow-run"]);
+    let started = Instant::now();
+    let out = sb
+        .tool("ccci-lock")
+        .args(["-w", "300ms", D, "--", "touch", "ran"])
+        .run();
+    out.expect_code(75).expect_stderr("'slow-run'");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "gave up early"
+    );
+    assert!(!sb.path("ran").exists());
+
+    let waiter = sb
+        .tool("ccci-lock")
+        .args(["--wait", "1h", D, "--", "sh", "-c", "echo waiter-in"])
+        .spawn();
+    wait_until("the -w waiter blocks in flock", || {
+        blocked_in_flock(waiter.pid())
+    });
+    holder.send("");
+    holder.wait().expect_code(0);
+    waiter.wait().expect_code(0).expect_stdout("waiter-in");
+}
+
+#[test]
+fn verbose_reports_waiting_with_the_holder() {
+    let sb = Sandbox::new();
+    let mut holder = hold(&sb, D, &["--run-id", "first-run"]);
+    let mut waiter = sb.tool("ccci-lock").args(["-v", D, "--", "true"]).spawn();
+    let line = waiter.expect_stderr("waiting");
+    assert!(line.starts_with("ccci-lock: "), "{line}");
+    assert!(line.contains(D), "{line}");
+    assert!(line.contains(&format!("pid {}", holder.pid())), "{line}");
+    assert!(line.contains("'first-run'"), "{line}");
+    assert!(line.contains("since 20"), "{line}");
+    holder.send("");
+    holder.wait().expect_code(0);
+    waiter.expect_stderr("acquired");
+    waiter.wait().expect_code(0);
+}
+
+#[test]
+fn list_shows_held_and_free_lockfiles_as_text_and_json() {
+    let sb = Sandbox::new();
+    sb.tool("ccci-lock")
+        .args(["--list"])
+        .run()
+        .expect_code(0)
+        .expect_stdout("");
+    assert!(!sb.lock_dir().exists(), "--list created the lock dir");
+
+    let mut holder = hold(&sb, "a.example", &["--run-id", "r1"]);
+    sb.tool("ccci-lock")
+        .args(["b.example", "--", "sh", "-c", "kill -TERM $$"])
+        .run()
+        .expect_code(143);
+    std::fs::write(sb.lock_dir().join("notes.txt"), "not a lock").unwrap();
+
+    let out = sb.tool("ccci-lock").arg("--list").run();
+    out.expect_code(0);
+    let lines: Vec<Vec<&str>> = out
+        .stdout
+        .lines()
+        .map(|l| l.split('\t').collect())
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let pid = holder.pid().to_string();
+    assert_eq!(
+        &lines[0][..4],
+        ["a.example", "held", pid.as_str(), "r1"],
+        "{out}"
+    );
+    assert!(lines[0][4].ends_with('Z'));
+    assert_eq!(&lines[1][..2], ["b.example", "free"], "{out}");
+    assert_eq!(lines[1][3], "-", "no run id was given: {out}");
+
+    let out = sb.tool("ccci-lock").args(["--list", "--json"]).run();
+    out.expect_code(0);
+    let objects: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(objects[0]["domain"], "a.example");
+    assert_eq!(objects[0]["state"], "held");
+    assert_eq!(objects[0]["pid"], holder.pid());
+    assert_eq!(objects[0]["run_id"], "r1");
+    assert_eq!(objects[1]["state"], "free");
+    assert!(objects[1]["run_id"].is_null());
+    holder.send("");
+    holder.wait().expect_code(0);
+}
+
+#[test]
+fn every_bad_input_is_status_2_quoted_and_creates_nothing() {
+    let sb = Sandbox::new();
+    let long = "a".repeat(254);
+    let too_long_for_a_file = "a".repeat(251);
+    let bad_domains = [
+        "",
+        ".hidden",
+        "-",
+        "a/b",
+        "../x",
+        "a b",
+        "é.example",
+        "x\ny",
+        "a*",
+        &long,
+        &too_long_for_a_file,
+    ];
+    for bad in bad_domains {
+        let out = sb.tool("ccci-lock").args([bad, "--", "touch", "ran"]).run();
+        out.expect_code(2).expect_stderr(&format!("'{bad}'"));
+        assert!(out.stderr.starts_with("ccci-lock: "), "{out}");
+    }
+    let bad_values: [&[&str]; 6] = [
+        &["-w", "5x"],
+        &["-w", "-1"],
+        &["-w", ""],
+        &["-w", "99999999999999999999h"],
+        &["--run-id", "a b"],
+        &["--run-id", "../up"],
+    ];
+    for flags in bad_values {
+        let out = sb
+            .tool("ccci-lock")
+            .args(flags)
+            .args([D, "--", "touch", "ran"])
+            .run();
+        out.expect_code(2).expect_stderr(&format!("'{}'", flags[1]));
+    }
+    let out = sb
+        .tool("ccci-lock")
+        .args(["--bogus", D, "--", "touch", "ran"])
+        .run();
+    out.expect_code(2).expect_stderr("'--bogus'");
+    let out = sb
+        .tool("ccci-lock")
+        .args(["-n", "-w", "1s", D, "--", "touch", "ran"])
+        .run();
+    out.expect_code(2).expect_stderr("cannot be used with");
+    let out = sb
+        .tool("ccci-lock")
+        .env("CCCI_RUN_ID", "bad/id")
+        .args([D, "--", "touch", "ran"])
+        .run();
+    out.expect_code(2).expect_stderr("'bad/id'");
+    sb.tool("ccci-lock").arg(D).run().expect_code(2);
+    sb.tool("ccci-lock")
+        .args([D, "touch", "ran"])
+        .run()
+        .expect_code(2);
+    assert!(!sb.lock_dir().exists(), "a bad input created the lock dir");
+    assert!(!sb.path("ran").exists(), "a bad input ran COMMAND");
+}
+
+#[test]
+fn an_empty_run_id_variable_counts_as_unset() {
+    let sb = Sandbox::new();
+    sb.tool("ccci-lock")
+        .env("CCCI_RUN_ID", "")
+        .args(["--keep", D, "--", "true"])
+        .run()
+        .expect_code(0);
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sb.lockfile(D)).unwrap()).unwrap();
+    assert!(record["run_id"].is_null());
+}
+
+#[test]
+fn a_symlink_fifo_or_directory_where_the_lockfile_should_be_is_refused() {
+    let sb = Sandbox::new();
+    std::fs::create_dir(sb.lock_dir()).unwrap();
+    std::fs::set_permissions(sb.lock_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let target = sb.path("victim");
+    symlink(&target, sb.lockfile("link.example")).unwrap();
+    nix_mkfifo(&sb.lockfile("fifo.example"));
+    std::fs::create_dir(sb.lockfile("dir.example")).unwrap();
+    for (domain, what) in [
+        ("link.example", "symlink"),
+        ("fifo.example", "FIFO"),
+        ("dir.example", "directory"),
+    ] {
+        let out = sb
+            .tool("ccci-lock")
+            .args([domain, "--", "touch", "ran"])
+            .run();
+        out.expect_code(125)
+            .expect_stderr(what)
+            .expect_stderr(&sb.lockfile(domain).display().to_string());
+    }
+    assert!(!target.exists(), "the symlink was followed");
+    assert!(std::fs::symlink_metadata(sb.lockfile("link.example"))
+        .unwrap()
+        .is_symlink());
+    assert!(!sb.path("ran").exists());
+}
+
+fn nix_mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+#[test]
+fn an_unsafe_lock_dir_is_refused_with_125_and_a_fix() {
+    let sb = Sandbox::new();
+    let run = |dir: &std::path::Path| {
+        sb.tool("ccci-lock")
+            .arg("--lock-dir")
+            .arg(dir)
+            .args([D, "--", "touch", "ran"])
+            .run()
+    };
+    let real = sb.path("real");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = sb.path("link");
+    symlink(&real, &link).unwrap();
+    run(&link)
+        .expect_code(125)
+        .expect_stderr(&format!("lock dir {} is a symlink", link.display()))
+        .expect_stderr("CCCI_APP_LOCK_DIR");
+
+    for mode in [0o777, 0o770, 0o702] {
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(mode)).unwrap();
+        run(&real)
+            .expect_code(125)
+            .expect_stderr("writable by group or others")
+            .expect_stderr(&format!("chmod 700 {}", real.display()));
+    }
+
+    let foreign = if nix_euid() == 0 {
+        let dir = sb.path("foreign");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+        dir
+    } else {
+        std::path::PathBuf::from("/") // owned by root, not by us
+    };
+    run(&foreign)
+        .expect_code(125)
+        .expect_stderr("is owned by uid");
+    assert!(!sb.path("ran").exists());
+    assert_eq!(
+        std::fs::read_dir(&real).unwrap().count(),
+        0,
+        "nothing created"
+    );
+}
+
+fn nix_euid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}

@@ -1,0 +1,9 @@
+//! The integration suite: one binary, one module per tool. Tests named
+//! `case_NN_…` are the cases of SPEC §7, so the spec and the suite can be
+//! read side by side.
+
+mod abradir;
+mod guard;
+mod janitor;
+mod lock;
+mod state;
