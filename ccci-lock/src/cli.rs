@@ -26,6 +26,8 @@ left for ccci-janitor.
 Environment:
   CCCI_APP_LOCK_DIR  the lock dir (like --lock-dir)
   CCCI_RUN_ID        the run id recorded in the lockfile (like --run-id)
+  CCCI_LOCK_DOMAIN   set for COMMAND: the locked DOMAIN
+  CCCI_LOCK_FILE     set for COMMAND: the lockfile's absolute path
 
 --list prints DOMAIN<TAB>held|free<TAB>PID<TAB>RUN_ID<TAB>SINCE per lockfile,
 '-' where unknown; for a free lock, PID, RUN_ID and SINCE are its last holder's.";
