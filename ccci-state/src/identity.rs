@@ -9,7 +9,9 @@
 //!
 //! A pid alone can be reused after its process is gone, so code that must
 //! tell "this run" from "an old run with the same key" compares the process
-//! start time ([`start_time`]) recorded when the run began.
+//! start time ([`start_time`]) recorded when the run began: [`harness`] says
+//! whether the recorded harness is still running, has exited, or its pid now
+//! names another process.
 
 use clap::Args;
 
@@ -54,6 +56,17 @@ impl RunKey {
     pub fn key(&self) -> String {
         format!("{}-{}", self.run_id, self.pid)
     }
+
+    /// The identity a directory name made by [`RunKey::key`] stands for;
+    /// `None` for any other name. The pid is what follows the last `-`, so
+    /// run ids that contain `-` come back whole.
+    pub fn parse(key: &str) -> Option<RunKey> {
+        let (run_id, digits) = key.rsplit_once('-')?;
+        let run_id = ccci_common::names::run_id(run_id).ok()?;
+        let pid = parse_pid(digits).ok()?;
+        // Only the canonical spelling: "007" would name another directory.
+        (pid.to_string() == digits).then_some(RunKey { run_id, pid })
+    }
 }
 
 /// Our parent's pid: the harness shell when a tool is run from it (also
@@ -75,16 +88,49 @@ pub fn parse_pid(value: &str) -> Result<u32, String> {
 /// `/proc/<pid>/stat`); `None` when there is no such process. Together with
 /// the pid it names a process uniquely until reboot.
 pub fn start_time(pid: u32) -> Option<u64> {
+    proc_stat(pid).map(|(_, started)| started)
+}
+
+/// The state letter (field 3) and start time (field 22) of `/proc/<pid>/stat`.
+fn proc_stat(pid: u32) -> Option<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) state ppid ..." — comm may contain spaces and ')'.
     let (_, rest) = stat.rsplit_once(')')?;
-    // rest starts with " state"; state is field 3, starttime field 22.
-    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // `fields` now starts at field 4; starttime is field 22.
+    let started = fields.nth(22 - 4)?.parse().ok()?;
+    Some((state, started))
 }
 
 /// Whether `pid` is the same process that had `started` as its start time.
 pub fn is_alive(pid: u32, started: u64) -> bool {
     start_time(pid) == Some(started)
+}
+
+/// What became of a run's harness, judged from its pid and the start time
+/// recorded when the run began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Harness {
+    /// The recorded process is still running: the run is live.
+    Running,
+    /// No process has the pid any more (or only a zombie): the run is over.
+    Gone,
+    /// The pid now names another process (a different start time, or none
+    /// was recorded because the pid was free then): the run is over, and a
+    /// new run may be using its key.
+    Replaced,
+}
+
+/// Classifies the harness `pid` against `recorded`, the start time taken
+/// when the run began (`None` when the pid named no process then).
+pub fn harness(pid: u32, recorded: Option<u64>) -> Harness {
+    match proc_stat(pid) {
+        None => Harness::Gone,
+        Some(('Z' | 'X', _)) => Harness::Gone,
+        Some((_, now)) if recorded == Some(now) => Harness::Running,
+        Some(_) => Harness::Replaced,
+    }
 }
 
 #[cfg(test)]
@@ -101,6 +147,30 @@ mod tests {
         let manual = RunArgs::default().resolve();
         assert_eq!(manual.run_id, MANUAL);
         assert_eq!(manual.pid, parent_pid());
+    }
+
+    #[test]
+    fn keys_parse_back() {
+        for (run_id, pid) in [("build-7", 42), ("manual", 1), ("a.b_c-d-9", 2147483647)] {
+            let key = RunKey {
+                run_id: run_id.into(),
+                pid,
+            };
+            assert_eq!(RunKey::parse(&key.key()), Some(key));
+        }
+        for bad in [
+            "manual",
+            "manual-",
+            "-12",
+            "manual-0",
+            "manual-x",
+            "manual-+5",
+            "manual-007",
+            ".tmp-12",
+            "a/b-12",
+        ] {
+            assert_eq!(RunKey::parse(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
@@ -121,5 +191,26 @@ mod tests {
         let pid = child.id();
         child.wait().unwrap();
         assert_eq!(start_time(pid), None);
+    }
+
+    #[test]
+    fn harness_states() {
+        let me = std::process::id();
+        let t = start_time(me).unwrap();
+        assert_eq!(harness(me, Some(t)), Harness::Running);
+        assert_eq!(harness(me, Some(t + 1)), Harness::Replaced);
+        assert_eq!(harness(me, None), Harness::Replaced);
+
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not reaped yet: a zombie is a harness that has exited.
+        let start = std::time::Instant::now();
+        while proc_stat(pid).is_some_and(|(state, _)| state != 'Z') {
+            assert!(start.elapsed().as_secs() < 30, "`true` never exited");
+            std::thread::yield_now();
+        }
+        assert_eq!(harness(pid, start_time(pid)), Harness::Gone);
+        child.wait().unwrap();
+        assert_eq!(harness(pid, Some(1)), Harness::Gone);
     }
 }
