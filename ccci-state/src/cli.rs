@@ -1,0 +1,313 @@
+//! The `ccci-state` command line (SPEC §6): the clap definition and the code
+//! that runs it. The file protocol is in the library.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use ccci_common::{dirs, exit, names, say};
+
+use crate::identity::{Harness, RunArgs, RunKey};
+use crate::{file_var, Begun, Location, StateDir, Swept, HARNESS_FILES};
+
+const AFTER_HELP: &str = "\
+A run's files live in <state dir>/<run-id>-<harness pid>/NAME, so two runs
+never share one, whatever app domain they deploy. `eval \"$(ccci-state env)\"`
+at the start of a run creates its directory and exports CCCI_RUN_ID,
+CCCI_HARNESS_PID and the exact paths of the harness's four files, so every
+child uses the same files. set, incr and append replace the whole file under
+a lock: no update is lost between processes, and a SIGKILL leaves the old or
+the new content. A counter file that holds no number is an error (125).
+gc removes the directories of runs whose harness process is gone, telling a
+reused pid apart by the start time recorded by env.
+
+Environment:
+  CCCI_STATE_DIR     the state dir (like --state-dir)
+  CCCI_RUN_ID        the run id (like --run-id)
+  CCCI_HARNESS_PID   the harness pid (like --pid)
+  CCCI_<NAME>_FILE   the exact path of state file NAME (upper-cased, '-' as
+                     '_'); when set, it wins over the run key
+Empty variables count as unset.";
+
+/// Run-keyed state files that two CI runs never share.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ccci-state",
+    version,
+    after_help = format!("{AFTER_HELP}\n\n{}", exit::help_section()),
+    override_usage = "ccci-state [--run-id ID] [--pid PID] [--state-dir DIR] env [--json]\n       \
+                      ccci-state path NAME | get NAME [--default V] | set NAME VALUE | incr NAME [BY] | append NAME LINE\n       \
+                      ccci-state clean | gc [--dry-run]"
+)]
+pub struct Cli {
+    /// Which run
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// State dir [default: /tmp/ccci-<uid>/state]
+    #[arg(long, value_name = "DIR", env = "CCCI_STATE_DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+
+    /// What to do
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create this run's directory and print `export` lines for eval
+    Env {
+        /// Print one JSON object instead
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the path of state file NAME
+    Path {
+        /// The state file
+        #[arg(value_name = "NAME", value_parser = names::state_name)]
+        name: String,
+    },
+    /// Print the content of NAME; status 1 when it does not exist
+    Get {
+        /// The state file
+        #[arg(value_name = "NAME", value_parser = names::state_name)]
+        name: String,
+        /// Print V instead of failing when NAME does not exist
+        #[arg(long, value_name = "V", allow_hyphen_values = true)]
+        default: Option<OsString>,
+    },
+    /// Replace NAME with VALUE (and a newline), atomically
+    Set {
+        /// The state file
+        #[arg(value_name = "NAME", value_parser = names::state_name)]
+        name: String,
+        /// The new content
+        #[arg(value_name = "VALUE", allow_hyphen_values = true)]
+        value: OsString,
+    },
+    /// Add BY (default 1) to the counter NAME atomically; print the new value
+    Incr {
+        /// The counter (a missing file counts as 0)
+        #[arg(value_name = "NAME", value_parser = names::state_name)]
+        name: String,
+        /// The amount to add, may be negative
+        #[arg(value_name = "BY", allow_negative_numbers = true, default_value_t = 1)]
+        by: i64,
+    },
+    /// Add LINE as one whole line at the end of NAME
+    Append {
+        /// The state file
+        #[arg(value_name = "NAME", value_parser = names::state_name)]
+        name: String,
+        /// The line, without a newline
+        #[arg(value_name = "LINE", allow_hyphen_values = true)]
+        line: OsString,
+    },
+    /// Remove this run's files and directory; missing ones are fine
+    Clean,
+    /// Remove the directories of runs whose harness process is gone
+    Gc {
+        /// Report what would be removed, remove nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Runs a parsed command line; returns the exit status.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    let state_dir = dirs::absolute(
+        &cli.state_dir
+            .clone()
+            .unwrap_or_else(dirs::default_state_dir),
+    );
+    let key = cli.run.resolve();
+    let locate = |name: &str| Location::resolve(name, &state_dir, &key);
+    match cli.command {
+        Command::Env { json } => env(&state_dir, &key, json),
+        Command::Path { name } => {
+            let path = locate(&name)?.path();
+            let mut out = std::io::stdout().lock();
+            out.write_all(path.as_os_str().as_bytes())?;
+            out.write_all(b"\n")?;
+            out.flush()?;
+            Ok(exit::SUCCESS)
+        }
+        Command::Get { name, default } => {
+            let content = match (locate(&name)?.read()?, default) {
+                (Some(content), _) => content,
+                (None, Some(default)) => {
+                    let mut line = default.as_bytes().to_vec();
+                    line.push(b'\n');
+                    line
+                }
+                (None, None) => return Ok(exit::FAILURE),
+            };
+            let mut out = std::io::stdout().lock();
+            out.write_all(&content)?;
+            out.flush()?;
+            Ok(exit::SUCCESS)
+        }
+        Command::Set { name, value } => {
+            let loc = locate(&name)?;
+            lock(&loc)?.locked.set(loc.file_name(), value.as_bytes())?;
+            Ok(exit::SUCCESS)
+        }
+        Command::Incr { name, by } => {
+            let loc = locate(&name)?;
+            let value = lock(&loc)?.locked.incr(loc.file_name(), by)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{value}")?;
+            out.flush()?;
+            Ok(exit::SUCCESS)
+        }
+        Command::Append { name, line } => {
+            crate::check_line(line.as_bytes())?;
+            let loc = locate(&name)?;
+            lock(&loc)?
+                .locked
+                .append(loc.file_name(), line.as_bytes())?;
+            Ok(exit::SUCCESS)
+        }
+        Command::Clean => {
+            let exact = HARNESS_FILES
+                .iter()
+                .map(|name| locate(name))
+                .collect::<Result<Vec<_>, _>>()?;
+            for loc in &exact {
+                loc.remove_exact()?;
+            }
+            if let Some(state) = StateDir::open(&state_dir, false)? {
+                state.clean(&key)?;
+            }
+            Ok(exit::SUCCESS)
+        }
+        Command::Gc { dry_run } => gc(&state_dir, dry_run),
+    }
+}
+
+/// Locks a file's directory for writing, reporting a stale run dir that was
+/// replaced on the way.
+fn lock(loc: &Location) -> anyhow::Result<Begun> {
+    Ok(reported(loc.lock()?))
+}
+
+fn reported(begun: Begun) -> Begun {
+    if let Some(old) = &begun.replaced {
+        say!(
+            "replaced stale run dir {} (its harness pid {} now names another process)",
+            begun.locked.dir().path().display(),
+            old.pid
+        );
+    }
+    begun
+}
+
+/// `env --json`: the same six variables as the `export` lines.
+#[derive(serde::Serialize)]
+struct EnvJson<'a> {
+    #[serde(rename = "CCCI_RUN_ID")]
+    run_id: &'a str,
+    #[serde(rename = "CCCI_HARNESS_PID")]
+    harness_pid: String,
+    #[serde(rename = "CCCI_DEPLOYS_FILE")]
+    deploys: &'a Path,
+    #[serde(rename = "CCCI_OPSTATE_FILE")]
+    opstate: &'a Path,
+    #[serde(rename = "CCCI_DEPS_FILE")]
+    deps: &'a Path,
+    #[serde(rename = "CCCI_DEPSKIP_FILE")]
+    depskip: &'a Path,
+}
+
+fn env(state_dir: &Path, key: &RunKey, json: bool) -> anyhow::Result<u8> {
+    let state = StateDir::open(state_dir, true)?
+        .ok_or_else(|| anyhow::anyhow!("state dir {} vanished", state_dir.display()))?;
+    drop(reported(state.begin(key)?));
+    let run_dir = state.run_path(key);
+    let files: Vec<PathBuf> = HARNESS_FILES.iter().map(|n| run_dir.join(n)).collect();
+    let mut text = String::new();
+    if json {
+        let object = EnvJson {
+            run_id: &key.run_id,
+            harness_pid: key.pid.to_string(),
+            deploys: &files[0],
+            opstate: &files[1],
+            deps: &files[2],
+            depskip: &files[3],
+        };
+        text.push_str(&serde_json::to_string(&object)?);
+        text.push('\n');
+    } else {
+        let mut export = |var: &str, value: &str| {
+            text.push_str(&format!("export {var}={}\n", names::shell_quote(value)));
+        };
+        export("CCCI_RUN_ID", &key.run_id);
+        export("CCCI_HARNESS_PID", &key.pid.to_string());
+        for (name, path) in HARNESS_FILES.iter().zip(&files) {
+            export(&file_var(name), &path.to_string_lossy());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(exit::SUCCESS)
+}
+
+fn gc(state_dir: &Path, dry_run: bool) -> anyhow::Result<u8> {
+    let Some(state) = StateDir::open(state_dir, false)? else {
+        return Ok(exit::SUCCESS); // no state dir: nothing to collect
+    };
+    let mut status = exit::SUCCESS;
+    let why = |fate: &Harness, pid: u32| match fate {
+        Harness::Replaced => format!("harness pid {pid} now names another process"),
+        _ => format!("harness pid {pid} has exited"),
+    };
+    for entry in state.gc(dry_run)? {
+        let path = entry.path.display();
+        match &entry.outcome {
+            Swept::Removed(fate) => say!("removed {path}: {}", why(fate, entry.pid)),
+            Swept::WouldRemove(fate) => say!("would remove {path}: {}", why(fate, entry.pid)),
+            Swept::Skipped(reason) => say!("skipped {path}: {reason}"),
+            Swept::Failed(error) => {
+                say!("{error}");
+                status = exit::TOOL_FAILED;
+            }
+            Swept::Live | Swept::InUse | Swept::Unrecorded | Swept::Vanished => {}
+        }
+    }
+    Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_and_values() {
+        let cli =
+            Cli::try_parse_from(["ccci-state", "incr", "deploys", "-2", "--run-id", "r"]).unwrap();
+        assert!(matches!(cli.command, Command::Incr { by: -2, .. }));
+        assert_eq!(cli.run.run_id.as_deref(), Some("r"));
+        let cli = Cli::try_parse_from(["ccci-state", "set", "opstate", "--x"]).unwrap();
+        assert!(matches!(cli.command, Command::Set { value, .. } if value == "--x"));
+        for bad in [
+            &["ccci-state", "get", "Bad"][..],
+            &["ccci-state", "incr", "deploys", "1.5"],
+            &["ccci-state", "--run-id", "a/b", "env"],
+            &["ccci-state", "--pid", "0", "env"],
+            &["ccci-state", "clean", "extra"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+}
