@@ -636,32 +636,31 @@ fn appends_from_two_processes_are_whole_lines_none_lost() {
     assert_eq!(lines, want);
 }
 
-/// The pids of `parent`'s children called `ccci-state`.
+/// The pids of `parent`'s children that run `ccci-state` (after exec).
 fn state_children(parent: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let ppid = rest
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(parent) && head.ends_with("(ccci-state") {
-            out.push(pid);
-        }
+    let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+        .unwrap_or_default();
+    children
+        .split_whitespace()
+        .filter_map(|pid| pid.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == "ccci-state")
+        })
+        .collect()
+}
+
+/// Like `wait_until`, without its growing pauses: for states that last
+/// only microseconds (a writer inside its lock).
+fn poll_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < ccci_tests::deadline(),
+            "timed out waiting until {what}"
+        );
+        std::thread::yield_now();
     }
-    out
 }
 
 /// Whether `pid` holds a flock (a line without `->` in /proc/locks).
@@ -673,18 +672,49 @@ fn holds_flock(pid: u32) -> bool {
     })
 }
 
-/// Runs `script` (a loop of writers on one file) and SIGKILLs its
-/// `ccci-state` children at random moments, until enough kills landed while
-/// a writer held its lock, i.e. in the middle of a read-modify-replace.
-/// Meanwhile a reader checks every version of `file` it sees with `whole`.
-/// Returns how many kills there were.
+/// The flock of a directory, held by the test process itself.
+struct DirLock(std::fs::File);
+
+impl DirLock {
+    fn open(dir: &Path) -> DirLock {
+        DirLock(std::fs::File::open(dir).unwrap())
+    }
+
+    fn flock(&self, op: libc::c_int) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock(2) on a descriptor this struct owns; no memory involved.
+        let rc = unsafe { libc::flock(self.0.as_raw_fd(), op) };
+        assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Runs `script` (a loop of `ccci-state` writers of `file`) and SIGKILLs
+/// its writers until 10 kills have landed while a writer held its lock,
+/// i.e. in the middle of a read-modify-replace. Meanwhile a reader checks
+/// every version of `file` it sees with `whole`.
+///
+/// To strike inside the lock even when it is held for microseconds (tmpfs),
+/// three writers in four are first held up: the test takes the run dir's
+/// flock, waits until the writer blocks on it, releases it, waits until the
+/// writer holds it and strikes a random few microseconds later. The fourth
+/// is struck at a random moment of its life. The spins choose when to
+/// strike; they wait for nothing to happen.
 fn kill_writers_at_random(
     sb: &Sandbox,
     script: &str,
     env: &[(&str, &str)],
     file: &Path,
     whole: impl Fn(&str) -> bool + Send + 'static,
-) -> usize {
+) {
+    let mut setup = sb.tool("ccci-state").arg("env");
+    let mut writers = sb.sh(script);
+    for (k, v) in env {
+        setup = setup.env(k, v);
+        writers = writers.env(k, v);
+    }
+    setup.run().expect_code(0);
+    let run_dir = DirLock::open(file.parent().unwrap());
+
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let (stop, file) = (stop.clone(), file.to_path_buf());
@@ -706,17 +736,13 @@ fn kill_writers_at_random(
             reads
         })
     };
-    let mut cmd = sb.sh(script);
-    for (k, v) in env {
-        cmd = cmd.env(k, v);
-    }
-    let writers = cmd.spawn();
+    let writers = writers.spawn();
     let mut seed = u64::from(std::process::id()) | 1;
-    let mut random = move || {
+    let mut random = move |below: u64| {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        seed
+        seed % below
     };
     let spin = |d: Duration| {
         let spun = Instant::now();
@@ -726,31 +752,40 @@ fn kill_writers_at_random(
     };
     let (mut kills, mut inside) = (0usize, 0usize);
     let start = Instant::now();
-    while inside < 20 && !reader.is_finished() {
+    while inside < 10 && !reader.is_finished() {
         assert!(
             start.elapsed() < ccci_tests::deadline(),
             "only {inside} of {kills} kills hit a writer holding its lock"
         );
-        let Some(&victim) = state_children(writers.pid()).first() else {
-            continue;
-        };
-        // Every other writer is struck at a random moment of its short life,
-        // the others a random few microseconds after they took the lock. The
-        // spins choose when to strike; they wait for nothing to happen.
-        if kills % 2 == 0 {
-            spin(Duration::from_micros(random() % 3000));
+        let victim = if kills % 4 == 0 {
+            let Some(&victim) = state_children(writers.pid()).first() else {
+                continue;
+            };
+            spin(Duration::from_micros(random(3000)));
+            victim
         } else {
-            let seen = Instant::now();
-            while !holds_flock(victim) && alive(victim) && seen.elapsed() < ccci_tests::deadline() {
-            }
-            spin(Duration::from_micros(random() % 200));
-        }
+            run_dir.flock(libc::LOCK_EX);
+            let mut victim = None;
+            poll_until("a writer waits for the run dir's lock", || {
+                victim = state_children(writers.pid())
+                    .into_iter()
+                    .find(|&pid| blocked_in_flock(pid));
+                victim.is_some()
+            });
+            let victim = victim.unwrap();
+            run_dir.flock(libc::LOCK_UN);
+            poll_until("the writer takes the lock (or is done)", || {
+                holds_flock(victim) || !alive(victim)
+            });
+            spin(Duration::from_micros(random(20)));
+            victim
+        };
         if holds_flock(victim) {
             inside += 1;
         }
         ccci_tests::kill(victim, libc::SIGKILL);
         kills += 1;
-        wait_until("the killed writer is gone", || {
+        poll_until("the killed writer is gone", || {
             !state_children(writers.pid()).contains(&victim)
         });
     }
@@ -758,7 +793,6 @@ fn kill_writers_at_random(
     stop.store(true, Ordering::Relaxed);
     let reads = reader.join().expect("the reader saw a torn file");
     assert!(reads > 0, "the reader never saw the file");
-    kills
 }
 
 #[test]
