@@ -18,7 +18,10 @@ use roff::{bold, roman, Roff};
 
 /// Every tool and its clap definition.
 fn tools() -> Vec<Command> {
-    vec![ccci_lock::cli::Cli::command()]
+    vec![
+        ccci_lock::cli::Cli::command(),
+        ccci_state::cli::Cli::command(),
+    ]
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,19 +61,26 @@ fn split_after_help(cmd: &Command) -> (Vec<String>, Vec<(String, String)>) {
         .map(|t| t.to_string())
         .unwrap_or_default();
     let mut notes = Vec::new();
-    let mut env = Vec::new();
+    let mut env: Vec<(String, String)> = Vec::new();
     for block in text.split("\n\n") {
         let mut lines = block.lines();
         match lines.next().map(str::trim) {
             Some("Exit status:") => {}
             Some("Environment:") => {
                 for line in lines {
+                    let indent = line.len() - line.trim_start().len();
                     let line = line.trim();
-                    if let Some((name, what)) = line.split_once(char::is_whitespace) {
-                        env.push((name.to_string(), what.trim().to_string()));
-                    } else if let Some(last) = env.last_mut() {
-                        last.1.push(' ');
-                        last.1.push_str(line);
+                    let entry = line
+                        .split_once("  ")
+                        .filter(|(name, _)| is_variable(name) && indent <= 2);
+                    match (entry, env.last_mut()) {
+                        (Some((name, what)), _) => env.push((name.into(), what.trim().into())),
+                        (None, Some(last)) if indent > 2 => {
+                            last.1.push(' ');
+                            last.1.push_str(line);
+                        }
+                        (None, _) if line.starts_with("Empty variables") => {}
+                        (None, _) => notes.push(line.to_string()),
                     }
                 }
             }
@@ -80,6 +90,14 @@ fn split_after_help(cmd: &Command) -> (Vec<String>, Vec<(String, String)>) {
         }
     }
     (notes, env)
+}
+
+/// `CCCI_RUN_ID`, `CCCI_<NAME>_FILE`: how a variable's name looks in help.
+fn is_variable(word: &str) -> bool {
+    !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"_<>".contains(&b))
 }
 
 fn render_man(cmd: Command, w: &mut Vec<u8>) -> anyhow::Result<()> {
