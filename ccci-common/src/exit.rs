@@ -75,6 +75,16 @@ pub fn from_wait_status(status: std::process::ExitStatus) -> u8 {
     }
 }
 
+/// The status for a COMMAND that could not be started (spawn or exec
+/// failed with `e`): 127 when it was not found, else 126.
+pub fn from_spawn_error(e: &std::io::Error) -> u8 {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        NOT_FOUND
+    } else {
+        CANNOT_EXECUTE
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +137,16 @@ mod tests {
             let row = format!("| {status} | {meaning} |");
             assert!(page.contains(&row), "docs/exit-status.md lacks {row:?}");
         }
+    }
+
+    #[test]
+    fn spawn_errors_map_to_126_and_127() {
+        use std::io::{Error, ErrorKind};
+        assert_eq!(from_spawn_error(&Error::from(ErrorKind::NotFound)), 127);
+        assert_eq!(
+            from_spawn_error(&Error::from(ErrorKind::PermissionDenied)),
+            126
+        );
     }
 
     #[test]
