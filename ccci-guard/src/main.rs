@@ -1,8 +1,5 @@
-//! ccci-guard: not implemented yet (see the project's open issues).
+//! `ccci-guard`: see `ccci_guard::cli`.
 
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    ccci_common::say!("not implemented yet");
-    ExitCode::from(ccci_common::exit::TOOL_FAILED)
+fn main() -> std::process::ExitCode {
+    ccci_guard::cli::main()
 }
