@@ -149,16 +149,20 @@ pub fn blocked_in_flock(pid: u32) -> bool {
     })
 }
 
+/// Field `n` of `/proc/<pid>/stat`, numbered as in proc(5) (3 is the state,
+/// 4 the parent pid, 5 the process group), for `n >= 3`; `None` when there
+/// is no such process.
+pub fn stat_field(pid: u32, n: usize) -> Option<String> {
+    assert!(n >= 3, "fields 1 and 2 are the pid and the command name");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ..." — comm may hold spaces and parentheses.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(n - 3).map(String::from)
+}
+
 /// Whether `pid` exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // "pid (comm) S ..." — comm may hold spaces and parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    stat_field(pid, 3).is_some_and(|state| state != "Z" && state != "X")
 }
 
 /// Sends `sig` to `pid`; a missing process is fine.
@@ -167,4 +171,52 @@ pub fn kill(pid: u32, sig: libc::c_int) {
     unsafe {
         libc::kill(pid as libc::pid_t, sig);
     }
+}
+
+/// The signals a command started by a tool gets with their default
+/// disposition (SPEC §1), written out here independently of the tools.
+pub const RESET_SIGNALS: [libc::c_int; 11] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGALRM,
+    libc::SIGPIPE,
+    libc::SIGCHLD,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+];
+
+/// Panics unless `out` (a command that printed its `/proc/self/status`)
+/// shows an empty signal mask and none of [`RESET_SIGNALS`] ignored.
+#[track_caller]
+pub fn assert_clean_signal_state(out: &Output) {
+    let mask = |field: &str| {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(field))
+            .unwrap_or_else(|| panic!("no {field} line\n{out}"));
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    let reset: u64 = RESET_SIGNALS.iter().map(|s| 1u64 << (s - 1)).sum();
+    assert_eq!(
+        mask("SigBlk:"),
+        0,
+        "COMMAND inherited a blocked mask\n{out}"
+    );
+    assert_eq!(
+        mask("SigIgn:") & reset,
+        0,
+        "COMMAND inherited ignored signals\n{out}"
+    );
+}
+
+/// Creates a FIFO at `path`, mode 0600.
+pub fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
 }
