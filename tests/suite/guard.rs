@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use ccci_tests::{alive, bin, kill, wait_until, Proc, Sandbox};
+use ccci_tests::{
+    alive, assert_clean_signal_state, bin, kill, mkfifo, stat_field, wait_until, Proc, Sandbox,
+};
 
 const D: &str = "wp-guard.ci.example.org";
 
@@ -64,13 +66,6 @@ fn guard(sb: &Sandbox, flags: &[&str], command: &[String]) -> Proc {
         .spawn();
     p.expect_stdout("ready");
     p
-}
-
-/// Field `n` (1-based, as in proc(5)) of `/proc/<pid>/stat`, from field 3 on.
-fn stat_field(pid: u32, n: usize) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(n - 3).map(String::from)
 }
 
 fn parse_pid(line: &str, prefix: &str) -> u32 {
@@ -276,22 +271,6 @@ fn exec_mode_keeps_the_pid_and_supervise_runs_a_group_of_its_own() {
 
 #[test]
 fn signals_ignored_or_blocked_by_the_caller_are_reset_for_command() {
-    let reset: u64 = [
-        libc::SIGTERM,
-        libc::SIGINT,
-        libc::SIGHUP,
-        libc::SIGQUIT,
-        libc::SIGALRM,
-        libc::SIGPIPE,
-        libc::SIGCHLD,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-        libc::SIGTTIN,
-        libc::SIGTTOU,
-    ]
-    .iter()
-    .map(|s| 1u64 << (s - 1))
-    .sum();
     for flags in MODES {
         let sb = sandbox();
         // The caller ignores TERM, INT, ALRM and CHLD and blocks USR1, TERM
@@ -315,20 +294,7 @@ fn signals_ignored_or_blocked_by_the_caller_are_reset_for_command() {
         }
         .run();
         out.expect_code(0);
-        let mask = |field: &str| {
-            let line = out.stdout.lines().find(|l| l.starts_with(field)).unwrap();
-            u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
-        };
-        assert_eq!(
-            mask("SigBlk:"),
-            0,
-            "COMMAND inherited a blocked mask\n{out}"
-        );
-        assert_eq!(
-            mask("SigIgn:") & reset,
-            0,
-            "COMMAND inherited ignored signals\n{out}"
-        );
+        assert_clean_signal_state(&out);
     }
 }
 
@@ -538,10 +504,4 @@ fn every_bad_input_is_status_2_quoted_and_runs_nothing() {
         .expect_code(2);
     sb.tool("ccci-guard").run().expect_code(2);
     assert!(!sb.path("ran").exists(), "a bad input ran COMMAND");
-}
-
-fn mkfifo(path: &std::path::Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: `c` is a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
 }
