@@ -86,8 +86,17 @@ fn parent_killed_command_gets_the_signal(flags: &[&str], sig: &str) {
             flags.join(" ")
         ))
         .spawn();
-    let guard = parse_pid(&parent.expect_stdout("guard="), "guard=");
+    // The two lines may come in either order; waiting for one line
+    // discards others, so wait for "ready" and then find "guard=".
     parent.expect_stdout("ready");
+    wait_until("the parent printed the guard's pid", || {
+        parent.stdout_so_far().contains("guard=")
+    });
+    let out = parent.stdout_so_far();
+    let guard = parse_pid(
+        out.lines().find(|l| l.starts_with("guard=")).unwrap(),
+        "guard=",
+    );
     assert_eq!(try_lock(&sb), 75, "the harness runs under the lock");
 
     parent.signal(libc::SIGKILL);
@@ -348,13 +357,18 @@ fn an_earlier_alarm_is_never_postponed_by_a_later_deadline() {
 #[test]
 fn supervise_kills_a_grandchild_that_ignores_term_and_alrm_after_kill_after() {
     let sb = sandbox();
-    // COMMAND and the grandchild it starts ignore both signals; only the
-    // kill timer ends them.
+    // The grandchild ignores TERM and ALRM; COMMAND ignores TERM and only
+    // reports ALRM, so the deadline ends neither and only the kill timer
+    // ends both.
     let mut p = sb
         .tool("ccci-guard")
         .args(["--deadline", "300ms", "--kill-after", "300ms", "--"])
         .args(["sh", "-c"])
-        .arg("trap '' TERM ALRM; sleep 1000 >/dev/null 2>&1 & echo group=$$ grandchild=$!; wait")
+        .arg(
+            "trap '' TERM ALRM; sleep 1000 >/dev/null 2>&1 & \
+             trap 'echo command-got-ALRM' ALRM; echo group=$$ grandchild=$!; \
+             while :; do wait; done",
+        )
         .spawn();
     let line = p.expect_stdout("grandchild=");
     let (group, grandchild) = line.split_once(' ').unwrap();
@@ -365,6 +379,7 @@ fn supervise_kills_a_grandchild_that_ignores_term_and_alrm_after_kill_after() {
         "the grandchild is in COMMAND's process group"
     );
     p.signal(libc::SIGTERM);
+    p.expect_stdout("command-got-ALRM");
     p.wait().expect_code(142);
     wait_until("the grandchild is dead", || !alive(grandchild));
 }
