@@ -20,6 +20,7 @@ use roff::{bold, roman, Roff};
 fn tools() -> Vec<Command> {
     vec![
         ccci_lock::cli::Cli::command(),
+        ccci_guard::cli::Cli::command(),
         ccci_state::cli::Cli::command(),
     ]
 }
