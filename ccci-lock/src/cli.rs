@@ -177,12 +177,7 @@ pub fn run_holding<C: Claim>(claim: C, argv: &[OsString], keep: bool) -> anyhow:
         Err(e) => {
             let program = names::shell_quote(&program.to_string_lossy());
             say!("cannot run {program}: {e}");
-            let status = if e.kind() == std::io::ErrorKind::NotFound {
-                exit::NOT_FOUND
-            } else {
-                exit::CANNOT_EXECUTE
-            };
-            (status, false)
+            (exit::from_spawn_error(&e), false)
         }
     };
     if !(signaled || keep) {

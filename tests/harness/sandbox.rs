@@ -120,6 +120,15 @@ impl Sandbox {
             .describe(&format!("sh -c {script:?}"))
     }
 
+    /// `ccci-lock -n DOMAIN -- true`: 0 when the lock of `domain` was free
+    /// (and is free again), 75 while somebody holds it.
+    pub fn try_lock(&self, domain: &str) -> i32 {
+        self.tool("ccci-lock")
+            .args(["-n", domain, "--", "true"])
+            .run()
+            .code()
+    }
+
     /// Every live process started from this sandbox (by token).
     pub fn processes(&self) -> Vec<u32> {
         let needle = format!("{TOKEN_VAR}={}", self.token);

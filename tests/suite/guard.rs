@@ -49,14 +49,6 @@ fn teardown_record(sb: &Sandbox) -> String {
     std::fs::read_to_string(&path).unwrap()
 }
 
-/// `ccci-lock -n DOMAIN -- true`: 0 when the lock is free, 75 when held.
-fn try_lock(sb: &Sandbox) -> i32 {
-    sb.tool("ccci-lock")
-        .args(["-n", D, "--", "true"])
-        .run()
-        .code()
-}
-
 fn guard(sb: &Sandbox, flags: &[&str], command: &[String]) -> Proc {
     let mut p = sb
         .tool("ccci-guard")
@@ -97,7 +89,7 @@ fn parent_killed_command_gets_the_signal(flags: &[&str], sig: &str) {
         out.lines().find(|l| l.starts_with("guard=")).unwrap(),
         "guard=",
     );
-    assert_eq!(try_lock(&sb), 75, "the harness runs under the lock");
+    assert_eq!(sb.try_lock(D), 75, "the harness runs under the lock");
 
     parent.signal(libc::SIGKILL);
     assert_eq!(teardown_record(&sb), format!("{sig} held=75\n"));
@@ -106,7 +98,7 @@ fn parent_killed_command_gets_the_signal(flags: &[&str], sig: &str) {
         !sb.lockfile(D).exists(),
         "the harness exited normally after its teardown, so ccci-lock removed the lockfile"
     );
-    assert_eq!(try_lock(&sb), 0, "the lock was not released");
+    assert_eq!(sb.try_lock(D), 0, "the lock was not released");
     parent.wait().expect_code(137);
 }
 
@@ -215,7 +207,7 @@ fn deadline_tears_down_with_142(flags: &[&str], then: &str) {
         "the deadline fired early"
     );
     assert_eq!(teardown_record(&sb), "ALRM held=75\n");
-    assert_eq!(try_lock(&sb), 0, "the lock was not released");
+    assert_eq!(sb.try_lock(D), 0, "the lock was not released");
 }
 
 #[test]
@@ -243,7 +235,7 @@ fn case_16_sigterm_tears_down_exits_143_and_releases_the_lock() {
             sb.lockfile(D).exists(),
             "a harness killed by a signal leaves the lockfile for the janitor"
         );
-        assert_eq!(try_lock(&sb), 0, "the lock was not released ({flags:?})");
+        assert_eq!(sb.try_lock(D), 0, "the lock was not released ({flags:?})");
     }
 }
 
@@ -441,7 +433,7 @@ fn supervise_command_gets_its_own_parent_death_signal() {
     p.signal(libc::SIGKILL);
     p.wait().expect_code(137);
     assert_eq!(teardown_record(&sb), "TERM held=75\n");
-    wait_until("ccci-lock released the lock", || try_lock(&sb) == 0);
+    wait_until("ccci-lock released the lock", || sb.try_lock(D) == 0);
 }
 
 #[test]

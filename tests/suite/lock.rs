@@ -3,7 +3,9 @@
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
 
-use ccci_tests::{alive, blocked_in_flock, kill, wait_until, Proc, Sandbox};
+use ccci_tests::{
+    alive, assert_clean_signal_state, blocked_in_flock, kill, mkfifo, wait_until, Proc, Sandbox,
+};
 
 const D: &str = "wp-3f2a.ci.example.org";
 
@@ -21,30 +23,22 @@ fn hold(sb: &Sandbox, domain: &str, flags: &[&str]) -> Proc {
     p
 }
 
-/// `ccci-lock -n DOMAIN -- true`: 0 when the lock was free, 75 when held.
-fn try_lock(sb: &Sandbox, domain: &str) -> i32 {
-    sb.tool("ccci-lock")
-        .args(["-n", domain, "--", "true"])
-        .run()
-        .code()
-}
-
 #[test]
 fn case_01_sigkill_of_a_holder_releases_its_lock_at_once() {
     let sb = Sandbox::new();
     let holder = hold(&sb, D, &[]);
-    assert_eq!(try_lock(&sb, D), 75);
+    assert_eq!(sb.try_lock(D), 75);
     holder.signal(libc::SIGKILL);
     let out = holder.wait();
     out.expect_code(137);
     // No timeout, no cleanup step: the kernel dropped the lock with the process.
-    assert_eq!(try_lock(&sb, D), 0);
+    assert_eq!(sb.try_lock(D), 0);
 }
 
 #[test]
 fn case_02_nonblock_is_75_while_held_and_0_when_free() {
     let sb = Sandbox::new();
-    assert_eq!(try_lock(&sb, D), 0);
+    assert_eq!(sb.try_lock(D), 0);
     let mut holder = hold(&sb, D, &["--run-id", "run-a"]);
     let busy = sb
         .tool("ccci-lock")
@@ -56,7 +50,7 @@ fn case_02_nonblock_is_75_while_held_and_0_when_free() {
     assert!(!sb.path("ran").exists(), "COMMAND ran without the lock");
     holder.send("");
     holder.wait().expect_code(0);
-    assert_eq!(try_lock(&sb, D), 0);
+    assert_eq!(sb.try_lock(D), 0);
 }
 
 #[test]
@@ -93,7 +87,7 @@ fn case_03_the_lock_is_not_inherited_by_the_holders_child() {
     holder.signal(libc::SIGKILL);
     holder.wait().expect_code(137);
     assert!(alive(child), "COMMAND should have survived its holder");
-    assert_eq!(try_lock(&sb, D), 0, "a surviving child kept the lock");
+    assert_eq!(sb.try_lock(D), 0, "a surviving child kept the lock");
     kill(child, libc::SIGKILL);
 }
 
@@ -113,7 +107,7 @@ fn case_03b_a_background_grandchild_does_not_keep_the_lock() {
     out.expect_code(0);
     let bg: u32 = out.stdout.trim().trim_start_matches("bg=").parse().unwrap();
     assert!(alive(bg));
-    assert_eq!(try_lock(&sb, D), 0);
+    assert_eq!(sb.try_lock(D), 0);
     kill(bg, libc::SIGKILL);
 }
 
@@ -275,11 +269,7 @@ fn exit_status_is_passed_through_and_settles_the_lockfile() {
     );
     run(&[], &["sh", "-c", "kill -KILL $$"]).expect_code(137);
     assert!(sb.lockfile(D).exists());
-    assert_eq!(
-        try_lock(&sb, D),
-        0,
-        "a leftover lockfile is not a held lock"
-    );
+    assert_eq!(sb.try_lock(D), 0, "a leftover lockfile is not a held lock");
 }
 
 #[test]
@@ -314,7 +304,7 @@ fn forwards_each_signal_and_keeps_the_lock_until_command_exits() {
             p.report()
         );
         assert_eq!(
-            try_lock(&sb, D),
+            sb.try_lock(D),
             75,
             "the lock was dropped during teardown ({sig})"
         );
@@ -399,36 +389,7 @@ fn command_gets_a_clean_signal_state_whatever_the_caller_had() {
     }
     .run();
     out.expect_code(0);
-    let mask = |field: &str| {
-        let line = out.stdout.lines().find(|l| l.starts_with(field)).unwrap();
-        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
-    };
-    let reset: u64 = [
-        libc::SIGTERM,
-        libc::SIGINT,
-        libc::SIGHUP,
-        libc::SIGQUIT,
-        libc::SIGALRM,
-        libc::SIGPIPE,
-        libc::SIGCHLD,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-        libc::SIGTTIN,
-        libc::SIGTTOU,
-    ]
-    .iter()
-    .map(|s| 1u64 << (s - 1))
-    .sum();
-    assert_eq!(
-        mask("SigBlk:"),
-        0,
-        "COMMAND inherited a blocked mask\n{out}"
-    );
-    assert_eq!(
-        mask("SigIgn:") & reset,
-        0,
-        "COMMAND inherited ignored signals\n{out}"
-    );
+    assert_clean_signal_state(&out);
 
     // With SIGCHLD ignored by the caller, the status must still come through.
     let out = unsafe {
@@ -463,7 +424,7 @@ fn command_gets_term_when_ccci_lock_is_killed() {
         sb.lockfile(D).exists(),
         "a killed holder cannot remove its lockfile"
     );
-    assert_eq!(try_lock(&sb, D), 0);
+    assert_eq!(sb.try_lock(D), 0);
 }
 
 #[test]
@@ -692,7 +653,7 @@ fn a_symlink_fifo_or_directory_where_the_lockfile_should_be_is_refused() {
     std::fs::set_permissions(sb.lock_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let target = sb.path("victim");
     symlink(&target, sb.lockfile("link.example")).unwrap();
-    nix_mkfifo(&sb.lockfile("fifo.example"));
+    mkfifo(&sb.lockfile("fifo.example"));
     std::fs::create_dir(sb.lockfile("dir.example")).unwrap();
     for (domain, what) in [
         ("link.example", "symlink"),
@@ -712,12 +673,6 @@ fn a_symlink_fifo_or_directory_where_the_lockfile_should_be_is_refused() {
         .unwrap()
         .is_symlink());
     assert!(!sb.path("ran").exists());
-}
-
-fn nix_mkfifo(path: &std::path::Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: `c` is a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
 }
 
 #[test]
