@@ -55,6 +55,9 @@ pub struct Outcome {
     pub deadline_fired: bool,
     /// Whether it (or its group) was sent SIGKILL by the kill timer.
     pub killed: bool,
+    /// The last of `Watch::forward` that this process received while the
+    /// child ran, if any: a caller that was asked to stop can stop too.
+    pub received: Option<libc::c_int>,
 }
 
 /// A running child under supervision.
@@ -125,12 +128,14 @@ impl Supervised {
         let set = blocked_set(&self.watch);
         let mut deadline_fired = false;
         let mut killed = false;
+        let mut received = None;
         let result = loop {
             if let Some(status) = self.child.try_wait()? {
                 break Outcome {
                     status,
                     deadline_fired,
                     killed,
+                    received,
                 };
             }
             let next = match (self.watch.deadline, self.watch.kill_after) {
@@ -152,6 +157,7 @@ impl Supervised {
                 }
                 Some(c) if c.signo == libc::SIGCHLD => {}
                 Some(c) => {
+                    received = Some(c.signo);
                     let from_terminal = c.code == libc::SI_KERNEL
                         && matches!(c.signo, libc::SIGINT | libc::SIGQUIT);
                     if self.watch.own_group || !from_terminal {
@@ -188,6 +194,21 @@ mod tests {
             .unwrap();
         assert_eq!(out.status.code(), Some(7));
         assert!(!out.deadline_fired);
+        assert_eq!(out.received, None);
+    }
+
+    #[test]
+    fn reports_a_forwarded_signal() {
+        // USR1 is raised in this thread after the spawn, while it is
+        // blocked, so the wait loop takes it and passes it to the group.
+        let child = spawn(Command::new("sleep").arg("1000"), watch()).unwrap();
+        nix::sys::signal::raise(nix::sys::signal::Signal::SIGUSR1).unwrap();
+        let out = child.wait().unwrap();
+        assert_eq!(out.received, Some(libc::SIGUSR1));
+        assert_eq!(
+            crate::exit::from_wait_status(out.status),
+            crate::exit::SIGNALED + libc::SIGUSR1 as u8
+        );
     }
 
     #[test]
