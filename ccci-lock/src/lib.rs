@@ -176,6 +176,14 @@ pub trait Backend {
     fn domains(&self) -> anyhow::Result<Vec<String>>;
     /// The state of every claim, sorted by domain.
     fn list(&self) -> anyhow::Result<Vec<Status>>;
+    /// Time since `domain`'s claim was last stamped, read without opening
+    /// or locking it, when the backend can tell cheaply (a `stat`). `None`:
+    /// no usable claim, or the backend cannot tell. Only a hint, for
+    /// skipping young claims; [`Backend::probe`] is the truth.
+    fn peek_age(&self, domain: &str) -> anyhow::Result<Option<Duration>> {
+        let _ = domain;
+        Ok(None)
+    }
 }
 
 /// A lock we hold. Dropping it releases the lock and keeps the claim.
@@ -186,6 +194,10 @@ pub trait Claim {
     fn stamp(&mut self, holder: &Holder) -> anyhow::Result<()>;
     /// Time since the claim was last stamped.
     fn age(&self) -> anyhow::Result<Duration>;
+    /// The record of the claim's last holder, when readable.
+    fn holder(&self) -> Option<Holder> {
+        None
+    }
     /// Environment for a command run under this lock (`CCCI_LOCK_FILE`…).
     fn env(&self) -> Vec<(&'static str, std::ffi::OsString)>;
     /// Removes the claim while still holding the lock, then releases it.
@@ -237,10 +249,14 @@ fn read_holder(file: &File) -> Option<Holder> {
 }
 
 fn age_of(file: &File) -> io::Result<Duration> {
-    let modified = file.metadata()?.modified()?;
-    Ok(SystemTime::now()
+    Ok(age_since(file.metadata()?.modified()?))
+}
+
+/// Time since `modified`; zero for a time in the future.
+fn age_since(modified: SystemTime) -> Duration {
+    SystemTime::now()
         .duration_since(modified)
-        .unwrap_or(Duration::ZERO))
+        .unwrap_or(Duration::ZERO)
 }
 
 impl FlockDir {
@@ -429,6 +445,24 @@ impl Backend for FlockDir {
         }
         Ok(out)
     }
+
+    fn peek_age(&self, domain: &str) -> anyhow::Result<Option<Duration>> {
+        let name = lockfile_name(domain)?;
+        let st = self
+            .dir
+            .stat(&name)
+            .with_context(|| format!("cannot stat {}", self.dir.join(&name).display()))?;
+        let Some(st) = st.filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG) else {
+            return Ok(None);
+        };
+        let since_epoch = Duration::new(st.st_mtime.unsigned_abs(), st.st_mtime_nsec as u32);
+        let modified = if st.st_mtime >= 0 {
+            SystemTime::UNIX_EPOCH + since_epoch
+        } else {
+            SystemTime::UNIX_EPOCH - since_epoch
+        };
+        Ok(Some(age_since(modified)))
+    }
 }
 
 impl FlockClaim {
@@ -465,6 +499,10 @@ impl Claim for FlockClaim {
 
     fn age(&self) -> anyhow::Result<Duration> {
         age_of(&self.file).with_context(|| format!("cannot stat {}", self.path().display()))
+    }
+
+    fn holder(&self) -> Option<Holder> {
+        read_holder(&self.file)
     }
 
     fn env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
@@ -607,6 +645,33 @@ mod tests {
             file_ino,
             "the waiter holds a file that is not at the path"
         );
+    }
+
+    #[test]
+    fn peek_age_reads_the_mtime_without_locking() {
+        let (_t, dir) = lock_dir();
+        assert_eq!(dir.peek_age("d").unwrap(), None);
+        let mut claim = held(dir.acquire("d", Wait::Never, &mut |_| {}).unwrap());
+        claim
+            .stamp(&Holder::this_process(Some("r1".into())))
+            .unwrap();
+        let old = SystemTime::now() - Duration::from_secs(7200);
+        claim.file.set_modified(old).unwrap();
+        let peeked = dir.peek_age("d").unwrap().unwrap();
+        let aged = claim.age().unwrap();
+        assert!(peeked >= Duration::from_secs(7200), "{peeked:?}");
+        assert!(aged.abs_diff(peeked) < Duration::from_secs(5), "{aged:?}");
+        assert_eq!(claim.holder().unwrap().run_id.as_deref(), Some("r1"));
+        // A peek neither waits for nor disturbs the holder.
+        assert!(matches!(dir.probe("d").unwrap(), Probe::Held { .. }));
+        claim
+            .file
+            .set_modified(SystemTime::UNIX_EPOCH - Duration::from_secs(5))
+            .unwrap();
+        assert!(dir.peek_age("d").unwrap().unwrap() > Duration::from_secs(86400 * 365 * 50));
+
+        std::fs::create_dir(dir.path().join("x.lock")).unwrap();
+        assert_eq!(dir.peek_age("x").unwrap(), None, "not a regular file");
     }
 
     #[test]
