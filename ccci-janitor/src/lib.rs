@@ -1,0 +1,550 @@
+//! Settling abandoned claims (SPEC §4): one janitor pass.
+//!
+//! A claim (a lockfile) that outlives its run means "maybe an app to reap".
+//! A pass looks at every candidate domain, in order, once, and settles it.
+//!
+//! # Guarantees
+//!
+//! - **Never a live run.** A claim is only settled while this process holds
+//!   its lock, taken without waiting ([`Backend::probe`]). A held lock is
+//!   reported (`live`, or `leaked` past `--leak-after`) and never stolen.
+//! - **Exactly once.** The reap runs while the lock is held, and the claim
+//!   is removed (unlinked while held, [`Claim::remove`]) only after the reap
+//!   succeeded. Another janitor either finds the lock held, or takes it after
+//!   the claim is gone and fails the identity check inside `probe`
+//!   ([`Probe::Moved`]): it never reaps the same claim again.
+//! - **A new run waits for the reap.** `ccci-lock` blocks on the same lock,
+//!   so a run of a domain being reaped starts only when the reap is over.
+//! - **Warm names are never touched.** They are matched before any backend
+//!   call, so no claim of theirs is opened, locked or created.
+//! - **A failed or timed-out reap keeps the claim**, for the next pass.
+//! - **Nothing is created but a deployed domain's missing claim**, made with
+//!   `O_EXCL` ([`Backend::create`]) and reaped at once: after a reboot
+//!   emptied a tmpfs lock dir, the apps still deployed are reaped without
+//!   waiting for `--min-age`. If a run created the claim first, the domain is
+//!   settled as an existing claim.
+//!
+//! The pass is written against [`Backend`] and [`Claim`] (ccci-lock's
+//! protocol), so a second backend gets the same decisions. Skipping a young
+//! claim may use [`Backend::peek_age`] (a `stat`) instead of opening and
+//! locking it, when nobody needs to know whether it is held.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod glob;
+pub mod reap;
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::time::Duration;
+
+use ccci_common::cli::UsageError;
+use ccci_common::names::shell_quote;
+use ccci_lock::{lockfile_name, Backend, Claim, Holder, Probe};
+use serde::Serialize;
+
+pub use glob::Glob;
+
+/// What a pass is told to do.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// The deployed domains (`--deployed`), when a list was given.
+    pub deployed: Option<HashSet<String>>,
+    /// Domains matching one of these are skipped before any file operation.
+    pub warm: Vec<Glob>,
+    /// Claims younger than this are left alone.
+    pub min_age: Duration,
+    /// A lock held longer than this is reported as a possible leak.
+    pub leak_after: Duration,
+    /// Probe and report only: reap nothing, unlink nothing, create nothing.
+    pub dry_run: bool,
+    /// Tell live claims from young ones (for `-v` and `--json`). Without it,
+    /// a claim whose age alone says "leave it" is not opened at all.
+    pub exact: bool,
+}
+
+/// The outcome words of SPEC §4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The reap succeeded and the claim was removed.
+    Reaped,
+    /// `--dry-run`: it would be reaped.
+    WouldReap,
+    /// Held by a live run.
+    Live,
+    /// Held for longer than `--leak-after`.
+    Leaked,
+    /// Not deployed: the claim was removed without a reap.
+    StaleUnlinked,
+    /// Younger than `--min-age`.
+    Young,
+    /// Not settled: warm, not a usable claim, settled by someone else meanwhile.
+    Skipped,
+    /// The reap failed (or an error kept the domain from being settled).
+    Failed,
+}
+
+/// How loud an [`Examined`] is on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Only with `-v`: live, young, warm, settled by someone else.
+    Info,
+    /// Something was (or, in a dry run, would be) done.
+    Action,
+    /// Needs a look: a possible leak, a claim that is not usable.
+    Warning,
+    /// A reap failed, or the domain could not be examined.
+    Error,
+}
+
+/// What a pass found and did for one domain.
+#[derive(Debug, Clone)]
+pub struct Examined {
+    /// The domain.
+    pub domain: String,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// How loud it is.
+    pub level: Level,
+    /// The holder's record: the live holder, or the run whose claim was left.
+    pub holder: Option<Holder>,
+    /// The claim's age (since it was last stamped), when there was one.
+    pub age: Option<Duration>,
+    /// A sentence for people.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Examined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.domain, self.detail)
+    }
+}
+
+/// One `--json` line: exactly the keys of SPEC §4.
+#[derive(Debug, Serialize)]
+pub struct JsonLine<'a> {
+    domain: &'a str,
+    outcome: Outcome,
+    holder_pid: Option<u32>,
+    run_id: Option<&'a str>,
+    age_s: Option<u64>,
+    detail: &'a str,
+}
+
+impl Examined {
+    fn new(domain: &str, outcome: Outcome, level: Level, detail: String) -> Examined {
+        Examined {
+            domain: domain.to_string(),
+            outcome,
+            level,
+            holder: None,
+            age: None,
+            detail,
+        }
+    }
+
+    fn with(mut self, holder: Option<Holder>, age: Option<Duration>) -> Examined {
+        self.holder = holder;
+        self.age = age;
+        self
+    }
+
+    /// The `--json` form.
+    pub fn json(&self) -> JsonLine<'_> {
+        let holder = self.holder.as_ref();
+        JsonLine {
+            domain: &self.domain,
+            outcome: self.outcome,
+            holder_pid: holder.and_then(|h| h.pid),
+            run_id: holder.and_then(|h| h.run_id.as_deref()),
+            age_s: self.age.map(|a| a.as_secs()),
+            detail: &self.detail,
+        }
+    }
+}
+
+/// How a reap ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReapEnd {
+    /// It succeeded (status 0): the claim may be removed.
+    pub ok: bool,
+    /// What happened, for the report.
+    pub detail: String,
+    /// A signal that asked us to stop while it ran: end the pass after it.
+    pub stop: Option<libc::c_int>,
+}
+
+/// Runs the reap of one domain, while the pass holds its lock.
+pub trait Reaper {
+    /// Reaps `domain`; `env` is the environment the reap gets
+    /// (`CCCI_DOMAIN`, and the claim's own).
+    fn reap(&mut self, domain: &str, env: &[(&'static str, OsString)]) -> ReapEnd;
+}
+
+impl<F: FnMut(&str, &[(&'static str, OsString)]) -> ReapEnd> Reaper for F {
+    fn reap(&mut self, domain: &str, env: &[(&'static str, OsString)]) -> ReapEnd {
+        self(domain, env)
+    }
+}
+
+/// How a pass ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// At least one reap failed (status 1).
+    pub reap_failed: bool,
+    /// At least one domain could not be examined or settled (status 125).
+    pub errors: bool,
+    /// The pass stopped early, asked to by this signal (status 128+N).
+    pub stopped_by: Option<libc::c_int>,
+}
+
+impl Summary {
+    /// The exit status of SPEC §1 for this pass.
+    pub fn status(&self) -> u8 {
+        use ccci_common::exit;
+        match self.stopped_by {
+            Some(sig) => exit::SIGNALED.saturating_add(sig as u8),
+            None if self.errors => exit::TOOL_FAILED,
+            None if self.reap_failed => exit::FAILURE,
+            None => exit::SUCCESS,
+        }
+    }
+}
+
+/// `d` to the second, for people: `2h 5m 3s`.
+pub fn human(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+/// The lines of a list file that matter, with their numbers: blank lines
+/// and `#` comments (whole lines, or from `#` to the end) are dropped.
+fn meaningful_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().filter_map(|(i, line)| {
+        let line = line.split('#').next().unwrap_or("").trim();
+        (!line.is_empty()).then_some((i + 1, line))
+    })
+}
+
+/// Reads a `--deployed` list. Names that are not valid domains cannot have
+/// a claim; they are left out, each with a warning in the second list.
+pub fn read_deployed(text: &str, source: &str) -> (HashSet<String>, Vec<String>) {
+    let mut domains = HashSet::new();
+    let mut warnings = Vec::new();
+    for (number, line) in meaningful_lines(text) {
+        match lockfile_name(line) {
+            Ok(_) => {
+                domains.insert(line.to_string());
+            }
+            Err(e) => warnings.push(format!("{source} line {number}: ignored: {e}")),
+        }
+    }
+    (domains, warnings)
+}
+
+/// Reads a `--warm-file`: one pattern per line. A malformed pattern is an
+/// error (status 2): ignoring it could get a warm app reaped.
+pub fn read_warm(text: &str, source: &str) -> Result<Vec<Glob>, UsageError> {
+    meaningful_lines(text)
+        .map(|(number, line)| {
+            Glob::parse(line).map_err(|why| {
+                UsageError(format!(
+                    "{source} line {number}: invalid pattern {}: {why}",
+                    shell_quote(line)
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The candidates of a pass, sorted, each once: every claim the backend
+/// has, and every deployed domain.
+pub fn candidates<B: Backend>(
+    backend: &B,
+    deployed: Option<&HashSet<String>>,
+) -> anyhow::Result<Vec<String>> {
+    let mut all = backend.domains()?;
+    if let Some(deployed) = deployed {
+        all.extend(deployed.iter().cloned());
+        all.sort_unstable();
+        all.dedup();
+    }
+    Ok(all)
+}
+
+/// Runs one pass over `domains` (see [`candidates`]), reporting each
+/// examined domain to `report` as soon as it is settled. An error of one
+/// domain is reported and the pass goes on; an error of `report` (stdout
+/// closed) ends it.
+pub fn pass<B: Backend>(
+    backend: &B,
+    settings: &Settings,
+    domains: &[String],
+    reaper: &mut dyn Reaper,
+    report: &mut dyn FnMut(&Examined) -> anyhow::Result<()>,
+) -> anyhow::Result<Summary> {
+    let mut pass = Pass {
+        backend,
+        settings,
+        reaper,
+        summary: Summary::default(),
+        host: None,
+    };
+    for domain in domains {
+        let examined = pass.examine(domain).unwrap_or_else(|e| {
+            pass.summary.errors = true;
+            Examined::new(
+                domain,
+                Outcome::Failed,
+                Level::Error,
+                format!("error: {e:#}"),
+            )
+        });
+        report(&examined)?;
+        if pass.summary.stopped_by.is_some() {
+            break;
+        }
+    }
+    Ok(pass.summary)
+}
+
+struct Pass<'a, B: Backend> {
+    backend: &'a B,
+    settings: &'a Settings,
+    reaper: &'a mut dyn Reaper,
+    summary: Summary,
+    host: Option<String>,
+}
+
+fn describe(holder: Option<&Holder>) -> String {
+    holder.map_or_else(|| "an unknown holder".into(), Holder::describe)
+}
+
+impl<B: Backend> Pass<'_, B> {
+    fn examine(&mut self, domain: &str) -> anyhow::Result<Examined> {
+        let s = self.settings;
+        if let Some(glob) = s.warm.iter().find(|g| g.matches(domain)) {
+            let detail = format!(
+                "warm (matches {}): skipped, not probed",
+                shell_quote(&glob.to_string())
+            );
+            return Ok(Examined::new(domain, Outcome::Skipped, Level::Info, detail));
+        }
+        if !s.exact {
+            // Held or not, a claim this young is left alone and cannot be a
+            // leak; nobody asked which of the two it is.
+            if let Some(age) = self.backend.peek_age(domain)? {
+                if age < s.min_age && age <= s.leak_after {
+                    return Ok(self.young(domain, None, age));
+                }
+            }
+        }
+        let probe = self.backend.probe(domain)?;
+        self.settle(domain, probe, true)
+    }
+
+    fn deployed(&self, domain: &str) -> Option<bool> {
+        self.settings.deployed.as_ref().map(|d| d.contains(domain))
+    }
+
+    fn settle(
+        &mut self,
+        domain: &str,
+        probe: Probe<B::Claim>,
+        may_create: bool,
+    ) -> anyhow::Result<Examined> {
+        match probe {
+            Probe::Missing if may_create && self.deployed(domain) == Some(true) => {
+                self.create(domain)
+            }
+            Probe::Missing => Ok(Examined::new(
+                domain,
+                Outcome::Skipped,
+                Level::Info,
+                "skipped: its lockfile vanished before it was probed (its run ended)".into(),
+            )),
+            Probe::Unusable(why) => Ok(Examined::new(
+                domain,
+                Outcome::Skipped,
+                Level::Warning,
+                format!("skipped: {why}"),
+            )),
+            Probe::Held { holder, age } => Ok(self.held(domain, holder, age)),
+            Probe::Moved => Ok(Examined::new(
+                domain,
+                Outcome::Skipped,
+                Level::Info,
+                "skipped: its lockfile was removed or replaced while being locked \
+                 (another janitor or run got there first)"
+                    .into(),
+            )),
+            Probe::Acquired(claim) => self.acquired(claim),
+        }
+    }
+
+    /// A deployed domain without a claim: create it and reap at once.
+    fn create(&mut self, domain: &str) -> anyhow::Result<Examined> {
+        let why = "deployed, no lockfile";
+        if self.settings.dry_run {
+            return Ok(Examined::new(
+                domain,
+                Outcome::WouldReap,
+                Level::Action,
+                format!("dry run: would reap ({why})"),
+            ));
+        }
+        match self.backend.create(domain)? {
+            Some(claim) => Ok(self.reap(claim, None, None, why)),
+            // A run created it first: settle it as an existing claim.
+            None => {
+                let probe = self.backend.probe(domain)?;
+                self.settle(domain, probe, false)
+            }
+        }
+    }
+
+    fn held(&mut self, domain: &str, holder: Option<Holder>, age: Duration) -> Examined {
+        let who = describe(holder.as_ref());
+        let note = match &holder {
+            Some(h) if self.recorded_holder_gone(h) => {
+                "; the recorded holder is not running, so another process (a janitor \
+                 reaping it?) holds the lock"
+            }
+            _ => "",
+        };
+        let (outcome, level, detail) = if age > self.settings.leak_after {
+            (
+                Outcome::Leaked,
+                Level::Warning,
+                format!(
+                    "possible leaked run: locked for {} (by the lockfile's mtime), \
+                     longer than --leak-after {}; {who}{note}; not touched",
+                    human(age),
+                    human(self.settings.leak_after)
+                ),
+            )
+        } else {
+            (
+                Outcome::Live,
+                Level::Info,
+                format!("live: locked by {who}, for {}{note}", human(age)),
+            )
+        };
+        Examined::new(domain, outcome, level, detail).with(holder, Some(age))
+    }
+
+    fn recorded_holder_gone(&mut self, holder: &Holder) -> bool {
+        let host = self.host.get_or_insert_with(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_default()
+        });
+        let (Some(pid), Some(recorded_host)) = (holder.pid, holder.host.as_deref()) else {
+            return false;
+        };
+        let Ok(pid) = i32::try_from(pid) else {
+            return false;
+        };
+        recorded_host == host.as_str()
+            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                == Err(nix::errno::Errno::ESRCH)
+    }
+
+    fn young(&self, domain: &str, holder: Option<Holder>, age: Duration) -> Examined {
+        let detail = format!(
+            "young: lockfile {} old, less than --min-age {}",
+            human(age),
+            human(self.settings.min_age)
+        );
+        Examined::new(domain, Outcome::Young, Level::Info, detail).with(holder, Some(age))
+    }
+
+    /// We hold the lock of an existing claim whose holder is gone.
+    fn acquired(&mut self, claim: B::Claim) -> anyhow::Result<Examined> {
+        let domain = claim.domain().to_string();
+        let age = claim.age()?;
+        let holder = claim.holder();
+        if age < self.settings.min_age {
+            drop(claim);
+            return Ok(self.young(&domain, holder, age));
+        }
+        let last = format!(
+            "idle {}, last holder {}",
+            human(age),
+            describe(holder.as_ref())
+        );
+        let examined = |outcome, level, detail| {
+            Examined::new(&domain, outcome, level, detail).with(holder.clone(), Some(age))
+        };
+        if self.deployed(&domain) == Some(false) {
+            if self.settings.dry_run {
+                return Ok(examined(
+                    Outcome::Skipped,
+                    Level::Action,
+                    format!("dry run: would unlink stale lockfile (not deployed; {last})"),
+                ));
+            }
+            claim.remove()?;
+            return Ok(examined(
+                Outcome::StaleUnlinked,
+                Level::Action,
+                format!("unlinked stale lockfile (not deployed, nothing to reap; {last})"),
+            ));
+        }
+        if self.settings.dry_run {
+            return Ok(examined(
+                Outcome::WouldReap,
+                Level::Action,
+                format!("dry run: would reap ({last})"),
+            ));
+        }
+        Ok(self.reap(claim, holder.clone(), Some(age), &last))
+    }
+
+    /// Runs the reap while holding `claim`; removes the claim on success.
+    fn reap(
+        &mut self,
+        claim: B::Claim,
+        holder: Option<Holder>,
+        age: Option<Duration>,
+        why: &str,
+    ) -> Examined {
+        let domain = claim.domain().to_string();
+        let mut env = claim.env();
+        env.push(("CCCI_DOMAIN", domain.clone().into()));
+        let end = self.reaper.reap(&domain, &env);
+        if end.stop.is_some() {
+            self.summary.stopped_by = end.stop;
+        }
+        let (outcome, level, detail) = if end.ok {
+            match claim.remove() {
+                Ok(()) => (Outcome::Reaped, Level::Action, format!("reaped ({why})")),
+                Err(e) => {
+                    self.summary.errors = true;
+                    (
+                        Outcome::Failed,
+                        Level::Error,
+                        format!("reaped ({why}), but the lockfile stays: {e:#}"),
+                    )
+                }
+            }
+        } else {
+            drop(claim);
+            self.summary.reap_failed = true;
+            (
+                Outcome::Failed,
+                Level::Error,
+                format!(
+                    "reap failed: {} ({why}); lockfile kept for the next pass",
+                    end.detail
+                ),
+            )
+        };
+        Examined::new(&domain, outcome, level, detail).with(holder, age)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,423 @@
+//! The decisions of a pass, on a real lock dir with real flocks; the reap is
+//! a closure that records what it was given.
+
+use std::time::SystemTime;
+
+use ccci_lock::{Acquired, FlockClaim, FlockDir, Wait};
+
+use super::*;
+
+struct World {
+    _tmp: tempfile::TempDir,
+    dir: FlockDir,
+}
+
+impl World {
+    fn new() -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = FlockDir::open(&tmp.path().join("locks"), true)
+            .unwrap()
+            .unwrap();
+        World { _tmp: tmp, dir }
+    }
+
+    fn lockfile(&self, domain: &str) -> std::path::PathBuf {
+        self.dir.path().join(format!("{domain}.lock"))
+    }
+
+    /// Takes the lock of `domain` (creating its lockfile) and stamps it.
+    fn hold(&self, domain: &str) -> FlockClaim {
+        match self.dir.acquire(domain, Wait::Never, &mut |_| {}).unwrap() {
+            Acquired::Held(mut claim) => {
+                claim
+                    .stamp(&Holder::this_process(Some("run-1".into())))
+                    .unwrap();
+                claim
+            }
+            Acquired::Busy(h) => panic!("busy: {h:?}"),
+        }
+    }
+
+    /// A lockfile left by a run that died, last stamped `age` ago.
+    fn orphan(&self, domain: &str, age: Duration) {
+        drop(self.hold(domain));
+        self.set_age(domain, age);
+    }
+
+    fn set_age(&self, domain: &str, age: Duration) {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(self.lockfile(domain))
+            .unwrap();
+        file.set_modified(SystemTime::now() - age).unwrap();
+    }
+
+    /// Runs a pass; returns what was examined, the domains reaped (in order,
+    /// with their CCCI_DOMAIN) and the summary.
+    fn pass(&self, settings: &Settings, ok: bool) -> (Vec<Examined>, Vec<String>, Summary) {
+        self.pass_with(
+            settings,
+            &mut |domain: &str, env: &[(&'static str, OsString)]| {
+                let var = env.iter().find(|(k, _)| *k == "CCCI_DOMAIN").unwrap();
+                assert_eq!(var.1, domain);
+                ReapEnd {
+                    ok,
+                    detail: format!("reap of {domain}"),
+                    stop: None,
+                }
+            },
+        )
+    }
+
+    fn pass_with(
+        &self,
+        settings: &Settings,
+        reaper: &mut dyn Reaper,
+    ) -> (Vec<Examined>, Vec<String>, Summary) {
+        let domains = candidates(&self.dir, settings.deployed.as_ref()).unwrap();
+        let mut seen = Vec::new();
+        let mut reaped = Vec::new();
+        let mut recording = |domain: &str, env: &[(&'static str, OsString)]| {
+            reaped.push(domain.to_string());
+            reaper.reap(domain, env)
+        };
+        let summary = pass(&self.dir, settings, &domains, &mut recording, &mut |e| {
+            seen.push(e.clone());
+            Ok(())
+        })
+        .unwrap();
+        (seen, reaped, summary)
+    }
+}
+
+fn exact() -> Settings {
+    Settings {
+        leak_after: Duration::from_secs(7200),
+        exact: true,
+        ..Settings::default()
+    }
+}
+
+fn outcomes(seen: &[Examined]) -> Vec<(&str, Outcome)> {
+    seen.iter()
+        .map(|e| (e.domain.as_str(), e.outcome))
+        .collect()
+}
+
+fn deployed(names: &[&str]) -> Option<HashSet<String>> {
+    Some(names.iter().map(|n| n.to_string()).collect())
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[test]
+fn an_orphan_is_reaped_once_under_its_lock_and_unlinked() {
+    let w = World::new();
+    w.orphan("a.example", HOUR);
+    let lockfile = w.lockfile("a.example");
+    let (seen, reaped, summary) = w.pass_with(&exact(), &mut |_: &str, _: &[_]| {
+        // While the reap runs, the domain is locked and the lockfile is there.
+        assert!(matches!(
+            w.dir.probe("a.example").unwrap(),
+            Probe::Held { .. }
+        ));
+        ReapEnd {
+            ok: true,
+            detail: String::new(),
+            stop: None,
+        }
+    });
+    assert_eq!(reaped, ["a.example"]);
+    assert_eq!(outcomes(&seen), [("a.example", Outcome::Reaped)]);
+    assert_eq!(seen[0].level, Level::Action);
+    assert_eq!(
+        seen[0].holder.as_ref().unwrap().run_id.as_deref(),
+        Some("run-1")
+    );
+    assert!(seen[0].age.unwrap() >= HOUR);
+    assert!(!lockfile.exists());
+    assert_eq!(summary, Summary::default());
+    let (seen, reaped, _) = w.pass(&exact(), true);
+    assert!(seen.is_empty() && reaped.is_empty(), "{seen:?}");
+}
+
+#[test]
+fn a_held_lock_is_live_or_leaked_and_never_reaped() {
+    let w = World::new();
+    let _a = w.hold("a.example");
+    let _b = w.hold("b.example");
+    w.set_age("b.example", 3 * HOUR);
+    let (seen, reaped, summary) = w.pass(&exact(), true);
+    assert!(reaped.is_empty());
+    assert_eq!(
+        outcomes(&seen),
+        [("a.example", Outcome::Live), ("b.example", Outcome::Leaked)]
+    );
+    assert_eq!(seen[0].level, Level::Info);
+    assert_eq!(seen[1].level, Level::Warning);
+    assert!(
+        seen[1].detail.contains("possible leaked run"),
+        "{}",
+        seen[1].detail
+    );
+    assert!(seen[1].detail.contains("'run-1'"), "{}", seen[1].detail);
+    assert_eq!(
+        seen[1].holder.as_ref().unwrap().pid,
+        Some(std::process::id())
+    );
+    assert_eq!(summary.status(), 0);
+    assert!(w.lockfile("a.example").exists() && w.lockfile("b.example").exists());
+}
+
+#[test]
+fn young_orphans_are_left_alone() {
+    let w = World::new();
+    w.orphan("a.example", Duration::from_secs(60));
+    let settings = Settings {
+        min_age: HOUR,
+        ..exact()
+    };
+    let (seen, reaped, _) = w.pass(&settings, true);
+    assert!(reaped.is_empty());
+    assert_eq!(outcomes(&seen), [("a.example", Outcome::Young)]);
+    assert!(w.lockfile("a.example").exists());
+    // The lock was released: a run can take it.
+    drop(w.hold("a.example"));
+}
+
+#[test]
+fn without_exact_a_young_claim_is_not_even_opened() {
+    let w = World::new();
+    let _held = w.hold("held.example");
+    w.orphan("old.example", 2 * HOUR);
+    let settings = Settings {
+        min_age: HOUR,
+        exact: false,
+        ..exact()
+    };
+    let (seen, reaped, _) = w.pass(&settings, true);
+    assert_eq!(reaped, ["old.example"]);
+    // Held, but young: reported as young, since the lock was never probed.
+    assert_eq!(
+        outcomes(&seen),
+        [
+            ("held.example", Outcome::Young),
+            ("old.example", Outcome::Reaped)
+        ]
+    );
+    // A leak still needs the probe, whatever --min-age says.
+    w.set_age("held.example", 3 * HOUR);
+    let settings = Settings {
+        min_age: 4 * HOUR,
+        ..settings
+    };
+    let (seen, _, _) = w.pass(&settings, true);
+    assert_eq!(outcomes(&seen), [("held.example", Outcome::Leaked)]);
+}
+
+#[test]
+fn with_a_deployed_list_a_stale_lockfile_is_unlinked_without_a_reap() {
+    let w = World::new();
+    w.orphan("gone.example", HOUR);
+    w.orphan("up.example", HOUR);
+    let settings = Settings {
+        deployed: deployed(&["up.example"]),
+        ..exact()
+    };
+    let (seen, reaped, _) = w.pass(&settings, true);
+    assert_eq!(reaped, ["up.example"]);
+    assert_eq!(
+        outcomes(&seen),
+        [
+            ("gone.example", Outcome::StaleUnlinked),
+            ("up.example", Outcome::Reaped)
+        ]
+    );
+    assert!(seen[0].detail.contains("unlinked stale lockfile"));
+    assert!(!w.lockfile("gone.example").exists());
+}
+
+#[test]
+fn a_deployed_domain_without_a_lockfile_is_reaped_at_once() {
+    let w = World::new();
+    let settings = Settings {
+        deployed: deployed(&["rebooted.example"]),
+        min_age: 100 * HOUR,
+        ..exact()
+    };
+    let (seen, reaped, _) = w.pass_with(&settings, &mut |d: &str, _: &[_]| {
+        assert!(w.lockfile(d).exists(), "reaped without a lockfile to hold");
+        assert!(matches!(w.dir.probe(d).unwrap(), Probe::Held { .. }));
+        ReapEnd {
+            ok: true,
+            detail: String::new(),
+            stop: None,
+        }
+    });
+    assert_eq!(reaped, ["rebooted.example"]);
+    assert_eq!(outcomes(&seen), [("rebooted.example", Outcome::Reaped)]);
+    assert!(!w.lockfile("rebooted.example").exists());
+}
+
+#[test]
+fn a_failed_reap_keeps_the_lockfile_and_fails_the_pass() {
+    let w = World::new();
+    w.orphan("a.example", HOUR);
+    w.orphan("b.example", HOUR);
+    let (seen, reaped, summary) = w.pass(&exact(), false);
+    assert_eq!(
+        reaped,
+        ["a.example", "b.example"],
+        "one failure does not stop the pass"
+    );
+    assert_eq!(seen[0].outcome, Outcome::Failed);
+    assert_eq!(seen[0].level, Level::Error);
+    assert!(
+        seen[0].detail.contains("reap of a.example"),
+        "{}",
+        seen[0].detail
+    );
+    assert!(w.lockfile("a.example").exists());
+    assert_eq!(summary.status(), 1);
+}
+
+#[test]
+fn warm_domains_are_never_probed_or_created() {
+    let w = World::new();
+    let _live = w.hold("warm-live.example");
+    w.orphan("warm-old.example", HOUR);
+    std::fs::create_dir(w.lockfile("warm-dir.example")).unwrap();
+    let settings = Settings {
+        deployed: deployed(&["warm-new.example"]),
+        warm: vec![Glob::parse("warm-*").unwrap()],
+        ..exact()
+    };
+    let (seen, reaped, _) = w.pass(&settings, true);
+    assert!(reaped.is_empty());
+    assert!(seen
+        .iter()
+        .all(|e| e.outcome == Outcome::Skipped && e.level == Level::Info));
+    assert_eq!(seen.len(), 4);
+    assert!(!w.lockfile("warm-new.example").exists());
+    assert!(w.lockfile("warm-old.example").exists());
+}
+
+#[test]
+fn a_directory_where_a_lockfile_should_be_is_a_warning() {
+    let w = World::new();
+    std::fs::create_dir(w.lockfile("dir.example")).unwrap();
+    let (seen, reaped, summary) = w.pass(&exact(), true);
+    assert!(reaped.is_empty());
+    assert_eq!(outcomes(&seen), [("dir.example", Outcome::Skipped)]);
+    assert_eq!(seen[0].level, Level::Warning);
+    assert!(seen[0].detail.contains("a directory"), "{}", seen[0].detail);
+    assert_eq!(summary.status(), 0);
+}
+
+#[test]
+fn a_dry_run_changes_nothing() {
+    let w = World::new();
+    w.orphan("orphan.example", HOUR);
+    w.orphan("stale.example", HOUR);
+    let settings = Settings {
+        deployed: deployed(&["orphan.example", "rebooted.example"]),
+        dry_run: true,
+        ..exact()
+    };
+    let (seen, reaped, _) = w.pass(&settings, true);
+    assert!(reaped.is_empty());
+    assert_eq!(
+        outcomes(&seen),
+        [
+            ("orphan.example", Outcome::WouldReap),
+            ("rebooted.example", Outcome::WouldReap),
+            ("stale.example", Outcome::Skipped),
+        ]
+    );
+    assert!(seen.iter().all(|e| e.level == Level::Action));
+    assert!(w.lockfile("orphan.example").exists());
+    assert!(w.lockfile("stale.example").exists());
+    assert!(!w.lockfile("rebooted.example").exists());
+}
+
+#[test]
+fn a_domain_in_both_sources_is_examined_once() {
+    let w = World::new();
+    w.orphan("a.example", HOUR);
+    let settings = Settings {
+        deployed: deployed(&["a.example"]),
+        ..exact()
+    };
+    let (seen, reaped, _) = w.pass(&settings, true);
+    assert_eq!(reaped, ["a.example"]);
+    assert_eq!(seen.len(), 1);
+}
+
+#[test]
+fn a_stop_signal_ends_the_pass_after_the_current_reap() {
+    let w = World::new();
+    w.orphan("a.example", HOUR);
+    w.orphan("b.example", HOUR);
+    let (seen, reaped, summary) = w.pass_with(&exact(), &mut |_: &str, _: &[_]| ReapEnd {
+        ok: false,
+        detail: "killed by SIGTERM".into(),
+        stop: Some(libc::SIGTERM),
+    });
+    assert_eq!(reaped, ["a.example"]);
+    assert_eq!(seen.len(), 1);
+    assert_eq!(summary.status(), 143);
+    assert!(w.lockfile("b.example").exists());
+}
+
+#[test]
+fn json_lines_have_exactly_the_spec_keys() {
+    let w = World::new();
+    let _live = w.hold("a.example");
+    let (seen, _, _) = w.pass(&exact(), true);
+    let line = serde_json::to_string(&seen[0].json()).unwrap();
+    let keys = [
+        "domain",
+        "outcome",
+        "holder_pid",
+        "run_id",
+        "age_s",
+        "detail",
+    ];
+    let at: Vec<usize> = keys
+        .iter()
+        .map(|k| line.find(&format!("\"{k}\":")).unwrap())
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{line}");
+    let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(value.as_object().unwrap().len(), keys.len(), "{line}");
+    assert_eq!(value["outcome"], "live");
+    assert_eq!(value["run_id"], "run-1");
+    for (outcome, word) in [
+        (Outcome::WouldReap, "would-reap"),
+        (Outcome::StaleUnlinked, "stale-unlinked"),
+    ] {
+        assert_eq!(serde_json::to_value(outcome).unwrap(), word);
+    }
+}
+
+#[test]
+fn lists_drop_comments_blanks_and_invalid_domains() {
+    let text = "# deployed apps\n\na.example\n  b.example  # trailing note\nbad/name\na.example\n";
+    let (domains, warnings) = read_deployed(text, "--deployed (stdin)");
+    let mut sorted: Vec<_> = domains.into_iter().collect();
+    sorted.sort();
+    assert_eq!(sorted, ["a.example", "b.example"]);
+    assert_eq!(warnings.len(), 1);
+    assert!(
+        warnings[0].contains("line 5") && warnings[0].contains("'bad/name'"),
+        "{warnings:?}"
+    );
+
+    let globs = read_warm("warm-*\n# comment\n\nexact.example\n", "f").unwrap();
+    assert_eq!(globs.len(), 2);
+    assert!(globs[1].matches("exact.example"));
+    let e = read_warm("ok-*\nwarm-[0-9\n", "--warm-file 'w'")
+        .unwrap_err()
+        .0;
+    assert!(e.contains("line 2") && e.contains("'warm-[0-9'"), "{e}");
+}
