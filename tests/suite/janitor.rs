@@ -1,1 +1,670 @@
-//! Tests for ccci-janitor live here.
+//! ccci-janitor (SPEC §4) and SPEC §7 cases 5-12: real holders (ccci-lock),
+//! a real reap script, real flocks and signals.
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ccci_tests::{alive, blocked_in_flock, wait_until, Cmd, Proc, Sandbox};
+
+const D: &str = "wp-3f2a.ci.example.org";
+
+/// A holder of `domain` whose COMMAND says "ready" and then waits for a line
+/// on stdin; release it with `p.send("")`.
+fn hold(sb: &Sandbox, domain: &str, run_id: &str) -> Proc {
+    let mut p = sb
+        .tool("ccci-lock")
+        .args([
+            "--run-id",
+            run_id,
+            domain,
+            "--",
+            "sh",
+            "-c",
+            "echo ready; read _",
+        ])
+        .piped_stdin()
+        .spawn();
+    p.expect_stdout("ready");
+    p
+}
+
+/// Leaves an orphaned lockfile for `domain`: its holder's COMMAND is killed
+/// by a signal, so ccci-lock keeps the lockfile and releases the lock.
+fn orphan(sb: &Sandbox, domain: &str) {
+    sb.tool("ccci-lock")
+        .args([
+            "--run-id",
+            "dead-run",
+            domain,
+            "--",
+            "sh",
+            "-c",
+            "kill -TERM $$",
+        ])
+        .run()
+        .expect_code(143);
+    assert!(sb.lockfile(domain).is_file());
+}
+
+/// Sets the mtime of `path` to `when` (touch -d syntax), as if it were
+/// stamped then.
+fn touch(sb: &Sandbox, path: &Path, when: &str) {
+    sb.command("touch")
+        .args(["-d", when])
+        .arg(path)
+        .run()
+        .expect_code(0);
+}
+
+/// A reap script, run as `sh SCRIPT`: it records `$*|$CCCI_DOMAIN` in
+/// `calls`, then runs `then`.
+fn reap_script(sb: &Sandbox, then: &str) -> PathBuf {
+    let script = sb.path("reap.sh");
+    let calls = sb.path("calls");
+    std::fs::write(
+        &script,
+        format!(
+            "echo \"$*|$CCCI_DOMAIN\" >> '{}'\n{then}\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    script
+}
+
+/// The reap invocations recorded so far.
+fn calls(sb: &Sandbox) -> Vec<String> {
+    std::fs::read_to_string(sb.path("calls"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// `ccci-janitor FLAGS -- sh SCRIPT`.
+fn janitor(sb: &Sandbox, flags: &[&str], script: &Path) -> Cmd {
+    sb.tool("ccci-janitor")
+        .args(flags)
+        .args(["--", "sh"])
+        .arg(script)
+}
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+/// A reap that says `reaping-<domain>` (on the janitor's stderr) and then
+/// waits until the test writes a line into the FIFO `release`.
+fn slow_reap(sb: &Sandbox) -> (PathBuf, PathBuf) {
+    let release = sb.path("release");
+    mkfifo(&release);
+    let script = reap_script(
+        sb,
+        &format!("echo \"reaping-$1\"; read _ < '{}'", release.display()),
+    );
+    (script, release)
+}
+
+/// Lets one waiting slow reap finish.
+fn release(fifo: &Path) {
+    std::fs::write(fifo, "go\n").unwrap();
+}
+
+fn make_lock_dir(sb: &Sandbox) {
+    std::fs::create_dir(sb.lock_dir()).unwrap();
+    std::fs::set_permissions(sb.lock_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+fn try_lock(sb: &Sandbox, domain: &str) -> i32 {
+    sb.tool("ccci-lock")
+        .args(["-n", domain, "--", "true"])
+        .run()
+        .code()
+}
+
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect()
+}
+
+#[test]
+fn case_05_an_orphan_is_reaped_exactly_once_and_its_lockfile_unlinked() {
+    let sb = Sandbox::new();
+    orphan(&sb, D);
+    let script = reap_script(&sb, "exit 0");
+    let out = sb
+        .tool("ccci-janitor")
+        .args(["--", "sh"])
+        .arg(&script)
+        .arg("--force")
+        .run();
+    out.expect_code(0)
+        .expect_stderr(&format!("ccci-janitor: {D}: reaped"))
+        .expect_stderr("'dead-run'");
+    assert_eq!(
+        calls(&sb),
+        [format!("--force {D}|{D}")],
+        "domain is the last argument"
+    );
+    assert!(
+        !sb.lockfile(D).exists(),
+        "the lockfile stays after a reap\n{out}"
+    );
+    assert_eq!(out.stdout, "", "stdout is for --json only");
+
+    janitor(&sb, &[], &script).run().expect_code(0);
+    assert_eq!(calls(&sb).len(), 1, "reaped a second time");
+}
+
+#[test]
+fn case_06_a_live_holder_is_never_reaped_and_is_logged() {
+    let sb = Sandbox::new();
+    let mut holder = hold(&sb, D, "live-run");
+    touch(&sb, &sb.lockfile(D), "10 minutes ago");
+    let script = reap_script(&sb, "exit 0");
+
+    let quiet = janitor(&sb, &[], &script).run();
+    quiet.expect_code(0);
+    assert_eq!(quiet.stderr, "", "quiet by default: cron mails any output");
+
+    let out = janitor(&sb, &["-v"], &script).run();
+    out.expect_code(0)
+        .expect_stderr(&format!("{D}: live: locked by pid {}", holder.pid()))
+        .expect_stderr("'live-run'");
+    assert!(calls(&sb).is_empty(), "a live run was reaped");
+    assert!(sb.lockfile(D).exists());
+    assert_eq!(try_lock(&sb, D), 75, "the holder lost its lock");
+    holder.send("");
+    holder.wait().expect_code(0);
+}
+
+#[test]
+fn case_07_a_new_run_blocks_until_the_slow_reap_completes() {
+    let sb = Sandbox::new();
+    orphan(&sb, D);
+    let (script, fifo) = slow_reap(&sb);
+    let done = sb.path("reap-done");
+    std::fs::write(
+        &script,
+        std::fs::read_to_string(&script).unwrap() + &format!("touch '{}'\n", done.display()),
+    )
+    .unwrap();
+    let mut jan = janitor(&sb, &[], &script).spawn();
+    jan.expect_stderr(&format!("reaping-{D}"));
+
+    let mut run = sb
+        .tool("ccci-lock")
+        .args([D, "--", "sh", "-c"])
+        .arg(format!(
+            "test -e '{}' && echo run-in-after-reap || echo run-in-during-reap",
+            done.display()
+        ))
+        .spawn();
+    wait_until("the new run blocks on the domain's lock", || {
+        blocked_in_flock(run.pid())
+    });
+    assert!(!run.has_exited(), "{}", run.report());
+    assert_eq!(run.stdout_so_far(), "", "the run started during the reap");
+
+    release(&fifo);
+    jan.expect_stderr(&format!("{D}: reaped"));
+    jan.wait().expect_code(0);
+    run.expect_stdout("run-in-after-reap");
+    run.wait().expect_code(0);
+    assert!(!sb.lockfile(D).exists());
+}
+
+#[test]
+fn case_08_two_overlapping_janitors_exactly_one_reaps() {
+    let sb = Sandbox::new();
+    orphan(&sb, D);
+    let (script, fifo) = slow_reap(&sb);
+    let mut first = janitor(&sb, &[], &script).spawn();
+    first.expect_stderr(&format!("reaping-{D}"));
+
+    // The second pass runs entirely while the first reap holds the lock.
+    let second = janitor(&sb, &["-v", "--json"], &script).run();
+    second.expect_code(0).expect_stderr(&format!("{D}: live"));
+    let lines = json_lines(&second.stdout);
+    assert_eq!(lines.len(), 1, "{second}");
+    assert_eq!(lines[0]["outcome"], "live");
+
+    release(&fifo);
+    first
+        .wait()
+        .expect_code(0)
+        .expect_stderr(&format!("{D}: reaped"));
+    assert_eq!(calls(&sb).len(), 1, "reaped twice: {:?}", calls(&sb));
+    assert!(!sb.lockfile(D).exists());
+}
+
+#[test]
+fn case_08_racing_janitors_reap_each_orphan_exactly_once() {
+    let sb = Sandbox::new();
+    let domains: Vec<String> = (0..12).map(|i| format!("app-{i:02}.example")).collect();
+    for d in &domains {
+        orphan(&sb, d);
+    }
+    let script = reap_script(&sb, "exit 0");
+    let janitors: Vec<Proc> = (0..3).map(|_| janitor(&sb, &[], &script).spawn()).collect();
+    for j in janitors {
+        j.wait().expect_code(0);
+    }
+    let mut reaped: Vec<String> = calls(&sb)
+        .iter()
+        .map(|c| c.split('|').next().unwrap().to_string())
+        .collect();
+    reaped.sort();
+    assert_eq!(reaped, domains, "each orphan must be reaped exactly once");
+    assert_eq!(std::fs::read_dir(sb.lock_dir()).unwrap().count(), 0);
+}
+
+#[test]
+fn case_09_a_deployed_domain_without_a_lockfile_is_reaped_at_once() {
+    let sb = Sandbox::new();
+    make_lock_dir(&sb); // the host rebooted: the lock dir is back, its lockfiles are not
+    let script = reap_script(&sb, "test -e \"$CCCI_LOCK_FILE\" || exit 9");
+    let out = janitor(&sb, &["--deployed", "-", "--min-age", "1h"], &script)
+        .stdin_bytes(format!("# from abra app ls\n\n{D}\n"))
+        .run();
+    out.expect_code(0)
+        .expect_stderr(&format!("{D}: reaped (deployed, no lockfile)"));
+    assert_eq!(calls(&sb), [format!("{D}|{D}")]);
+    assert!(
+        !sb.lockfile(D).exists(),
+        "the new lockfile is removed after the reap"
+    );
+}
+
+#[test]
+fn case_10_a_lock_held_past_leak_after_is_flagged_and_not_stolen() {
+    let sb = Sandbox::new();
+    let mut holder = hold(&sb, D, "stuck-run");
+    touch(&sb, &sb.lockfile(D), "3 hours ago");
+    let script = reap_script(&sb, "exit 0");
+
+    let out = janitor(&sb, &["--json"], &script).run();
+    out.expect_code(0)
+        .expect_stderr(&format!("{D}: possible leaked run"))
+        .expect_stderr(&format!("pid {}", holder.pid()))
+        .expect_stderr("'stuck-run'");
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines[0]["outcome"], "leaked");
+    assert_eq!(lines[0]["holder_pid"], holder.pid());
+    assert_eq!(lines[0]["run_id"], "stuck-run");
+    assert!(lines[0]["age_s"].as_u64().unwrap() >= 3 * 3600 - 60);
+    assert!(calls(&sb).is_empty(), "a leaked run was reaped");
+    assert_eq!(try_lock(&sb, D), 75, "the lock was stolen");
+
+    let later = janitor(&sb, &["--leak-after", "4h"], &script).run();
+    later.expect_code(0);
+    assert_eq!(
+        later.stderr, "",
+        "held for 3h is not a leak with --leak-after 4h"
+    );
+
+    holder.send("");
+    holder.wait().expect_code(0);
+}
+
+#[test]
+fn case_11_warm_names_are_never_probed() {
+    let sb = Sandbox::new();
+    orphan(&sb, "warm-old.example");
+    make_warm_traps(&sb);
+    std::fs::write(sb.path("warm.list"), "# kept warm\nwarm-file-*\n").unwrap();
+    let script = reap_script(&sb, "exit 0");
+    let out = janitor(
+        &sb,
+        &[
+            "--warm",
+            "warm-*",
+            "--warm-file",
+            "warm.list",
+            "--deployed",
+            "-",
+            "--json",
+        ],
+        &script,
+    )
+    .stdin_bytes("warm-new.example\nwarm-file-new.example\n")
+    .run();
+    out.expect_code(0);
+    assert_eq!(
+        out.stderr, "",
+        "a warm name was opened and found unusable:\n{out}"
+    );
+    assert!(calls(&sb).is_empty(), "a warm domain was reaped");
+    assert!(
+        !sb.lockfile("warm-new.example").exists(),
+        "a lockfile was created"
+    );
+    assert!(!sb.lockfile("warm-file-new.example").exists());
+    assert!(sb.lockfile("warm-old.example").exists());
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), 6, "{out}");
+    for line in &lines {
+        assert_eq!(line["outcome"], "skipped", "{line}");
+        assert!(
+            line["detail"].as_str().unwrap().starts_with("warm"),
+            "{line}"
+        );
+    }
+    let verbose = janitor(&sb, &["-v", "--warm", "warm-*"], &script).run();
+    verbose
+        .expect_code(0)
+        .expect_stderr("warm-old.example: warm");
+}
+
+/// Non-regular files where warm lockfiles would be: opening any of them
+/// would be reported as unusable, so silence proves they were not opened.
+fn make_warm_traps(sb: &Sandbox) {
+    std::fs::create_dir(sb.lockfile("warm-dir.example")).unwrap();
+    mkfifo(&sb.lockfile("warm-fifo.example"));
+    symlink(sb.path("nowhere"), sb.lockfile("warm-link.example")).unwrap();
+}
+
+#[test]
+fn case_12_a_directory_as_lockfile_is_skipped_and_logged() {
+    let sb = Sandbox::new();
+    make_lock_dir(&sb);
+    std::fs::create_dir(sb.lockfile(D)).unwrap();
+    orphan(&sb, "other.example");
+    let script = reap_script(&sb, "exit 0");
+    let out = janitor(&sb, &[], &script).run();
+    out.expect_code(0)
+        .expect_stderr(&format!("{D}: skipped"))
+        .expect_stderr(&format!("{} is a directory", sb.lockfile(D).display()))
+        .expect_stderr("other.example: reaped");
+    assert!(sb.lockfile(D).is_dir());
+    assert_eq!(calls(&sb), ["other.example|other.example"]);
+}
+
+#[test]
+fn case_12_a_missing_lock_dir_is_logged_and_nothing_is_created() {
+    let sb = Sandbox::new();
+    let script = reap_script(&sb, "exit 0");
+    let out = janitor(&sb, &["--deployed", "-", "--json"], &script)
+        .stdin_bytes(format!("{D}\n"))
+        .run();
+    out.expect_code(0).expect_stderr(&format!(
+        "lock dir {} does not exist",
+        sb.lock_dir().display()
+    ));
+    assert_eq!(out.stdout, "");
+    assert!(!sb.lock_dir().exists(), "the janitor created the lock dir");
+    assert!(calls(&sb).is_empty());
+}
+
+#[test]
+fn a_symlinked_lockfile_is_never_followed() {
+    let sb = Sandbox::new();
+    make_lock_dir(&sb);
+    let victim = sb.path("victim.lock");
+    std::fs::write(&victim, "precious\n").unwrap();
+    touch(&sb, &victim, "5 hours ago");
+    symlink(&victim, sb.lockfile(D)).unwrap();
+    let script = reap_script(&sb, "exit 0");
+    let out = janitor(&sb, &["--deployed", "-"], &script)
+        .stdin_bytes(format!("{D}\n"))
+        .run();
+    out.expect_code(0)
+        .expect_stderr(&format!("{D}: skipped"))
+        .expect_stderr("symlink");
+    assert!(calls(&sb).is_empty());
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(std::fs::symlink_metadata(sb.lockfile(D))
+        .unwrap()
+        .is_symlink());
+}
+
+#[test]
+fn a_failed_reap_is_status_1_and_keeps_the_lockfile_for_the_next_pass() {
+    let sb = Sandbox::new();
+    orphan(&sb, D);
+    orphan(&sb, "fine.example");
+    let script = reap_script(&sb, &format!("test \"$1\" != {D} || exit 3"));
+    let out = janitor(&sb, &[], &script).run();
+    out.expect_code(1)
+        .expect_stderr(&format!("{D}: reap failed: exited with status 3"))
+        .expect_stderr("lockfile kept")
+        .expect_stderr("fine.example: reaped");
+    assert!(sb.lockfile(D).exists());
+    assert!(!sb.lockfile("fine.example").exists());
+    assert_eq!(try_lock(&sb, D), 0, "the janitor kept the lock");
+
+    // The run that just took the lock removed the lockfile; leave a new orphan.
+    orphan(&sb, D);
+    let script = reap_script(&sb, "exit 0");
+    janitor(&sb, &[], &script)
+        .run()
+        .expect_code(0)
+        .expect_stderr(&format!("{D}: reaped"));
+}
+
+#[test]
+fn a_missing_reap_command_fails_the_reap_and_keeps_the_lockfile() {
+    let sb = Sandbox::new();
+    orphan(&sb, D);
+    let out = sb
+        .tool("ccci-janitor")
+        .args(["--", "/nonexistent/reap"])
+        .run();
+    out.expect_code(1)
+        .expect_stderr("cannot run '/nonexistent/reap'");
+    assert!(sb.lockfile(D).exists());
+}
+
+#[test]
+fn the_reap_timeout_kills_the_reaps_process_group() {
+    let sb = Sandbox::new();
+    orphan(&sb, D);
+    let sleeper = sb.path("sleeper");
+    let script = reap_script(
+        &sb,
+        &format!(
+            "sleep 1000 & echo $! > '{0}.tmp'; mv '{0}.tmp' '{0}'; wait",
+            sleeper.display()
+        ),
+    );
+    let out = janitor(&sb, &["--reap-timeout", "300ms"], &script).run();
+    out.expect_code(1)
+        .expect_stderr(&format!("{D}: reap failed: timed out after"))
+        .expect_stderr("process group was killed");
+    assert!(
+        sb.lockfile(D).exists(),
+        "a timed-out reap removed the lockfile"
+    );
+    let pid: u32 = std::fs::read_to_string(&sleeper)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_until("the reap's background child is gone", || !alive(pid));
+}
+
+#[test]
+fn a_stopped_janitor_stops_the_reap_keeps_the_lockfile_and_exits_128_plus_n() {
+    let sb = Sandbox::new();
+    orphan(&sb, "a.example");
+    orphan(&sb, "b.example");
+    let script = reap_script(&sb, "echo \"reaping-$1\"; sleep 1000 & wait");
+    let mut jan = janitor(&sb, &[], &script).spawn();
+    jan.expect_stderr("reaping-a.example");
+    jan.signal(libc::SIGTERM);
+    let out = jan.wait();
+    out.expect_code(143)
+        .expect_stderr("a.example: reap failed: killed by SIGTERM")
+        .expect_stderr("stopped by SIGTERM");
+    assert_eq!(calls(&sb).len(), 1, "the pass went on after being stopped");
+    assert!(sb.lockfile("a.example").exists());
+    assert!(sb.lockfile("b.example").exists());
+}
+
+#[test]
+fn a_dry_run_changes_nothing() {
+    let sb = Sandbox::new();
+    orphan(&sb, "orphan.example");
+    orphan(&sb, "stale.example");
+    let script = reap_script(&sb, "exit 0");
+    let before = listing(&sb.lock_dir());
+    let out = janitor(&sb, &["--dry-run", "--deployed", "-", "--json"], &script)
+        .stdin_bytes("orphan.example\nrebooted.example\n")
+        .run();
+    out.expect_code(0)
+        .expect_stderr("orphan.example: dry run: would reap")
+        .expect_stderr("rebooted.example: dry run: would reap")
+        .expect_stderr("stale.example: dry run: would unlink stale lockfile");
+    let outcomes: Vec<String> = json_lines(&out.stdout)
+        .iter()
+        .map(|l| l["outcome"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(outcomes, ["would-reap", "would-reap", "skipped"]);
+    assert!(calls(&sb).is_empty(), "a dry run reaped");
+    assert_eq!(
+        listing(&sb.lock_dir()),
+        before,
+        "a dry run changed the lock dir"
+    );
+
+    // Without a REAP_COMMAND, too.
+    sb.tool("ccci-janitor")
+        .arg("--dry-run")
+        .run()
+        .expect_code(0)
+        .expect_stderr("would reap");
+    assert_eq!(listing(&sb.lock_dir()), before);
+}
+
+fn listing(dir: &Path) -> Vec<(String, std::time::SystemTime)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let mtime = e.metadata().unwrap().modified().unwrap();
+            (e.file_name().to_string_lossy().into_owned(), mtime)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn json_has_one_parseable_object_per_examined_domain() {
+    let sb = Sandbox::new();
+    orphan(&sb, "a-orphan.example");
+    touch(&sb, &sb.lockfile("a-orphan.example"), "2 hours ago");
+    orphan(&sb, "b-young.example");
+    let mut holder = hold(&sb, "c-live.example", "r-live");
+    orphan(&sb, "d-warm.example");
+    let script = reap_script(&sb, "echo reap output on stdout; exit 0");
+    let out = janitor(
+        &sb,
+        &["--json", "--min-age", "1h", "--warm", "d-*"],
+        &script,
+    )
+    .run();
+    out.expect_code(0).expect_stderr("reap output on stdout");
+    let lines = json_lines(&out.stdout);
+    let got: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["domain"].as_str().unwrap(),
+                l["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a-orphan.example", "reaped"),
+            ("b-young.example", "young"),
+            ("c-live.example", "live"),
+            ("d-warm.example", "skipped"),
+        ],
+        "{out}"
+    );
+    for line in &lines {
+        let keys: Vec<&String> = line.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 6, "{line}");
+        for key in [
+            "domain",
+            "outcome",
+            "holder_pid",
+            "run_id",
+            "age_s",
+            "detail",
+        ] {
+            assert!(line.get(key).is_some(), "{key} missing: {line}");
+        }
+    }
+    assert_eq!(lines[0]["run_id"], "dead-run");
+    assert!(lines[0]["age_s"].as_u64().unwrap() >= 7200 - 60);
+    assert_eq!(lines[2]["holder_pid"], holder.pid());
+    assert!(lines[3]["age_s"].is_null(), "a warm lockfile was looked at");
+    holder.send("");
+    holder.wait().expect_code(0);
+}
+
+#[test]
+fn a_stale_lockfile_of_an_undeployed_domain_is_unlinked_without_a_reap() {
+    let sb = Sandbox::new();
+    orphan(&sb, "gone.example");
+    orphan(&sb, D);
+    let script = reap_script(&sb, "exit 0");
+    let out = janitor(&sb, &["--deployed", "-"], &script)
+        .stdin_bytes(format!("{D}\nnot/a/domain\n"))
+        .run();
+    out.expect_code(0)
+        .expect_stderr("gone.example: unlinked stale lockfile")
+        .expect_stderr("line 2: ignored: invalid domain 'not/a/domain'")
+        .expect_stderr(&format!("{D}: reaped"));
+    assert_eq!(calls(&sb), [format!("{D}|{D}")]);
+    assert!(!sb.lockfile("gone.example").exists());
+}
+
+#[test]
+fn bad_input_is_status_2_and_nothing_happens() {
+    let sb = Sandbox::new();
+    orphan(&sb, D);
+    let script = reap_script(&sb, "exit 0");
+    std::fs::write(sb.path("bad-warm"), "warm-*\nwarm-[0-9\n").unwrap();
+    let cases: [&[&str]; 7] = [
+        &["--warm", "warm-[0-9"],
+        &["--min-age", "5x"],
+        &["--leak-after=-1m"],
+        &["--reap-timeout", ""],
+        &["--deployed", "/nonexistent/list"],
+        &["--warm-file", "bad-warm"],
+        &["--bogus"],
+    ];
+    for flags in cases {
+        let out = janitor(&sb, flags, &script).run();
+        out.expect_code(2);
+        assert!(out.stderr.starts_with("ccci-janitor: "), "{out}");
+    }
+    janitor(&sb, &["--warm-file", "bad-warm"], &script)
+        .run()
+        .expect_stderr("'warm-[0-9'");
+    sb.tool("ccci-janitor").run().expect_code(2);
+    assert!(calls(&sb).is_empty(), "bad input still reaped");
+    assert!(sb.lockfile(D).exists());
+}
+
+#[test]
+fn an_unsafe_lock_dir_is_refused_with_125() {
+    let sb = Sandbox::new();
+    orphan(&sb, D);
+    std::fs::set_permissions(sb.lock_dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let script = reap_script(&sb, "exit 0");
+    janitor(&sb, &[], &script)
+        .run()
+        .expect_code(125)
+        .expect_stderr("writable by group or others");
+    assert!(calls(&sb).is_empty());
+}
