@@ -315,9 +315,11 @@ fn case_10_a_lock_held_past_leak_after_is_flagged_and_not_stolen() {
 fn case_11_warm_names_are_never_probed() {
     let sb = Sandbox::new();
     orphan(&sb, "warm-old.example");
+    orphan(&sb, "cold.example");
     make_warm_traps(&sb);
     std::fs::write(sb.path("warm.list"), "# kept warm\nwarm-file-*\n").unwrap();
     let script = reap_script(&sb, "exit 0");
+    let watch = OpenWatch::new(&sb.lock_dir());
     let out = janitor(
         &sb,
         &[
@@ -331,14 +333,28 @@ fn case_11_warm_names_are_never_probed() {
         ],
         &script,
     )
-    .stdin_bytes("warm-new.example\nwarm-file-new.example\n")
+    .stdin_bytes("warm-new.example\nwarm-file-new.example\ncold.example\n")
     .run();
-    out.expect_code(0);
+    out.expect_code(0).expect_stderr("cold.example: reaped");
+    let opened = watch.names();
+    assert!(
+        opened.iter().all(|name| !name.starts_with("warm-")),
+        "warm lockfiles were opened or created: {opened:?}"
+    );
+    assert!(
+        opened.contains(&"cold.example.lock".to_string()),
+        "the watch sees the janitor's opens: {opened:?}"
+    );
     assert_eq!(
-        out.stderr, "",
+        out.stderr.lines().count(),
+        1,
         "a warm name was opened and found unusable:\n{out}"
     );
-    assert!(calls(&sb).is_empty(), "a warm domain was reaped");
+    assert_eq!(
+        calls(&sb),
+        ["cold.example|cold.example"],
+        "a warm domain was reaped"
+    );
     assert!(
         !sb.lockfile("warm-new.example").exists(),
         "a lockfile was created"
@@ -346,8 +362,8 @@ fn case_11_warm_names_are_never_probed() {
     assert!(!sb.lockfile("warm-file-new.example").exists());
     assert!(sb.lockfile("warm-old.example").exists());
     let lines = json_lines(&out.stdout);
-    assert_eq!(lines.len(), 6, "{out}");
-    for line in &lines {
+    assert_eq!(lines.len(), 7, "{out}");
+    for line in lines.iter().filter(|l| l["domain"] != "cold.example") {
         assert_eq!(line["outcome"], "skipped", "{line}");
         assert!(
             line["detail"].as_str().unwrap().starts_with("warm"),
@@ -358,6 +374,68 @@ fn case_11_warm_names_are_never_probed() {
     verbose
         .expect_code(0)
         .expect_stderr("warm-old.example: warm");
+}
+
+/// The names opened or created in a directory (inotify `IN_OPEN|IN_CREATE`)
+/// since the watch was set: the kernel's own record of what was touched.
+struct OpenWatch {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl OpenWatch {
+    fn new(dir: &Path) -> OpenWatch {
+        use std::os::fd::FromRawFd;
+        let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: inotify_init1 returns a new descriptor (or -1), which the
+        // OwnedFd then owns; `path` is a valid NUL-terminated string.
+        unsafe {
+            let fd = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
+            assert!(
+                fd >= 0,
+                "inotify_init1: {}",
+                std::io::Error::last_os_error()
+            );
+            let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+            let wd = libc::inotify_add_watch(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                path.as_ptr(),
+                libc::IN_OPEN | libc::IN_CREATE,
+            );
+            assert!(
+                wd >= 0,
+                "inotify_add_watch: {}",
+                std::io::Error::last_os_error()
+            );
+            OpenWatch { fd }
+        }
+    }
+
+    /// The names of the events queued so far (the directory's own are left out).
+    fn names(&self) -> Vec<String> {
+        use std::io::Read;
+        let mut file = std::fs::File::from(self.fd.try_clone().unwrap());
+        let mut names = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("reading inotify events: {e}"),
+            };
+            // struct inotify_event { int wd; u32 mask, cookie, len; char name[len]; }
+            let mut at = 0;
+            while at + 16 <= n {
+                let len = u32::from_ne_bytes(buf[at + 12..at + 16].try_into().unwrap()) as usize;
+                let name = &buf[at + 16..at + 16 + len];
+                let name = name.split(|&b| b == 0).next().unwrap_or_default();
+                if !name.is_empty() {
+                    names.push(String::from_utf8_lossy(name).into_owned());
+                }
+                at += 16 + len;
+            }
+        }
+        names
+    }
 }
 
 /// Non-regular files where warm lockfiles would be: opening any of them
