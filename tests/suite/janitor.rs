@@ -228,7 +228,10 @@ fn case_08_two_overlapping_janitors_exactly_one_reaps() {
 
     // The second pass runs entirely while the first reap holds the lock.
     let second = janitor(&sb, &["-v", "--json"], &script).run();
-    second.expect_code(0).expect_stderr(&format!("{D}: live"));
+    second
+        .expect_code(0)
+        .expect_stderr(&format!("{D}: live"))
+        .expect_stderr("the recorded holder is not running");
     let lines = json_lines(&second.stdout);
     assert_eq!(lines.len(), 1, "{second}");
     assert_eq!(lines[0]["outcome"], "live");
