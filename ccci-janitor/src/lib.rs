@@ -336,7 +336,11 @@ impl<B: Backend> Pass<'_, B> {
             // leak; nobody asked which of the two it is.
             if let Some(age) = self.backend.peek_age(domain)? {
                 if age < s.min_age && age <= s.leak_after {
-                    return Ok(self.young(domain, None, age));
+                    let detail = "young: younger than --min-age by its mtime (not probed)";
+                    return Ok(
+                        Examined::new(domain, Outcome::Young, Level::Info, detail.into())
+                            .with(None, Some(age)),
+                    );
                 }
             }
         }
