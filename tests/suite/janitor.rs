@@ -4,7 +4,7 @@
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use ccci_tests::{alive, blocked_in_flock, wait_until, Cmd, Proc, Sandbox};
+use ccci_tests::{alive, blocked_in_flock, mkfifo, wait_until, Cmd, Proc, Sandbox};
 
 const D: &str = "wp-3f2a.ci.example.org";
 
@@ -89,12 +89,6 @@ fn janitor(sb: &Sandbox, flags: &[&str], script: &Path) -> Cmd {
         .arg(script)
 }
 
-fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: `c` is a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-}
-
 /// A reap that says `reaping-<domain>` (on the janitor's stderr) and then
 /// waits until the test writes a line into the FIFO `release`.
 fn slow_reap(sb: &Sandbox) -> (PathBuf, PathBuf) {
@@ -115,13 +109,6 @@ fn release(fifo: &Path) {
 fn make_lock_dir(sb: &Sandbox) {
     std::fs::create_dir(sb.lock_dir()).unwrap();
     std::fs::set_permissions(sb.lock_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
-}
-
-fn try_lock(sb: &Sandbox, domain: &str) -> i32 {
-    sb.tool("ccci-lock")
-        .args(["-n", domain, "--", "true"])
-        .run()
-        .code()
 }
 
 fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
@@ -177,7 +164,7 @@ fn case_06_a_live_holder_is_never_reaped_and_is_logged() {
         .expect_stderr("'live-run'");
     assert!(calls(&sb).is_empty(), "a live run was reaped");
     assert!(sb.lockfile(D).exists());
-    assert_eq!(try_lock(&sb, D), 75, "the holder lost its lock");
+    assert_eq!(sb.try_lock(D), 75, "the holder lost its lock");
     holder.send("");
     holder.wait().expect_code(0);
 }
@@ -301,7 +288,7 @@ fn case_10_a_lock_held_past_leak_after_is_flagged_and_not_stolen() {
     assert_eq!(lines[0]["run_id"], "stuck-run");
     assert!(lines[0]["age_s"].as_u64().unwrap() >= 3 * 3600 - 60);
     assert!(calls(&sb).is_empty(), "a leaked run was reaped");
-    assert_eq!(try_lock(&sb, D), 75, "the lock was stolen");
+    assert_eq!(sb.try_lock(D), 75, "the lock was stolen");
 
     let later = janitor(&sb, &["--leak-after", "4h"], &script).run();
     later.expect_code(0);
@@ -516,7 +503,7 @@ fn a_failed_reap_is_status_1_and_keeps_the_lockfile_for_the_next_pass() {
         .expect_stderr("fine.example: reaped");
     assert!(sb.lockfile(D).exists());
     assert!(!sb.lockfile("fine.example").exists());
-    assert_eq!(try_lock(&sb, D), 0, "the janitor kept the lock");
+    assert_eq!(sb.try_lock(D), 0, "the janitor kept the lock");
 
     // The run that just took the lock removed the lockfile; leave a new orphan.
     orphan(&sb, D);

@@ -21,6 +21,7 @@ fn tools() -> Vec<Command> {
     vec![
         ccci_lock::cli::Cli::command(),
         ccci_guard::cli::Cli::command(),
+        ccci_janitor::cli::Cli::command(),
         ccci_state::cli::Cli::command(),
     ]
 }
