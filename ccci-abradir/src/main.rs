@@ -1,8 +1,5 @@
-//! ccci-abradir: not implemented yet (see the project's open issues).
+//! `ccci-abradir`: see `ccci_abradir::cli`.
 
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    ccci_common::say!("not implemented yet");
-    ExitCode::from(ccci_common::exit::TOOL_FAILED)
+fn main() -> std::process::ExitCode {
+    ccci_common::cli::main("ccci-abradir", ccci_abradir::cli::run)
 }

@@ -1,0 +1,153 @@
+//! The `ccci-abradir` command line (SPEC §5): the clap definition and the
+//! code that runs it.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use ccci_common::cli::UsageError;
+use ccci_common::dirs::{self, RUNS_DIR};
+use ccci_common::fs::SafeDir;
+use ccci_common::{exit, names};
+use ccci_state::identity::RunArgs;
+
+use crate::{Canonical, Recipe};
+
+const AFTER_HELP: &str = "\
+Builds <runs dir>/<run id>-<pid>/abra/ and prints one line for eval:
+  export ABRA_DIR='...'
+Inside, servers is a symlink to <canonical>/servers (app .env files written
+through it land in the canonical tree), catalogue a symlink to
+<canonical>/catalogue when that exists, and recipes/ a private directory;
+--recipe NAME adds recipes/NAME, a private `git clone --local` of
+<canonical>/recipes/NAME. The layout is complete before the line is printed.
+A second call of the same run verifies the tree and adds missing recipes; a
+tree whose servers is not the expected symlink is refused (125).
+
+`clean` removes the run's tree; servers and catalogue are unlinked, never
+followed, so canonical files are never deleted. A missing tree is fine.
+
+Usage in a harness:
+  out=$(ccci-abradir --recipe \"$RECIPE\"); eval \"$out\"
+  ...
+  ccci-abradir clean
+
+Environment:
+  CCCI_RUN_ID              the run id (like --run-id; default: manual)
+  CCCI_HARNESS_PID         the harness pid (like --pid; default: the parent pid)
+  CCCI_RUNS_DIR            the runs dir (like --runs-dir)
+  CCCI_CANONICAL_ABRA_DIR  the canonical abra dir (like --canonical)
+  HOME                     the default canonical abra dir is $HOME/.abra
+  PATH                     where git is found";
+
+/// Give a CI run its own ABRA_DIR: shared servers, private recipe clones.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ccci-abradir",
+    version,
+    after_help = format!("{AFTER_HELP}\n\n{}", exit::help_section()),
+    override_usage = "ccci-abradir [--run-id ID] [--pid PID] [--runs-dir DIR] [--canonical DIR] [--recipe NAME]...\n       ccci-abradir clean [--run-id ID] [--pid PID] [--runs-dir DIR]"
+)]
+pub struct Cli {
+    /// Which run: --run-id and --pid.
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Runs dir [default: /tmp/ccci-<uid>/runs]
+    #[arg(long, value_name = "DIR", env = "CCCI_RUNS_DIR", global = true)]
+    pub runs_dir: Option<PathBuf>,
+
+    /// Canonical abra dir, linked to and cloned from, never written [default: $HOME/.abra]
+    #[arg(long, value_name = "DIR", env = "CCCI_CANONICAL_ABRA_DIR")]
+    pub canonical: Option<PathBuf>,
+
+    /// Give the run a private clone of recipe NAME (repeatable)
+    #[arg(long, value_name = "NAME", value_parser = crate::recipe_name)]
+    pub recipe: Vec<String>,
+
+    /// `clean`, or nothing to build the run's tree.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do instead of building the run's tree.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Remove the run's tree (servers and catalogue are unlinked, never followed)
+    Clean,
+}
+
+/// Runs a parsed command line; returns the exit status.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    let key = cli.run.resolve().key();
+    let runs_dir = dirs::absolute(&cli.runs_dir.unwrap_or_else(dirs::default_runs_dir));
+    if let Some(Command::Clean) = cli.command {
+        if !cli.recipe.is_empty() {
+            return Err(UsageError("clean takes no --recipe".into()).into());
+        }
+        crate::clean(&runs_dir, &key)?;
+        return Ok(exit::SUCCESS);
+    }
+    let canonical = cli
+        .canonical
+        .or_else(dirs::default_canonical_abra_dir)
+        .ok_or_else(|| {
+            UsageError(
+                "no canonical abra dir: HOME is unset; set --canonical or CCCI_CANONICAL_ABRA_DIR"
+                    .into(),
+            )
+        })?;
+    let canonical = Canonical::open(&canonical)?;
+    let recipes = Recipe::resolve(&canonical, &cli.recipe)?;
+    let runs = SafeDir::create(&RUNS_DIR, &runs_dir)?;
+    let abra_dir = crate::prepare(&runs, &key, &canonical, &recipes)?;
+    let line = format!(
+        "export ABRA_DIR={}\n",
+        names::shell_quote(&abra_dir.to_string_lossy())
+    );
+    let mut out = std::io::stdout().lock();
+    out.write_all(line.as_bytes())?;
+    out.flush()?;
+    Ok(exit::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_work_on_either_side_of_clean() {
+        let cli = Cli::try_parse_from([
+            "ccci-abradir",
+            "--runs-dir",
+            "/r",
+            "clean",
+            "--run-id",
+            "b-1",
+            "--pid",
+            "7",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::Clean)));
+        assert_eq!(cli.run.resolve().key(), "b-1-7");
+        assert_eq!(cli.runs_dir, Some(PathBuf::from("/r")));
+        assert!(Cli::try_parse_from(["ccci-abradir", "clean", "--recipe", "wp"]).is_err());
+        assert!(Cli::try_parse_from(["ccci-abradir", "clean", "--canonical", "/c"]).is_err());
+    }
+
+    #[test]
+    fn recipes_repeat_and_are_validated() {
+        let cli =
+            Cli::try_parse_from(["ccci-abradir", "--recipe", "wp", "--recipe", "nc"]).unwrap();
+        assert_eq!(cli.recipe, ["wp", "nc"]);
+        assert!(Cli::try_parse_from(["ccci-abradir", "--recipe", "../wp"]).is_err());
+        assert!(Cli::try_parse_from(["ccci-abradir", "--run-id", "a/b"]).is_err());
+    }
+}

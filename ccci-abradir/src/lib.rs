@@ -1,0 +1,597 @@
+//! A private `ABRA_DIR` for every run (SPEC §5).
+//!
+//! # Layout
+//!
+//! ```text
+//! <runs dir>/<run key>/abra/            the run's ABRA_DIR
+//!     servers   -> <canonical>/servers    shared: app .env files live here
+//!     catalogue -> <canonical>/catalogue  shared, when the canonical one exists
+//!     recipes/                            private, real directory
+//!         NAME/                           `git clone --local` of <canonical>/recipes/NAME
+//! ```
+//!
+//! # Guarantees
+//!
+//! 1. **Complete before visible.** A new run's tree is built under a
+//!    temporary name (`.<run key>.<pid>.tmp`) and renamed into place only
+//!    when every link and clone is there; a recipe added to an existing run
+//!    is cloned as `recipes/.<NAME>.<pid>.tmp` and renamed the same way. A
+//!    crash at any instruction leaves a temporary that no later call
+//!    accepts (and that `clean` removes), never a half layout under the real
+//!    name. The caller prints `ABRA_DIR` only after [`prepare`] returns.
+//! 2. **The canonical dir is never written by us.** `servers` and
+//!    `catalogue` are symlinks to absolute canonical paths: a run's app
+//!    `.env` files land in the canonical tree on purpose, where `abra app ls`
+//!    and the janitor see every deployed app. Recipes are private clones,
+//!    because abra checks out the version it deploys in `recipes/NAME`: two
+//!    runs sharing one working tree would flip each other's checkout
+//!    mid-deploy. See [`git`] for why the hardlinked clone is safe.
+//! 3. **Reuse is verified.** A second call of the same run accepts the
+//!    tree only if the run dir, `abra/` and `recipes/` are real directories
+//!    of ours, `servers` (and `catalogue`, when present) are symlinks with
+//!    exactly the expected targets and every existing `recipes/NAME` is a
+//!    real directory; otherwise it refuses. A symlink in their place could
+//!    send abra's checkouts or writes anywhere. Missing recipe clones and a
+//!    newly appeared canonical catalogue are added; nothing is re-cloned.
+//! 4. **Same run, at once.** Two calls of one run racing to build it both
+//!    succeed with one tree: the loser of the rename discards its own copy
+//!    and verifies the winner's.
+//! 5. **Clean never follows a link.** [`clean`] removes the run's tree with
+//!    descriptor-relative `unlinkat`, unlinking `servers` and `catalogue`
+//!    as links (see [`tree`]), so canonical files are never deleted.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod git;
+pub mod tree;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use ccci_common::dirs::{self, Role, RUNS_DIR};
+use ccci_common::fs::SafeDir;
+use ccci_common::names;
+use nix::errno::Errno;
+use nix::sys::stat::{FileStat, Mode};
+
+/// The run's `ABRA_DIR`, inside its run dir.
+pub const ABRA: &str = "abra";
+/// Shared with the canonical dir: servers and their app `.env` files.
+pub const SERVERS: &str = "servers";
+/// Shared with the canonical dir, when it has one: the recipe catalogue.
+pub const CATALOGUE: &str = "catalogue";
+/// Private to the run: recipe clones.
+pub const RECIPES: &str = "recipes";
+
+/// The directories inside the runs dir, for messages.
+const RUN_DIR: Role = Role {
+    what: "run dir",
+    flag: "--runs-dir",
+    env: "CCCI_RUNS_DIR",
+};
+
+/// A recipe NAME as given to `--recipe`: the grammar of a DOMAIN (one path
+/// component of `[A-Za-z0-9._-]`, starting with a letter or digit, so never
+/// `..` nor one of our hidden temporaries). Shaped for clap's `value_parser`.
+pub fn recipe_name(value: &str) -> Result<String, String> {
+    names::domain(value).map_err(|_| {
+        format!(
+            "not a valid recipe name: it must be 1-{} bytes of letters, digits, '.', '_' or \
+             '-', starting with a letter or digit",
+            names::DOMAIN_MAX
+        )
+    })
+}
+
+/// The canonical abra dir: read (and linked to), never written. It is not
+/// held to the ownership rule of the directories we write into, but every
+/// path taken from it is absolute, so the links stay right wherever abra runs.
+#[derive(Debug, Clone)]
+pub struct Canonical {
+    root: PathBuf,
+}
+
+impl Canonical {
+    /// Checks `path` (made absolute, symlinks not resolved): it must be a
+    /// directory with a `servers/` directory, or the run's `servers` link
+    /// would dangle and abra could not record its apps.
+    pub fn open(path: &Path) -> anyhow::Result<Canonical> {
+        let root = dirs::absolute(path);
+        let how =
+            "set --canonical or CCCI_CANONICAL_ABRA_DIR to the abra dir the server was added to";
+        match std::fs::metadata(&root) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => bail!(
+                "canonical abra dir {} is not a directory; {how}",
+                root.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "canonical abra dir {} does not exist; {how}",
+                root.display()
+            ),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot read canonical abra dir {}", root.display()))
+            }
+        }
+        let canonical = Canonical { root };
+        let servers = canonical.servers();
+        if !servers.is_dir() {
+            bail!(
+                "canonical abra dir {} has no servers/ directory ({} is missing or not a \
+                 directory); add the server there first (ABRA_DIR={} abra server add …), or {how}",
+                canonical.root.display(),
+                servers.display(),
+                canonical.root.display()
+            );
+        }
+        Ok(canonical)
+    }
+
+    /// The canonical dir's absolute path.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The target of every run's `servers` link.
+    pub fn servers(&self) -> PathBuf {
+        self.root.join(SERVERS)
+    }
+
+    /// The target of every run's `catalogue` link.
+    pub fn catalogue(&self) -> PathBuf {
+        self.root.join(CATALOGUE)
+    }
+
+    /// Whether the canonical dir has a catalogue (a run gets the link then).
+    pub fn has_catalogue(&self) -> bool {
+        self.catalogue().exists()
+    }
+
+    /// The canonical clone of recipe `name`, which must be a directory.
+    pub fn recipe(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let path = self.root.join(RECIPES).join(name);
+        if !path.is_dir() {
+            bail!(
+                "canonical recipe {} not found: {} is missing or not a directory; fetch it \
+                 into the canonical abra dir first (ABRA_DIR={} abra recipe fetch {name})",
+                names::shell_quote(name),
+                path.display(),
+                self.root.display()
+            );
+        }
+        Ok(path)
+    }
+}
+
+/// A recipe to clone: its name and its canonical clone.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// The name, `recipes/NAME`.
+    pub name: String,
+    /// The canonical clone it is cloned from.
+    pub source: PathBuf,
+}
+
+impl Recipe {
+    /// Looks `names` up in `canonical`; fails, before anything is created,
+    /// when one is missing. Duplicates are dropped.
+    pub fn resolve(canonical: &Canonical, names: &[String]) -> anyhow::Result<Vec<Recipe>> {
+        let mut out: Vec<Recipe> = Vec::new();
+        for name in names {
+            if out.iter().all(|r| &r.name != name) {
+                out.push(Recipe {
+                    name: name.clone(),
+                    source: canonical.recipe(name)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Builds (or verifies and completes) the run `key`'s tree in `runs` and
+/// returns its `ABRA_DIR`. See the crate doc for the guarantees.
+pub fn prepare(
+    runs: &SafeDir,
+    key: &str,
+    canonical: &Canonical,
+    recipes: &[Recipe],
+) -> anyhow::Result<PathBuf> {
+    let run_path = runs.join(key);
+    let run = match existing_dir(runs, key, &run_path)? {
+        Some(run) => run,
+        None => match build(runs, key, canonical, recipes)? {
+            Some(built) => return Ok(built.join(ABRA)),
+            None => existing_dir(runs, key, &run_path)?
+                .with_context(|| format!("{} vanished while being built", run_path.display()))?,
+        },
+    };
+    reuse(&run, canonical, recipes)?;
+    Ok(run.join(ABRA))
+}
+
+/// Removes the run `key`'s tree from the runs dir `runs_dir`, and any
+/// temporary a crashed call of the same run left; symlinks are unlinked,
+/// never followed. A missing runs dir or run dir is fine.
+pub fn clean(runs_dir: &Path, key: &str) -> anyhow::Result<()> {
+    let Some(runs) = SafeDir::open(&RUNS_DIR, runs_dir, false)? else {
+        return Ok(());
+    };
+    tree::remove_tree(&runs, runs.path(), OsStr::new(key))?;
+    let names = runs
+        .names()
+        .with_context(|| format!("cannot list runs dir {}", runs.path().display()))?;
+    for name in names {
+        if name.to_str().is_some_and(|n| is_temporary_of(n, key)) {
+            tree::remove_tree(&runs, runs.path(), &name)?;
+        }
+    }
+    Ok(())
+}
+
+/// The temporary name a call of this process builds `name` under.
+fn temporary(name: &str) -> String {
+    format!(".{name}.{}.tmp", std::process::id())
+}
+
+/// Whether `entry` is a temporary of `name` made by any process. Names and
+/// run keys start with a letter or digit, so `.<name>.<digits>.tmp` can
+/// belong to no other name.
+fn is_temporary_of(entry: &str, name: &str) -> bool {
+    entry
+        .strip_prefix('.')
+        .and_then(|rest| rest.strip_prefix(name))
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|rest| rest.strip_suffix(".tmp"))
+        .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The refusal to reuse the run tree at `run`, because of `what`.
+fn refusal(run: &Path, what: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "refusing to use run dir {}: {what}; remove it with `ccci-abradir clean` for this run",
+        run.display()
+    )
+}
+
+/// The existing directory `name` of a run's tree (`None` when missing),
+/// refused when it is anything but a real directory of ours.
+fn existing_dir(parent: &SafeDir, name: &str, run: &Path) -> anyhow::Result<Option<SafeDir>> {
+    match parent.stat(name)? {
+        None => Ok(None),
+        Some(st) if !is_dir(&st) => Err(refusal(
+            run,
+            &format!(
+                "{} is not a directory ({})",
+                parent.join(name).display(),
+                describe(parent, name)
+            ),
+        )),
+        Some(_) => parent
+            .subdir(&RUN_DIR, name, false)
+            .map_err(|e| refusal(run, &format!("{e:#}"))),
+    }
+}
+
+/// Builds the run's tree under a temporary name and renames it to `key`.
+/// `Ok(None)`: another call of the same run renamed its tree first; ours is
+/// gone and theirs is to be verified.
+fn build(
+    runs: &SafeDir,
+    key: &str,
+    canonical: &Canonical,
+    recipes: &[Recipe],
+) -> anyhow::Result<Option<PathBuf>> {
+    let tmp = temporary(key);
+    // Left by an earlier process that had our pid and died mid-build.
+    tree::remove_tree(runs, runs.path(), OsStr::new(&tmp))?;
+    let filled = fill(runs, &tmp, canonical, recipes);
+    let renamed = filled.and_then(
+        |()| match nix::fcntl::renameat(runs, tmp.as_str(), runs, key) {
+            Ok(()) => Ok(true),
+            Err(Errno::EEXIST) | Err(Errno::ENOTEMPTY) => Ok(false),
+            Err(e) => Err(e).with_context(|| {
+                format!(
+                    "cannot rename {} to {}",
+                    runs.join(&tmp).display(),
+                    runs.join(key).display()
+                )
+            }),
+        },
+    );
+    if !matches!(renamed, Ok(true)) {
+        if let Err(e) = tree::remove_tree(runs, runs.path(), OsStr::new(&tmp)) {
+            ccci_common::say!("{e:#}");
+        }
+    }
+    Ok(renamed?.then(|| runs.join(key)))
+}
+
+/// Makes the complete layout in `runs/tmp`.
+fn fill(
+    runs: &SafeDir,
+    tmp: &str,
+    canonical: &Canonical,
+    recipes: &[Recipe],
+) -> anyhow::Result<()> {
+    let run = create_dir(runs, tmp)?;
+    let abra = create_dir(&run, ABRA)?;
+    link(&abra, SERVERS, &canonical.servers())?;
+    if canonical.has_catalogue() {
+        link(&abra, CATALOGUE, &canonical.catalogue())?;
+    }
+    let private = create_dir(&abra, RECIPES)?;
+    for recipe in recipes {
+        git::clone_local(&recipe.source, &private.join(&recipe.name))?;
+    }
+    Ok(())
+}
+
+/// Verifies an existing run tree (see the crate doc) and adds what is missing.
+fn reuse(run: &SafeDir, canonical: &Canonical, recipes: &[Recipe]) -> anyhow::Result<()> {
+    let refuse = |what: String| refusal(run.path(), &what);
+    let abra = existing_dir(run, ABRA, run.path())?
+        .ok_or_else(|| refuse(format!("{ABRA}/ is missing")))?;
+    match read_link(&abra, SERVERS)? {
+        Some(target) if target == canonical.servers() => {}
+        Some(_) | None => {
+            return Err(refuse(format!(
+                "{} is not the expected symlink to {} ({})",
+                abra.join(SERVERS).display(),
+                canonical.servers().display(),
+                describe(&abra, SERVERS)
+            )))
+        }
+    }
+    match read_link(&abra, CATALOGUE)? {
+        Some(target) if target == canonical.catalogue() => {}
+        None if abra.stat(CATALOGUE)?.is_none() => {
+            if canonical.has_catalogue() {
+                match link(&abra, CATALOGUE, &canonical.catalogue()) {
+                    Ok(()) => {}
+                    // A concurrent call of this run made it: verify that one.
+                    Err(_) if read_link(&abra, CATALOGUE)? == Some(canonical.catalogue()) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        _ => {
+            return Err(refuse(format!(
+                "{} is not the expected symlink to {} ({})",
+                abra.join(CATALOGUE).display(),
+                canonical.catalogue().display(),
+                describe(&abra, CATALOGUE)
+            )))
+        }
+    }
+    let private = existing_dir(&abra, RECIPES, run.path())?
+        .ok_or_else(|| refuse(format!("{RECIPES}/ is missing")))?;
+    for recipe in recipes {
+        // A clone may be group-writable (git follows the umask), so it is
+        // not held to the run dir's rules; it only has to be a directory.
+        match private.stat(&recipe.name)? {
+            Some(st) if is_dir(&st) => {}
+            Some(_) => {
+                return Err(refuse(format!(
+                    "{} is not a directory ({})",
+                    private.join(&recipe.name).display(),
+                    describe(&private, &recipe.name)
+                )))
+            }
+            None => add_recipe(&private, recipe)?,
+        }
+    }
+    Ok(())
+}
+
+/// Clones `recipe` into an existing run's `recipes/` under a temporary name
+/// and renames it into place; a clone another call of this run renamed
+/// there first is kept and ours dropped.
+fn add_recipe(private: &SafeDir, recipe: &Recipe) -> anyhow::Result<()> {
+    let tmp = temporary(&recipe.name);
+    tree::remove_tree(private, private.path(), OsStr::new(&tmp))?;
+    let cloned = git::clone_local(&recipe.source, &private.join(&tmp));
+    let renamed = cloned.and_then(|()| {
+        match nix::fcntl::renameat(private, tmp.as_str(), private, recipe.name.as_str()) {
+            Ok(()) => Ok(true),
+            Err(Errno::EEXIST) | Err(Errno::ENOTEMPTY) => Ok(false),
+            Err(e) => Err(e).with_context(|| {
+                format!("cannot rename {} into place", private.join(&tmp).display())
+            }),
+        }
+    });
+    if !matches!(renamed, Ok(true)) {
+        if let Err(e) = tree::remove_tree(private, private.path(), OsStr::new(&tmp)) {
+            ccci_common::say!("{e:#}");
+        }
+    }
+    renamed.map(drop)
+}
+
+fn create_dir(parent: &SafeDir, name: &str) -> anyhow::Result<SafeDir> {
+    nix::sys::stat::mkdirat(parent, name, Mode::from_bits_truncate(0o700))
+        .with_context(|| format!("cannot create {}", parent.join(name).display()))?;
+    parent
+        .subdir(&RUN_DIR, name, false)?
+        .with_context(|| format!("{} vanished while being built", parent.join(name).display()))
+}
+
+fn link(dir: &SafeDir, name: &str, target: &Path) -> anyhow::Result<()> {
+    nix::unistd::symlinkat(target, dir, name).with_context(|| {
+        format!(
+            "cannot create symlink {} -> {}",
+            dir.join(name).display(),
+            target.display()
+        )
+    })
+}
+
+/// The target of the symlink `name`; `None` when it is missing or not a symlink.
+fn read_link(dir: &SafeDir, name: &str) -> anyhow::Result<Option<PathBuf>> {
+    match nix::fcntl::readlinkat(dir, name) {
+        Ok(target) => Ok(Some(PathBuf::from(target))),
+        Err(Errno::ENOENT) | Err(Errno::EINVAL) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", dir.join(name).display())),
+    }
+}
+
+fn is_dir(st: &FileStat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+/// What `name` is, for messages: "missing", "a directory", "a symlink to /x"…
+fn describe(dir: &SafeDir, name: &str) -> String {
+    let st = match dir.stat(name) {
+        Ok(Some(st)) => st,
+        Ok(None) => return "it is missing".into(),
+        Err(e) => return format!("cannot stat it: {e}"),
+    };
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFLNK => match read_link(dir, name) {
+            Ok(Some(target)) => format!("it is a symlink to {}", target.display()),
+            _ => "it is a symlink".into(),
+        },
+        libc::S_IFDIR => "it is a directory".into(),
+        libc::S_IFREG => "it is a regular file".into(),
+        _ => "it is a special file".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    struct World {
+        _tmp: tempfile::TempDir,
+        canonical: Canonical,
+        runs: SafeDir,
+    }
+
+    fn world(catalogue: bool) -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let root = tmp.path().join("abra");
+        std::fs::create_dir_all(root.join("servers")).unwrap();
+        if catalogue {
+            std::fs::create_dir_all(root.join("catalogue")).unwrap();
+        }
+        let canonical = Canonical::open(&root).unwrap();
+        let runs = SafeDir::create(&RUNS_DIR, &tmp.path().join("runs")).unwrap();
+        World {
+            _tmp: tmp,
+            canonical,
+            runs,
+        }
+    }
+
+    #[test]
+    fn recipe_names() {
+        for ok in ["wordpress", "keycloak-collabora", "a_b.c", "0"] {
+            assert_eq!(recipe_name(ok).as_deref(), Ok(ok));
+        }
+        for bad in ["", ".", "..", "../x", "a/b", ".wp.1.tmp", "-x", "a b"] {
+            let e = recipe_name(bad).unwrap_err();
+            assert!(e.contains("recipe name"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn temporaries_are_told_apart_by_their_exact_shape() {
+        assert!(is_temporary_of(".ci-7-42.1234.tmp", "ci-7-42"));
+        assert!(!is_temporary_of(".ci-7-42.tmp", "ci-7-42"));
+        assert!(!is_temporary_of(".ci-7-42.x1.tmp", "ci-7-42"));
+        // Run id "ci-7-42.9" with pid 5 is another run; its temporary is not ours.
+        assert!(!is_temporary_of(".ci-7-42.9-5.77.tmp", "ci-7-42"));
+        assert!(!is_temporary_of("ci-7-42", "ci-7-42"));
+    }
+
+    #[test]
+    fn layout_without_recipes_and_reuse() {
+        let w = world(false);
+        let abra = prepare(&w.runs, "r-1", &w.canonical, &[]).unwrap();
+        assert_eq!(abra, w.runs.join("r-1").join("abra"));
+        assert_eq!(
+            std::fs::read_link(abra.join("servers")).unwrap(),
+            w.canonical.servers()
+        );
+        assert!(abra.join("catalogue").symlink_metadata().is_err());
+        let recipes = abra.join("recipes").symlink_metadata().unwrap();
+        assert!(recipes.is_dir());
+        assert_eq!(recipes.permissions().mode() & 0o777, 0o700);
+        // No temporary is left next to the run dir.
+        assert_eq!(w.runs.names().unwrap(), vec![OsStr::new("r-1")]);
+
+        // The canonical catalogue appears later: a second call adds the link.
+        std::fs::create_dir(w.canonical.catalogue()).unwrap();
+        assert_eq!(prepare(&w.runs, "r-1", &w.canonical, &[]).unwrap(), abra);
+        assert_eq!(
+            std::fs::read_link(abra.join("catalogue")).unwrap(),
+            w.canonical.catalogue()
+        );
+    }
+
+    #[test]
+    fn reuse_refuses_wrong_links_and_symlinked_dirs() {
+        let w = world(true);
+        let abra = prepare(&w.runs, "r-1", &w.canonical, &[]).unwrap();
+        let refused = |w: &World| {
+            format!(
+                "{:#}",
+                prepare(&w.runs, "r-1", &w.canonical, &[]).unwrap_err()
+            )
+        };
+
+        std::fs::remove_file(abra.join("servers")).unwrap();
+        symlink("/elsewhere/servers", abra.join("servers")).unwrap();
+        let e = refused(&w);
+        assert!(e.contains("is not the expected symlink"), "{e}");
+        assert!(e.contains("a symlink to /elsewhere/servers"), "{e}");
+        assert!(e.contains("ccci-abradir clean"), "{e}");
+
+        std::fs::remove_file(abra.join("servers")).unwrap();
+        std::fs::create_dir(abra.join("servers")).unwrap();
+        assert!(refused(&w).contains("it is a directory"));
+        std::fs::remove_dir(abra.join("servers")).unwrap();
+        assert!(refused(&w).contains("it is missing"));
+        symlink(w.canonical.servers(), abra.join("servers")).unwrap();
+
+        std::fs::remove_file(abra.join("catalogue")).unwrap();
+        symlink("/elsewhere", abra.join("catalogue")).unwrap();
+        assert!(refused(&w).contains("catalogue is not the expected symlink"));
+        std::fs::remove_file(abra.join("catalogue")).unwrap();
+
+        std::fs::remove_dir(abra.join("recipes")).unwrap();
+        symlink(w.canonical.root().join("recipes"), abra.join("recipes")).unwrap();
+        let e = refused(&w);
+        assert!(e.contains("is a symlink"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_canonical_recipe_or_servers_dir_is_refused() {
+        let w = world(false);
+        let e = Recipe::resolve(&w.canonical, &["wp".into()]).unwrap_err();
+        assert!(format!("{e:#}").contains("canonical recipe 'wp' not found"));
+        std::fs::remove_dir(w.canonical.servers()).unwrap();
+        let e = Canonical::open(w.canonical.root()).unwrap_err();
+        assert!(format!("{e:#}").contains("has no servers/ directory"));
+    }
+
+    #[test]
+    fn clean_removes_the_run_and_its_temporaries_only() {
+        let w = world(true);
+        std::fs::write(w.canonical.servers().join("keep.env"), "X=1").unwrap();
+        prepare(&w.runs, "r-1", &w.canonical, &[]).unwrap();
+        prepare(&w.runs, "r-2", &w.canonical, &[]).unwrap();
+        std::fs::create_dir(w.runs.join(".r-1.99.tmp")).unwrap();
+        clean(w.runs.path(), "r-1").unwrap();
+        clean(w.runs.path(), "r-1").unwrap();
+        assert_eq!(w.runs.names().unwrap(), vec![OsStr::new("r-2")]);
+        assert!(w.canonical.servers().join("keep.env").exists());
+        assert!(w.canonical.catalogue().is_dir());
+        clean(&w.runs.join("missing-runs-dir"), "r-1").unwrap();
+    }
+}
