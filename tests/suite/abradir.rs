@@ -647,11 +647,31 @@ fn missing_recipe_missing_git_or_failed_clone_is_125_and_leaves_nothing() {
         .expect_stderr("failed");
     assert_eq!(runs_entries(&sb), Vec::<String>::new());
 
-    // The same failure when adding to an existing run keeps its tree whole.
+    // A git that dies mid-clone, leaving a partial clone behind it.
+    let dying = sb.path("dying-git");
+    write_script(
+        &dying.join("git"),
+        "#!/bin/sh\nfor dest; do :; done\nmkdir -p \"$dest/.git\"\necho 'fatal: killed' >&2\nexit 128\n",
+    );
+    let out = run("wp").env("PATH", path_with(&dying)).run();
+    out.expect_code(125).expect_stderr("fatal: killed");
+    assert_eq!(runs_entries(&sb), Vec::<String>::new());
+
+    // The same failures when adding to an existing run leave its tree as
+    // it was: the same entries, no temporary clone.
     run("wp").run().expect_code(0);
-    let before = snapshot(&sb.runs_dir());
+    let paths = || snapshot(&sb.runs_dir()).into_keys().collect::<Vec<_>>();
+    let before = paths();
     run("broken").run().expect_code(125);
-    assert_eq!(snapshot(&sb.runs_dir()), before);
+    assert_eq!(paths(), before);
+    std::fs::create_dir_all(canonical.join("recipes/wp2")).unwrap();
+    let out = sb
+        .tool("ccci-abradir")
+        .args(["--run-id", "ci-m", "--pid", "1", "--recipe", "wp2"])
+        .env("PATH", path_with(&dying))
+        .run();
+    out.expect_code(125).expect_stderr("fatal: killed");
+    assert_eq!(paths(), before);
 }
 
 #[test]
