@@ -285,29 +285,42 @@ fn build(
     canonical: &Canonical,
     recipes: &[Recipe],
 ) -> anyhow::Result<Option<PathBuf>> {
-    let tmp = temporary(key);
-    // Left by an earlier process that had our pid and died mid-build.
-    tree::remove_tree(runs, runs.path(), OsStr::new(&tmp))?;
-    let filled = fill(runs, &tmp, canonical, recipes);
-    let renamed = filled.and_then(
-        |()| match nix::fcntl::renameat(runs, tmp.as_str(), runs, key) {
-            Ok(()) => Ok(true),
-            Err(Errno::EEXIST) | Err(Errno::ENOTEMPTY) => Ok(false),
-            Err(e) => Err(e).with_context(|| {
-                format!(
-                    "cannot rename {} to {}",
-                    runs.join(&tmp).display(),
-                    runs.join(key).display()
-                )
-            }),
-        },
-    );
+    let published = publish(runs, key, |tmp| fill(runs, tmp, canonical, recipes))?;
+    Ok(published.then(|| runs.join(key)))
+}
+
+/// Makes `name` in `dir` complete or not at all: `make` fills a temporary
+/// (`.<name>.<pid>.tmp`), which is then renamed to `name`, and removed
+/// instead on any failure. `Ok(false)`: `name` appeared meanwhile (another
+/// call of the same run got there first) and ours was dropped.
+fn publish(
+    dir: &SafeDir,
+    name: &str,
+    make: impl FnOnce(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<bool> {
+    let tmp = temporary(name);
+    // Left by an earlier process that had our pid and died mid-way.
+    tree::remove_tree(dir, dir.path(), OsStr::new(&tmp))?;
+    let renamed =
+        make(&tmp).and_then(
+            |()| match nix::fcntl::renameat(dir, tmp.as_str(), dir, name) {
+                Ok(()) => Ok(true),
+                Err(Errno::EEXIST) | Err(Errno::ENOTEMPTY) => Ok(false),
+                Err(e) => Err(e).with_context(|| {
+                    format!(
+                        "cannot rename {} to {}",
+                        dir.join(&tmp).display(),
+                        dir.join(name).display()
+                    )
+                }),
+            },
+        );
     if !matches!(renamed, Ok(true)) {
-        if let Err(e) = tree::remove_tree(runs, runs.path(), OsStr::new(&tmp)) {
+        if let Err(e) = tree::remove_tree(dir, dir.path(), OsStr::new(&tmp)) {
             ccci_common::say!("{e:#}");
         }
     }
-    Ok(renamed?.then(|| runs.join(key)))
+    renamed
 }
 
 /// Makes the complete layout in `runs/tmp`.
@@ -387,28 +400,13 @@ fn reuse(run: &SafeDir, canonical: &Canonical, recipes: &[Recipe]) -> anyhow::Re
     Ok(())
 }
 
-/// Clones `recipe` into an existing run's `recipes/` under a temporary name
-/// and renames it into place; a clone another call of this run renamed
-/// there first is kept and ours dropped.
+/// Clones `recipe` into an existing run's `recipes/`; a clone another call
+/// of this run put there first is kept.
 fn add_recipe(private: &SafeDir, recipe: &Recipe) -> anyhow::Result<()> {
-    let tmp = temporary(&recipe.name);
-    tree::remove_tree(private, private.path(), OsStr::new(&tmp))?;
-    let cloned = git::clone_local(&recipe.source, &private.join(&tmp));
-    let renamed = cloned.and_then(|()| {
-        match nix::fcntl::renameat(private, tmp.as_str(), private, recipe.name.as_str()) {
-            Ok(()) => Ok(true),
-            Err(Errno::EEXIST) | Err(Errno::ENOTEMPTY) => Ok(false),
-            Err(e) => Err(e).with_context(|| {
-                format!("cannot rename {} into place", private.join(&tmp).display())
-            }),
-        }
-    });
-    if !matches!(renamed, Ok(true)) {
-        if let Err(e) = tree::remove_tree(private, private.path(), OsStr::new(&tmp)) {
-            ccci_common::say!("{e:#}");
-        }
-    }
-    renamed.map(drop)
+    publish(private, &recipe.name, |tmp| {
+        git::clone_local(&recipe.source, &private.join(tmp))
+    })
+    .map(drop)
 }
 
 fn create_dir(parent: &SafeDir, name: &str) -> anyhow::Result<SafeDir> {
