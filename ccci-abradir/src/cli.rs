@@ -89,6 +89,15 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         crate::clean(&runs_dir, &key)?;
         return Ok(exit::SUCCESS);
     }
+    // ABRA_DIR is printed for eval, quoted as text: a path that is not
+    // UTF-8 could not be printed as it is.
+    if runs_dir.to_str().is_none() {
+        return Err(UsageError(format!(
+            "runs dir {} is not valid UTF-8; choose another with --runs-dir or CCCI_RUNS_DIR",
+            runs_dir.display()
+        ))
+        .into());
+    }
     let canonical = cli
         .canonical
         .or_else(dirs::default_canonical_abra_dir)

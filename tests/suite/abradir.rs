@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -614,6 +615,12 @@ fn bad_input_is_status_2_and_creates_nothing() {
         assert_eq!(out.stdout, "");
         assert!(!sb.runs_dir().exists(), "created something\n{out}");
     }
+    // ABRA_DIR is printed as text for eval: a runs dir that is not UTF-8
+    // could not be printed as it is.
+    let runs: PathBuf = OsString::from_vec(b"runs-\xff".to_vec()).into();
+    let out = sb.tool("ccci-abradir").arg("--runs-dir").arg(&runs).run();
+    out.expect_code(2).expect_stderr("is not valid UTF-8");
+    assert!(!sb.root().join(&runs).exists());
 }
 
 #[test]
