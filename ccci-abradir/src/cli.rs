@@ -20,8 +20,9 @@ Builds <runs dir>/<run id>-<pid>/abra/ and prints one line for eval:
 Inside, servers is a symlink to <canonical>/servers (app .env files written
 through it land in the canonical tree), catalogue a symlink to
 <canonical>/catalogue when that exists, and recipes/ a private directory;
---recipe NAME adds recipes/NAME, a private `git clone --local` of
-<canonical>/recipes/NAME. The layout is complete before the line is printed.
+--recipe NAME adds recipes/NAME, a private local git clone of
+<canonical>/recipes/NAME (objects hardlinked where the file system allows,
+copied otherwise; the canonical clone is never written). The layout is complete before the line is printed.
 A second call of the same run verifies the tree and adds missing recipes; a
 tree whose servers is not the expected symlink is refused (125).
 

@@ -1,15 +1,23 @@
-//! The one git operation: a private `git clone --local` of a canonical recipe.
+//! The one git operation: a private local clone of a canonical recipe.
 //!
-//! `--local` copies `HEAD`, the refs and the config's origin, and hardlinks
-//! the object files (copying them when the two trees are on different file
-//! systems). It writes nothing into the source. Git never rewrites an object
-//! file in place (objects are named by their content, written once and only
-//! ever unlinked), so sharing their inodes cannot let one clone change
-//! another. What a checkout changes — `HEAD`, the index, the refs, the
+//! Cloning from a local path is git's local clone (what `--local` names):
+//! it copies `HEAD` and the refs, sets `origin` to the path, and hardlinks
+//! the object files. It writes nothing into the source. Git never rewrites
+//! an object file in place (objects are named by their content, written once
+//! and only ever unlinked), so sharing their inodes cannot let one clone
+//! change another. What a checkout changes — `HEAD`, the index, the refs, the
 //! working tree — is the clone's own. Unlike `--shared` there is no
 //! `objects/info/alternates` file, so a `gc` or `prune` in the canonical
 //! clone can never take objects away from a run, and unlike `git worktree`
 //! nothing is recorded in the canonical repository.
+//!
+//! The flag itself is not passed: with an explicit `--local` git treats a
+//! failed hardlink as fatal ("Invalid cross-device link"), which is the
+//! common case of a runs dir on tmpfs and `~/.abra` on disk. Given a plain
+//! absolute path, git makes the same local clone and copies the objects
+//! where it cannot link them (another file system or mount point,
+//! `fs.protected_hardlinks`). The source path is always absolute, so git
+//! never reads it as a URL or as `host:path`.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -36,11 +44,13 @@ const REPOSITORY_VARS: [&str; 13] = [
     "GIT_WORK_TREE",
 ];
 
-/// `git clone --local --quiet -- SRC DEST`; DEST must not exist. Git's own
-/// messages go into the error; nothing reaches our stdout.
+/// `git clone --quiet -- SRC DEST` (a local clone; see the module doc);
+/// SRC is absolute and DEST must not exist. Git's own messages go into the
+/// error; nothing reaches our stdout.
 pub fn clone_local(src: &Path, dest: &Path) -> anyhow::Result<()> {
     let mut cmd = Command::new("git");
-    cmd.args(["clone", "--local", "--quiet", "--"])
+    debug_assert!(src.is_absolute(), "{}", src.display());
+    cmd.args(["clone", "--quiet", "--"])
         .arg(src)
         .arg(dest)
         .stdin(Stdio::null())
@@ -65,7 +75,7 @@ pub fn clone_local(src: &Path, dest: &Path) -> anyhow::Result<()> {
             said = String::from_utf8_lossy(&out.stdout).trim().to_string();
         }
         bail!(
-            "git clone --local {} {} failed ({}): {}",
+            "git clone {} {} failed ({}): {}",
             src.display(),
             dest.display(),
             out.status,

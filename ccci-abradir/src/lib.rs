@@ -7,7 +7,7 @@
 //!     servers   -> <canonical>/servers    shared: app .env files live here
 //!     catalogue -> <canonical>/catalogue  shared, when the canonical one exists
 //!     recipes/                            private, real directory
-//!         NAME/                           `git clone --local` of <canonical>/recipes/NAME
+//!         NAME/                           local `git clone` of <canonical>/recipes/NAME
 //! ```
 //!
 //! # Guarantees

@@ -650,7 +650,7 @@ fn missing_recipe_missing_git_or_failed_clone_is_125_and_leaves_nothing() {
     std::fs::create_dir_all(canonical.join("recipes/broken")).unwrap();
     let out = run("broken").run();
     out.expect_code(125)
-        .expect_stderr("git clone --local")
+        .expect_stderr("git clone")
         .expect_stderr("failed");
     assert_eq!(runs_entries(&sb), Vec::<String>::new());
 
@@ -679,6 +679,52 @@ fn missing_recipe_missing_git_or_failed_clone_is_125_and_leaves_nothing() {
         .run();
     out.expect_code(125).expect_stderr("fatal: killed");
     assert_eq!(paths(), before);
+}
+
+/// A writable directory on another file system than `near`, if the machine
+/// has one (tmpfs at /dev/shm, usually).
+fn dir_on_another_file_system(near: &Path) -> Option<tempfile::TempDir> {
+    let dev = std::fs::metadata(near).unwrap().dev();
+    ["/dev/shm", "/run/user", "/var/tmp", "/run"]
+        .iter()
+        .filter(|c| std::fs::metadata(c).is_ok_and(|m| m.dev() != dev))
+        .find_map(|c| {
+            tempfile::Builder::new()
+                .prefix("ccci-test-")
+                .tempdir_in(c)
+                .ok()
+        })
+}
+
+#[test]
+fn a_runs_dir_on_another_file_system_gets_a_copied_clone() {
+    // The usual CI host: the runs dir on tmpfs, ~/.abra on disk. Objects
+    // cannot be hardlinked across file systems; the clone must still work.
+    let sb = Sandbox::new();
+    canonical(&sb);
+    let Some(other) = dir_on_another_file_system(sb.root()) else {
+        eprintln!("no second file system on this machine; nothing to show");
+        return;
+    };
+    std::fs::set_permissions(
+        other.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let runs = other.path().join("runs");
+    let out = sb
+        .tool("ccci-abradir")
+        .args(["--run-id", "ci-x", "--pid", "8", "--recipe", "wp"])
+        .env("CCCI_RUNS_DIR", &runs)
+        .run();
+    out.expect_code(0);
+    let clone = runs.join("ci-x-8/abra/recipes/wp");
+    assert_eq!(
+        std::fs::read_to_string(clone.join("VERSION")).unwrap(),
+        "3\n"
+    );
+    git(&sb, &clone, &["fsck", "--no-progress"]);
+    assert!(!clone.join(".git/objects/info/alternates").exists());
 }
 
 #[test]
