@@ -21,10 +21,9 @@ mod sandbox;
 pub use proc::{Output, Proc};
 pub use sandbox::{Cmd, Sandbox};
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The five tools.
@@ -92,48 +91,54 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
-/// The path of `tool`, built first if it comes from this workspace.
+/// Builds the five tools of this workspace, once per test process (unless
+/// `CCCI_TEST_BIN_DIR` names an install to test instead).
 ///
 /// `cargo test` builds only the binaries of the package under test, so the
-/// harness asks cargo for the tool once per test process; when it is up to
-/// date that costs a fraction of a second.
-pub fn bin(tool: &str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
-    assert!(TOOLS.contains(&tool), "unknown tool {tool}");
+/// harness asks cargo for all five tools, in one call, before the first
+/// command of any test starts: shell scripts that find the tools on `PATH`
+/// then never run a stale binary. When they are up to date this costs a
+/// fraction of a second.
+pub fn ensure_built() {
+    static BUILT: OnceLock<()> = OnceLock::new();
     if std::env::var_os("CCCI_TEST_BIN_DIR").is_some_and(|d| !d.is_empty()) {
-        return bin_dir().join(tool);
+        return;
     }
-    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
-    if let Some(path) = built.get(tool) {
-        return path.clone();
-    }
-    let dir = profile_dir();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.arg("build")
-        .arg("--quiet")
-        .arg("--manifest-path")
-        .arg(workspace_root().join("Cargo.toml"))
-        .args(["-p", tool, "--bin", tool]);
-    match dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => {}
-        Some("release") => {
-            cmd.arg("--release");
+    BUILT.get_or_init(|| {
+        let dir = profile_dir();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.arg("build")
+            .arg("--quiet")
+            .arg("--manifest-path")
+            .arg(workspace_root().join("Cargo.toml"));
+        for tool in TOOLS {
+            cmd.args(["-p", tool, "--bin", tool]);
         }
-        Some(other) => {
-            cmd.args(["--profile", other]);
+        match dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => {}
+            Some("release") => {
+                cmd.arg("--release");
+            }
+            Some(other) => {
+                cmd.args(["--profile", other]);
+            }
         }
-        None => {}
-    }
-    let out = cmd.output().expect("cannot run cargo to build the tools");
-    assert!(
-        out.status.success(),
-        "building {tool} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let path = dir.join(tool);
-    assert!(path.is_file(), "{} was not built", path.display());
-    built.insert(tool.to_string(), path.clone());
+        let out = cmd.output().expect("cannot run cargo to build the tools");
+        assert!(
+            out.status.success(),
+            "building the tools failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// The path of `tool`, built first (see [`ensure_built`]).
+pub fn bin(tool: &str) -> PathBuf {
+    assert!(TOOLS.contains(&tool), "unknown tool {tool}");
+    ensure_built();
+    let path = bin_dir().join(tool);
+    assert!(path.is_file(), "{} does not exist", path.display());
     path
 }
 

@@ -89,6 +89,7 @@ impl Sandbox {
                 cmd.env_remove(key);
             }
         }
+        crate::ensure_built(); // scripts find the tools on PATH
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut paths = vec![crate::bin_dir()];
         paths.extend(std::env::split_paths(&path));

@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use ccci_tests::{wait_until, Cmd, Output, Sandbox};
+use ccci_tests::{wait_until, Output, Sandbox};
 
 const SERVER: &str = "srv.example.org";
 const RECIPE: &str = "wp";
@@ -198,14 +198,6 @@ fn lines_in(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
 }
 
-/// `sh -c script` with ccci-abradir on PATH. `Sandbox::sh` only puts the
-/// tools' directory on PATH; this builds the tool from this workspace first
-/// (as `Sandbox::tool` does), so the script never runs a stale binary.
-fn harness(sb: &Sandbox, script: &str) -> Cmd {
-    ccci_tests::bin("ccci-abradir");
-    sb.sh(script)
-}
-
 /// The pid a harness script printed as `pid=N`.
 fn printed_pid(out: &Output) -> u32 {
     out.stdout
@@ -221,17 +213,15 @@ fn case_17_the_full_layout_exists_before_the_first_abra_call() {
     let sb = Sandbox::new();
     let canonical = canonical(&sb);
     let stub = stub_abra(&sb);
-    let out = harness(
-        &sb,
-        r#"set -e
+    let out = sb
+        .sh(r#"set -e
             out=$(ccci-abradir --recipe wp); eval "$out"
             abra app new wp --domain wp.ci.example.org
             abra app deploy wp.ci.example.org
-            echo "pid=$$""#,
-    )
-    .env("PATH", path_with(&stub))
-    .env("CCCI_RUN_ID", "ci-17")
-    .run();
+            echo "pid=$$""#)
+        .env("PATH", path_with(&stub))
+        .env("CCCI_RUN_ID", "ci-17")
+        .run();
     out.expect_code(0);
     let pid = printed_pid(&out);
     let dir = abra_dir(&sb, "ci-17", pid);
@@ -261,12 +251,10 @@ fn nothing_is_printed_or_visible_until_the_layout_is_complete() {
     let (gate_dir, mut gate) = gated_git(&sb);
     // stdout goes to a file: whatever the tool printed is there the moment
     // its write(2) returns, with no reader thread in between.
-    let mut run = harness(
-        &sb,
-        "exec ccci-abradir --run-id ci-p --pid 4242 --recipe wp > printed",
-    )
-    .env("PATH", path_with(&gate_dir))
-    .spawn();
+    let mut run = sb
+        .sh("exec ccci-abradir --run-id ci-p --pid 4242 --recipe wp > printed")
+        .env("PATH", path_with(&gate_dir))
+        .spawn();
     wait_until("git clone has started", || {
         lines_in(&sb.path("git-started")) == 1
     });
@@ -303,20 +291,18 @@ fn case_18_concurrent_runs_check_out_different_versions_canonical_untouched() {
     let before = snapshot(&sb.canonical_dir());
 
     let run = |run_id: &str, tag: &str| {
-        let mut p = harness(
-            &sb,
-            r#"set -e
+        let mut p = sb
+            .sh(r#"set -e
                 out=$(ccci-abradir --recipe wp); eval "$out"
                 echo "ready $ABRA_DIR"
                 read _
                 git -C "$ABRA_DIR/recipes/wp" -c advice.detachedHead=false checkout -q "$TAG"
                 echo "checked-out $(cat "$ABRA_DIR/recipes/wp/VERSION")"
-                read _"#,
-        )
-        .env("CCCI_RUN_ID", run_id)
-        .env("TAG", tag)
-        .piped_stdin()
-        .spawn();
+                read _"#)
+            .env("CCCI_RUN_ID", run_id)
+            .env("TAG", tag)
+            .piped_stdin()
+            .spawn();
         let dir = PathBuf::from(p.expect_stdout("ready ").trim_start_matches("ready "));
         (p, dir)
     };
@@ -380,16 +366,14 @@ fn case_18b_an_env_written_through_servers_lands_in_the_canonical_path() {
     let sb = Sandbox::new();
     let canonical = canonical(&sb);
     let env = format!("servers/{SERVER}/wp.ci.example.org.env");
-    let out = harness(
-        &sb,
-        &format!(
+    let out = sb
+        .sh(&format!(
             r#"set -e
             out=$(ccci-abradir); eval "$out"
             printf 'TYPE=wordpress:2.0.0\nDOMAIN=wp.ci.example.org\n' > "$ABRA_DIR/{env}""#
-        ),
-    )
-    .env("CCCI_RUN_ID", "ci-w")
-    .run();
+        ))
+        .env("CCCI_RUN_ID", "ci-w")
+        .run();
     out.expect_code(0);
     assert_eq!(
         std::fs::read_to_string(canonical.join(&env)).unwrap(),
@@ -397,17 +381,15 @@ fn case_18b_an_env_written_through_servers_lands_in_the_canonical_path() {
     );
     // Another run reads (env_get) what the first wrote (env_set), and its
     // update is seen in the canonical tree too.
-    let out = harness(
-        &sb,
-        &format!(
+    let out = sb
+        .sh(&format!(
             r#"set -e
             out=$(ccci-abradir); eval "$out"
             grep '^TYPE=' "$ABRA_DIR/{env}"
             echo 'LETS_ENCRYPT_ENV=staging' >> "$ABRA_DIR/{env}""#
-        ),
-    )
-    .env("CCCI_RUN_ID", "ci-r")
-    .run();
+        ))
+        .env("CCCI_RUN_ID", "ci-r")
+        .run();
     out.expect_code(0).expect_stdout("TYPE=wordpress:2.0.0");
     assert!(std::fs::read_to_string(canonical.join(&env))
         .unwrap()
@@ -422,8 +404,8 @@ fn case_19_a_manual_run_gets_a_pid_suffixed_directory() {
     let script = r#"set -e
         out=$(ccci-abradir); echo "$out"
         echo "pid=$$""#;
-    let first = harness(&sb, script).run();
-    let second = harness(&sb, script).run();
+    let first = &sb.sh(script).run();
+    let second = &sb.sh(script).run();
     let mut dirs = Vec::new();
     for out in [&first, &second] {
         out.expect_code(0);

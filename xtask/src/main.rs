@@ -22,6 +22,7 @@ fn tools() -> Vec<Command> {
         ccci_lock::cli::Cli::command(),
         ccci_guard::cli::Cli::command(),
         ccci_janitor::cli::Cli::command(),
+        ccci_abradir::cli::Cli::command(),
         ccci_state::cli::Cli::command(),
     ]
 }
