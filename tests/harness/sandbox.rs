@@ -83,6 +83,7 @@ impl Sandbox {
     /// the outer environment removed and this sandbox's set, `HOME` inside
     /// the sandbox, the tools first on `PATH`.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Cmd {
+        let desc = program.as_ref().to_string_lossy().into_owned();
         let mut cmd = Command::new(program);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("CCCI_") {
@@ -104,7 +105,7 @@ impl Sandbox {
             .stdin(Stdio::null());
         Cmd {
             cmd,
-            desc: String::new(),
+            desc,
             input: None,
         }
     }

@@ -6,4 +6,5 @@ mod abradir;
 mod guard;
 mod janitor;
 mod lock;
+mod newcomer;
 mod state;
