@@ -56,11 +56,22 @@ pub struct Cli {
     pub run: RunArgs,
 
     /// Runs dir [default: /tmp/ccci-<uid>/runs]
-    #[arg(long, value_name = "DIR", env = "CCCI_RUNS_DIR", global = true)]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "CCCI_RUNS_DIR",
+        hide_env_values = true,
+        global = true
+    )]
     pub runs_dir: Option<PathBuf>,
 
     /// Canonical abra dir, linked to and cloned from, never written [default: $HOME/.abra]
-    #[arg(long, value_name = "DIR", env = "CCCI_CANONICAL_ABRA_DIR")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "CCCI_CANONICAL_ABRA_DIR",
+        hide_env_values = true
+    )]
     pub canonical: Option<PathBuf>,
 
     /// Give the run a private clone of recipe NAME (repeatable)

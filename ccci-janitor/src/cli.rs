@@ -56,7 +56,12 @@ Environment:
 )]
 pub struct Cli {
     /// Lock dir [default: /run/lock/ccci-<uid>, or /tmp/ccci-<uid>/locks without /run/lock]
-    #[arg(long, value_name = "DIR", env = "CCCI_APP_LOCK_DIR")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "CCCI_APP_LOCK_DIR",
+        hide_env_values = true
+    )]
     pub lock_dir: Option<PathBuf>,
 
     /// The deployed domains, one per line ('-': stdin); lockfiles of others are unlinked without a reap

@@ -56,11 +56,16 @@ pub struct Cli {
     pub wait: Option<Duration>,
 
     /// Lock dir [default: /run/lock/ccci-<uid>, or /tmp/ccci-<uid>/locks without /run/lock]
-    #[arg(long, value_name = "DIR", env = "CCCI_APP_LOCK_DIR")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "CCCI_APP_LOCK_DIR",
+        hide_env_values = true
+    )]
     pub lock_dir: Option<PathBuf>,
 
     /// Run id recorded in the lockfile
-    #[arg(long, value_name = "ID", env = "CCCI_RUN_ID", value_parser = names::run_id)]
+    #[arg(long, value_name = "ID", env = "CCCI_RUN_ID", hide_env_values = true, value_parser = names::run_id)]
     pub run_id: Option<String>,
 
     /// Keep the lockfile when COMMAND exits

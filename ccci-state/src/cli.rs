@@ -48,7 +48,13 @@ pub struct Cli {
     pub run: RunArgs,
 
     /// State dir [default: /tmp/ccci-<uid>/state]
-    #[arg(long, value_name = "DIR", env = "CCCI_STATE_DIR", global = true)]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "CCCI_STATE_DIR",
+        hide_env_values = true,
+        global = true
+    )]
     pub state_dir: Option<PathBuf>,
 
     /// What to do

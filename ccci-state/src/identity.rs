@@ -22,12 +22,12 @@ pub const MANUAL: &str = "manual";
 #[derive(Debug, Clone, Default, Args)]
 pub struct RunArgs {
     /// Run id [default: manual]
-    #[arg(long, value_name = "ID", env = "CCCI_RUN_ID", value_parser = ccci_common::names::run_id,
+    #[arg(long, value_name = "ID", env = "CCCI_RUN_ID", hide_env_values = true, value_parser = ccci_common::names::run_id,
           global = true)]
     pub run_id: Option<String>,
 
     /// Harness pid [default: the parent pid]
-    #[arg(long, value_name = "PID", env = "CCCI_HARNESS_PID", value_parser = parse_pid,
+    #[arg(long, value_name = "PID", env = "CCCI_HARNESS_PID", hide_env_values = true, value_parser = parse_pid,
           global = true)]
     pub pid: Option<u32>,
 }
