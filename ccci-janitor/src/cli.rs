@@ -44,7 +44,10 @@ A domain that cannot be examined (an I/O error) is reported and the pass goes
 on; the status is then 125.
 
 Environment:
-  CCCI_APP_LOCK_DIR  the lock dir (like --lock-dir)";
+  CCCI_APP_LOCK_DIR  the lock dir (like --lock-dir)
+  CCCI_DOMAIN        set for REAP_COMMAND: the domain being reaped
+  CCCI_LOCK_DOMAIN   set for REAP_COMMAND: the same, as under ccci-lock
+  CCCI_LOCK_FILE     set for REAP_COMMAND: the lockfile's absolute path";
 
 /// Settle abandoned claims: reap apps whose run died, under the domain's lock.
 #[derive(Debug, Parser)]
