@@ -105,6 +105,14 @@ fn play_case_20(sb: &Sandbox, env: &[(&str, &str)]) -> ([String; 4], String, Str
     ([a_reads, a_has, b_reads, b_has], a_file, b_file)
 }
 
+/// `ccci-state --run-id r --pid PID ARGS...`, run to its end.
+fn run_r(sb: &Sandbox, pid: &str, args: &[&str]) -> Output {
+    sb.tool("ccci-state")
+        .args(["--run-id", "r", "--pid", pid])
+        .args(args)
+        .run()
+}
+
 #[test]
 fn case_20_deploy_count_regression_each_run_keeps_its_own_count() {
     let sb = Sandbox::new();
@@ -302,12 +310,7 @@ fn env_prints_only_quoted_exports_and_is_idempotent_within_a_run() {
 #[test]
 fn get_set_append_and_missing_values() {
     let sb = Sandbox::new();
-    let st = |args: &[&str]| {
-        sb.tool("ccci-state")
-            .args(["--run-id", "r", "--pid", "100"])
-            .args(args)
-            .run()
-    };
+    let st = |args: &[&str]| run_r(&sb, "100", args);
     let out = st(&["get", "opstate"]);
     out.expect_code(1);
     assert_eq!(out.stdout, "");
@@ -328,12 +331,7 @@ fn get_set_append_and_missing_values() {
 #[test]
 fn a_counter_holding_no_number_is_125_naming_the_file() {
     let sb = Sandbox::new();
-    let st = |args: &[&str]| {
-        sb.tool("ccci-state")
-            .args(["--run-id", "r", "--pid", "100"])
-            .args(args)
-            .run()
-    };
+    let st = |args: &[&str]| run_r(&sb, "100", args);
     st(&["set", "deploys", "twelve"]).expect_code(0);
     let path = sb.state_dir().join("r-100/deploys");
     st(&["incr", "deploys"])
@@ -490,12 +488,7 @@ fn env_replaces_a_stale_dir_whose_pid_was_reused() {
     let sb = Sandbox::new();
     let harness = live_harness(&sb);
     let pid = harness.pid().to_string();
-    let st = |args: &[&str]| {
-        sb.tool("ccci-state")
-            .args(["--run-id", "r", "--pid", &pid])
-            .args(args)
-            .run()
-    };
+    let st = |args: &[&str]| run_r(&sb, &pid, args);
     st(&["env"]).expect_code(0);
     st(&["incr", "deploys"]).expect_stdout("1");
     fake_pid_reuse(&sb.state_dir().join(format!("r-{pid}")));
@@ -885,12 +878,7 @@ fn bad_names_run_ids_and_values_are_2_and_create_nothing() {
 #[test]
 fn unsafe_dirs_and_symlinks_are_refused_never_followed() {
     let sb = Sandbox::new();
-    let st = |args: &[&str]| {
-        sb.tool("ccci-state")
-            .args(["--run-id", "r", "--pid", "100"])
-            .args(args)
-            .run()
-    };
+    let st = |args: &[&str]| run_r(&sb, "100", args);
     // A state dir writable by others.
     std::fs::create_dir(sb.state_dir()).unwrap();
     std::fs::set_permissions(sb.state_dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
