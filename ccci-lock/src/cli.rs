@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
+use ccci_common::cli::UsageError;
 use ccci_common::supervise::{self, Watch};
 use ccci_common::{dirs, duration, exit, names, say};
 
@@ -29,6 +30,18 @@ Environment:
   CCCI_LOCK_DOMAIN   set for COMMAND: the locked DOMAIN
   CCCI_LOCK_FILE     set for COMMAND: the lockfile's absolute path
 
+--hold takes the DOMAINs (sorted, all or nothing; -n and -w as usual) and
+returns 0 once a keeper process holds them for PID: the keeper has no terminal,
+no stdin, stdout or stderr, and is not in the caller's process group. It keeps
+the locks until `ccci-lock --release --parent PID DOMAIN...` (the lockfiles are
+removed while still held, then released) or until PID exits without releasing
+(the lockfiles stay, for ccci-janitor). PID is watched by a pidfd, never by its
+number. --release releases only domains held for PID: a domain held by anyone
+else is refused (125, nothing released), a domain not held is status 1.
+Holding a domain again for the same PID is status 0 and changes nothing.
+From a harness in another language:
+  subprocess.run([\"ccci-lock\", \"--hold\", \"--parent\", str(os.getpid()), domain], check=True)
+
 --list prints DOMAIN<TAB>held|free<TAB>PID<TAB>RUN_ID<TAB>SINCE per lockfile,
 '-' where unknown; for a free lock, PID, RUN_ID and SINCE are its last holder's.";
 
@@ -38,8 +51,9 @@ Environment:
     name = "ccci-lock",
     version,
     after_help = format!("{AFTER_HELP}\n\n{}", exit::help_section()),
-    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] [--keep] [-v] DOMAIN -- COMMAND [ARG...]\n       ccci-lock --list [--json] [--lock-dir DIR]"
+    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] [--keep] [-v] DOMAIN... -- COMMAND [ARG...]\n       ccci-lock --hold --parent PID [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] DOMAIN...\n       ccci-lock --release --parent PID [--lock-dir DIR] DOMAIN...\n       ccci-lock --list [--json] [--lock-dir DIR]"
 )]
+#[command(group = clap::ArgGroup::new("held").args(["hold", "release"]))]
 pub struct Cli {
     /// Fail with status 75 at once if the lock is held
     #[arg(
@@ -77,19 +91,36 @@ pub struct Cli {
     pub verbose: bool,
 
     /// List the lockfiles of the lock dir and whether each is held
-    #[arg(long, conflicts_with_all = ["nonblock", "wait", "keep", "run_id", "domain"])]
+    #[arg(long, conflicts_with_all = ["nonblock", "wait", "keep", "run_id", "domains", "held"])]
     pub list: bool,
+
+    /// Take the DOMAINs and return while a keeper process holds them for PID
+    #[arg(long, requires = "parent", conflicts_with_all = ["keep", "release", "command"])]
+    pub hold: bool,
+
+    /// Release DOMAINs held for PID by --hold (lockfiles removed while held)
+    #[arg(long, requires = "parent", conflicts_with_all = ["nonblock", "wait", "keep", "command"])]
+    pub release: bool,
+
+    /// With --hold or --release: the process the locks are held for
+    #[arg(long, value_name = "PID", requires = "held", allow_hyphen_values = true,
+          value_parser = crate::hold::parse_pid)]
+    pub parent: Option<u32>,
+
+    /// Internal: run as the keeper of --hold, with these inherited descriptors
+    #[arg(long, hide = true, requires = "hold", value_parser = crate::hold::parse_keeper_fds)]
+    pub keeper_fds: Option<(i32, i32)>,
 
     /// With --list: one JSON object per line
     #[arg(long, requires = "list")]
     pub json: bool,
 
-    /// The app domain to lock
+    /// The app domains to lock
     #[arg(value_name = "DOMAIN", required_unless_present = "list", value_parser = names::domain)]
-    pub domain: Option<String>,
+    pub domains: Vec<String>,
 
     /// The command to run while holding the lock (after --)
-    #[arg(value_name = "COMMAND", last = true, required_unless_present = "list")]
+    #[arg(value_name = "COMMAND", last = true, required_unless_present_any = ["list", "hold", "release"])]
     pub command: Vec<OsString>,
 }
 
@@ -110,13 +141,40 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     if cli.list {
         return list(&lock_dir, cli.json);
     }
-    let domain = cli.domain.clone().unwrap_or_default();
-    lockfile_name(&domain)?; // a too-long name fails before anything is created
+    for domain in &cli.domains {
+        lockfile_name(domain)?; // a too-long name fails before anything is created
+    }
     let wait = match (cli.nonblock, cli.wait) {
         (true, _) => Wait::Never,
         (false, Some(limit)) => Wait::AtMost(limit),
         (false, None) => Wait::Forever,
     };
+    if let Some(parent) = cli.parent {
+        let mut domains = cli.domains.clone();
+        domains.sort();
+        domains.dedup();
+        if cli.release {
+            return crate::hold::release(parent, &lock_dir, &domains);
+        }
+        let req = crate::hold::HoldRequest {
+            parent,
+            domains,
+            wait,
+            lock_dir,
+            run_id: cli.run_id.clone(),
+            verbose: cli.verbose,
+        };
+        return match cli.keeper_fds {
+            Some(fds) => crate::hold::keeper(&req, fds),
+            None => crate::hold::hold(&req),
+        };
+    }
+    let [domain] = &cli.domains[..] else {
+        return Err(
+            UsageError("several DOMAINs with a COMMAND are not supported yet".into()).into(),
+        );
+    };
+    let domain = domain.clone();
     let backend = FlockDir::open(&lock_dir, true)?
         .ok_or_else(|| anyhow::anyhow!("lock dir {} vanished", lock_dir.display()))?;
     let started = Instant::now();

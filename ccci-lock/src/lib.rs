@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod hold;
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -72,6 +73,10 @@ pub struct Holder {
     /// The host it runs on.
     #[serde(default)]
     pub host: Option<String>,
+    /// For a lock held by `ccci-lock --hold --parent PID`: PID, whose exit
+    /// ends the hold (the holder is then the keeper process, see [`hold`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<u32>,
 }
 
 impl Holder {
@@ -84,6 +89,7 @@ impl Holder {
             host: nix::unistd::gethostname()
                 .ok()
                 .and_then(|h| h.into_string().ok()),
+            parent: None,
         }
     }
 
