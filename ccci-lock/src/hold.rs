@@ -30,8 +30,9 @@
 //!    holder. The lock descriptors are close-on-exec. While it waits it
 //!    also watches the pidfd and the readiness pipe: if PID exits, or the
 //!    `--hold` process is gone (nobody would learn of the hold), it gives up.
-//! 5. It stamps each lockfile (`"pid"`: the keeper, `"parent"`: PID), binds
-//!    its control socket, points stdin, stdout and stderr at `/dev/null`,
+//! 5. It binds its control socket, stamps each lockfile (`"pid"`: the
+//!    keeper, `"parent"`: PID; a record never names a keeper that cannot be
+//!    reached yet), points stdin, stdout and stderr at `/dev/null`,
 //!    and only then writes `ready` into the pipe. The `--hold` process
 //!    returns 0 only after reading `ready`: when `--hold` returns 0, every
 //!    domain is held and stamped. Otherwise it waits for the keeper and
@@ -530,13 +531,15 @@ pub fn keeper(req: &HoldRequest, fds: (i32, i32)) -> anyhow::Result<u8> {
     let Some(mut claims) = acquire_watching(req, &dir, pidfd.as_fd(), ready.as_fd())? else {
         return Ok(exit::BUSY);
     };
+    // The socket exists before any record names this keeper, so whoever
+    // reads a record can reach its keeper.
+    let name = socket_name(std::process::id());
+    let listener = bind(&dir, &name)?;
     let mut holder = Holder::this_process(req.run_id.clone());
     holder.parent = Some(req.parent);
     for claim in &mut claims {
         claim.stamp(&holder)?;
     }
-    let name = socket_name(std::process::id());
-    let listener = bind(&dir, &name)?;
     sys::stdio_to_dev_null().context("cannot point stdio at /dev/null")?;
     if File::from(ready).write_all(READY).is_err() {
         // The --hold process is gone: nobody learned of this hold. The

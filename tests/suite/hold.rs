@@ -79,16 +79,15 @@ fn cloexec(pid: u32, fd: &str) -> bool {
     u32::from_str_radix(flags, 8).unwrap() & libc::O_CLOEXEC as u32 != 0
 }
 
-/// The lockfiles `pid` has open: (descriptor, path).
+/// The lockfiles `pid` has open, also unlinked ones: (descriptor, path).
 fn open_lockfiles(pid: u32) -> Vec<(String, PathBuf)> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .flatten()
         .filter_map(|fd| {
             let target = std::fs::read_link(fd.path()).ok()?;
-            target
-                .to_string_lossy()
-                .ends_with(".lock")
+            let shown = target.to_string_lossy();
+            (shown.ends_with(".lock") || shown.ends_with(".lock (deleted)"))
                 .then(|| (fd.file_name().to_string_lossy().into_owned(), target))
         })
         .collect()
@@ -556,4 +555,58 @@ fn kill_group(pgid: u32) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Whether `domain`'s record names `parent` (a record being written is
+/// not parsed yet, which is fine: the wait goes on).
+fn held_for(sb: &Sandbox, domain: &str, parent: u32) -> bool {
+    std::fs::read_to_string(sb.lockfile(domain))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(text.trim()).ok())
+        .is_some_and(|rec| rec["parent"] == parent)
+}
+
+#[test]
+fn release_unlinks_each_lockfile_while_the_keeper_still_holds_it() {
+    // The keeper runs under strace, which delays each of its unlinkat calls
+    // by 300 ms. A keeper that unlocked first and unlinked afterwards would
+    // let the waiting run below take the lock of the old file, pass its
+    // identity check (the path still names that file), and then see its
+    // lockfile removed under it: a holder without a lockfile, and the next
+    // run would create a second one. Unlinking while holding makes the
+    // waiter wake on a nameless file and start over on a new one.
+    let sb = Sandbox::new();
+    let (mut h, pid) = harness(&sb);
+    let _traced = sb
+        .command("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=unlinkat"])
+        .args(["-e", "inject=unlinkat:delay_enter=300000"])
+        .arg(ccci_tests::bin("ccci-lock"))
+        .args(["--hold", "--parent", &pid.to_string(), DEP])
+        .spawn();
+    wait_until("DEP is held for the harness", || held_for(&sb, DEP, pid));
+    let mut run = sb
+        .tool("ccci-lock")
+        .args([DEP, "--", "sh", "-c", "echo in; read _"])
+        .piped_stdin()
+        .spawn();
+    wait_until("the run waits for DEP", || blocked_in_flock(run.pid()));
+    release(&sb, pid, &[DEP]).expect_code(0);
+    run.expect_stdout("in");
+    let held = open_lockfiles(run.pid());
+    assert_eq!(held.len(), 1, "{held:?}");
+    let at_path = std::fs::metadata(sb.lockfile(DEP))
+        .unwrap_or_else(|e| panic!("the running holder has no lockfile: {e}\n{}", sb.listing()));
+    let held_ino = std::fs::metadata(format!("/proc/{}/fd/{}", run.pid(), held[0].0))
+        .unwrap()
+        .ino();
+    assert_eq!(
+        at_path.ino(),
+        held_ino,
+        "the holder's file is not at the path"
+    );
+    run.send("");
+    run.wait().expect_code(0);
+    h.send("");
+    h.wait().expect_code(0);
 }
