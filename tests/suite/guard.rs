@@ -589,3 +589,31 @@ fn case_22_a_supervised_deadline_under_ccci_lock_keeps_the_lockfile() {
     );
     assert_eq!(sb.try_lock(D), 0, "the lock was not released");
 }
+
+#[test]
+fn a_deadline_below_a_nanosecond_fires_at_once_and_zero_or_overflow_is_refused() {
+    let sb = sandbox();
+    for flags in MODES {
+        // coreutils' timeout tests: a tiny timeout fires, it is not "none".
+        let out = sb
+            .tool("ccci-guard")
+            .args(flags)
+            .args(["--deadline", "0.0000000001", "--", "sleep", "30"])
+            .run();
+        out.expect_code(142);
+    }
+    for (value, says) in [
+        ("0", "must be more than 0"),
+        ("0.000s", "must be more than 0"),
+        ("600000d", "too long"),
+        ("18446744074", "too long"),
+    ] {
+        sb.tool("ccci-guard")
+            .args(["--deadline", value, "--", "touch", "ran"])
+            .run()
+            .expect_code(2)
+            .expect_stderr(says)
+            .expect_stderr(&format!("'{value}'"));
+        assert!(!sb.path("ran").exists());
+    }
+}
