@@ -1,0 +1,194 @@
+//! The lock protocol as traits and types, independent of where locks live:
+//! a [`Backend`] hands out [`Claim`]s; [`Holder`] is the record a claim
+//! carries. See the crate docs for the invariants every backend keeps.
+
+use std::time::Duration;
+
+use ccci_common::names::shell_quote;
+use serde::{Deserialize, Serialize};
+
+/// The holder record written into a lockfile after each acquisition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// The pid of the holding `ccci-lock`.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// The run id the holder was given, if any.
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// When it acquired the lock, RFC 3339.
+    #[serde(default)]
+    pub since: Option<String>,
+    /// The host it runs on.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The process a `--hold` keeper holds the lock for (`--parent PID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<u32>,
+    /// `true` while a janitor that took the claim reaps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reaper: Option<bool>,
+}
+
+impl Holder {
+    /// A record for this process, now.
+    pub fn this_process(run_id: Option<String>) -> Holder {
+        Holder {
+            pid: Some(std::process::id()),
+            run_id,
+            since: Some(ccci_common::cli::now_rfc3339()),
+            host: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok()),
+            parent: None,
+            reaper: None,
+        }
+    }
+
+    /// "pid 123, run 'r1', since 2026-…" with `?` for what is unknown.
+    pub fn describe(&self) -> String {
+        format!(
+            "pid {}, run {}, since {}",
+            self.pid.map_or("?".into(), |p| p.to_string()),
+            self.run_id.as_deref().map_or("?".into(), shell_quote),
+            self.since.as_deref().unwrap_or("?"),
+        )
+    }
+}
+
+/// How long [`Backend::acquire`] may wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Until the lock is free (a blocking `flock`, no polling).
+    Forever,
+    /// Not at all.
+    Never,
+    /// At most this long.
+    AtMost(Duration),
+}
+
+/// The answer of [`Backend::acquire`].
+#[derive(Debug)]
+pub enum Acquired<C> {
+    /// We hold the lock.
+    Held(C),
+    /// Somebody else held it for as long as we were willing to wait.
+    Busy(Option<Holder>),
+}
+
+/// What [`Backend::probe`] found, without waiting and without creating.
+#[derive(Debug)]
+pub enum Probe<C> {
+    /// No claim for the domain.
+    Missing,
+    /// Something that is not a usable claim (a symlink, a directory…); the
+    /// text says what. It is never followed, opened for writing or removed.
+    Unusable(String),
+    /// Held by a live process.
+    Held {
+        /// The holder's record, when readable.
+        holder: Option<Holder>,
+        /// Time since the claim was last stamped (acquired).
+        age: Duration,
+    },
+    /// We took the lock, but the claim was removed or replaced meanwhile:
+    /// another process got there first. We hold nothing.
+    Moved,
+    /// We hold the lock of an existing claim.
+    Acquired(C),
+}
+
+/// One entry of [`Backend::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The domain.
+    pub domain: String,
+    /// Whether a live process holds the lock.
+    pub held: bool,
+    /// The last holder record, when readable (for a free lock: the last holder).
+    pub holder: Option<Holder>,
+}
+
+/// A place where domain locks live. `ccci-lock` and `ccci-janitor` are
+/// written against this trait; [`crate::FlockDir`] implements it with flock(2).
+pub trait Backend {
+    /// A held lock.
+    type Claim: Claim;
+    /// Takes the lock of `domain`, creating its claim when missing, waiting
+    /// as `wait` says. `waiting` is called once, with the holder's record,
+    /// if we have to wait.
+    fn acquire(
+        &self,
+        domain: &str,
+        wait: Wait,
+        waiting: &mut dyn FnMut(Option<&Holder>),
+    ) -> anyhow::Result<Acquired<Self::Claim>>;
+    /// Tries, without waiting and without creating anything, to take the
+    /// lock of `domain`'s existing claim.
+    fn probe(&self, domain: &str) -> anyhow::Result<Probe<Self::Claim>>;
+    /// Creates `domain`'s claim, which must not exist yet, and takes its
+    /// lock. `None` when it exists already (someone just created it).
+    fn create(&self, domain: &str) -> anyhow::Result<Option<Self::Claim>>;
+    /// Every domain that has a claim, sorted. Names that are not valid
+    /// domains are not listed.
+    fn domains(&self) -> anyhow::Result<Vec<String>>;
+    /// The state of every claim, sorted by domain.
+    fn list(&self) -> anyhow::Result<Vec<Status>>;
+    /// Time since `domain`'s claim was last stamped, read without opening
+    /// or locking it, when the backend can tell cheaply (a `stat`). `None`:
+    /// no usable claim, or the backend cannot tell. Only a hint, for
+    /// skipping young claims; [`Backend::probe`] is the truth.
+    fn peek_age(&self, domain: &str) -> anyhow::Result<Option<Duration>> {
+        let _ = domain;
+        Ok(None)
+    }
+}
+
+/// A lock we hold. Dropping it releases the lock and keeps the claim.
+pub trait Claim {
+    /// The domain.
+    fn domain(&self) -> &str;
+    /// Records `holder` in the claim and marks it as fresh.
+    fn stamp(&mut self, holder: &Holder) -> anyhow::Result<()>;
+    /// Time since the claim was last stamped.
+    fn age(&self) -> anyhow::Result<Duration>;
+    /// The record of the claim's last holder, when readable.
+    fn holder(&self) -> Option<Holder> {
+        None
+    }
+    /// Environment for a command run under this lock (`CCCI_LOCK_FILE`…).
+    fn env(&self) -> Vec<(&'static str, std::ffi::OsString)>;
+    /// Removes the claim while still holding the lock, then releases it.
+    fn remove(self) -> anyhow::Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_and_reaper_appear_only_when_set() {
+        let plain = Holder {
+            pid: Some(7),
+            ..Holder::default()
+        };
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(
+            !json.contains("parent") && !json.contains("reaper"),
+            "{json}"
+        );
+        let keeper = Holder {
+            parent: Some(42),
+            reaper: Some(true),
+            ..plain
+        };
+        let json = serde_json::to_string(&keeper).unwrap();
+        assert!(json.contains(r#""parent":42"#), "{json}");
+        assert!(json.contains(r#""reaper":true"#), "{json}");
+        let back: Holder = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, keeper);
+        // A record written before these fields existed still reads.
+        let old: Holder = serde_json::from_str(r#"{"pid":1,"run_id":null}"#).unwrap();
+        assert_eq!((old.parent, old.reaper), (None, None));
+    }
+}
