@@ -1,4 +1,23 @@
 //! The local backend: an exclusive `flock(2)` on `<lock dir>/<DOMAIN>.lock`.
+//!
+//! Domain names are checked here ([`lockfile_name`]: a valid DOMAIN whose
+//! lockfile name fits in 255 bytes); callers never build file names.
+//!
+//! # The `Wait::AtMost` waiting thread
+//!
+//! A blocking `flock` cannot be given a timeout, and the alarm timer belongs
+//! to whoever exec'd us (ccci-guard's deadline), so `-w` first tries without
+//! waiting, then runs the blocking acquire loop in a thread named
+//! `lock-wait` while the calling thread waits on a channel with a timeout.
+//! The thread owns the descriptor it waits on (opened by itself, close-on-exec
+//! like every lockfile descriptor, so no child ever inherits it).
+//! - If it gets the lock in time, it sends the claim (descriptor included)
+//!   over the channel and ends: the caller owns the claim.
+//! - If time runs out first, the caller answers `Busy` and the thread keeps
+//!   waiting, blocked in `flock`, until the process exits: its descriptor
+//!   is closed then, with any lock it holds. `ccci-lock` exits right after
+//!   a `Busy`; a long-lived caller must know the thread (one descriptor)
+//!   outlives the call.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -153,6 +172,10 @@ impl FlockDir {
 
 impl Backend for FlockDir {
     type Claim = FlockClaim;
+
+    fn check_domain(&self, domain: &str) -> Result<(), UsageError> {
+        lockfile_name(domain).map(drop)
+    }
 
     fn acquire(
         &self,

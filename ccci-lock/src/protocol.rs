@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
+use ccci_common::cli::UsageError;
 use ccci_common::names::shell_quote;
+use ccci_common::supervise::LossNotifier;
 use serde::{Deserialize, Serialize};
 
 /// The holder record written into a lockfile after each acquisition.
@@ -114,6 +116,17 @@ pub struct Status {
 pub trait Backend {
     /// A held lock.
     type Claim: Claim;
+    /// Checks that `domain` can name a lock here: a valid DOMAIN (SPEC §1)
+    /// that this backend can also represent (a lockfile name has at most
+    /// 255 bytes; an etcd key has its own rule). Every method that takes a
+    /// domain checks it and fails with this [`UsageError`]; a caller with
+    /// several domains checks them all first, so that a bad one is refused
+    /// before anything is taken.
+    fn check_domain(&self, domain: &str) -> Result<(), UsageError> {
+        ccci_common::names::domain(domain)
+            .map(drop)
+            .map_err(|why| UsageError(format!("invalid domain {}: {why}", shell_quote(domain))))
+    }
     /// Takes the lock of `domain`, creating its claim when missing, waiting
     /// as `wait` says. `waiting` is called once, with the holder's record,
     /// if we have to wait.
@@ -158,6 +171,14 @@ pub trait Claim {
     }
     /// Environment for a command run under this lock (`CCCI_LOCK_FILE`…).
     fn env(&self) -> Vec<(&'static str, std::ffi::OsString)>;
+    /// Asks the claim to report through `notifier` when it loses its lock
+    /// while held (an etcd lease that expired or was revoked), from any
+    /// thread, without being asked again. A claim that lost its lock
+    /// before this call reports at once, so no loss is missed. A flock is
+    /// never lost while its descriptor is open, so the default does nothing.
+    fn watch_loss(&mut self, notifier: LossNotifier) {
+        let _ = notifier;
+    }
     /// Removes the claim while still holding the lock, then releases it.
     fn remove(self) -> anyhow::Result<()>;
 }
