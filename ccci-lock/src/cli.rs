@@ -15,9 +15,13 @@ use ccci_common::cli::UsageError;
 use ccci_common::supervise::{self, Watch};
 use ccci_common::{dirs, duration, exit, names, say, sys};
 
-use crate::{lockfile_name, Acquired, Backend, Claim, FlockDir, Holder, Wait};
+use crate::{acquire_all, lockfile_name, Acquired, Backend, Claim, FlockDir, Holder, Wait};
 
 const AFTER_HELP: &str = "\
+Several DOMAINs are all taken before COMMAND starts, in sorted order, so two
+runs naming overlapping sets never deadlock; -n and -w apply to the whole set,
+and on status 75 none is held.
+
 COMMAND runs as a child, with CCCI_LOCK_DOMAIN and CCCI_LOCK_FILE set and a
 parent-death signal of SIGTERM. The lock is never inherited by COMMAND. TERM,
 INT, HUP, QUIT, ALRM, USR1 and USR2 are forwarded to COMMAND; the lock is kept
@@ -28,8 +32,10 @@ left for ccci-janitor.
 Environment:
   CCCI_APP_LOCK_DIR  the lock dir (like --lock-dir)
   CCCI_RUN_ID        the run id recorded in the lockfile (like --run-id)
-  CCCI_LOCK_DOMAIN   set for COMMAND: the locked DOMAIN
-  CCCI_LOCK_FILE     set for COMMAND: the lockfile's absolute path
+  CCCI_LOCK_DOMAIN   set for COMMAND: the locked DOMAIN (several: sorted,
+                     separated by spaces)
+  CCCI_LOCK_FILE     set for COMMAND: the lockfile's absolute path (several:
+                     in the same order, separated by spaces)
 
 --list prints DOMAIN<TAB>held|free<TAB>PID<TAB>RUN_ID<TAB>SINCE per lockfile,
 '-' where unknown; for a free lock, PID, RUN_ID and SINCE are its last holder's.";
@@ -40,7 +46,7 @@ Environment:
     name = "ccci-lock",
     version,
     after_help = format!("{AFTER_HELP}\n\n{}", exit::help_section()),
-    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] [--keep] [-v] DOMAIN -- COMMAND [ARG...]\n       ccci-lock --list [--json] [--lock-dir DIR]"
+    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] [--keep] [-v] DOMAIN... -- COMMAND [ARG...]\n       ccci-lock --list [--json] [--lock-dir DIR]"
 )]
 pub struct Cli {
     /// Fail with status 75 at once if the lock is held
@@ -79,16 +85,16 @@ pub struct Cli {
     pub verbose: bool,
 
     /// List the lockfiles of the lock dir and whether each is held
-    #[arg(long, conflicts_with_all = ["nonblock", "wait", "keep", "run_id", "domain"])]
+    #[arg(long, conflicts_with_all = ["nonblock", "wait", "keep", "run_id", "domains", "command"])]
     pub list: bool,
 
     /// With --list: one JSON object per line
     #[arg(long, requires = "list")]
     pub json: bool,
 
-    /// The app domain to lock
+    /// The app domains to lock: all are taken, in sorted order, before COMMAND starts
     #[arg(value_name = "DOMAIN", required_unless_present = "list", value_parser = names::domain)]
-    pub domain: Option<String>,
+    pub domains: Vec<String>,
 
     /// The command to run while holding the lock (after --)
     #[arg(value_name = "COMMAND", last = true, required_unless_present = "list")]
@@ -164,13 +170,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         let listed = locks.run(false, List { json: cli.json })?;
         return Ok(listed.unwrap_or(exit::SUCCESS)); // no lock dir: no locks
     }
-    let domains: Vec<String> = cli.domain.iter().cloned().collect();
-    for domain in &domains {
+    for domain in &cli.domains {
         locks.check_domain(domain)?; // a bad one fails before anything is created
     }
     let job = LockAndRun {
         cli: &cli,
-        domains: &domains,
+        domains: &cli.domains,
         lost_grace: DEFAULT_LOST_GRACE,
     };
     locks
@@ -195,40 +200,49 @@ impl Job for LockAndRun<'_> {
         };
         // Before anything that can be lost is taken: see supervise::Loss.
         let loss = supervise::Loss::new().context("cannot block the lost-lock signal")?;
-        let domain = &self.domains[0];
         let started = Instant::now();
         let verbose = cli.verbose;
         let mut waited = false;
-        let acquired = backend.acquire(domain, wait, &mut |holder| {
+        let acquired = acquire_all(backend, self.domains, wait, &mut |domain, holder| {
             waited = true;
             if verbose {
                 say!("waiting for {domain}: held by {}", describe(holder));
             }
         })?;
-        let mut claim = match acquired {
-            Acquired::Held(claim) => claim,
-            Acquired::Busy(holder) => {
+        let mut claims = match acquired {
+            Acquired::Held(claims) => claims,
+            Acquired::Busy(busy) => {
+                let others = if self.domains.len() > 1 {
+                    " (holding none of the domains)"
+                } else {
+                    ""
+                };
                 say!(
-                    "{domain} is locked by {}; giving up",
-                    describe(holder.as_ref())
+                    "{} is locked by {}; giving up{others}",
+                    busy.domain,
+                    describe(busy.holder.as_ref())
                 );
                 return Ok(exit::BUSY);
             }
         };
         if verbose && waited {
             say!(
-                "acquired {domain} after {:.1}s",
+                "acquired {} after {:.1}s",
+                domains_of(&claims),
                 started.elapsed().as_secs_f64()
             );
         }
-        claim.stamp(&Holder::this_process(cli.run_id.clone()))?;
-        claim.watch_loss(loss.notifier());
+        let holder = Holder::this_process(cli.run_id.clone());
+        for claim in &mut claims {
+            claim.stamp(&holder)?;
+            claim.watch_loss(loss.notifier());
+        }
         let how = RunHow {
             keep: cli.keep,
             lost_grace: self.lost_grace,
             loss: Some(&loss),
         };
-        run_holding(vec![claim], &cli.command, &how)
+        run_holding(claims, &cli.command, &how)
     }
 }
 
@@ -245,6 +259,25 @@ pub struct RunHow<'a> {
     pub lost_grace: Duration,
     /// Reported when a claim loses its lock ([`Claim::watch_loss`]).
     pub loss: Option<&'a supervise::Loss>,
+}
+
+/// The environment for COMMAND: each claim's variables; a variable that
+/// several claims set gets their values in the claims' (sorted) order,
+/// separated by single spaces. So with one DOMAIN, `CCCI_LOCK_DOMAIN` is it
+/// and `CCCI_LOCK_FILE` its lockfile; with several, `CCCI_LOCK_DOMAIN` is
+/// the sorted list and `CCCI_LOCK_FILE` the lockfiles in the same order.
+pub fn merged_env<C: Claim>(claims: &[C]) -> Vec<(&'static str, OsString)> {
+    let mut merged: Vec<(&'static str, OsString)> = Vec::new();
+    for (key, value) in claims.iter().flat_map(Claim::env) {
+        match merged.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, joined)) => {
+                joined.push(" ");
+                joined.push(value);
+            }
+            None => merged.push((key, value)),
+        }
+    }
+    merged
 }
 
 fn domains_of<C: Claim>(claims: &[C]) -> String {
@@ -276,10 +309,7 @@ pub fn run_holding<C: Claim>(
         return Ok(exit::TOOL_FAILED);
     }
     let mut cmd = Command::new(program);
-    cmd.args(args);
-    for claim in &claims {
-        cmd.envs(claim.env());
-    }
+    cmd.args(args).envs(merged_env(&claims));
     let watch = Watch {
         forward: FORWARDED.to_vec(),
         own_group: false,

@@ -36,4 +36,6 @@ pub mod flock;
 pub mod protocol;
 
 pub use flock::{domain_of, lockfile_name, FlockClaim, FlockDir, SUFFIX};
-pub use protocol::{Acquired, Backend, Claim, Holder, Probe, Status, Wait};
+pub use protocol::{
+    acquire_all, Acquired, Backend, BusyDomain, Claim, Holder, Probe, Status, Wait,
+};

@@ -69,13 +69,23 @@ pub enum Wait {
     AtMost(Duration),
 }
 
-/// The answer of [`Backend::acquire`].
+/// The answer of [`Backend::acquire`] (and, with `B` = [`BusyDomain`], of
+/// [`acquire_all`]).
 #[derive(Debug)]
-pub enum Acquired<C> {
+pub enum Acquired<C, B = Option<Holder>> {
     /// We hold the lock.
     Held(C),
     /// Somebody else held it for as long as we were willing to wait.
-    Busy(Option<Holder>),
+    Busy(B),
+}
+
+/// Which domain of a set was busy, and its holder's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusyDomain {
+    /// The domain.
+    pub domain: String,
+    /// Its holder's record, when readable.
+    pub holder: Option<Holder>,
 }
 
 /// What [`Backend::probe`] found, without waiting and without creating.
@@ -181,6 +191,87 @@ pub trait Claim {
     }
     /// Removes the claim while still holding the lock, then releases it.
     fn remove(self) -> anyhow::Result<()>;
+    /// Gives back a claim that was taken but will not be used (another
+    /// domain of its set was busy): removed, while held, when this process
+    /// created it, so a run that gave up leaves nothing for the janitor;
+    /// released untouched when it existed before (it may be an orphan
+    /// waiting to be reaped). The default releases it untouched.
+    fn give_up(self) -> anyhow::Result<()>
+    where
+        Self: Sized,
+    {
+        drop(self);
+        Ok(())
+    }
+}
+
+/// Takes the locks of all `domains` (SPEC §2 "Several DOMAINs"), or none.
+///
+/// - **One order.** The domains are taken in sorted order (duplicates
+///   once), so two callers naming overlapping sets never wait for each other
+///   in a cycle: whoever holds the smallest contended domain goes on.
+/// - **One budget.** `wait` is for the whole set: with `Wait::AtMost`, each
+///   domain gets what is left of the time; `Wait::Never` fails on the first
+///   busy domain.
+/// - **All or none.** When one domain is busy, the ones already taken are
+///   given back ([`Claim::give_up`]) before the answer: a caller that gets
+///   `Busy` holds nothing.
+///
+/// Every domain is checked ([`Backend::check_domain`]) before the first is
+/// taken. `waiting` is called with the domain and its holder's record each
+/// time a domain has to be waited for. The claims come back in sorted order.
+pub fn acquire_all<B: Backend>(
+    backend: &B,
+    domains: &[String],
+    wait: Wait,
+    waiting: &mut dyn FnMut(&str, Option<&Holder>),
+) -> anyhow::Result<Acquired<Vec<B::Claim>, BusyDomain>> {
+    let mut sorted: Vec<&str> = domains.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    for domain in &sorted {
+        backend.check_domain(domain)?;
+    }
+    let until = match wait {
+        Wait::AtMost(limit) => Some(std::time::Instant::now().checked_add(limit)),
+        _ => None,
+    };
+    let mut held: Vec<B::Claim> = Vec::with_capacity(sorted.len());
+    for domain in sorted {
+        let this_wait = match until {
+            // An instant beyond the clock's range: as good as forever.
+            Some(None) => Wait::Forever,
+            Some(Some(until)) => match until.checked_duration_since(std::time::Instant::now()) {
+                Some(left) if !left.is_zero() => Wait::AtMost(left),
+                _ => Wait::Never,
+            },
+            None => wait,
+        };
+        match backend.acquire(domain, this_wait, &mut |h| waiting(domain, h)) {
+            Ok(Acquired::Held(claim)) => held.push(claim),
+            Ok(Acquired::Busy(holder)) => {
+                give_up_all(held);
+                return Ok(Acquired::Busy(BusyDomain {
+                    domain: domain.to_string(),
+                    holder,
+                }));
+            }
+            Err(e) => {
+                give_up_all(held);
+                return Err(e);
+            }
+        }
+    }
+    Ok(Acquired::Held(held))
+}
+
+/// Gives back claims taken for a set that could not be completed.
+fn give_up_all<C: Claim>(claims: Vec<C>) {
+    for claim in claims.into_iter().rev() {
+        if let Err(e) = claim.give_up() {
+            ccci_common::say!("{e:#}");
+        }
+    }
 }
 
 #[cfg(test)]
