@@ -92,14 +92,15 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use ccci_common::fs::{FileErrorKind, OpenHow};
 use ccci_common::{exit, say, sys};
 
+use crate::flock::read_holder;
 use crate::{
-    lockfile_name, read_holder, Acquired, Backend, Claim, FlockClaim, FlockDir, Holder, Wait,
+    acquire_all, lockfile_name, Acquired, BusyDomain, Claim, FlockClaim, FlockDir, Holder, Wait,
 };
 
 /// How long the keeper waits for a client's request, and a client for the
@@ -144,7 +145,7 @@ fn socket_name(pid: u32) -> String {
 fn via_fd(dir: &FlockDir, name: &str) -> PathBuf {
     PathBuf::from(format!(
         "/proc/self/fd/{}/{name}",
-        dir.dir.as_fd().as_raw_fd()
+        dir.safe_dir().as_fd().as_raw_fd()
     ))
 }
 
@@ -221,7 +222,7 @@ enum State {
 
 fn state(dir: &FlockDir, domain: &str, parent: u32) -> anyhow::Result<State> {
     let name = lockfile_name(domain)?;
-    let file = match dir.dir.open_file(&name, OpenHow::Read) {
+    let file = match dir.safe_dir().open_file(&name, OpenHow::Read) {
         Ok(file) => file,
         Err(e) if matches!(e.kind, FileErrorKind::Missing) => {
             return Ok(State::Free { last: None })
@@ -262,7 +263,7 @@ fn ask(
     domains: &[&str],
 ) -> anyhow::Result<Vec<Answer>> {
     let name = socket_name(keeper);
-    let shown = dir.dir.join(&name);
+    let shown = dir.safe_dir().join(&name);
     let stream = UnixStream::connect(via_fd(dir, &name))
         .with_context(|| format!("cannot reach keeper {keeper} at {}", shown.display()))?;
     let (pid, uid) = sys::peer_cred(stream.as_fd())
@@ -544,7 +545,7 @@ pub fn keeper(req: &HoldRequest, fds: (i32, i32)) -> anyhow::Result<u8> {
     if File::from(ready).write_all(READY).is_err() {
         // The --hold process is gone: nobody learned of this hold. The
         // stamped lockfiles stay (a claim is never dropped without need).
-        let _ = dir.dir.remove_file(&name);
+        let _ = dir.safe_dir().remove_file(&name);
         return Ok(exit::TOOL_FAILED);
     }
     serve(req.parent, &dir, &name, &listener, pidfd.as_fd(), claims);
@@ -554,11 +555,15 @@ pub fn keeper(req: &HoldRequest, fds: (i32, i32)) -> anyhow::Result<u8> {
 /// Binds the keeper's control socket, replacing a stale one that a killed
 /// keeper with our pid left behind (no live process but us has our pid).
 fn bind(dir: &FlockDir, name: &str) -> anyhow::Result<UnixListener> {
-    dir.dir
+    dir.safe_dir()
         .remove_file(name)
-        .with_context(|| format!("cannot remove {}", dir.dir.join(name).display()))?;
-    UnixListener::bind(via_fd(dir, name))
-        .with_context(|| format!("cannot create socket {}", dir.dir.join(name).display()))
+        .with_context(|| format!("cannot remove {}", dir.safe_dir().join(name).display()))?;
+    UnixListener::bind(via_fd(dir, name)).with_context(|| {
+        format!(
+            "cannot create socket {}",
+            dir.safe_dir().join(name).display()
+        )
+    })
 }
 
 /// Takes every lock of `req` (sorted, all or nothing) in a thread, while
@@ -614,45 +619,35 @@ fn acquire_watching(
         .recv()
         .context("the acquiring thread ended without an answer")??
     {
-        Ok(claims) => Ok(Some(claims)),
-        Err((domain, holder)) => {
+        Acquired::Held(claims) => Ok(Some(claims)),
+        Acquired::Busy(busy) => {
+            let others = if req.domains.len() > 1 {
+                " (holding none of the domains)"
+            } else {
+                ""
+            };
             say!(
-                "{domain} is locked by {}; giving up",
-                describe(holder.as_ref())
+                "{} is locked by {}; giving up{others}",
+                busy.domain,
+                describe(busy.holder.as_ref())
             );
             Ok(None)
         }
     }
 }
 
-/// The busy domain and its holder's record.
-type Busy = (String, Option<Holder>);
-
-/// Every domain of `req`, in sorted order; on a busy one, the ones taken so
-/// far are released again (their lockfiles stay: someone may have left them
-/// as claims) and the busy one is returned.
+/// Every domain of `req`, sorted, all or none ([`acquire_all`]): on a
+/// busy one, the ones taken so far are given back.
 fn acquire_sorted(
     dir: &FlockDir,
     req: &HoldRequest,
-) -> anyhow::Result<Result<Vec<FlockClaim>, Busy>> {
-    let started = Instant::now();
-    let mut claims = Vec::new();
-    for domain in &req.domains {
-        let wait = match req.wait {
-            Wait::AtMost(limit) => Wait::AtMost(limit.saturating_sub(started.elapsed())),
-            other => other,
-        };
-        let verbose = req.verbose;
-        match dir.acquire(domain, wait, &mut |holder| {
-            if verbose {
-                say!("waiting for {domain}: held by {}", describe(holder));
-            }
-        })? {
-            Acquired::Held(claim) => claims.push(claim),
-            Acquired::Busy(holder) => return Ok(Err((domain.clone(), holder))),
+) -> anyhow::Result<Acquired<Vec<FlockClaim>, BusyDomain>> {
+    let verbose = req.verbose;
+    acquire_all(dir, &req.domains, req.wait, &mut |domain, holder| {
+        if verbose {
+            say!("waiting for {domain}: held by {}", describe(holder));
         }
-    }
-    Ok(Ok(claims))
+    })
 }
 
 /// The keeper's main loop: until the parent exits or every claim is
@@ -679,12 +674,12 @@ fn serve(
         if revents[1] != 0 {
             if let Ok((stream, _)) = listener.accept() {
                 let _ = handle(parent, pidfd, stream, &mut claims, &|| {
-                    let _ = dir.dir.remove_file(name);
+                    let _ = dir.safe_dir().remove_file(name);
                 });
             }
         }
     }
-    let _ = dir.dir.remove_file(name);
+    let _ = dir.safe_dir().remove_file(name);
     // Dropping the claims releases the locks and keeps the lockfiles.
 }
 
@@ -745,6 +740,7 @@ fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Backend;
 
     #[test]
     fn pids_are_positive_numbers() {
