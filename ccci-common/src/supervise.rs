@@ -345,11 +345,21 @@ mod tests {
     fn a_loss_before_the_child_starts_is_not_missed_and_the_grace_ends_in_kill() {
         let loss = Loss::new().unwrap();
         loss.notifier().notify();
-        let child = spawn(
-            Command::new("sh").args(["-c", "trap '' TERM; while :; do :; done"]),
+        let mut child = spawn(
+            Command::new("sh")
+                .args(["-c", "trap '' TERM; echo ready; while :; do :; done"])
+                .stdout(std::process::Stdio::piped()),
             watch(),
         )
         .unwrap();
+        // The TERM must find the trap in place, or the shell dies of it and
+        // the grace never runs out.
+        let mut ready = String::new();
+        use std::io::BufRead;
+        io::BufReader::new(child.child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready, "ready\n");
         let out = child
             .wait_or_lose(Some((&loss, Duration::from_millis(100))))
             .unwrap();
