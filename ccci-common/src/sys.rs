@@ -393,6 +393,63 @@ impl ThreadSignaller {
     }
 }
 
+/// The signal that wakes a thread blocked in [`flock_or_interrupted`] (see
+/// [`interrupt_on`]); only ever sent to one thread with
+/// [`ThreadSignaller::send`].
+pub fn wake_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 3
+}
+
+extern "C" fn do_nothing(_: libc::c_int) {}
+
+/// Gives `sig` a handler that does nothing, installed without `SA_RESTART`:
+/// a thread that gets `sig` while blocked in a system call sees it fail
+/// with `EINTR`. Process-wide and idempotent; `exec` resets it.
+pub fn interrupt_on(sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: the action is stack-local and zero-initialised (an empty mask,
+    // no flags) before use; the handler is async-signal-safe (it does nothing).
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = do_nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(sig, &action, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Unblocks `signals` in this thread.
+pub fn unblock_signals(signals: &[libc::c_int]) -> io::Result<()> {
+    // SAFETY: the set is stack-local and initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &sig in signals {
+            libc::sigaddset(&mut set, sig);
+        }
+        match libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) {
+            0 => Ok(()),
+            e => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// A blocking `LOCK_EX` on `fd` that a signal with a handler installed
+/// without `SA_RESTART` (see [`interrupt_on`]) can cut short: `Ok(true)`
+/// when locked, `Ok(false)` when interrupted first.
+pub fn flock_or_interrupted(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: as in `flock`.
+    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINTR) => Ok(false),
+        _ => Err(err),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Process handles and descriptors for `ccci-lock --hold`'s keeper.
 

@@ -195,6 +195,10 @@ impl Locks {
 
 /// Runs a parsed command line; returns the exit status.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    if cli.json && !cli.list {
+        // clap's `requires` counts --list's default value as present.
+        return Err(UsageError("--json needs --list".into()).into());
+    }
     let locks = Locks::from_cli(&cli);
     if cli.list {
         let listed = locks.run(false, List { json: cli.json })?;
@@ -267,7 +271,10 @@ impl Job for LockAndRun<'_> {
         let acquired = acquire_all(backend, self.domains, wait, &mut |domain, holder| {
             waited = true;
             if verbose {
-                say!("waiting for {domain}: held by {}", describe(holder));
+                say!(
+                    "waiting for {domain}: held by {}",
+                    describe(holder, locker_of(backend, domain))
+                );
             }
         })?;
         let mut claims = match acquired {
@@ -281,7 +288,7 @@ impl Job for LockAndRun<'_> {
                 say!(
                     "{} is locked by {}; giving up{others}",
                     busy.domain,
-                    describe(busy.holder.as_ref())
+                    describe(busy.holder.as_ref(), locker_of(backend, &busy.domain))
                 );
                 return Ok(exit::BUSY);
             }
@@ -307,8 +314,55 @@ impl Job for LockAndRun<'_> {
     }
 }
 
-fn describe(holder: Option<&Holder>) -> String {
-    holder.map_or_else(|| "an unknown process".into(), Holder::describe)
+/// The pid the backend names as holding `domain` (a lookup that takes no
+/// lock), for messages.
+fn locker_of<B: Backend>(backend: &B, domain: &str) -> Option<u32> {
+    backend.status(domain).ok().flatten().and_then(|s| s.locker)
+}
+
+/// Whether `pid` names a running process (a zombie counts: it still holds
+/// its pid).
+fn running(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// Who holds a lock, for messages: the holder record when it names the
+/// process that holds the lock; otherwise what is known, saying that the
+/// recorded holder is not running instead of naming a dead process.
+fn describe(holder: Option<&Holder>, locker: Option<u32>) -> String {
+    let this_host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok());
+    let Some(h) = holder.filter(|h| h.pid.is_some()) else {
+        return match locker {
+            Some(pid) => format!("pid {pid} (no holder record)"),
+            None => "an unknown process".into(),
+        };
+    };
+    let elsewhere = h.host.is_some() && h.host != this_host;
+    let current = locker.map_or(true, |l| h.pid == Some(l));
+    if elsewhere || (current && h.pid.is_some_and(running)) {
+        return if h.reaper == Some(true) {
+            format!("a janitor reaping it ({})", h.describe())
+        } else {
+            h.describe()
+        };
+    }
+    let who = match locker {
+        Some(pid) if !current => format!("pid {pid}"),
+        _ => "a process".into(),
+    };
+    format!(
+        "{who} that is not its recorded holder ({}, not running): a janitor \
+         reaping a dead run's claim, or a foreign flock(1) user",
+        h.describe()
+    )
 }
 
 /// How [`run_holding`] runs COMMAND and settles its claims.
@@ -423,6 +477,9 @@ struct ListLine<'a> {
     pid: Option<u32>,
     run_id: Option<&'a str>,
     since: Option<&'a str>,
+    /// For a held domain: the process a `--hold` keeper holds it for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent: Option<u32>,
 }
 
 /// `--list`.
@@ -448,6 +505,7 @@ fn list<B: Backend>(backend: &B, json: bool) -> anyhow::Result<u8> {
                 pid: holder.pid,
                 run_id: holder.run_id.as_deref(),
                 since: holder.since.as_deref(),
+                parent: holder.parent.filter(|_| status.held),
             };
             writeln!(out, "{}", serde_json::to_string(&line)?)?;
         } else {
@@ -630,6 +688,37 @@ mod tests {
         let (status, _) = run_losing(tmp.path(), true, script, Duration::from_millis(200));
         assert_eq!(status, exit::TOOL_FAILED);
         assert!(started.elapsed() < Duration::from_secs(60));
+    }
+
+    #[test]
+    fn describe_never_names_a_dead_process_as_the_holder() {
+        let me = std::process::id();
+        let live = Holder {
+            pid: Some(me),
+            run_id: Some("r1".into()),
+            ..Holder::default()
+        };
+        assert!(describe(Some(&live), Some(me)).starts_with("pid "));
+        assert!(describe(Some(&live), None).starts_with("pid "));
+        let reaper = Holder {
+            reaper: Some(true),
+            ..live.clone()
+        };
+        assert!(describe(Some(&reaper), Some(me)).starts_with("a janitor reaping it"));
+        // The record names us, but the kernel names another process.
+        let stale = describe(Some(&live), Some(1));
+        assert!(
+            stale.starts_with("pid 1 that is not its recorded holder"),
+            "{stale}"
+        );
+        // A recorded pid that no longer exists (pid_max is at most 2^22).
+        let dead = Holder {
+            pid: Some(1 << 23),
+            ..Holder::default()
+        };
+        let said = describe(Some(&dead), None);
+        assert!(said.contains("not running"), "{said}");
+        assert_eq!(describe(None, Some(7)), "pid 7 (no holder record)");
     }
 
     #[test]

@@ -81,8 +81,10 @@
 //! - **Unlink only while holding**: only the keeper, which holds the lock,
 //!   unlinks; a lockfile is never removed by the releaser itself.
 //! - **Caller gone before ready**: the keeper never keeps a hold that no
-//!   `--hold` reported: it gives up while waiting, and a failed `ready`
-//!   write ends it (the lockfiles it stamped stay, which is the safe side).
+//!   `--hold` reported: it gives up while waiting, gives the locks back
+//!   unstamped if the caller is gone once they are taken (lockfiles it
+//!   created are removed while held), and a failed `ready` write ends it
+//!   (the lockfiles it stamped stay, which is the safe side).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -95,12 +97,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use ccci_common::fs::{FileErrorKind, OpenHow};
 use ccci_common::{exit, say, sys};
 
-use crate::flock::read_holder;
 use crate::{
-    acquire_all, lockfile_name, Acquired, BusyDomain, Claim, FlockClaim, FlockDir, Holder, Wait,
+    acquire_all, Acquired, Backend, BusyDomain, Claim, FlockClaim, FlockDir, Holder, Wait,
 };
 
 /// How long the keeper waits for a client's request, and a client for the
@@ -174,37 +174,6 @@ fn open_parent(parent: u32) -> anyhow::Result<OwnedFd> {
     Ok(pidfd)
 }
 
-/// Who holds the flock on `file` according to the kernel (`/proc/locks`),
-/// without taking or testing the lock: `None` when nobody does.
-pub(crate) fn flock_holder(file: &File) -> anyhow::Result<Option<u32>> {
-    let st = nix::sys::stat::fstat(file).context("cannot stat a lockfile")?;
-    let locks = std::fs::read_to_string("/proc/locks").context("cannot read /proc/locks")?;
-    Ok(holder_in(
-        &locks,
-        nix::sys::stat::major(st.st_dev),
-        nix::sys::stat::minor(st.st_dev),
-        st.st_ino,
-    ))
-}
-
-/// The pid of the granted FLOCK on device `major:minor`, inode `ino` in
-/// `/proc/locks` text. Lines look like
-/// `1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF`; waiters have `->`.
-fn holder_in(locks: &str, major: u64, minor: u64, ino: u64) -> Option<u32> {
-    locks.lines().find_map(|line| {
-        let mut words = line.split_whitespace().skip(1);
-        if words.next()? != "FLOCK" {
-            return None;
-        }
-        let pid = words.nth(2)?.parse::<u32>().ok()?;
-        let mut dev = words.next()?.split(':');
-        let maj = u64::from_str_radix(dev.next()?, 16).ok()?;
-        let min = u64::from_str_radix(dev.next()?, 16).ok()?;
-        let inode = dev.next()?.parse::<u64>().ok()?;
-        (maj == major && min == minor && inode == ino).then_some(pid)
-    })
-}
-
 /// A domain's lock as seen from outside, without taking it.
 #[derive(Debug)]
 enum State {
@@ -221,21 +190,21 @@ enum State {
 }
 
 fn state(dir: &FlockDir, domain: &str, parent: u32) -> anyhow::Result<State> {
-    let name = lockfile_name(domain)?;
-    let file = match dir.safe_dir().open_file(&name, OpenHow::Read) {
-        Ok(file) => file,
-        Err(e) if matches!(e.kind, FileErrorKind::Missing) => {
-            return Ok(State::Free { last: None })
-        }
-        Err(e) => return Err(e.into()),
+    // Read without taking any lock: the record, and `/proc/locks` for who
+    // holds the file.
+    let Some(status) = dir.status(domain)? else {
+        return Ok(State::Free { last: None });
     };
-    let holder = read_holder(&file);
-    Ok(match flock_holder(&file)? {
-        None => State::Free { last: holder },
-        Some(pid) => match &holder {
-            Some(h) if h.parent == Some(parent) && h.pid == Some(pid) => State::Keeper(pid),
-            _ => State::Other(holder),
-        },
+    if !status.held {
+        return Ok(State::Free {
+            last: status.holder,
+        });
+    }
+    Ok(match (&status.holder, status.locker) {
+        (Some(h), Some(pid)) if h.parent == Some(parent) && h.pid == Some(pid) => {
+            State::Keeper(pid)
+        }
+        _ => State::Other(status.holder),
     })
 }
 
@@ -532,6 +501,14 @@ pub fn keeper(req: &HoldRequest, fds: (i32, i32)) -> anyhow::Result<u8> {
     let Some(mut claims) = acquire_watching(req, &dir, pidfd.as_fd(), ready.as_fd())? else {
         return Ok(exit::BUSY);
     };
+    if sys::poll(&[(ready.as_fd(), 0)], Some(Duration::ZERO))?[0] != 0 {
+        // The --hold process went away while we took the locks: give them
+        // back unstamped (a lockfile we created is removed while held).
+        for claim in claims {
+            claim.give_up()?;
+        }
+        return Ok(exit::TOOL_FAILED);
+    }
     // The socket exists before any record names this keeper, so whoever
     // reads a record can reach its keeper.
     let name = socket_name(std::process::id());
@@ -740,7 +717,6 @@ fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Backend;
 
     #[test]
     fn pids_are_positive_numbers() {
@@ -755,40 +731,6 @@ mod tests {
         assert_eq!(parse_keeper_fds("3,4"), Ok((3, 4)));
         assert!(parse_keeper_fds("3").is_err());
         assert!(parse_keeper_fds("a,4").is_err());
-    }
-
-    #[test]
-    fn proc_locks_lines() {
-        let text = "\
-1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF
-1: -> FLOCK  ADVISORY  WRITE 99 fd:01:5678 0 EOF
-2: POSIX  ADVISORY  WRITE 77 fd:01:9 0 EOF
-3: FLOCK  ADVISORY  READ 55 00:2a:9 0 EOF
-";
-        assert_eq!(holder_in(text, 0xfd, 1, 5678), Some(1234));
-        assert_eq!(holder_in(text, 0, 0x2a, 9), Some(55));
-        assert_eq!(
-            holder_in(text, 0xfd, 1, 9),
-            None,
-            "POSIX locks are not ours"
-        );
-        assert_eq!(holder_in(text, 0xfd, 2, 5678), None);
-    }
-
-    #[test]
-    fn the_kernel_names_the_holder_and_nobody_after() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = FlockDir::open(&tmp.path().join("locks"), true)
-            .unwrap()
-            .unwrap();
-        let claim = match dir.acquire("d", Wait::Never, &mut |_| {}).unwrap() {
-            Acquired::Held(c) => c,
-            Acquired::Busy(_) => panic!("busy"),
-        };
-        let look = File::open(claim.path()).unwrap();
-        assert_eq!(flock_holder(&look).unwrap(), Some(std::process::id()));
-        drop(claim);
-        assert_eq!(flock_holder(&look).unwrap(), None);
     }
 
     #[test]
