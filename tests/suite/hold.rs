@@ -364,6 +364,39 @@ fn a_parent_that_dies_while_its_hold_waits_gets_nothing() {
 }
 
 #[test]
+fn a_hold_whose_caller_is_killed_while_waiting_gets_nothing() {
+    // The caller of `--hold` gives up (a timeout(1) around it, a Ctrl-C):
+    // its keeper must not go on holding locks nobody will ever release.
+    // B's keeper takes DEP (sorted first), then waits for DEP2.
+    let sb = Sandbox::new();
+    let (mut a, pid_a) = harness(&sb);
+    let (mut b, pid_b) = harness(&sb);
+    hold(&sb, pid_a, &[DEP2]).expect_code(0);
+    let waiting = sb
+        .tool("ccci-lock")
+        .args(["-v", "--hold", "--parent", &pid_b.to_string(), DEP2, DEP])
+        .spawn();
+    wait_until("the keeper blocks in flock", || {
+        sb.processes().into_iter().any(blocked_in_flock)
+    });
+    assert_eq!(sb.try_lock(DEP), 75, "DEP is taken first");
+    waiting.signal(libc::SIGTERM);
+    let out = waiting.wait();
+    out.expect_code(143).expect_stderr(&format!(
+        "waiting for {DEP2}: held by a keeper for pid {pid_a}"
+    ));
+    // Only the two harnesses and A's keeper are left.
+    wait_until("B's keeper has given up", || sb.processes().len() == 3);
+    assert_eq!(sb.try_lock(DEP), 0, "B's keeper kept DEP");
+    release(&sb, pid_a, &[DEP2]).expect_code(0);
+    assert_eq!(sb.try_lock(DEP2), 0, "B's keeper took DEP2 after all");
+    a.send("");
+    b.send("");
+    a.wait();
+    b.wait();
+}
+
+#[test]
 fn bad_input_is_status_2_and_creates_nothing() {
     let sb = Sandbox::new();
     let (mut h, pid) = harness(&sb);
