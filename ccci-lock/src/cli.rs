@@ -12,8 +12,9 @@ use anyhow::Context;
 use clap::Parser;
 
 use ccci_common::cli::UsageError;
+use ccci_common::exit::{self, Ended};
 use ccci_common::supervise::{self, Watch};
-use ccci_common::{dirs, duration, exit, names, say, sys};
+use ccci_common::{dirs, duration, names, say, sys};
 
 use crate::{acquire_all, lockfile_name, Acquired, Backend, Claim, FlockDir, Holder, Wait};
 
@@ -132,7 +133,7 @@ pub enum Locks {
 /// Work that needs a backend, whichever [`Locks`] picked.
 pub trait Job {
     /// Does the work on `backend`; returns the exit status.
-    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<u8>;
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Ended>;
 }
 
 impl Locks {
@@ -153,7 +154,7 @@ impl Locks {
     /// Opens the backend and runs `job` on it. With `create`, the lock dir
     /// is made when missing; without, a missing one means nothing was ever
     /// locked, and the answer is `None` without running `job`.
-    pub fn run<J: Job>(&self, create: bool, job: J) -> anyhow::Result<Option<u8>> {
+    pub fn run<J: Job>(&self, create: bool, job: J) -> anyhow::Result<Option<Ended>> {
         match self {
             Locks::Flock(dir) => match FlockDir::open(dir, create)? {
                 Some(backend) => job.run(&backend).map(Some),
@@ -163,8 +164,9 @@ impl Locks {
     }
 }
 
-/// Runs a parsed command line; returns the exit status.
-pub fn run(cli: Cli) -> anyhow::Result<u8> {
+/// Runs a parsed command line; returns how to end: an exit status, or
+/// COMMAND's signal (SPEC §1 "Signal deaths propagate").
+pub fn run(cli: Cli) -> anyhow::Result<Ended> {
     if cli.json && !cli.list {
         // clap's `requires` counts --list's default value as present.
         return Err(UsageError("--json needs --list".into()).into());
@@ -172,7 +174,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let locks = Locks::from_cli(&cli);
     if cli.list {
         let listed = locks.run(false, List { json: cli.json })?;
-        return Ok(listed.unwrap_or(exit::SUCCESS)); // no lock dir: no locks
+        return Ok(listed.unwrap_or(Ended::Code(exit::SUCCESS))); // no lock dir: no locks
     }
     for domain in &cli.domains {
         locks.check_domain(domain)?; // a bad one fails before anything is created
@@ -195,7 +197,7 @@ struct LockAndRun<'a> {
 }
 
 impl Job for LockAndRun<'_> {
-    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<u8> {
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Ended> {
         let cli = self.cli;
         let wait = match (cli.nonblock, cli.wait) {
             (true, _) => Wait::Never,
@@ -229,7 +231,7 @@ impl Job for LockAndRun<'_> {
                     busy.domain,
                     describe(busy.holder.as_ref(), locker_of(backend, &busy.domain))
                 );
-                return Ok(exit::BUSY);
+                return Ok(Ended::Code(exit::BUSY));
             }
         };
         if verbose && waited {
@@ -342,15 +344,17 @@ fn domains_of<C: Claim>(claims: &[C]) -> String {
 /// Runs `argv` as a child while holding `claims`, forwarding signals, and
 /// settles the claims when it ends: removed (unlinked while held) after a
 /// normal exit unless `keep`, left in place when a signal killed the child.
-/// Returns the child's status (128+N for signal N; 126/127 when it could not
-/// be started), or 125 when a lock was lost (before COMMAND started, which
-/// is then not started, or while it ran, which stops it: SIGTERM, then
-/// SIGKILL after the grace); lost claims are left in place.
+/// Returns how to end: the child's exit status, or `Ended::Signal(N)` when
+/// signal N killed it, which the caller turns into its own death by N once
+/// the claims are released (they are, when this returns); 126/127 when it
+/// could not be started; 125 when a lock was lost (before COMMAND started,
+/// which is then not started, or while it ran, which stops it: SIGTERM,
+/// then SIGKILL after the grace), with the lost claims left in place.
 pub fn run_holding<C: Claim>(
     claims: Vec<C>,
     argv: &[OsString],
     how: &RunHow<'_>,
-) -> anyhow::Result<u8> {
+) -> anyhow::Result<Ended> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| anyhow::anyhow!("no COMMAND given"))?;
@@ -360,7 +364,7 @@ pub fn run_holding<C: Claim>(
             "lost the lock of {} before COMMAND started; not running it",
             domains_of(&claims)
         );
-        return Ok(exit::TOOL_FAILED);
+        return Ok(Ended::Code(exit::TOOL_FAILED));
     }
     let mut cmd = Command::new(program);
     cmd.args(args).envs(merged_env(&claims));
@@ -372,7 +376,7 @@ pub fn run_holding<C: Claim>(
         kill_after: None,
         death_signal: Some(libc::SIGTERM),
     };
-    let (status, signaled) = match supervise::spawn(&mut cmd, watch) {
+    let ended = match supervise::spawn(&mut cmd, watch) {
         Ok(child) => {
             let outcome = child.wait_or_lose(how.loss.map(|l| (l, how.lost_grace)))?;
             if outcome.lost {
@@ -385,19 +389,17 @@ pub fn run_holding<C: Claim>(
                             format!("it exited with {}", exit::from_wait_status(outcome.status)),
                     }
                 );
-                return Ok(exit::TOOL_FAILED);
+                return Ok(Ended::Code(exit::TOOL_FAILED));
             }
-            (
-                exit::from_wait_status(outcome.status),
-                outcome.status.signal().is_some(),
-            )
+            Ended::from_wait_status(outcome.status)
         }
         Err(e) => {
             let program = names::shell_quote(&program.to_string_lossy());
             say!("cannot run {program}: {e}");
-            (exit::from_spawn_error(&e), false)
+            Ended::Code(exit::from_spawn_error(&e))
         }
     };
+    let signaled = matches!(ended, Ended::Signal(_));
     if !(signaled || how.keep || lost()) {
         for claim in claims {
             if let Err(e) = claim.remove() {
@@ -405,7 +407,7 @@ pub fn run_holding<C: Claim>(
             }
         }
     }
-    Ok(status)
+    Ok(ended)
 }
 
 /// One line of `--list --json`: the fields of the tab-separated form.
@@ -427,8 +429,8 @@ struct List {
 }
 
 impl Job for List {
-    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<u8> {
-        list(backend, self.json)
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Ended> {
+        list(backend, self.json).map(Ended::Code)
     }
 }
 
@@ -590,7 +592,7 @@ mod tests {
             lost_grace: grace,
         };
         let status = job.run(&backend).unwrap();
-        (status, locks.join("d.lock").exists())
+        (status.shell_status(), locks.join("d.lock").exists())
     }
 
     #[test]
