@@ -27,8 +27,17 @@ COMMAND runs as a child, with CCCI_LOCK_DOMAIN and CCCI_LOCK_FILE set and a
 parent-death signal of SIGTERM. The lock is never inherited by COMMAND. TERM,
 INT, HUP, QUIT, ALRM, USR1 and USR2 are forwarded to COMMAND; the lock is kept
 until COMMAND has exited. When COMMAND exits, the lockfile is removed while the
-lock is still held (unless --keep); when a signal killed it, the lockfile is
-left for ccci-janitor.
+lock is still held (unless --keep). When signal N killed it, the lockfile is
+left for ccci-janitor, and ccci-lock, once it has released the lock, ends by
+signal N itself (a shell sees 128+N), so a ccci-lock around this one keeps
+its lockfile too. A lockfile this ccci-lock created but did not end up holding
+(-n or -w gave up, another DOMAIN of the set was busy) is removed before it
+exits.
+
+Looking never blocks anyone: --list and -v take no lock (whether a lockfile is
+held, and by which pid, is read from /proc/locks). -v says so when the
+recorded holder is not running (a janitor reaping a dead run's claim, or a
+foreign flock(1) user) instead of naming a dead process.
 
 Environment:
   CCCI_APP_LOCK_DIR  the lock dir (like --lock-dir)
@@ -39,7 +48,9 @@ Environment:
                      in the same order, separated by spaces)
 
 --list prints DOMAIN<TAB>held|free<TAB>PID<TAB>RUN_ID<TAB>SINCE per lockfile,
-'-' where unknown; for a free lock, PID, RUN_ID and SINCE are its last holder's.";
+'-' where unknown; for a free lock, PID, RUN_ID and SINCE are its last holder's.
+With --json, one object per line with the same fields, plus parent (the PID a
+--hold keeper holds it for) for a held domain.";
 
 /// Run COMMAND while holding the lock of an app domain: one holder per domain.
 #[derive(Debug, Parser)]
@@ -89,7 +100,7 @@ pub struct Cli {
     #[arg(long, conflicts_with_all = ["nonblock", "wait", "keep", "run_id", "domains", "command"])]
     pub list: bool,
 
-    /// With --list: one JSON object per line
+    /// With --list: one JSON object per line (status 2 without --list)
     #[arg(long, requires = "list")]
     pub json: bool,
 
