@@ -12,8 +12,9 @@ use anyhow::Context;
 use clap::Parser;
 
 use ccci_common::cli::UsageError;
+use ccci_common::exit::{self, Ended};
 use ccci_common::supervise::{self, Watch};
-use ccci_common::{dirs, duration, exit, names, say, sys};
+use ccci_common::{dirs, duration, names, say, sys};
 
 use crate::{acquire_all, lockfile_name, Acquired, Backend, Claim, FlockDir, Holder, Wait};
 
@@ -26,8 +27,17 @@ COMMAND runs as a child, with CCCI_LOCK_DOMAIN and CCCI_LOCK_FILE set and a
 parent-death signal of SIGTERM. The lock is never inherited by COMMAND. TERM,
 INT, HUP, QUIT, ALRM, USR1 and USR2 are forwarded to COMMAND; the lock is kept
 until COMMAND has exited. When COMMAND exits, the lockfile is removed while the
-lock is still held (unless --keep); when a signal killed it, the lockfile is
-left for ccci-janitor.
+lock is still held (unless --keep). When signal N killed it, the lockfile is
+left for ccci-janitor, and ccci-lock, once it has released the lock, ends by
+signal N itself (a shell sees 128+N), so a ccci-lock around this one keeps
+its lockfile too. A lockfile this ccci-lock created but did not end up holding
+(-n or -w gave up, another DOMAIN of the set was busy) is removed before it
+exits.
+
+Looking never blocks anyone: --list and -v take no lock (whether a lockfile is
+held, and by which pid, is read from /proc/locks). -v says so when the
+recorded holder is not running (a janitor reaping a dead run's claim, or a
+foreign flock(1) user) instead of naming a dead process.
 
 Environment:
   CCCI_APP_LOCK_DIR  the lock dir (like --lock-dir)
@@ -50,7 +60,9 @@ From a harness in another language:
   subprocess.run([\"ccci-lock\", \"--hold\", \"--parent\", str(os.getpid()), domain], check=True)
 
 --list prints DOMAIN<TAB>held|free<TAB>PID<TAB>RUN_ID<TAB>SINCE per lockfile,
-'-' where unknown; for a free lock, PID, RUN_ID and SINCE are its last holder's.";
+'-' where unknown; for a free lock, PID, RUN_ID and SINCE are its last holder's.
+With --json, one object per line with the same fields, plus parent (the PID a
+--hold keeper holds it for) for a held domain.";
 
 /// Run COMMAND while holding the lock of an app domain: one holder per domain.
 #[derive(Debug, Parser)]
@@ -118,7 +130,7 @@ pub struct Cli {
     #[arg(long, hide = true, requires = "hold", value_parser = crate::hold::parse_keeper_fds)]
     pub keeper_fds: Option<(i32, i32)>,
 
-    /// With --list: one JSON object per line
+    /// With --list: one JSON object per line (status 2 without --list)
     #[arg(long, requires = "list")]
     pub json: bool,
 
@@ -162,7 +174,7 @@ pub enum Locks {
 /// Work that needs a backend, whichever [`Locks`] picked.
 pub trait Job {
     /// Does the work on `backend`; returns the exit status.
-    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<u8>;
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Ended>;
 }
 
 impl Locks {
@@ -183,7 +195,7 @@ impl Locks {
     /// Opens the backend and runs `job` on it. With `create`, the lock dir
     /// is made when missing; without, a missing one means nothing was ever
     /// locked, and the answer is `None` without running `job`.
-    pub fn run<J: Job>(&self, create: bool, job: J) -> anyhow::Result<Option<u8>> {
+    pub fn run<J: Job>(&self, create: bool, job: J) -> anyhow::Result<Option<Ended>> {
         match self {
             Locks::Flock(dir) => match FlockDir::open(dir, create)? {
                 Some(backend) => job.run(&backend).map(Some),
@@ -193,8 +205,9 @@ impl Locks {
     }
 }
 
-/// Runs a parsed command line; returns the exit status.
-pub fn run(cli: Cli) -> anyhow::Result<u8> {
+/// Runs a parsed command line; returns how to end: an exit status, or
+/// COMMAND's signal (SPEC §1 "Signal deaths propagate").
+pub fn run(cli: Cli) -> anyhow::Result<Ended> {
     if cli.json && !cli.list {
         // clap's `requires` counts --list's default value as present.
         return Err(UsageError("--json needs --list".into()).into());
@@ -202,13 +215,13 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let locks = Locks::from_cli(&cli);
     if cli.list {
         let listed = locks.run(false, List { json: cli.json })?;
-        return Ok(listed.unwrap_or(exit::SUCCESS)); // no lock dir: no locks
+        return Ok(listed.unwrap_or(Ended::Code(exit::SUCCESS))); // no lock dir: no locks
     }
     for domain in &cli.domains {
         locks.check_domain(domain)?; // a bad one fails before anything is created
     }
     if let Some(parent) = cli.parent {
-        return hold_or_release(&cli, &locks, parent);
+        return hold_or_release(&cli, &locks, parent).map(Ended::Code);
     }
     let job = LockAndRun {
         cli: &cli,
@@ -256,7 +269,7 @@ struct LockAndRun<'a> {
 }
 
 impl Job for LockAndRun<'_> {
-    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<u8> {
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Ended> {
         let cli = self.cli;
         let wait = match (cli.nonblock, cli.wait) {
             (true, _) => Wait::Never,
@@ -290,7 +303,7 @@ impl Job for LockAndRun<'_> {
                     busy.domain,
                     describe(busy.holder.as_ref(), locker_of(backend, &busy.domain))
                 );
-                return Ok(exit::BUSY);
+                return Ok(Ended::Code(exit::BUSY));
             }
         };
         if verbose && waited {
@@ -403,15 +416,17 @@ fn domains_of<C: Claim>(claims: &[C]) -> String {
 /// Runs `argv` as a child while holding `claims`, forwarding signals, and
 /// settles the claims when it ends: removed (unlinked while held) after a
 /// normal exit unless `keep`, left in place when a signal killed the child.
-/// Returns the child's status (128+N for signal N; 126/127 when it could not
-/// be started), or 125 when a lock was lost (before COMMAND started, which
-/// is then not started, or while it ran, which stops it: SIGTERM, then
-/// SIGKILL after the grace); lost claims are left in place.
+/// Returns how to end: the child's exit status, or `Ended::Signal(N)` when
+/// signal N killed it, which the caller turns into its own death by N once
+/// the claims are released (they are, when this returns); 126/127 when it
+/// could not be started; 125 when a lock was lost (before COMMAND started,
+/// which is then not started, or while it ran, which stops it: SIGTERM,
+/// then SIGKILL after the grace), with the lost claims left in place.
 pub fn run_holding<C: Claim>(
     claims: Vec<C>,
     argv: &[OsString],
     how: &RunHow<'_>,
-) -> anyhow::Result<u8> {
+) -> anyhow::Result<Ended> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| anyhow::anyhow!("no COMMAND given"))?;
@@ -421,7 +436,7 @@ pub fn run_holding<C: Claim>(
             "lost the lock of {} before COMMAND started; not running it",
             domains_of(&claims)
         );
-        return Ok(exit::TOOL_FAILED);
+        return Ok(Ended::Code(exit::TOOL_FAILED));
     }
     let mut cmd = Command::new(program);
     cmd.args(args).envs(merged_env(&claims));
@@ -433,7 +448,7 @@ pub fn run_holding<C: Claim>(
         kill_after: None,
         death_signal: Some(libc::SIGTERM),
     };
-    let (status, signaled) = match supervise::spawn(&mut cmd, watch) {
+    let ended = match supervise::spawn(&mut cmd, watch) {
         Ok(child) => {
             let outcome = child.wait_or_lose(how.loss.map(|l| (l, how.lost_grace)))?;
             if outcome.lost {
@@ -446,19 +461,17 @@ pub fn run_holding<C: Claim>(
                             format!("it exited with {}", exit::from_wait_status(outcome.status)),
                     }
                 );
-                return Ok(exit::TOOL_FAILED);
+                return Ok(Ended::Code(exit::TOOL_FAILED));
             }
-            (
-                exit::from_wait_status(outcome.status),
-                outcome.status.signal().is_some(),
-            )
+            Ended::from_wait_status(outcome.status)
         }
         Err(e) => {
             let program = names::shell_quote(&program.to_string_lossy());
             say!("cannot run {program}: {e}");
-            (exit::from_spawn_error(&e), false)
+            Ended::Code(exit::from_spawn_error(&e))
         }
     };
+    let signaled = matches!(ended, Ended::Signal(_));
     if !(signaled || how.keep || lost()) {
         for claim in claims {
             if let Err(e) = claim.remove() {
@@ -466,7 +479,7 @@ pub fn run_holding<C: Claim>(
             }
         }
     }
-    Ok(status)
+    Ok(ended)
 }
 
 /// One line of `--list --json`: the fields of the tab-separated form.
@@ -488,8 +501,8 @@ struct List {
 }
 
 impl Job for List {
-    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<u8> {
-        list(backend, self.json)
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Ended> {
+        list(backend, self.json).map(Ended::Code)
     }
 }
 
@@ -651,7 +664,7 @@ mod tests {
             lost_grace: grace,
         };
         let status = job.run(&backend).unwrap();
-        (status, locks.join("d.lock").exists())
+        (status.shell_status(), locks.join("d.lock").exists())
     }
 
     #[test]

@@ -139,6 +139,14 @@ fn hold_and_release_round_trip_leaves_nothing() {
     for d in [DEP, DEP2] {
         list.expect_stdout(&format!("{d}\theld\t{keeper}\tbuild-7\t"));
     }
+    let json = sb.tool("ccci-lock").args(["--list", "--json"]).run();
+    json.expect_code(0);
+    for line in json.stdout.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(entry["parent"], pid, "{line}");
+        assert_eq!(entry["pid"], keeper, "{line}");
+    }
+    assert_eq!(json.stdout.lines().count(), 2, "{json}");
 
     // A subset first: the other stays held.
     release(&sb, pid, &[DEP]).expect_code(0);

@@ -899,20 +899,26 @@ fn case_29_a_wait_that_runs_out_has_no_waiting_thread_left_and_leaves_no_lockfil
     // frozen: a waiting thread left behind would now take a new lockfile.
     holder.send("");
     holder.wait().expect_code(0);
+    // Drain the pipe until ccci-lock, its only writer, has closed it.
     let mut said = Vec::new();
-    let mut waiter = waiter;
-    let status = loop {
-        let mut buf = [0u8; 65536];
+    let mut buf = [0u8; 65536];
+    let start = Instant::now();
+    loop {
         match drain.read(&mut buf) {
+            Ok(0) => break,
             Ok(n) => said.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    start.elapsed() < ccci_tests::deadline(),
+                    "ccci-lock -w never ended"
+                );
+                std::thread::yield_now();
+            }
             Err(e) => panic!("{e}"),
         }
-        if let Some(status) = waiter.0.try_wait().unwrap() {
-            break status;
-        }
-        std::thread::yield_now();
-    };
+    }
+    let mut waiter = waiter;
+    let status = waiter.0.wait().unwrap();
     assert_eq!(status.code(), Some(75));
     let said = String::from_utf8_lossy(&said);
     assert!(
@@ -1041,4 +1047,68 @@ fn list_json_shows_the_parent_of_held_domains_and_misuse_is_status_2() {
         sb.tool("ccci-lock").args(args).run().expect_code(2);
     }
     assert!(!sb.path("ran").exists());
+}
+
+/// Panics unless the process itself ended by `sig` (not `exit(128+N)`).
+fn ended_by(out: &ccci_tests::Output, sig: libc::c_int) {
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(sig),
+        "expected an end by signal {sig}\n{out}"
+    );
+    assert!(!out.status.core_dumped(), "dumped core\n{out}");
+}
+
+/// Case 22: signal deaths compose through ccci-guard and nested ccci-locks:
+/// each ccci-lock keeps its lockfile, releases its lock, and ends by the
+/// same signal, so the one around it sees a signal death too.
+#[test]
+fn case_22_signal_deaths_compose_and_keep_every_lockfile() {
+    let sb = Sandbox::new();
+    let out = sb
+        .tool("ccci-lock")
+        .args([D, "--", "ccci-guard", "--supervise", "--deadline", "1s"])
+        .args(["--", "sleep", "30"])
+        .run();
+    out.expect_code(142);
+    ended_by(&out, libc::SIGALRM);
+    assert!(sb.lockfile(D).exists(), "{}", sb.listing());
+    assert_eq!(sb.try_lock(D), 0, "the lock was not released");
+
+    let out = sb
+        .tool("ccci-lock")
+        .args([
+            "a",
+            "--",
+            "ccci-lock",
+            "b",
+            "--",
+            "sh",
+            "-c",
+            "kill -KILL $$",
+        ])
+        .run();
+    out.expect_code(137);
+    ended_by(&out, libc::SIGKILL);
+    for d in ["a", "b"] {
+        assert!(
+            sb.lockfile(d).exists(),
+            "{d}.lock removed\n{}",
+            sb.listing()
+        );
+        assert_eq!(sb.try_lock(d), 0, "{d} was not released"); // and removes it
+    }
+
+    let out = sb
+        .tool("ccci-lock")
+        .args(["a", "--", "ccci-lock", "b", "--", "sh", "-c", "exit 3"])
+        .run();
+    out.expect_code(3);
+    for d in ["a", "b"] {
+        assert!(
+            !sb.lockfile(d).exists(),
+            "{d}.lock left after a normal exit"
+        );
+    }
 }
