@@ -298,6 +298,14 @@ fn describe(holder: Option<&Holder>) -> String {
 /// `ccci-lock --hold`: see the module doc. Returns 0 once a keeper holds
 /// every domain, 75 when one was busy, or the keeper's failure status.
 pub fn hold(req: &HoldRequest) -> anyhow::Result<u8> {
+    if req.parent == std::process::id() {
+        // `exec ccci-lock --hold --parent $$`: this process exits at once.
+        bail!(
+            "--parent {} is this ccci-lock itself, which exits as soon as the locks are held; \
+             name the harness that should hold them",
+            req.parent
+        );
+    }
     let pidfd = open_parent(req.parent)?;
     let dir = FlockDir::open(&req.lock_dir, true)?
         .ok_or_else(|| anyhow::anyhow!("lock dir {} vanished", req.lock_dir.display()))?;

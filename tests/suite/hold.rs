@@ -444,6 +444,11 @@ fn bad_input_is_status_2_and_creates_nothing() {
     lock(&["--hold", "--parent", &gone.to_string(), DEP])
         .expect_code(125)
         .expect_stderr("no such process");
+    // `exec` makes PID the --hold process itself, which exits at once.
+    sb.sh(&format!("exec ccci-lock --hold --parent $$ {DEP}"))
+        .run()
+        .expect_code(125)
+        .expect_stderr("this ccci-lock itself");
     assert!(!sb.lockfile(DEP).exists());
     h.send("");
     h.wait().expect_code(0);
