@@ -205,6 +205,11 @@ fn sigkill_of_the_keeper_frees_the_locks_and_keeps_the_lockfiles() {
         .expect_code(1)
         .expect_stderr("is gone");
     assert!(sb.lockfile(DEP).is_file());
+    // The orphan is not forgotten: the next janitor pass reaps it, once.
+    let script = reap_script(&sb);
+    janitor_pass(&sb, &script);
+    assert_eq!(reaped(&sb), vec![DEP.to_string()]);
+    assert!(!sb.lockfile(DEP).exists());
     assert_eq!(sb.try_lock(DEP), 0);
     // A new hold for the same parent works (the stale socket is replaced
     // when a keeper reuses the pid; here it is simply another keeper).
