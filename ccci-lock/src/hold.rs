@@ -18,13 +18,15 @@
 //! 3. The keeper is a fresh `exec` of our own binary (`/proc/self/exe`, a
 //!    hidden `--keeper-fds` mode), never a `fork` that goes on running Rust
 //!    code in a copy of a possibly multi-threaded process. It inherits
-//!    exactly two descriptors: the pidfd and the write end of a readiness
-//!    pipe. Between fork and exec it starts a new session (`setsid`): no
+//!    exactly two descriptors besides `/dev/null` on stdin and stdout and
+//!    the caller's stderr: the pidfd and the write end of a readiness pipe;
+//!    every other descriptor is made close-on-exec between fork and exec,
+//!    including any the caller leaked to us (a pipe a CI runner waits on).
+//!    Between fork and exec it also starts a new session (`setsid`): no
 //!    controlling terminal, not in the caller's process group, so a signal
 //!    to the job's group or a terminal hang-up never reaches it; nothing
 //!    ties it to the `--hold` process's own death either (no parent-death
-//!    signal). At start-up it closes every other inherited descriptor and
-//!    leaves the caller's working directory.
+//!    signal). At start-up it leaves the caller's working directory.
 //! 4. The keeper takes the locks itself, all or nothing, in sorted order,
 //!    with `-n`/`-w` as usual; so `/proc/locks` names the keeper as the
 //!    holder. The lock descriptors are close-on-exec. While it waits it
@@ -495,8 +497,6 @@ pub fn keeper(req: &HoldRequest, fds: (i32, i32)) -> anyhow::Result<u8> {
     let _ = sys::set_process_name("ccci-lock");
     let pidfd = sys::adopt_inherited_fd(fds.0).context("no pidfd inherited")?;
     let ready = sys::adopt_inherited_fd(fds.1).context("no readiness pipe inherited")?;
-    sys::close_inherited_fds(&[pidfd.as_fd(), ready.as_fd()])
-        .context("cannot close inherited descriptors")?;
     std::env::set_current_dir("/").context("cannot change to /")?;
     match pidfd_pid(pidfd.as_fd())? {
         Some(pid) if pid == req.parent => {}
