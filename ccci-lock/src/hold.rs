@@ -184,7 +184,8 @@ enum State {
         /// The record left in the lockfile, if any.
         last: Option<Holder>,
     },
-    /// Held by keeper `pid`, whose record names our parent.
+    /// Claimed by keeper `pid` for our parent, per its record and the
+    /// kernel; only the keeper can say whether it still holds it.
     Keeper(u32),
     /// Held by someone else (another parent's keeper, a `ccci-lock` running
     /// a command, the janitor, a foreign flock user).
@@ -197,16 +198,26 @@ fn state(dir: &FlockDir, domain: &str, parent: u32) -> anyhow::Result<State> {
     let Some(status) = dir.status(domain)? else {
         return Ok(State::Free { last: None });
     };
-    if !status.held {
-        return Ok(State::Free {
-            last: status.holder,
-        });
-    }
-    Ok(match (&status.holder, status.locker) {
-        (Some(h), Some(pid)) if h.parent == Some(parent) && h.pid == Some(pid) => {
-            State::Keeper(pid)
+    if let Some(Holder {
+        parent: Some(p),
+        pid: Some(keeper),
+        ..
+    }) = status.holder
+    {
+        // A record naming a keeper for PID: the keeper itself is asked,
+        // unless the kernel names another holder. (Where `/proc/locks`
+        // cannot be matched to the file, on some overlay file systems, the
+        // keeper's answer still decides.)
+        if p == parent && status.locker.map_or(true, |l| l == keeper) {
+            return Ok(State::Keeper(keeper));
         }
-        _ => State::Other(status.holder),
+    }
+    Ok(if status.held {
+        State::Other(status.holder)
+    } else {
+        State::Free {
+            last: status.holder,
+        }
     })
 }
 
@@ -224,19 +235,30 @@ enum Answer {
 }
 
 /// Sends `op parent domains` to keeper `keeper` and returns its answers, in
-/// the order of `domains`. An error when the keeper cannot be reached or
-/// does not finish its answer.
+/// the order of `domains`; `None` when no keeper listens (it is gone: no
+/// socket, or nobody accepting on it). An error when the keeper does not
+/// finish its answer.
 fn ask(
     dir: &FlockDir,
     keeper: u32,
     op: &str,
     parent: u32,
     domains: &[&str],
-) -> anyhow::Result<Vec<Answer>> {
+) -> anyhow::Result<Option<Vec<Answer>>> {
     let name = socket_name(keeper);
     let shown = dir.safe_dir().join(&name);
-    let stream = UnixStream::connect(via_fd(dir, &name))
-        .with_context(|| format!("cannot reach keeper {keeper} at {}", shown.display()))?;
+    let stream = match UnixStream::connect(via_fd(dir, &name)) {
+        Ok(stream) => stream,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ECONNREFUSED)) => {
+            return Ok(None)
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot reach keeper {keeper} at {}",
+                shown.display()
+            )))
+        }
+    };
     let (pid, uid) = sys::peer_cred(stream.as_fd())
         .with_context(|| format!("cannot check keeper {keeper}'s credentials"))?;
     let me = nix::unistd::geteuid().as_raw();
@@ -268,7 +290,8 @@ fn ask(
                 .map(|(a, d)| {
                     a.ok_or_else(|| anyhow::anyhow!("keeper {keeper} said nothing about {d}"))
                 })
-                .collect();
+                .collect::<anyhow::Result<_>>()
+                .map(Some);
         }
         let (word, rest) = reply.split_once(' ').unwrap_or((&reply, ""));
         let (domain, why) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -317,10 +340,8 @@ pub fn hold(req: &HoldRequest) -> anyhow::Result<u8> {
             State::Keeper(keeper) => {
                 // The keeper is the authority: it checks its own pidfd.
                 matches!(
-                    ask(&dir, keeper, "held", req.parent, &[domain])
-                        .as_deref()
-                        .unwrap_or_default(),
-                    [Answer::Held]
+                    ask(&dir, keeper, "held", req.parent, &[domain]),
+                    Ok(Some(answers)) if answers == [Answer::Held]
                 )
             }
             _ => false,
@@ -441,7 +462,17 @@ pub fn release(parent: u32, lock_dir: &Path, domains: &[String]) -> anyhow::Resu
     let mut failed = false;
     for (keeper, list) in by_keeper {
         let answers = match ask(&dir, keeper, "release", parent, &list) {
-            Ok(answers) => answers,
+            Ok(Some(answers)) => answers,
+            Ok(None) => {
+                not_held = true;
+                for domain in &list {
+                    say!(
+                        "{domain} is not held: its keeper for pid {parent} (pid {keeper}) is \
+                         gone; the lockfile stays for ccci-janitor"
+                    );
+                }
+                continue;
+            }
             Err(e) => {
                 say!("{e:#}");
                 failed = true;
