@@ -273,6 +273,38 @@ pub fn error_status(e: &anyhow::Error) -> u8 {
     }
 }
 
+/// Writes `bytes` to stdout and flushes: output that must arrive whole
+/// (shell for `eval`, a path, a value). A stdout closed before everything
+/// was written is an error (status 125, saying so), not the quiet success
+/// a closed pipe is for a listing: an `eval "$(ccci-state env)"` whose text
+/// was cut short must not look like it worked.
+pub fn print_all(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| {
+            let what = if e.kind() == io::ErrorKind::BrokenPipe {
+                "stdout was closed before all output was written".to_string()
+            } else {
+                format!("cannot write to stdout: {e}")
+            };
+            anyhow::Error::new(OutputCutShort(what))
+        })
+}
+
+/// Output that did not arrive whole ([`print_all`]): status 125, even when
+/// the cause was a closed pipe.
+#[derive(Debug)]
+struct OutputCutShort(String);
+
+impl fmt::Display for OutputCutShort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OutputCutShort {}
+
 /// The current time as RFC 3339 in UTC, to the second.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()

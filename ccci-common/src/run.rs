@@ -234,6 +234,90 @@ impl Record {
     }
 }
 
+/// What a `gc` (of `ccci-state` or `ccci-abradir`) did with one run dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Swept {
+    /// The harness is running: kept.
+    Live,
+    /// Someone holds the dir's lock right now: kept.
+    InUse,
+    /// No record, and the pid names a process: it cannot be told apart
+    /// from the harness, so the dir is kept.
+    Unrecorded,
+    /// Recorded in another pid namespace: never judged by our pids, kept.
+    Foreign,
+    /// The harness has exited, or its pid names another process: removed.
+    Removed(Harness),
+    /// `--dry-run`: would be removed.
+    WouldRemove(Harness),
+    /// Not a directory we may touch (a symlink, a file, an unsafe or
+    /// foreign-owned dir): left alone.
+    Skipped(String),
+    /// Removed by another process meanwhile.
+    Vanished,
+    /// Removal failed.
+    Failed(String),
+}
+
+/// One entry a `gc` looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcEntry {
+    /// The run dir (or temporary).
+    pub path: std::path::PathBuf,
+    /// The harness pid its name carries (a temporary: its maker's pid).
+    pub pid: u32,
+    /// What happened.
+    pub outcome: Swept,
+}
+
+/// The one rule by which a `gc` judges the run dir of `key` holding
+/// `record`: `Ok(fate)` when it is to be removed (the harness has exited or
+/// its pid was reused), `Err(kept)` when it stays. A dir without a record
+/// of this run is removed only when no process has the pid at all.
+pub fn judge(record: Option<Record>, key: &RunKey) -> Result<Harness, Swept> {
+    let fate = match record.filter(|r| r.is_for(key)) {
+        Some(record) => record.harness(),
+        None if proc::start_time(key.pid).is_some() => return Err(Swept::Unrecorded),
+        None => Harness::Gone,
+    };
+    match fate {
+        Harness::Running => Err(Swept::Live),
+        Harness::Foreign => Err(Swept::Foreign),
+        Harness::Gone | Harness::Replaced => Ok(fate),
+    }
+}
+
+/// Reports what a `gc` did on stderr, one line per removal, skip or
+/// failure; returns 125 when a removal failed, else 0.
+pub fn report_gc(entries: &[GcEntry]) -> u8 {
+    let mut status = crate::exit::SUCCESS;
+    let why = |fate: &Harness, pid: u32| match fate {
+        Harness::Replaced => format!("harness pid {pid} now names another process"),
+        _ => format!("harness pid {pid} has exited"),
+    };
+    for entry in entries {
+        let path = entry.path.display();
+        match &entry.outcome {
+            Swept::Removed(fate) => crate::say!("removed {path}: {}", why(fate, entry.pid)),
+            Swept::WouldRemove(fate) => {
+                crate::say!("would remove {path}: {}", why(fate, entry.pid))
+            }
+            Swept::Skipped(reason) => crate::say!("skipped {path}: {reason}"),
+            Swept::Foreign => crate::say!(
+                "kept {path}: recorded in another pid namespace, so harness pid {} is not \
+                 judged here",
+                entry.pid
+            ),
+            Swept::Failed(error) => {
+                crate::say!("{error}");
+                status = crate::exit::TOOL_FAILED;
+            }
+            Swept::Live | Swept::InUse | Swept::Unrecorded | Swept::Vanished => {}
+        }
+    }
+    status
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -207,11 +207,13 @@ fn an_exact_path_from_the_environment_wins() {
     std::fs::create_dir(&elsewhere).unwrap();
     std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o700)).unwrap();
     let file = elsewhere.join("count");
+    // A child of run r-100: the run and its exact paths are inherited.
     let with_var = |args: &[&str]| {
         sb.tool("ccci-state")
             .env("CCCI_DEPLOYS_FILE", &file)
             .env("CCCI_MY_THING_FILE", elsewhere.join("thing"))
-            .args(["--run-id", "r", "--pid", "100"])
+            .env("CCCI_RUN_ID", "r")
+            .env("CCCI_HARNESS_PID", "100")
             .args(args)
             .run()
     };
@@ -228,9 +230,10 @@ fn an_exact_path_from_the_environment_wins() {
     assert!(!sb.state_dir().join("r-100").exists(), "{}", sb.listing());
     // Without the variable, the run key decides.
     state(&sb, &["--run-id", "r", "--pid", "100", "get", "deploys"]).expect_code(1);
-    // `clean` removes the exact files too.
+    // `clean` removes <state dir>/<run key>/ only, never a file a variable
+    // names outside it.
     with_var(&["clean"]).expect_code(0);
-    assert!(!file.exists());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "3\n");
     // An exact path whose directory is missing is not created behind the run's back.
     let out = sb
         .tool("ccci-state")
@@ -240,6 +243,70 @@ fn an_exact_path_from_the_environment_wins() {
     out.expect_code(125)
         .expect_stderr("CCCI_DEPLOYS_FILE names");
     assert!(!sb.path("gone").exists());
+}
+
+#[test]
+fn an_explicit_run_on_the_command_line_wins_over_inherited_exact_paths() {
+    let sb = Sandbox::new();
+    let outer = sb.path("outer");
+    std::fs::create_dir(&outer).unwrap();
+    std::fs::set_permissions(&outer, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(outer.join("deploys"), "7\n").unwrap();
+    // A nested run inside a run that exported its exact paths.
+    let nested = |flags: &[&str], args: &[&str]| {
+        sb.tool("ccci-state")
+            .env("CCCI_DEPLOYS_FILE", outer.join("deploys"))
+            .env("CCCI_RUN_ID", "outer")
+            .env("CCCI_HARNESS_PID", "100")
+            .args(flags)
+            .args(args)
+            .run()
+    };
+    for flags in [&["--run-id", "inner"][..], &["--pid", "200"]] {
+        nested(flags, &["incr", "deploys"]).expect_stdout("1\n");
+        nested(flags, &["get", "deploys"]).expect_stdout("1\n");
+        let path = nested(flags, &["path", "deploys"]);
+        assert!(
+            path.stdout.starts_with(sb.state_dir().to_str().unwrap()),
+            "{path}"
+        );
+        nested(flags, &["clean"]).expect_code(0);
+    }
+    assert_eq!(
+        std::fs::read_to_string(outer.join("deploys")).unwrap(),
+        "7\n",
+        "the nested run touched the outer run's file"
+    );
+    // Flags after the subcommand count as given on the command line too.
+    nested(&[], &["incr", "deploys", "--run-id", "inner"]).expect_stdout("1\n");
+    assert_eq!(
+        std::fs::read_to_string(outer.join("deploys")).unwrap(),
+        "7\n"
+    );
+    // The inherited run itself still uses the exact path.
+    nested(&[], &["incr", "deploys"]).expect_stdout("8\n");
+}
+
+#[test]
+fn clean_never_removes_a_file_a_variable_names_outside_the_run_dir() {
+    let sb = Sandbox::new();
+    let precious = sb.path("precious");
+    std::fs::write(&precious, "keep\n").unwrap();
+    sb.tool("ccci-state")
+        .env("CCCI_DEPLOYS_FILE", &precious)
+        .env("CCCI_OPSTATE_FILE", "/etc/hostname")
+        .args(["--run-id", "r", "--pid", "100", "env"])
+        .run()
+        .expect_code(0);
+    sb.tool("ccci-state")
+        .env("CCCI_DEPLOYS_FILE", &precious)
+        .env("CCCI_RUN_ID", "r")
+        .env("CCCI_HARNESS_PID", "100")
+        .arg("clean")
+        .run()
+        .expect_code(0);
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep\n");
+    assert!(!sb.state_dir().join("r-100").exists(), "{}", sb.listing());
 }
 
 #[test]
