@@ -4,7 +4,14 @@
 //! - Usage errors are clap's messages, prefixed with the tool's name, status 2.
 //! - [`UsageError`] (bad input found after parsing) is status 2.
 //! - Any other error is printed as `tool: what: why` and is status 125.
-//! - A closed stdout (`ccci-lock --list | head -1`) is not an error.
+//! - A closed pipe on stdout (`ccci-lock --list | head -1`) is not an error
+//!   for a listing; output that must arrive whole (shell for `eval`, a
+//!   path, a value) is written with [`print_all`], and a stdout closed
+//!   before it was all written is status 125, saying so.
+//! - A stdout that is already closed when a tool starts (`>&-`) is not seen
+//!   by it: Rust's runtime opens descriptors 0-2 on `/dev/null` before any
+//!   tool code runs (so no file the tool opens can take their number), and
+//!   output then goes to `/dev/null` whole, as with `>/dev/null`.
 //! - A run that returns [`exit::Ended::Signal`] ends by that signal, after
 //!   its cleanup (SPEC §1 "Signal deaths propagate").
 //!
@@ -249,10 +256,42 @@ fn clap_error(e: clap::Error) -> u8 {
         let _ = write!(io::stdout().lock(), "{}", e.render());
         return exit::SUCCESS;
     }
+    if e.kind() == clap::error::ErrorKind::InvalidUtf8 {
+        // clap names neither the value nor the flag.
+        emit(format_args!("{}", non_utf8_argument(std::env::args_os())));
+        return exit::USAGE;
+    }
     let text = e.render().to_string();
     let text = text.strip_prefix("error: ").unwrap_or(&text);
     let _ = write!(io::stderr().lock(), "{}: {}", tool(), text);
     exit::USAGE
+}
+
+/// The message for the first argument of `args` that is not UTF-8, naming
+/// the flag it was given to (`--flag VALUE` or `--flag=VALUE`), quoted.
+fn non_utf8_argument(args: impl IntoIterator<Item = std::ffi::OsString>) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut previous: Option<std::ffi::OsString> = None;
+    for arg in args.into_iter().skip(1) {
+        if arg.to_str().is_none() {
+            let bytes = arg.as_bytes();
+            if bytes.starts_with(b"--") {
+                if let Some(eq) = bytes.iter().position(|&b| b == b'=') {
+                    let flag = String::from_utf8_lossy(&bytes[..eq]).into_owned();
+                    let value = std::ffi::OsStr::from_bytes(&bytes[eq + 1..]);
+                    return format!("invalid value {} for {flag}: not valid UTF-8", quote(value));
+                }
+            }
+            return match previous.as_ref().and_then(|p| p.to_str()) {
+                Some(flag) if flag.starts_with('-') && flag != "--" => {
+                    format!("invalid value {} for {flag}: not valid UTF-8", quote(&arg))
+                }
+                _ => format!("argument {} is not valid UTF-8", quote(&arg)),
+            };
+        }
+        previous = Some(arg);
+    }
+    "an argument is not valid UTF-8".to_string()
 }
 
 /// The status for an error that ended `run`, after reporting it.
@@ -333,6 +372,27 @@ mod tests {
         assert_eq!(quote(OsStr::new("true\r")), r"$'true\r'");
         assert_eq!(quote(OsStr::new("a\nb\x07")), r"$'a\nb\x07'");
         assert_eq!(quote(OsStr::from_bytes(b"x\xffy'")), r"$'x\xffy\''");
+    }
+
+    #[test]
+    fn non_utf8_arguments_are_named_and_quoted() {
+        use std::ffi::OsString;
+        use std::os::unix::ffi::OsStringExt;
+        let args = |v: &[&[u8]]| -> Vec<OsString> {
+            v.iter().map(|a| OsString::from_vec(a.to_vec())).collect()
+        };
+        assert_eq!(
+            non_utf8_argument(args(&[b"t", b"--deadline", b"5\xff"])),
+            r"invalid value $'5\xff' for --deadline: not valid UTF-8"
+        );
+        assert_eq!(
+            non_utf8_argument(args(&[b"t", b"--deadline=\xfe"])),
+            r"invalid value $'\xfe' for --deadline: not valid UTF-8"
+        );
+        assert_eq!(
+            non_utf8_argument(args(&[b"t", b"get", b"n\xff"])),
+            r"argument $'n\xff' is not valid UTF-8"
+        );
     }
 
     #[test]

@@ -995,3 +995,104 @@ fn unsafe_dirs_and_symlinks_are_refused_never_followed() {
         .expect_stderr("CCCI_OPSTATE_FILE");
     assert!(!open_dir.join("opstate").exists());
 }
+
+#[test]
+fn a_bad_value_is_blamed_on_the_variable_or_the_flag_it_came_from() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let sb = Sandbox::new();
+    let from_env =
+        |var: &str, value: &OsStr| sb.tool("ccci-state").env(var, value).arg("env").run();
+    from_env("CCCI_RUN_ID", OsStr::new("build 42"))
+        .expect_code(2)
+        .expect_stderr("ccci-state: CCCI_RUN_ID='build 42' is not a valid run id");
+    from_env("CCCI_HARNESS_PID", OsStr::new("12x"))
+        .expect_code(2)
+        .expect_stderr("CCCI_HARNESS_PID='12x' is not a valid pid");
+    from_env("CCCI_RUN_ID", OsStr::from_bytes(b"b\xff"))
+        .expect_code(2)
+        .expect_stderr(r"CCCI_RUN_ID=$'b\xff' is not valid UTF-8");
+    from_env("CCCI_RUN_ID", OsStr::new("true\r"))
+        .expect_code(2)
+        .expect_stderr(r"CCCI_RUN_ID=$'true\r' is not a valid run id");
+    for args in [
+        &["--run-id", "build 42", "env"][..],
+        &["env", "--run-id", "build 42"],
+    ] {
+        let out = sb
+            .tool("ccci-state")
+            .env("CCCI_RUN_ID", "fine")
+            .args(args)
+            .run();
+        out.expect_code(2)
+            .expect_stderr("invalid value 'build 42' for --run-id: not a valid run id");
+        assert!(!out.stderr.contains("CCCI_RUN_ID"), "{out}");
+    }
+    sb.tool("ccci-state")
+        .arg("--pid")
+        .arg(OsStr::from_bytes(b"1\xff"))
+        .arg("env")
+        .run()
+        .expect_code(2)
+        .expect_stderr(r"invalid value $'1\xff' for --pid: not valid UTF-8");
+    sb.tool("ccci-state")
+        .arg("get")
+        .arg(OsStr::from_bytes(b"n\xff"))
+        .run()
+        .expect_code(2)
+        .expect_stderr(r"argument $'n\xff' is not valid UTF-8");
+    assert!(!sb.state_dir().exists(), "{}", sb.listing());
+}
+
+#[test]
+fn state_dir_that_is_the_runs_dir_or_holds_it_is_refused_with_125() {
+    let sb = Sandbox::new();
+    let same = sb.path("shared");
+    for (state_dir, runs_dir, lock_dir) in [
+        (same.clone(), same.clone(), sb.lock_dir()),
+        (same.clone(), same.join("runs"), sb.lock_dir()),
+        (same.join("state"), same.clone(), sb.lock_dir()),
+        (same.clone(), sb.runs_dir(), same.clone()),
+        (same.join("."), same.join("x/.."), sb.lock_dir()),
+    ] {
+        for args in [&["env"][..], &["incr", "deploys"], &["clean"], &["gc"]] {
+            let out = sb
+                .tool("ccci-state")
+                .env("CCCI_STATE_DIR", &state_dir)
+                .env("CCCI_RUNS_DIR", &runs_dir)
+                .env("CCCI_APP_LOCK_DIR", &lock_dir)
+                .args(["--run-id", "r", "--pid", "100"])
+                .args(args)
+                .run();
+            out.expect_code(125)
+                .expect_stderr("must be three different directories");
+            // The refusal never advises a clean that would delete more.
+            assert!(!out.stderr.contains("clean"), "{out}");
+            assert!(!same.exists(), "{args:?} created {}", same.display());
+        }
+    }
+}
+
+/// Runs `command` in a shell with its stdout a pipe that has no reader left
+/// by the time it writes (deterministically: the reader closes its end,
+/// then lets the writer start); prints the command's status.
+fn status_with_stdout_closed(sb: &Sandbox, command: &str) -> Output {
+    ccci_tests::mkfifo(&sb.path("gate"));
+    let script = format!(
+        "{{ read _ < gate; {command}; echo $? > status; }} | {{ exec 0<&-; echo go > gate; }}\n\
+         cat status"
+    );
+    sb.sh(&script).run()
+}
+
+#[test]
+fn env_or_a_value_cut_short_by_a_closed_stdout_is_125() {
+    let sb = Sandbox::new();
+    for args in ["env", "env --json", "path deploys", "incr deploys"] {
+        let command = format!("ccci-state --run-id r --pid 100 {args}");
+        let out = status_with_stdout_closed(&sb, &command);
+        assert!(out.stdout == "125\n", "{args}: {out}");
+        out.expect_stderr("stdout was closed before all output was written");
+        std::fs::remove_file(sb.path("gate")).unwrap();
+    }
+}
