@@ -321,6 +321,78 @@ pub fn signal_name(sig: libc::c_int) -> String {
     }
 }
 
+/// The real-time signal that wakes a supervise loop when what its child
+/// runs under was lost (see [`crate::supervise::Loss`]). No ccci tool
+/// forwards, sends or handles it otherwise; a child gets it unblocked with
+/// the default disposition, like every real-time signal.
+pub fn loss_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 2
+}
+
+/// A signal that other threads can send to the thread that made this
+/// value, for as long as it lives: dropping it (on its thread) ends every
+/// [`ThreadSignaller`] made from it, so a signal is never sent to a thread
+/// that may have ended. Not `Send`: it stays on the thread it names.
+#[derive(Debug)]
+pub struct ThreadSignal {
+    target: std::sync::Arc<std::sync::Mutex<Option<(libc::pid_t, libc::pid_t)>>>,
+    sig: libc::c_int,
+    _on_this_thread: std::marker::PhantomData<*const ()>,
+}
+
+/// Sends a [`ThreadSignal`]'s signal to its thread; clone it freely.
+#[derive(Debug, Clone)]
+pub struct ThreadSignaller {
+    target: std::sync::Arc<std::sync::Mutex<Option<(libc::pid_t, libc::pid_t)>>>,
+    sig: libc::c_int,
+}
+
+impl ThreadSignal {
+    /// `sig` for this thread. The caller blocks `sig` here first, so that
+    /// it waits pending until taken with [`wait_signal`].
+    pub fn new(sig: libc::c_int) -> ThreadSignal {
+        // SAFETY: getpid and gettid have no preconditions.
+        let me = unsafe { (libc::getpid(), libc::gettid()) };
+        ThreadSignal {
+            target: std::sync::Arc::new(std::sync::Mutex::new(Some(me))),
+            sig,
+            _on_this_thread: std::marker::PhantomData,
+        }
+    }
+
+    /// A sender for other threads.
+    pub fn signaller(&self) -> ThreadSignaller {
+        ThreadSignaller {
+            target: std::sync::Arc::clone(&self.target),
+            sig: self.sig,
+        }
+    }
+}
+
+impl Drop for ThreadSignal {
+    fn drop(&mut self) {
+        let mut target = self.target.lock().unwrap_or_else(|e| e.into_inner());
+        *target = None;
+    }
+}
+
+impl ThreadSignaller {
+    /// Sends the signal, unless the [`ThreadSignal`] is gone.
+    pub fn send(&self) {
+        let target = self.target.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((pid, tid)) = *target {
+            // SAFETY: tgkill takes plain numbers. The thread is alive while
+            // the ThreadSignal is (it is not Send, and its drop takes this
+            // mutex to clear the target first); should one be leaked, a
+            // reused thread id gets at worst a signal, never memory unsafety,
+            // and tgkill never reaches outside this process.
+            unsafe {
+                libc::syscall(libc::SYS_tgkill, pid, tid, self.sig);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
