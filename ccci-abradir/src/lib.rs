@@ -69,7 +69,7 @@ use ccci_common::dirs::{self, Role, RUNS_DIR};
 use ccci_common::fs::SafeDir;
 use ccci_common::locked::{lock_named, Acquired, Name};
 use ccci_common::names;
-use ccci_common::run::{judge, GcEntry, Harness, Record, RunKey, Swept};
+use ccci_common::run::{judge, temporary_maker, GcEntry, Harness, Record, RunKey, Swept};
 use ccci_common::sys::FlockOp;
 use nix::errno::Errno;
 use nix::sys::stat::{FileStat, Mode};
@@ -332,7 +332,7 @@ pub fn gc(runs_dir: &Path, dry_run: bool) -> anyhow::Result<Vec<GcEntry>> {
     let mut out = Vec::new();
     for name in names {
         let path = runs.join(&name);
-        if let Some(pid) = temporary_pid(&name) {
+        if let Some(pid) = temporary_maker(&name) {
             if let Some(outcome) = sweep_temporary(&runs, &name, pid, dry_run) {
                 out.push(GcEntry { path, pid, outcome });
             }
@@ -352,15 +352,6 @@ pub fn gc(runs_dir: &Path, dry_run: bool) -> anyhow::Result<Vec<GcEntry>> {
     Ok(out)
 }
 
-/// The pid in a temporary's name, `.<name>.<pid>.tmp`; `None` for any
-/// other name.
-fn temporary_pid(entry: &str) -> Option<u32> {
-    let rest = entry.strip_prefix('.')?.strip_suffix(".tmp")?;
-    let (_, digits) = rest.rsplit_once('.')?;
-    let pid = ccci_common::run::parse_pid(digits).ok()?;
-    (pid.to_string() == digits).then_some(pid)
-}
-
 /// Removes the temporary `name` in `dir` when no process has its maker's
 /// pid any more; `None` when it is kept (its maker may still be at work).
 fn sweep_temporary(dir: &SafeDir, name: &str, pid: u32, dry_run: bool) -> Option<Swept> {
@@ -368,10 +359,10 @@ fn sweep_temporary(dir: &SafeDir, name: &str, pid: u32, dry_run: bool) -> Option
         return None;
     }
     if dry_run {
-        return Some(Swept::WouldRemove(Harness::Gone));
+        return Some(Swept::WouldRemoveTemporary);
     }
     Some(match tree::remove_tree(dir, dir.path(), OsStr::new(name)) {
-        Ok(()) => Swept::Removed(Harness::Gone),
+        Ok(()) => Swept::TemporaryRemoved,
         Err(e) => Swept::Failed(format!("{e:#}")),
     })
 }
@@ -400,7 +391,7 @@ fn sweep_run(
                         let Some(entry) = entry.to_str() else {
                             continue;
                         };
-                        if let Some(pid) = temporary_pid(entry) {
+                        if let Some(pid) = temporary_maker(entry) {
                             if let Some(outcome) = sweep_temporary(&private, entry, pid, dry_run) {
                                 out.push(GcEntry {
                                     path: private.join(entry),

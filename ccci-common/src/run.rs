@@ -255,8 +255,25 @@ pub enum Swept {
     Skipped(String),
     /// Removed by another process meanwhile.
     Vanished,
+    /// A temporary whose writer is gone (killed mid-write): removed.
+    TemporaryRemoved,
+    /// `--dry-run`: a temporary whose writer is gone would be removed.
+    WouldRemoveTemporary,
     /// Removal failed.
     Failed(String),
+}
+
+/// The pid of the process that made the temporary `entry`, named
+/// `.<name>.<pid>.tmp` (the shape every tool gives its temporaries); `None`
+/// for any other name.
+pub fn temporary_maker(entry: &str) -> Option<u32> {
+    let rest = entry.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (name, digits) = rest.rsplit_once('.')?;
+    if name.is_empty() {
+        return None;
+    }
+    let pid = parse_pid(digits).ok()?;
+    (pid.to_string() == digits).then_some(pid)
 }
 
 /// One entry a `gc` looked at.
@@ -303,6 +320,14 @@ pub fn report_gc(entries: &[GcEntry]) -> u8 {
                 crate::say!("would remove {path}: {}", why(fate, entry.pid))
             }
             Swept::Skipped(reason) => crate::say!("skipped {path}: {reason}"),
+            Swept::TemporaryRemoved => crate::say!(
+                "removed {path}: a temporary whose writer, pid {}, is gone",
+                entry.pid
+            ),
+            Swept::WouldRemoveTemporary => crate::say!(
+                "would remove {path}: a temporary whose writer, pid {}, is gone",
+                entry.pid
+            ),
             Swept::Foreign => crate::say!(
                 "kept {path}: recorded in another pid namespace, so harness pid {} is not \
                  judged here",
@@ -361,6 +386,23 @@ mod tests {
             "a/b-12",
         ] {
             assert_eq!(RunKey::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn temporaries_name_their_maker() {
+        assert_eq!(temporary_maker(".deploys.123.tmp"), Some(123));
+        assert_eq!(temporary_maker(".ci-7-42.99.tmp"), Some(99));
+        assert_eq!(temporary_maker("..harness.5.tmp"), Some(5));
+        for other in [
+            "deploys",
+            ".deploys.tmp",
+            "..5.tmp",
+            ".x.05.tmp",
+            ".x.y.tmp",
+            "x.5.tmp",
+        ] {
+            assert_eq!(temporary_maker(other), None, "{other}");
         }
     }
 

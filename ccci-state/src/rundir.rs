@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context};
 use ccci_common::dirs::{self, STATE_DIR};
 use ccci_common::fs::SafeDir;
 use ccci_common::locked::Name;
-use ccci_common::run::{judge, GcEntry, Harness, Record, RunKey, Swept};
+use ccci_common::run::{judge, temporary_maker, GcEntry, Harness, Record, RunKey, Swept};
 
 use crate::files::Locked;
 use crate::RUN_DIR;
@@ -140,7 +140,7 @@ impl StateDir {
                 continue; // not a run dir of ours
             };
             let outcome = self
-                .sweep(&name, &key, dry_run)
+                .sweep(&name, &key, dry_run, &mut out)
                 .unwrap_or_else(|e| Swept::Failed(format!("{e:#}")));
             out.push(GcEntry {
                 path: self.dir.join(&name),
@@ -151,7 +151,13 @@ impl StateDir {
         Ok(out)
     }
 
-    fn sweep(&self, name: &str, key: &RunKey, dry_run: bool) -> anyhow::Result<Swept> {
+    fn sweep(
+        &self,
+        name: &str,
+        key: &RunKey,
+        dry_run: bool,
+        out: &mut Vec<GcEntry>,
+    ) -> anyhow::Result<Swept> {
         match self.dir.stat(name)? {
             None => return Ok(Swept::Vanished),
             Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => {
@@ -183,7 +189,12 @@ impl StateDir {
         };
         let fate = match judge(Record::read(locked.dir()), key) {
             Ok(fate) => fate,
-            Err(kept) => return Ok(kept),
+            Err(kept) => {
+                if matches!(kept, Swept::Live | Swept::Unrecorded) {
+                    sweep_temporaries(&locked, dry_run, out);
+                }
+                return Ok(kept);
+            }
         };
         if dry_run {
             return Ok(Swept::WouldRemove(fate));
@@ -192,6 +203,33 @@ impl StateDir {
             Ok(()) => Ok(Swept::Removed(fate)),
             Err(e) => Ok(Swept::Failed(format!("{e:#}"))),
         }
+    }
+}
+
+/// Removes the temporaries in a kept run dir: every writer holds the dir's
+/// lock while its temporary exists, and we hold it now, so each one left is
+/// from a writer that was killed mid-write.
+fn sweep_temporaries(locked: &Locked, dry_run: bool, out: &mut Vec<GcEntry>) {
+    let dir = locked.dir();
+    let Ok(names) = dir.names() else { return };
+    for name in names {
+        let Some(name) = name.to_str() else { continue };
+        let Some(pid) = temporary_maker(name) else {
+            continue;
+        };
+        let outcome = if dry_run {
+            Swept::WouldRemoveTemporary
+        } else {
+            match dir.remove_file(name) {
+                Ok(()) => Swept::TemporaryRemoved,
+                Err(e) => Swept::Failed(format!("cannot remove {}: {e}", dir.join(name).display())),
+            }
+        };
+        out.push(GcEntry {
+            path: dir.join(name),
+            pid,
+            outcome,
+        });
     }
 }
 
@@ -327,8 +365,13 @@ mod tests {
         drop(begun);
         std::fs::write(t.path().join("not-a-run"), "x").unwrap();
 
+        // A writer of the live run killed mid-write left its temporary.
+        let leftover = state.run_path(&live).join(".deploys.999999999.tmp");
+        std::fs::write(&leftover, "4").unwrap();
+
         let dry = state.gc(true).unwrap();
-        assert_eq!(dry.len(), 3, "{dry:?}");
+        assert_eq!(dry.len(), 4, "{dry:?}");
+        assert!(leftover.exists());
         assert!(state.run_path(&gone).exists());
         let swept = state.gc(false).unwrap();
         let outcome = |key: &RunKey| {
@@ -340,6 +383,10 @@ mod tests {
         assert_eq!(outcome(&live), Some(Swept::Live));
         assert_eq!(outcome(&gone), Some(Swept::Removed(Harness::Gone)));
         assert_eq!(outcome(&foreign), Some(Swept::Foreign));
+        assert!(!leftover.exists(), "{swept:?}");
+        assert!(swept
+            .iter()
+            .any(|e| e.path == leftover && e.outcome == Swept::TemporaryRemoved));
         assert!(!state.run_path(&gone).exists());
         assert!(state.run_path(&live).exists());
         assert!(state.run_path(&foreign).exists());
