@@ -375,6 +375,10 @@ fn sweep_run(
     out: &mut Vec<GcEntry>,
 ) -> anyhow::Result<Swept> {
     let run_path = runs.join(name);
+    // Anything but a real directory of ours is skipped, never removed.
+    if let Err(e) = runs.subdir(&RUN_DIR, name, false) {
+        return Ok(Swept::Skipped(format!("{e:#}")));
+    }
     let run = match lock_run(runs, name, &run_path, FlockOp::ExclusiveNonblock) {
         Ok(Some(Acquired::Held(run))) => run,
         Ok(Some(_)) => return Ok(Swept::InUse),
