@@ -1096,3 +1096,76 @@ fn env_or_a_value_cut_short_by_a_closed_stdout_is_125() {
         std::fs::remove_file(sb.path("gate")).unwrap();
     }
 }
+
+/// `ccci-state --run-id RUN_ID --pid PID ARGS...`, run to its end.
+fn run_r_as(sb: &Sandbox, run_id: &str, pid: &str, args: &[&str]) -> Output {
+    sb.tool("ccci-state")
+        .args(["--run-id", run_id, "--pid", pid])
+        .args(args)
+        .run()
+}
+
+/// Rewrites field `key` of the harness record in `run_dir` with `f`.
+fn edit_record(run_dir: &Path, key: &str, f: impl FnOnce(&serde_json::Value) -> serde_json::Value) {
+    let path = run_dir.join(".harness");
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    record[key] = f(&record[key]);
+    std::fs::write(&path, record.to_string()).unwrap();
+}
+
+#[test]
+fn gc_never_judges_a_record_of_another_pid_namespace_and_drops_earlier_boots() {
+    let sb = Sandbox::new();
+    // Two runs whose harness pids are dead here.
+    let dead = {
+        let p = sb.sh("exit 0").spawn();
+        let pid = p.pid();
+        p.wait();
+        pid.to_string()
+    };
+    for run_id in ["container", "before-reboot"] {
+        run_r_as(&sb, run_id, &dead, &["incr", "deploys"]).expect_code(0);
+    }
+    let container = sb.state_dir().join(format!("container-{dead}"));
+    let before_reboot = sb.state_dir().join(format!("before-reboot-{dead}"));
+    // One written in another pid namespace (a container sharing the state
+    // dir), one before the last reboot.
+    edit_record(&container, "pid_ns", |ns| (ns.as_u64().unwrap() + 1).into());
+    edit_record(&before_reboot, "boot_id", |_| {
+        "00000000-0000-0000-0000-000000000000".into()
+    });
+    let out = state(&sb, &["gc"]);
+    out.expect_code(0)
+        .expect_stderr(&format!(
+            "kept {}: recorded in another pid namespace",
+            container.display()
+        ))
+        .expect_stderr(&format!("removed {}", before_reboot.display()));
+    assert!(container.join("deploys").is_file(), "{}", sb.listing());
+    assert!(!before_reboot.exists(), "{}", sb.listing());
+}
+
+#[test]
+fn gc_removes_temporaries_killed_writers_left_in_a_live_run_dir() {
+    let sb = Sandbox::new();
+    let harness = live_harness(&sb);
+    let pid = harness.pid().to_string();
+    run_r(&sb, &pid, &["set", "opstate", "up"]).expect_code(0);
+    let run_dir = sb.state_dir().join(format!("r-{pid}"));
+    let leftover = run_dir.join(".opstate.999999.tmp");
+    std::fs::write(&leftover, "half").unwrap();
+    state(&sb, &["gc", "--dry-run"])
+        .expect_code(0)
+        .expect_stderr(&format!("would remove {}", leftover.display()));
+    assert!(leftover.exists());
+    state(&sb, &["gc"])
+        .expect_code(0)
+        .expect_stderr(&format!("removed {}: a temporary", leftover.display()));
+    assert!(!leftover.exists());
+    assert_eq!(
+        run_r(&sb, &pid, &["get", "opstate"]).stdout,
+        "up\n",
+        "the live run's files were touched"
+    );
+}
