@@ -452,27 +452,41 @@ mod tests {
     }
 
     #[test]
-    fn a_loss_before_the_child_starts_is_not_missed_and_the_grace_ends_in_kill() {
+    fn a_loss_before_the_child_starts_is_not_missed() {
         let loss = Loss::new().unwrap();
         loss.notifier().notify();
-        let mut child = spawn(
+        let child = spawn(Command::new("sleep").arg("1000"), watch()).unwrap();
+        let out = child
+            .wait_or_lose(Some((&loss, Duration::from_secs(600))))
+            .unwrap();
+        assert!(out.lost);
+        assert_eq!(crate::exit::from_wait_status(out.status), 143);
+    }
+
+    #[test]
+    fn a_child_that_ignores_term_after_a_loss_is_killed_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready");
+        let loss = Loss::new().unwrap();
+        let notifier = loss.notifier();
+        let child = spawn(
             Command::new("sh")
-                .args(["-c", "trap '' TERM; echo ready; while :; do :; done"])
-                .stdout(std::process::Stdio::piped()),
+                .args(["-c", "trap '' TERM; touch \"$0\"; while :; do :; done"])
+                .arg(&ready),
             watch(),
         )
         .unwrap();
-        // The TERM must find the trap in place, or the shell dies of it and
-        // the grace never runs out.
-        let mut ready = String::new();
-        use std::io::BufRead;
-        io::BufReader::new(child.child.stdout.take().unwrap())
-            .read_line(&mut ready)
-            .unwrap();
-        assert_eq!(ready, "ready\n");
+        let reporter = std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(60);
+            while !ready.exists() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            notifier.notify();
+        });
         let out = child
             .wait_or_lose(Some((&loss, Duration::from_millis(100))))
             .unwrap();
+        reporter.join().unwrap();
         assert!(out.lost && out.killed);
         assert_eq!(crate::exit::from_wait_status(out.status), 137);
     }
