@@ -52,6 +52,9 @@ use serde::{Deserialize, Serialize};
 
 /// Longest lockfile name the file system takes (`NAME_MAX`).
 const FILE_NAME_MAX: usize = 255;
+/// The pass lock of `ccci-janitor` in a lock dir; not a domain's lockfile
+/// (no domain starts with a dot), so never listed or reaped.
+pub const PASS_LOCK: &str = ".janitor.lock";
 /// The lockfile suffix.
 pub const SUFFIX: &str = ".lock";
 /// The most of a lockfile that is read for its holder record.
@@ -151,6 +154,26 @@ pub struct Status {
     pub holder: Option<Holder>,
 }
 
+/// The answer of [`Backend::pass_lock`].
+pub enum PassLock {
+    /// This process holds the pass lock until the value is dropped.
+    Held(Box<dyn std::any::Any + Send>),
+    /// Another pass holds it.
+    Busy,
+    /// There is no pass lock and none was made (`create` was false).
+    Missing,
+}
+
+impl std::fmt::Debug for PassLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PassLock::Held(_) => "Held",
+            PassLock::Busy => "Busy",
+            PassLock::Missing => "Missing",
+        })
+    }
+}
+
 /// A place where domain locks live. `ccci-lock` and `ccci-janitor` are
 /// written against this trait; [`FlockDir`] implements it with flock(2).
 pub trait Backend {
@@ -184,6 +207,12 @@ pub trait Backend {
         let _ = domain;
         Ok(None)
     }
+    /// Takes, without waiting, the lock that lets one `ccci-janitor` pass
+    /// run at a time (SPEC §4), with the same protocol as a domain's lock.
+    /// With `create` false (a dry run) a missing pass lock is not made, and
+    /// an existing one is taken shared: dry runs exclude real passes but not
+    /// each other.
+    fn pass_lock(&self, create: bool) -> anyhow::Result<PassLock>;
 }
 
 /// A lock we hold. Dropping it releases the lock and keeps the claim.
@@ -462,6 +491,47 @@ impl Backend for FlockDir {
             SystemTime::UNIX_EPOCH - since_epoch
         };
         Ok(Some(age_since(modified)))
+    }
+
+    fn pass_lock(&self, create: bool) -> anyhow::Result<PassLock> {
+        if create {
+            return Ok(
+                match self.acquire_loop(PASS_LOCK, PASS_LOCK, false, &mut |_| {})? {
+                    Acquired::Held(claim) => PassLock::Held(Box::new(PassGuard(Some(claim)))),
+                    Acquired::Busy(_) => PassLock::Busy,
+                },
+            );
+        }
+        let file = match self.dir.open_file(PASS_LOCK, OpenHow::Read) {
+            Ok(file) => file,
+            Err(e) if matches!(e.kind, FileErrorKind::Missing) => return Ok(PassLock::Missing),
+            Err(e) => return Err(e.into()),
+        };
+        if !flock(file.as_fd(), FlockOp::SharedNonblock)? {
+            return Ok(PassLock::Busy);
+        }
+        // Removed meanwhile by the pass that held it: no pass runs now.
+        Ok(if self.dir.names_file(PASS_LOCK, &file)? {
+            PassLock::Held(Box::new(file))
+        } else {
+            PassLock::Missing
+        })
+    }
+}
+
+/// The pass lock of a real pass: like a domain's lockfile, it is removed
+/// while still held when the pass ends (invariant 2), so a lock dir holds
+/// nothing between passes; a pass that locked the removed file fails the
+/// identity check and starts over (invariant 1).
+struct PassGuard(Option<FlockClaim>);
+
+impl Drop for PassGuard {
+    fn drop(&mut self) {
+        if let Some(claim) = self.0.take() {
+            if let Err(e) = claim.remove() {
+                ccci_common::say!("{e:#}");
+            }
+        }
     }
 }
 
