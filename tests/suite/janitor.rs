@@ -1033,6 +1033,23 @@ fn a_pass_cut_short_by_a_write_error_says_so_and_exits_125() {
         .expect_stderr("cannot write --json to stdout");
     assert_eq!(calls(&sb), ["a.example|a.example"], "the pass went on");
     assert!(sb.lockfile("b.example").exists());
+
+    // A closed pipe (`| head -1` that has exited): EPIPE is no success either.
+    orphan(&sb, "c.example");
+    let fifo = sb.path("pipe");
+    mkfifo(&fifo);
+    let out = sb
+        .sh(&format!(
+            "exec 4<> \"$pipe\" 5> \"$pipe\" 4<&-; ccci-janitor --json -- sh '{}' >&5",
+            script.display()
+        ))
+        .env("pipe", &fifo)
+        .run();
+    out.expect_code(125)
+        .expect_stderr("pass cut short after 1 of 2 domains")
+        .expect_stderr("Broken pipe");
+    assert_eq!(calls(&sb).len(), 2, "{:?}", calls(&sb));
+    assert!(sb.lockfile("c.example").exists());
 }
 
 #[test]
