@@ -1050,6 +1050,18 @@ fn a_pass_cut_short_by_a_write_error_says_so_and_exits_125() {
         .expect_stderr("Broken pipe");
     assert_eq!(calls(&sb).len(), 2, "{:?}", calls(&sb));
     assert!(sb.lockfile("c.example").exists());
+
+    // The log itself cannot be written: no reap goes unreported.
+    orphan(&sb, "d.example");
+    let out = sb
+        .sh(&format!(
+            "ccci-janitor -- sh '{}' 2> /dev/full",
+            script.display()
+        ))
+        .run();
+    out.expect_code(125);
+    assert_eq!(calls(&sb).len(), 3, "{:?}", calls(&sb));
+    assert!(sb.lockfile("d.example").exists(), "the pass went on");
 }
 
 #[test]
