@@ -8,6 +8,8 @@
 //! - A tool run from cron ([`stamp_stderr`]) starts each stderr line with an
 //!   RFC 3339 timestamp, unless stderr is the journal, which stamps lines
 //!   itself (`JOURNAL_STREAM` names the journal's stream as `DEV:INODE`).
+//! - A run that returns [`exit::Ended::Signal`] ends by that signal, after
+//!   its cleanup (SPEC §1 "Signal deaths propagate").
 
 use std::fmt;
 use std::io::{self, Write};
@@ -90,10 +92,13 @@ impl fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 /// Parses the command line as `P`, calls `run` and turns the outcome into
-/// the process's exit status (see the module doc).
-pub fn main<P: clap::Parser>(
+/// the process's exit status (see the module doc). `run` returns a status
+/// (`u8`) or an [`exit::Ended`]: `Ended::Signal(N)` ends the process by
+/// signal N once `run` has returned, so every value it owned has been
+/// dropped (lockfiles settled, temporaries removed) first.
+pub fn main<P: clap::Parser, R: Into<exit::Ended>>(
     tool: &'static str,
-    run: impl FnOnce(P) -> anyhow::Result<u8>,
+    run: impl FnOnce(P) -> anyhow::Result<R>,
 ) -> ExitCode {
     let _ = TOOL.set(tool);
     drop_empty_variables();
@@ -101,8 +106,9 @@ pub fn main<P: clap::Parser>(
         Ok(parsed) => parsed,
         Err(e) => return ExitCode::from(clap_error(e)),
     };
-    ExitCode::from(match run(parsed) {
-        Ok(status) => status,
+    ExitCode::from(match run(parsed).map(Into::into) {
+        Ok(exit::Ended::Code(status)) => status,
+        Ok(ended @ exit::Ended::Signal(_)) => ended.end(),
         Err(e) => error_status(&e),
     })
 }

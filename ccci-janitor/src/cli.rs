@@ -11,8 +11,9 @@ use std::time::Duration;
 use clap::Parser;
 
 use ccci_common::cli::UsageError;
+use ccci_common::exit::{self, Ended};
 use ccci_common::names::shell_quote;
-use ccci_common::{dirs, duration, exit, say};
+use ccci_common::{dirs, duration, say};
 use ccci_lock::{Backend, FlockDir, PassLock};
 
 use crate::reap::ReapCommand;
@@ -59,7 +60,7 @@ and CCCI_LOCK_FILE set, stdin from /dev/null and its stdout sent to stderr. At
 --reap-timeout its process group is killed (SIGKILL) and the lockfile kept.
 TERM, INT, HUP, QUIT, ALRM, USR1 and USR2 received during a reap are passed to
 its process group; the pass stops after that reap, keeps the lockfile of a
-reap that did not exit 0, and ends with status 128+N.
+reap that did not exit 0, and ends by that same signal (a shell sees 128+N).
 
 Quiet unless something happens: stderr gets actions (reaped, unlinked stale
 lockfile), warnings and errors; -v adds live, young, warm and not-CI domains.
@@ -224,8 +225,8 @@ fn check_flags(cli: &Cli) -> Result<(), UsageError> {
     Ok(())
 }
 
-/// Runs a parsed command line; returns the exit status.
-pub fn run(cli: Cli) -> anyhow::Result<u8> {
+/// Runs a parsed command line; returns how the process ends.
+pub fn run(cli: Cli) -> anyhow::Result<Ended> {
     // Every input is read and checked before the lock dir is touched.
     check_flags(&cli)?;
     let only = patterns(&cli.only, cli.only_file.as_deref(), "--only-file")?;
@@ -260,7 +261,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 "lock dir {} does not exist, and {why}: nothing probed, nothing reaped",
                 lock_dir.display()
             );
-            Ok(exit::SUCCESS)
+            Ok(Ended::Code(exit::SUCCESS))
         }
         MissingLockDir::Rebooted if cli.dry_run => {
             say!(
@@ -287,11 +288,13 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
 }
 
 /// One pass over the lock dir `backend`, under its pass lock.
-fn run_pass<B: Backend>(cli: &Cli, settings: &Settings, backend: &B) -> anyhow::Result<u8> {
+/// The pass lock is released (and removed) when this returns, before the
+/// process ends, also by a signal.
+fn run_pass<B: Backend>(cli: &Cli, settings: &Settings, backend: &B) -> anyhow::Result<Ended> {
     let _pass_lock = match backend.pass_lock(!cli.dry_run)? {
         PassLock::Busy => {
             say!("another janitor pass is running: this one examines nothing");
-            return Ok(exit::SUCCESS);
+            return Ok(Ended::Code(exit::SUCCESS));
         }
         held_or_missing => held_or_missing,
     };
@@ -326,13 +329,13 @@ fn run_pass<B: Backend>(cli: &Cli, settings: &Settings, backend: &B) -> anyhow::
                 "pass cut short after {examined_count} of {} domains: {e:#}",
                 domains.len()
             );
-            return Ok(exit::TOOL_FAILED);
+            return Ok(Ended::Code(exit::TOOL_FAILED));
         }
     };
     if let Some(sig) = summary.stopped_by {
         say!("stopped by SIG{}", ccci_common::sys::signal_name(sig));
     }
-    Ok(summary.status())
+    Ok(summary.ended())
 }
 
 #[cfg(test)]

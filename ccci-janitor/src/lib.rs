@@ -201,19 +201,21 @@ pub struct Summary {
     pub reap_failed: bool,
     /// At least one domain could not be examined or settled (status 125).
     pub errors: bool,
-    /// The pass stopped early, asked to by this signal (status 128+N).
+    /// The pass stopped early, asked to by this signal: the process ends by
+    /// it (a shell sees 128+N).
     pub stopped_by: Option<libc::c_int>,
 }
 
 impl Summary {
-    /// The exit status of SPEC §1 for this pass.
-    pub fn status(&self) -> u8 {
-        use ccci_common::exit;
+    /// How the process ends after this pass (SPEC §1): stopped by a
+    /// signal, it ends by that signal; else 125, 1 or 0.
+    pub fn ended(&self) -> ccci_common::exit::Ended {
+        use ccci_common::exit::{self, Ended};
         match self.stopped_by {
-            Some(sig) => exit::SIGNALED.saturating_add(sig as u8),
-            None if self.errors => exit::TOOL_FAILED,
-            None if self.reap_failed => exit::FAILURE,
-            None => exit::SUCCESS,
+            Some(sig) => Ended::Signal(sig),
+            None if self.errors => Ended::Code(exit::TOOL_FAILED),
+            None if self.reap_failed => Ended::Code(exit::FAILURE),
+            None => Ended::Code(exit::SUCCESS),
         }
     }
 }

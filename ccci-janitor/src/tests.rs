@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use ccci_lock::{Acquired, FlockClaim, FlockDir, Wait};
 
 use super::*;
+use ccci_common::exit::Ended;
 
 struct World {
     _tmp: tempfile::TempDir,
@@ -165,7 +166,7 @@ fn a_held_lock_is_live_or_leaked_and_never_reaped() {
         seen[1].holder.as_ref().unwrap().pid,
         Some(std::process::id())
     );
-    assert_eq!(summary.status(), 0);
+    assert_eq!(summary.ended(), Ended::Code(0));
     assert!(w.lockfile("a.example").exists() && w.lockfile("b.example").exists());
 }
 
@@ -278,7 +279,7 @@ fn a_failed_reap_keeps_the_lockfile_and_fails_the_pass() {
         seen[0].detail
     );
     assert!(w.lockfile("a.example").exists());
-    assert_eq!(summary.status(), 1);
+    assert_eq!(summary.ended(), Ended::Code(1));
 }
 
 #[test]
@@ -437,7 +438,7 @@ fn a_directory_where_a_lockfile_should_be_is_a_warning() {
     assert_eq!(outcomes(&seen), [("dir.example", Outcome::Skipped)]);
     assert_eq!(seen[0].level, Level::Warning);
     assert!(seen[0].detail.contains("a directory"), "{}", seen[0].detail);
-    assert_eq!(summary.status(), 0);
+    assert_eq!(summary.ended(), Ended::Code(0));
 }
 
 #[test]
@@ -491,7 +492,7 @@ fn a_stop_signal_ends_the_pass_after_the_current_reap() {
     });
     assert_eq!(reaped, ["a.example"]);
     assert_eq!(seen.len(), 1);
-    assert_eq!(summary.status(), 143);
+    assert_eq!(summary.ended(), Ended::Signal(libc::SIGTERM));
     assert!(w.lockfile("b.example").exists());
 }
 

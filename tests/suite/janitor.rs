@@ -624,7 +624,7 @@ fn the_reap_timeout_kills_the_reaps_process_group() {
 }
 
 #[test]
-fn a_stopped_janitor_stops_the_reap_keeps_the_lockfile_and_exits_128_plus_n() {
+fn a_stopped_janitor_stops_the_reap_keeps_the_lockfile_and_ends_by_the_signal() {
     let sb = Sandbox::new();
     orphan(&sb, "a.example");
     orphan(&sb, "b.example");
@@ -636,6 +636,15 @@ fn a_stopped_janitor_stops_the_reap_keeps_the_lockfile_and_exits_128_plus_n() {
     out.expect_code(143)
         .expect_stderr("a.example: reap failed: killed by SIGTERM")
         .expect_stderr("stopped by SIGTERM");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(libc::SIGTERM),
+        "the janitor must end by the signal itself (SPEC §1)\n{out}"
+    );
+    assert!(
+        !sb.lock_dir().join(".janitor.lock").exists(),
+        "the pass lock outlived the pass"
+    );
     assert_eq!(calls(&sb).len(), 1, "the pass went on after being stopped");
     assert!(sb.lockfile("a.example").exists());
     assert!(sb.lockfile("b.example").exists());
@@ -678,6 +687,22 @@ fn a_dry_run_changes_nothing() {
         .expect_code(0)
         .expect_stderr("would reap");
     assert_eq!(listing(&sb.lock_dir()), before);
+}
+
+/// Every entry under `dir` with its size and mtime, sorted: a snapshot to
+/// show that nothing was created, removed or written.
+fn tree(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+        out.push((entry.path(), meta.len(), meta.modified().unwrap()));
+        if meta.is_dir() {
+            out.extend(tree(&entry.path()));
+        }
+    }
+    out.sort();
+    out
 }
 
 fn listing(dir: &Path) -> Vec<(String, std::time::SystemTime)> {
@@ -791,12 +816,12 @@ fn bad_input_is_status_2_and_nothing_happens() {
         &["--deployed", "-", "--only", "*", "--warm-file", "-"],
         &["--bogus"],
     ];
-    let before = sb.listing();
+    let before = tree(sb.root());
     for flags in cases {
         let out = janitor(&sb, flags, &script).run();
         out.expect_code(2);
         assert_stamped(&out.stderr);
-        assert_eq!(sb.listing(), before, "{flags:?} changed something");
+        assert_eq!(tree(sb.root()), before, "{flags:?} changed something");
     }
     janitor(&sb, &["--warm-file", "bad-warm"], &script)
         .run()
@@ -841,7 +866,7 @@ fn case_23_only_ci_apps_are_reaped() {
     std::fs::write(sb.path("deployed.list"), &deployed).unwrap();
     let script = reap_script(&sb, "exit 0");
 
-    let before = sb.listing();
+    let before = tree(sb.root());
     let refused = janitor(&sb, &["--deployed", "deployed.list"], &script).run();
     refused
         .expect_code(2)
@@ -849,7 +874,7 @@ fn case_23_only_ci_apps_are_reaped() {
         .expect_stderr("--only '*'");
     assert!(calls(&sb).is_empty(), "--deployed without --only reaped");
     assert_eq!(
-        sb.listing(),
+        tree(sb.root()),
         before,
         "--deployed without --only changed something"
     );
