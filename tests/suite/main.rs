@@ -3,6 +3,7 @@
 //! read side by side.
 
 mod abradir;
+mod field;
 mod guard;
 mod hold;
 mod janitor;
