@@ -125,7 +125,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let abra_dir = crate::prepare(&runs, &key, &canonical, &recipes)?;
     let line = format!(
         "export ABRA_DIR={}\n",
-        names::shell_quote(&abra_dir.to_string_lossy())
+        names::export_quote(&abra_dir.to_string_lossy())
     );
     let mut out = std::io::stdout().lock();
     out.write_all(line.as_bytes())?;
