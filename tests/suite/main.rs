@@ -3,6 +3,8 @@
 //! read side by side.
 
 mod abradir;
+mod attacks;
+mod chaos;
 mod guard;
 mod janitor;
 mod lock;
