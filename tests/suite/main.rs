@@ -6,6 +6,7 @@ mod abradir;
 mod attacks;
 mod chaos;
 mod guard;
+mod hostile;
 mod janitor;
 mod lock;
 mod newcomer;
