@@ -580,3 +580,154 @@ fn chaos_gc_racing_writers_never_removes_a_live_run() {
         dead_made.load(Ordering::Relaxed)
     );
 }
+
+// Resource hygiene: no descriptor leaks into commands, no zombies, no
+// temporaries left by normal, failing or killed runs.
+
+/// The descriptors `sh` sees in a COMMAND started by `cmd`, as a sorted
+/// list (the script writes them to `file`).
+fn fds_in(sb: &Sandbox, file: &str) -> String {
+    let text = std::fs::read_to_string(sb.path(file)).unwrap();
+    let mut fds: Vec<u32> = text
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    fds.sort();
+    format!("{fds:?}")
+}
+
+/// A COMMAND started by ccci-lock, ccci-guard (exec and supervised) or the
+/// janitor (its reap command) holds exactly the descriptors the same shell
+/// holds when the test starts it directly: no lockfile, pidfd, pipe or
+/// directory descriptor of the tool leaks into it.
+#[test]
+fn commands_inherit_no_descriptor_of_the_tool() {
+    let sb = Sandbox::new();
+    let list = |file: &str| format!("ls /proc/$$/fd > {file}");
+    sb.sh(&list("base")).run().expect_code(0);
+    let base = fds_in(&sb, "base");
+    sb.tool("ccci-lock")
+        .args(["d.example.org", "--", "sh", "-c", &list("lock")])
+        .run()
+        .expect_code(0);
+    sb.tool("ccci-guard")
+        .args(["--deadline", "1h", "--", "sh", "-c", &list("guard")])
+        .run()
+        .expect_code(0);
+    sb.tool("ccci-guard")
+        .args([
+            "--supervise",
+            "--deadline",
+            "1h",
+            "--",
+            "sh",
+            "-c",
+            &list("super"),
+        ])
+        .run()
+        .expect_code(0);
+    std::fs::create_dir_all(sb.lock_dir()).unwrap();
+    std::fs::write(sb.lockfile("orphan.example.org"), "").unwrap();
+    sb.tool("ccci-janitor")
+        .args(["--", "sh", "-c", &list("reap"), "reap"])
+        .run()
+        .expect_code(0);
+    assert!(base.starts_with("[0, 1, 2"), "{base}");
+    for file in ["lock", "guard", "super", "reap"] {
+        assert_eq!(fds_in(&sb, file), base, "{file}: a descriptor leaked");
+    }
+}
+
+/// The janitor reaps each reap command before it starts the next (no
+/// zombie children pile up in a long pass), and after every run of every
+/// tool no process of the run is left.
+#[test]
+fn no_zombies_and_no_process_left_behind() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.lock_dir()).unwrap();
+    for i in 0..4 {
+        std::fs::write(sb.lockfile(&format!("o{i}.example.org")), "").unwrap();
+    }
+    // Each reap lists the states of the janitor's children (itself included).
+    let out = sb
+        .tool("ccci-janitor")
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "ps -o stat= --ppid $PPID >> states",
+            "reap",
+        ])
+        .run();
+    out.expect_code(0);
+    let states = std::fs::read_to_string(sb.path("states")).unwrap();
+    assert_eq!(states.lines().count(), 4, "{states}");
+    assert!(
+        !states.contains('Z'),
+        "a zombie child of the janitor:\n{states}"
+    );
+
+    for args in [
+        &["ccci-lock", "d.example.org", "--", "true"][..],
+        &["ccci-lock", "d.example.org", "--", "sh", "-c", "exit 3"],
+        &[
+            "ccci-lock",
+            "d.example.org",
+            "--",
+            "sh",
+            "-c",
+            "kill -TERM $$",
+        ],
+        &["ccci-guard", "--supervise", "--", "sh", "-c", "exit 3"],
+        &["ccci-guard", "--deadline", "1h", "--", "true"],
+    ] {
+        let out = sb.tool(args[0]).args(&args[1..]).run();
+        assert!(
+            [0, 3, 143].contains(&out.code()),
+            "{args:?}: {}",
+            out.code()
+        );
+        let left = sb.processes();
+        assert!(left.is_empty(), "{args:?} left processes {left:?}");
+    }
+}
+
+/// Normal, failing and killed runs leave no temporary: the lock dir holds
+/// only what a run keeps on purpose (the lockfile of a killed run, for the
+/// janitor), and a state dir only its values.
+#[test]
+fn no_temporaries_after_normal_failing_or_killed_runs() {
+    let sb = Sandbox::new();
+    let lock = |args: &[&str]| sb.tool("ccci-lock").args(args).run();
+    lock(&["a.example.org", "--", "true"]).expect_code(0);
+    lock(&["a.example.org", "--", "sh", "-c", "exit 3"]).expect_code(3);
+    lock(&["-n", "a.example.org", "--", "true"]).expect_code(0);
+    lock(&["b.example.org", "--", "sh", "-c", "kill -KILL $$"]).expect_code(137);
+    let mut names: Vec<String> = std::fs::read_dir(sb.lock_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["b.example.org.lock"], "lock dir after the runs");
+
+    let me = std::process::id().to_string();
+    let st = |args: &[&str]| {
+        sb.tool("ccci-state")
+            .args(["--run-id", "r", "--pid", &me])
+            .args(args)
+            .run()
+    };
+    st(&["env"]).expect_code(0);
+    st(&["incr", "deploys"]).expect_code(0);
+    st(&["set", "opstate", "x"]).expect_code(0);
+    st(&["append", "deps", "a"]).expect_code(0);
+    st(&["set", "depskip", "not a number"]).expect_code(0);
+    st(&["incr", "depskip"]).expect_code(125);
+    let dir = sb.state_dir().join(format!("r-{me}"));
+    let temporaries: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(temporaries.is_empty(), "{temporaries:?}");
+}
