@@ -50,7 +50,7 @@ pub const TABLE: &[(&str, &str)] = &[
     ("127", "COMMAND not found"),
     (
         "128+N",
-        "COMMAND was killed by signal N (142 = SIGALRM deadline, 143 = SIGTERM)",
+        "COMMAND was killed by signal N (142 = SIGALRM deadline, 143 = SIGTERM): the tool ends by that same signal, without a core dump",
     ),
     ("other", "COMMAND's own exit status, passed through"),
 ];
