@@ -187,6 +187,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
         let listed = locks.run(false, List { json: cli.json })?;
         return Ok(listed.unwrap_or(Ended::Code(exit::SUCCESS))); // no lock dir: no locks
     }
+    // Further actions (`--hold`, `--release`) are Jobs too, dispatched here.
     for domain in &cli.domains {
         locks.check_domain(domain)?; // a bad one fails before anything is created
     }
@@ -253,8 +254,13 @@ impl Job for LockAndRun<'_> {
             );
         }
         let holder = Holder::this_process(cli.run_id.clone());
+        if let Err(e) = claims.iter_mut().try_for_each(|c| c.stamp(&holder)) {
+            for claim in claims {
+                let _ = claim.give_up(); // nothing ran: leave nothing we made
+            }
+            return Err(e);
+        }
         for claim in &mut claims {
-            claim.stamp(&holder)?;
             claim.watch_loss(loss.notifier());
         }
         let how = RunHow {
