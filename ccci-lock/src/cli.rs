@@ -47,6 +47,18 @@ Environment:
   CCCI_LOCK_FILE     set for COMMAND: the lockfile's absolute path (several:
                      in the same order, separated by spaces)
 
+--hold takes the DOMAINs (sorted, all or nothing; -n and -w as usual) and
+returns 0 once a keeper process holds them for PID: the keeper has no terminal,
+no stdin, stdout or stderr, and is not in the caller's process group. It keeps
+the locks until `ccci-lock --release --parent PID DOMAIN...` (the lockfiles are
+removed while still held, then released) or until PID exits without releasing
+(the lockfiles stay, for ccci-janitor). PID is watched by a pidfd, never by its
+number. --release releases only domains held for PID: a domain held by anyone
+else is refused (125, nothing released), a domain not held is status 1.
+Holding a domain again for the same PID is status 0 and changes nothing.
+From a harness in another language:
+  subprocess.run([\"ccci-lock\", \"--hold\", \"--parent\", str(os.getpid()), domain], check=True)
+
 --list prints DOMAIN<TAB>held|free<TAB>PID<TAB>RUN_ID<TAB>SINCE per lockfile,
 '-' where unknown; for a free lock, PID, RUN_ID and SINCE are its last holder's.
 With --json, one object per line with the same fields, plus parent (the PID a
@@ -58,8 +70,9 @@ With --json, one object per line with the same fields, plus parent (the PID a
     name = "ccci-lock",
     version,
     after_help = format!("{AFTER_HELP}\n\n{}", exit::help_section()),
-    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] [--keep] [-v] DOMAIN... -- COMMAND [ARG...]\n       ccci-lock --list [--json] [--lock-dir DIR]"
+    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] [--keep] [-v] DOMAIN... -- COMMAND [ARG...]\n       ccci-lock --hold --parent PID [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] DOMAIN...\n       ccci-lock --release --parent PID [--lock-dir DIR] DOMAIN...\n       ccci-lock --list [--json] [--lock-dir DIR]"
 )]
+#[command(group = clap::ArgGroup::new("held").args(["hold", "release"]))]
 pub struct Cli {
     /// Fail with status 75 at once if the lock is held
     #[arg(
@@ -97,8 +110,25 @@ pub struct Cli {
     pub verbose: bool,
 
     /// List the lockfiles of the lock dir and whether each is held
-    #[arg(long, conflicts_with_all = ["nonblock", "wait", "keep", "run_id", "domains", "command"])]
+    #[arg(long, conflicts_with_all = ["nonblock", "wait", "keep", "run_id", "domains", "command", "held"])]
     pub list: bool,
+
+    /// Take the DOMAINs and return while a keeper process holds them for PID
+    #[arg(long, requires = "parent", conflicts_with_all = ["keep", "release", "command"])]
+    pub hold: bool,
+
+    /// Release DOMAINs held for PID by --hold (lockfiles removed while held)
+    #[arg(long, requires = "parent", conflicts_with_all = ["nonblock", "wait", "keep", "command"])]
+    pub release: bool,
+
+    /// With --hold or --release: the process the locks are held for
+    #[arg(long, value_name = "PID", requires = "held", allow_hyphen_values = true,
+          value_parser = crate::hold::parse_pid)]
+    pub parent: Option<u32>,
+
+    /// Internal: run as the keeper of --hold, with these inherited descriptors
+    #[arg(long, hide = true, requires = "hold", value_parser = crate::hold::parse_keeper_fds)]
+    pub keeper_fds: Option<(i32, i32)>,
 
     /// With --list: one JSON object per line (status 2 without --list)
     #[arg(long, requires = "list")]
@@ -109,7 +139,7 @@ pub struct Cli {
     pub domains: Vec<String>,
 
     /// The command to run while holding the lock (after --)
-    #[arg(value_name = "COMMAND", last = true, required_unless_present = "list")]
+    #[arg(value_name = "COMMAND", last = true, required_unless_present_any = ["list", "hold", "release"])]
     pub command: Vec<OsString>,
 }
 
@@ -191,6 +221,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
     for domain in &cli.domains {
         locks.check_domain(domain)?; // a bad one fails before anything is created
     }
+    if let Some(parent) = cli.parent {
+        return hold_or_release(&cli, &locks, parent).map(Ended::Code);
+    }
     let job = LockAndRun {
         cli: &cli,
         domains: &cli.domains,
@@ -199,6 +232,34 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
     locks
         .run(true, job)?
         .ok_or_else(|| anyhow::anyhow!("the lock dir vanished"))
+}
+
+/// `--hold` (or, with `--keeper-fds`, the keeper it starts) and
+/// `--release`: see [`crate::hold`].
+fn hold_or_release(cli: &Cli, locks: &Locks, parent: u32) -> anyhow::Result<u8> {
+    let Locks::Flock(lock_dir) = locks;
+    let mut domains = cli.domains.clone();
+    domains.sort();
+    domains.dedup();
+    if cli.release {
+        return crate::hold::release(parent, lock_dir, &domains);
+    }
+    let req = crate::hold::HoldRequest {
+        parent,
+        domains,
+        wait: match (cli.nonblock, cli.wait) {
+            (true, _) => Wait::Never,
+            (false, Some(limit)) => Wait::AtMost(limit),
+            (false, None) => Wait::Forever,
+        },
+        lock_dir: lock_dir.clone(),
+        run_id: cli.run_id.clone(),
+        verbose: cli.verbose,
+    };
+    match cli.keeper_fds {
+        Some(fds) => crate::hold::keeper(&req, fds),
+        None => crate::hold::hold(&req),
+    }
 }
 
 /// Takes the locks, then runs COMMAND under them.

@@ -237,6 +237,12 @@ impl FlockDir {
         self.dir.path()
     }
 
+    /// The lock dir itself, for the keeper of `--hold` (its socket lives
+    /// there; see [`crate::hold`]).
+    pub(crate) fn safe_dir(&self) -> &SafeDir {
+        &self.dir
+    }
+
     fn claim(&self, file: File, name: &str, domain: &str, created: bool) -> FlockClaim {
         FlockClaim {
             dir: Arc::clone(&self.dir),

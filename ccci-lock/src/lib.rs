@@ -41,6 +41,7 @@
 
 pub mod cli;
 pub mod flock;
+pub mod hold;
 pub mod protocol;
 
 pub use flock::{domain_of, lockfile_name, FlockClaim, FlockDir, SUFFIX};

@@ -4,6 +4,7 @@
 
 mod abradir;
 mod guard;
+mod hold;
 mod janitor;
 mod lock;
 mod newcomer;
