@@ -623,7 +623,19 @@ fn every_bad_input_is_status_2_quoted_and_creates_nothing() {
         .env("CCCI_RUN_ID", "bad/id")
         .args([D, "--", "touch", "ran"])
         .run();
-    out.expect_code(2).expect_stderr("'bad/id'");
+    // Blamed on where the value came from: the variable, not the flag.
+    out.expect_code(2).expect_stderr("CCCI_RUN_ID='bad/id'");
+    sb.tool("ccci-lock")
+        .args(["--run-id", "a\rb", D, "--", "touch", "ran"])
+        .run()
+        .expect_code(2)
+        .expect_stderr("--run-id")
+        .expect_stderr("$'a\\rb'");
+    sb.tool("ccci-lock")
+        .args(["--lock-dir", "", D, "--", "touch", "ran"])
+        .run()
+        .expect_code(2)
+        .expect_stderr("--lock-dir");
     sb.tool("ccci-lock").arg(D).run().expect_code(2);
     sb.tool("ccci-lock")
         .args([D, "touch", "ran"])
