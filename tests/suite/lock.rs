@@ -1124,3 +1124,18 @@ fn case_22_signal_deaths_compose_and_keep_every_lockfile() {
         );
     }
 }
+
+#[test]
+fn a_lock_dir_that_is_the_state_or_runs_dir_is_refused() {
+    let sb = Sandbox::new();
+    for var in ["CCCI_STATE_DIR", "CCCI_RUNS_DIR"] {
+        let out = sb
+            .tool("ccci-lock")
+            .env(var, sb.lock_dir())
+            .args([D, "--", "touch", "ran"])
+            .run();
+        out.expect_code(125)
+            .expect_stderr(&sb.lock_dir().display().to_string());
+        assert!(!sb.path("ran").exists(), "{out}");
+    }
+}
