@@ -5,16 +5,17 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
 
+use ccci_common::args::{self, LockDirArg};
 use ccci_common::cli::UsageError;
+use ccci_common::dirs::LOCK_DIR;
 use ccci_common::exit::{self, Ended};
 use ccci_common::supervise::{self, Watch};
-use ccci_common::{dirs, duration, names, say, sys};
+use ccci_common::{duration, names, proc, say, sys};
 
 use crate::{acquire_all, lockfile_name, Acquired, Backend, Claim, FlockDir, Holder, Wait};
 
@@ -88,18 +89,19 @@ pub struct Cli {
           value_parser = duration::parse)]
     pub wait: Option<Duration>,
 
-    /// Lock dir [default: /run/lock/ccci-<uid>, or /tmp/ccci-<uid>/locks without /run/lock]
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "CCCI_APP_LOCK_DIR",
-        hide_env_values = true
-    )]
-    pub lock_dir: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub lock_dir: LockDirArg,
 
     /// Run id recorded in the lockfile
-    #[arg(long, value_name = "ID", env = "CCCI_RUN_ID", hide_env_values = true, value_parser = names::run_id)]
-    pub run_id: Option<String>,
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "CCCI_RUN_ID",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
+    pub run_id: Option<OsString>,
 
     /// Keep the lockfile when COMMAND exits
     #[arg(long)]
@@ -143,16 +145,9 @@ pub struct Cli {
     pub command: Vec<OsString>,
 }
 
-/// The signals `ccci-lock` passes on to COMMAND.
-pub const FORWARDED: [libc::c_int; 7] = [
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGALRM,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
+/// The signals `ccci-lock` passes on to COMMAND (the one list, in
+/// `ccci_common::supervise`).
+pub use ccci_common::supervise::FORWARDED;
 
 /// How long COMMAND may take to stop after SIGTERM when the lock it runs
 /// under is lost, before it gets SIGKILL.
@@ -178,10 +173,14 @@ pub trait Job {
 }
 
 impl Locks {
-    /// The backend the command line asks for.
-    pub fn from_cli(cli: &Cli) -> Locks {
+    /// The backend the command line asks for. A bad or empty `--lock-dir`
+    /// (or `CCCI_APP_LOCK_DIR`) is a usage error naming its source; a lock
+    /// dir that coincides with the state or runs dir is refused (125).
+    pub fn from_cli(cli: &Cli) -> anyhow::Result<Locks> {
         // The etcd backend is selected here.
-        Locks::Flock(cli.lock_dir.clone().unwrap_or_else(dirs::default_lock_dir))
+        let lock_dir = cli.lock_dir.resolve()?;
+        args::check_apart(&LOCK_DIR, &lock_dir)?;
+        Ok(Locks::Flock(lock_dir))
     }
 
     /// Checks `domain` as the chosen backend will (see
@@ -212,19 +211,22 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
         // clap's `requires` counts --list's default value as present.
         return Err(UsageError("--json needs --list".into()).into());
     }
-    let locks = Locks::from_cli(&cli);
+    let run_id = ccci_common::cli::checked("run_id", cli.run_id.as_deref(), names::run_id)?;
+    let locks = Locks::from_cli(&cli)?;
     if cli.list {
         let listed = locks.run(false, List { json: cli.json })?;
         return Ok(listed.unwrap_or(Ended::Code(exit::SUCCESS))); // no lock dir: no locks
     }
+    // Further actions (`--hold`, `--release`) are Jobs too, dispatched here.
     for domain in &cli.domains {
         locks.check_domain(domain)?; // a bad one fails before anything is created
     }
     if let Some(parent) = cli.parent {
-        return hold_or_release(&cli, &locks, parent).map(Ended::Code);
+        return hold_or_release(&cli, &locks, parent, run_id).map(Ended::Code);
     }
     let job = LockAndRun {
         cli: &cli,
+        run_id,
         domains: &cli.domains,
         lost_grace: DEFAULT_LOST_GRACE,
     };
@@ -235,7 +237,12 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
 
 /// `--hold` (or, with `--keeper-fds`, the keeper it starts) and
 /// `--release`: see [`crate::hold`].
-fn hold_or_release(cli: &Cli, locks: &Locks, parent: u32) -> anyhow::Result<u8> {
+fn hold_or_release(
+    cli: &Cli,
+    locks: &Locks,
+    parent: u32,
+    run_id: Option<String>,
+) -> anyhow::Result<u8> {
     let Locks::Flock(lock_dir) = locks;
     let mut domains = cli.domains.clone();
     domains.sort();
@@ -252,7 +259,7 @@ fn hold_or_release(cli: &Cli, locks: &Locks, parent: u32) -> anyhow::Result<u8> 
             (false, None) => Wait::Forever,
         },
         lock_dir: lock_dir.clone(),
-        run_id: cli.run_id.clone(),
+        run_id,
         verbose: cli.verbose,
     };
     match cli.keeper_fds {
@@ -264,6 +271,7 @@ fn hold_or_release(cli: &Cli, locks: &Locks, parent: u32) -> anyhow::Result<u8> 
 /// Takes the locks, then runs COMMAND under them.
 struct LockAndRun<'a> {
     cli: &'a Cli,
+    run_id: Option<String>,
     domains: &'a [String],
     lost_grace: Duration,
 }
@@ -313,9 +321,14 @@ impl Job for LockAndRun<'_> {
                 started.elapsed().as_secs_f64()
             );
         }
-        let holder = Holder::this_process(cli.run_id.clone());
+        let holder = Holder::this_process(self.run_id.clone());
+        if let Err(e) = claims.iter_mut().try_for_each(|c| c.stamp(&holder)) {
+            for claim in claims {
+                let _ = claim.give_up(); // nothing ran: leave nothing we made
+            }
+            return Err(e);
+        }
         for claim in &mut claims {
-            claim.stamp(&holder)?;
             claim.watch_loss(loss.notifier());
         }
         let how = RunHow {
@@ -333,34 +346,20 @@ fn locker_of<B: Backend>(backend: &B, domain: &str) -> Option<u32> {
     backend.status(domain).ok().flatten().and_then(|s| s.locker)
 }
 
-/// Whether `pid` names a running process (a zombie counts: it still holds
-/// its pid).
-fn running(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    !matches!(
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-        Err(nix::errno::Errno::ESRCH)
-    )
-}
-
 /// Who holds a lock, for messages: the holder record when it names the
 /// process that holds the lock; otherwise what is known, saying that the
 /// recorded holder is not running instead of naming a dead process.
 fn describe(holder: Option<&Holder>, locker: Option<u32>) -> String {
-    let this_host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok());
+    let this_host = proc::hostname();
     let Some(h) = holder.filter(|h| h.pid.is_some()) else {
         return match locker {
             Some(pid) => format!("pid {pid} (no holder record)"),
             None => "an unknown process".into(),
         };
     };
-    let elsewhere = h.host.is_some() && h.host != this_host;
+    let elsewhere = h.host.as_deref().is_some_and(|host| host != this_host);
     let current = locker.is_none_or(|l| h.pid == Some(l));
-    if elsewhere || (current && h.pid.is_some_and(running)) {
+    if elsewhere || (current && h.pid.is_some_and(proc::alive)) {
         return if h.reaper == Some(true) {
             format!("a janitor reaping it ({})", h.describe())
         } else {
@@ -427,9 +426,7 @@ pub fn run_holding<C: Claim>(
     argv: &[OsString],
     how: &RunHow<'_>,
 ) -> anyhow::Result<Ended> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| anyhow::anyhow!("no COMMAND given"))?;
+    let mut cmd = supervise::command(argv)?;
     let lost = || how.loss.is_some_and(supervise::Loss::is_lost);
     if lost() {
         say!(
@@ -438,8 +435,7 @@ pub fn run_holding<C: Claim>(
         );
         return Ok(Ended::Code(exit::TOOL_FAILED));
     }
-    let mut cmd = Command::new(program);
-    cmd.args(args).envs(merged_env(&claims));
+    cmd.envs(merged_env(&claims));
     let watch = Watch {
         forward: FORWARDED.to_vec(),
         own_group: false,
@@ -465,11 +461,7 @@ pub fn run_holding<C: Claim>(
             }
             Ended::from_wait_status(outcome.status)
         }
-        Err(e) => {
-            let program = names::shell_quote(&program.to_string_lossy());
-            say!("cannot run {program}: {e}");
-            Ended::Code(exit::from_spawn_error(&e))
-        }
+        Err(e) => Ended::Code(supervise::cannot_start(&cmd, &e)),
     };
     let signaled = matches!(ended, Ended::Signal(_));
     if !(signaled || how.keep || lost()) {
@@ -660,6 +652,7 @@ mod tests {
         };
         let job = LockAndRun {
             cli: &cli,
+            run_id: None,
             domains: &["d".to_string()],
             lost_grace: grace,
         };

@@ -208,7 +208,7 @@ fn state(dir: &FlockDir, domain: &str, parent: u32) -> anyhow::Result<State> {
         // unless the kernel names another holder. (Where `/proc/locks`
         // cannot be matched to the file, on some overlay file systems, the
         // keeper's answer still decides.)
-        if p == parent && status.locker.map_or(true, |l| l == keeper) {
+        if p == parent && status.locker.is_none_or(|l| l == keeper) {
             return Ok(State::Keeper(keeper));
         }
     }

@@ -623,7 +623,19 @@ fn every_bad_input_is_status_2_quoted_and_creates_nothing() {
         .env("CCCI_RUN_ID", "bad/id")
         .args([D, "--", "touch", "ran"])
         .run();
-    out.expect_code(2).expect_stderr("'bad/id'");
+    // Blamed on where the value came from: the variable, not the flag.
+    out.expect_code(2).expect_stderr("CCCI_RUN_ID='bad/id'");
+    sb.tool("ccci-lock")
+        .args(["--run-id", "a\rb", D, "--", "touch", "ran"])
+        .run()
+        .expect_code(2)
+        .expect_stderr("--run-id")
+        .expect_stderr("$'a\\rb'");
+    sb.tool("ccci-lock")
+        .args(["--lock-dir", "", D, "--", "touch", "ran"])
+        .run()
+        .expect_code(2)
+        .expect_stderr("--lock-dir");
     sb.tool("ccci-lock").arg(D).run().expect_code(2);
     sb.tool("ccci-lock")
         .args([D, "touch", "ran"])
@@ -1110,5 +1122,20 @@ fn case_22_signal_deaths_compose_and_keep_every_lockfile() {
             !sb.lockfile(d).exists(),
             "{d}.lock left after a normal exit"
         );
+    }
+}
+
+#[test]
+fn a_lock_dir_that_is_the_state_or_runs_dir_is_refused() {
+    let sb = Sandbox::new();
+    for var in ["CCCI_STATE_DIR", "CCCI_RUNS_DIR"] {
+        let out = sb
+            .tool("ccci-lock")
+            .env(var, sb.lock_dir())
+            .args([D, "--", "touch", "ran"])
+            .run();
+        out.expect_code(125)
+            .expect_stderr(&sb.lock_dir().display().to_string());
+        assert!(!sb.path("ran").exists(), "{out}");
     }
 }
