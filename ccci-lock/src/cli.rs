@@ -217,7 +217,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
         let listed = locks.run(false, List { json: cli.json })?;
         return Ok(listed.unwrap_or(Ended::Code(exit::SUCCESS))); // no lock dir: no locks
     }
-    // Further actions (`--hold`, `--release`) are Jobs too, dispatched here.
+    // `--hold` and `--release` are dispatched below, after the domain check
+    // (flock backend only for now: their keeper's socket lives in the lock dir).
     for domain in &cli.domains {
         locks.check_domain(domain)?; // a bad one fails before anything is created
     }
