@@ -970,4 +970,29 @@ mod tests {
         second.give_up().unwrap();
         assert!(path.exists(), "gave up someone else's claim by removing it");
     }
+
+    #[test]
+    fn a_created_lockfile_is_discarded_only_while_held_at_the_path_and_unstamped() {
+        let (_t, dir) = lock_dir();
+        let (file, created) = dir.open_or_create("d.lock").unwrap();
+        assert!(created);
+        let (again, created_again) = dir.open_or_create("d.lock").unwrap();
+        assert!(!created_again);
+        let path = dir.path().join("d.lock");
+        // Someone else holds it: it is theirs now.
+        assert!(flock(again.as_fd(), FlockOp::ExclusiveNonblock).unwrap());
+        dir.discard_created("d.lock", &file).unwrap();
+        assert!(path.exists());
+        // Someone stamped a record into it and left it (a killed run): kept.
+        again.write_all_at(b"{}\n", 0).unwrap();
+        drop(again);
+        dir.discard_created("d.lock", &file).unwrap();
+        assert!(path.exists());
+        drop(file);
+        // Empty and free: removed.
+        let (file, _) = dir.open_or_create("d.lock").unwrap();
+        file.set_len(0).unwrap();
+        dir.discard_created("d.lock", &file).unwrap();
+        assert!(!path.exists());
+    }
 }
