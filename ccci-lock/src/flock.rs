@@ -12,8 +12,9 @@
 //! its lock can be taken without waiting, the path still names it, and it
 //! is still empty (nobody stamped a record into it since). A file that
 //! another process locked in between is that process's claim now and is
-//! left alone. A claim acquired by waiting is never "ours" in this sense:
-//! someone else held the file meanwhile.
+//! left alone. A claim acquired by waiting is "ours" in this sense only
+//! when we created the file and it is still empty: whoever held it
+//! meanwhile never stamped it (a looker, or a run killed before stamping).
 //!
 //! # The `Wait::AtMost` waiting thread
 //!
@@ -164,8 +165,8 @@ pub struct FlockClaim {
     file: File,
     name: String,
     domain: String,
-    /// This process created the lockfile and took it without waiting: no
-    /// one else ever held it.
+    /// This process created the lockfile, and nobody stamped a record into
+    /// it before we took it: giving it up may remove it.
     created: bool,
 }
 
@@ -336,13 +337,18 @@ impl FlockDir {
             match self.round(domain, name)? {
                 Round::Held(claim) => return Ok(claim),
                 Round::Moved => continue,
-                Round::Busy { file, holder, .. } => {
+                Round::Busy {
+                    file,
+                    created,
+                    holder,
+                } => {
                     if !std::mem::replace(&mut reported, true) {
                         waiting(holder.as_ref());
                     }
                     flock(file.as_fd(), FlockOp::Exclusive)?;
                     if self.dir.names_file(name, &file)? {
-                        return Ok(self.claim(file, name, domain, false));
+                        let ours = created && file.metadata()?.len() == 0;
+                        return Ok(self.claim(file, name, domain, ours));
                     }
                 }
             }
@@ -398,8 +404,8 @@ impl FlockDir {
             if !self.dir.names_file(name, &file)? {
                 continue;
             }
-            // Someone else held it meanwhile: not "ours" to remove, unless
-            // it is still the empty file we made.
+            // Someone else held it meanwhile: "ours" only if it is still
+            // the empty file we made.
             let ours = created && file.metadata()?.len() == 0;
             return Ok(Some(self.claim(file, name, domain, ours)));
         }
