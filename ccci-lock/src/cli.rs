@@ -17,7 +17,9 @@ use ccci_common::exit::{self, Ended};
 use ccci_common::supervise::{self, Watch};
 use ccci_common::{duration, names, proc, say, sys};
 
-use crate::{acquire_all, lockfile_name, Acquired, Backend, Claim, FlockDir, Holder, Wait};
+use crate::{
+    acquire_all, lockfile_name, Acquired, Backend, BusyDomain, Claim, FlockDir, Holder, Wait,
+};
 
 const AFTER_HELP: &str = "\
 Several DOMAINs are all taken before COMMAND starts, in sorted order, so two
@@ -254,11 +256,7 @@ fn hold_or_release(
     let req = crate::hold::HoldRequest {
         parent,
         domains,
-        wait: match (cli.nonblock, cli.wait) {
-            (true, _) => Wait::Never,
-            (false, Some(limit)) => Wait::AtMost(limit),
-            (false, None) => Wait::Forever,
-        },
+        wait: wait_of(cli),
         lock_dir: lock_dir.clone(),
         run_id,
         verbose: cli.verbose,
@@ -267,6 +265,30 @@ fn hold_or_release(
         Some(fds) => crate::hold::keeper(&req, fds),
         None => crate::hold::hold(&req),
     }
+}
+
+/// How long `-n` / `-w` / neither says to wait.
+fn wait_of(cli: &Cli) -> Wait {
+    match (cli.nonblock, cli.wait) {
+        (true, _) => Wait::Never,
+        (false, Some(limit)) => Wait::AtMost(limit),
+        (false, None) => Wait::Forever,
+    }
+}
+
+/// Says that `busy.domain` is held, by whom, and that we give up; `of_set`:
+/// it was one of several DOMAINs (and none of them is held now).
+pub(crate) fn say_busy(busy: &BusyDomain, of_set: bool, locker: Option<u32>) {
+    let others = if of_set {
+        " (holding none of the domains)"
+    } else {
+        ""
+    };
+    say!(
+        "{} is locked by {}; giving up{others}",
+        busy.domain,
+        describe(busy.holder.as_ref(), locker)
+    );
 }
 
 /// Takes the locks, then runs COMMAND under them.
@@ -280,11 +302,7 @@ struct LockAndRun<'a> {
 impl Job for LockAndRun<'_> {
     fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Ended> {
         let cli = self.cli;
-        let wait = match (cli.nonblock, cli.wait) {
-            (true, _) => Wait::Never,
-            (false, Some(limit)) => Wait::AtMost(limit),
-            (false, None) => Wait::Forever,
-        };
+        let wait = wait_of(cli);
         // Before anything that can be lost is taken: see supervise::Loss.
         let loss = supervise::Loss::new().context("cannot block the lost-lock signal")?;
         let started = Instant::now();
@@ -302,16 +320,8 @@ impl Job for LockAndRun<'_> {
         let mut claims = match acquired {
             Acquired::Held(claims) => claims,
             Acquired::Busy(busy) => {
-                let others = if self.domains.len() > 1 {
-                    " (holding none of the domains)"
-                } else {
-                    ""
-                };
-                say!(
-                    "{} is locked by {}; giving up{others}",
-                    busy.domain,
-                    describe(busy.holder.as_ref(), locker_of(backend, &busy.domain))
-                );
+                let locker = locker_of(backend, &busy.domain);
+                say_busy(&busy, self.domains.len() > 1, locker);
                 return Ok(Ended::Code(exit::BUSY));
             }
         };
@@ -343,14 +353,16 @@ impl Job for LockAndRun<'_> {
 
 /// The pid the backend names as holding `domain` (a lookup that takes no
 /// lock), for messages.
-fn locker_of<B: Backend>(backend: &B, domain: &str) -> Option<u32> {
+pub(crate) fn locker_of<B: Backend>(backend: &B, domain: &str) -> Option<u32> {
     backend.status(domain).ok().flatten().and_then(|s| s.locker)
 }
 
 /// Who holds a lock, for messages: the holder record when it names the
-/// process that holds the lock; otherwise what is known, saying that the
-/// recorded holder is not running instead of naming a dead process.
-fn describe(holder: Option<&Holder>, locker: Option<u32>) -> String {
+/// process that holds the lock (a `--hold` keeper says for which pid);
+/// otherwise what is known, saying that the recorded holder is not running
+/// instead of naming a dead process. `locker` is the pid the backend names
+/// as holding it ([`locker_of`]).
+pub(crate) fn describe(holder: Option<&Holder>, locker: Option<u32>) -> String {
     let this_host = proc::hostname();
     let Some(h) = holder.filter(|h| h.pid.is_some()) else {
         return match locker {
@@ -361,10 +373,10 @@ fn describe(holder: Option<&Holder>, locker: Option<u32>) -> String {
     let elsewhere = h.host.as_deref().is_some_and(|host| host != this_host);
     let current = locker.is_none_or(|l| h.pid == Some(l));
     if elsewhere || (current && h.pid.is_some_and(proc::alive)) {
-        return if h.reaper == Some(true) {
-            format!("a janitor reaping it ({})", h.describe())
-        } else {
-            h.describe()
+        return match (h.reaper, h.parent) {
+            (Some(true), _) => format!("a janitor reaping it ({})", h.describe()),
+            (_, Some(parent)) => format!("a keeper for pid {parent} ({})", h.describe()),
+            _ => h.describe(),
         };
     }
     let who = match locker {
@@ -726,6 +738,11 @@ mod tests {
         let said = describe(Some(&dead), None);
         assert!(said.contains("not running"), "{said}");
         assert_eq!(describe(None, Some(7)), "pid 7 (no holder record)");
+        let keeper = Holder {
+            parent: Some(42),
+            ..live.clone()
+        };
+        assert!(describe(Some(&keeper), Some(me)).starts_with("a keeper for pid 42 (pid "));
     }
 
     #[test]

@@ -12,8 +12,9 @@
 //! its lock can be taken without waiting, the path still names it, and it
 //! is still empty (nobody stamped a record into it since). A file that
 //! another process locked in between is that process's claim now and is
-//! left alone. A claim acquired by waiting is never "ours" in this sense:
-//! someone else held the file meanwhile.
+//! left alone. A claim acquired by waiting is "ours" in this sense only
+//! when we created the file and it is still empty: whoever held it
+//! meanwhile never stamped it (a looker, or a run killed before stamping).
 //!
 //! # The `Wait::AtMost` waiting thread
 //!
@@ -167,8 +168,8 @@ pub struct FlockClaim {
     file: File,
     name: String,
     domain: String,
-    /// This process created the lockfile and took it without waiting: no
-    /// one else ever held it.
+    /// This process created the lockfile, and nobody stamped a record into
+    /// it before we took it: giving it up may remove it.
     created: bool,
 }
 
@@ -339,13 +340,18 @@ impl FlockDir {
             match self.round(domain, name)? {
                 Round::Held(claim) => return Ok(claim),
                 Round::Moved => continue,
-                Round::Busy { file, holder, .. } => {
+                Round::Busy {
+                    file,
+                    created,
+                    holder,
+                } => {
                     if !std::mem::replace(&mut reported, true) {
                         waiting(holder.as_ref());
                     }
                     flock(file.as_fd(), FlockOp::Exclusive)?;
                     if self.dir.names_file(name, &file)? {
-                        return Ok(self.claim(file, name, domain, false));
+                        let ours = created && file.metadata()?.len() == 0;
+                        return Ok(self.claim(file, name, domain, ours));
                     }
                 }
             }
@@ -401,8 +407,8 @@ impl FlockDir {
             if !self.dir.names_file(name, &file)? {
                 continue;
             }
-            // Someone else held it meanwhile: not "ours" to remove, unless
-            // it is still the empty file we made.
+            // Someone else held it meanwhile: "ours" only if it is still
+            // the empty file we made.
             let ours = created && file.metadata()?.len() == 0;
             return Ok(Some(self.claim(file, name, domain, ours)));
         }
@@ -1011,5 +1017,30 @@ mod tests {
         let path = second.path();
         second.give_up().unwrap();
         assert!(path.exists(), "gave up someone else's claim by removing it");
+    }
+
+    #[test]
+    fn a_created_lockfile_is_discarded_only_while_held_at_the_path_and_unstamped() {
+        let (_t, dir) = lock_dir();
+        let (file, created) = dir.open_or_create("d.lock").unwrap();
+        assert!(created);
+        let (again, created_again) = dir.open_or_create("d.lock").unwrap();
+        assert!(!created_again);
+        let path = dir.path().join("d.lock");
+        // Someone else holds it: it is theirs now.
+        assert!(flock(again.as_fd(), FlockOp::ExclusiveNonblock).unwrap());
+        dir.discard_created("d.lock", &file).unwrap();
+        assert!(path.exists());
+        // Someone stamped a record into it and left it (a killed run): kept.
+        again.write_all_at(b"{}\n", 0).unwrap();
+        drop(again);
+        dir.discard_created("d.lock", &file).unwrap();
+        assert!(path.exists());
+        drop(file);
+        // Empty and free: removed.
+        let (file, _) = dir.open_or_create("d.lock").unwrap();
+        file.set_len(0).unwrap();
+        dir.discard_created("d.lock", &file).unwrap();
+        assert!(!path.exists());
     }
 }

@@ -238,6 +238,19 @@ impl Output {
         self
     }
 
+    /// Panics unless the process itself ended by signal `sig` (not by
+    /// `exit(128+N)`), without a core dump.
+    #[track_caller]
+    pub fn expect_ended_by(&self, sig: libc::c_int) -> &Output {
+        assert_eq!(
+            self.status.signal(),
+            Some(sig),
+            "expected an end by signal {sig}\n{self}"
+        );
+        assert!(!self.status.core_dumped(), "dumped core\n{self}");
+        self
+    }
+
     /// Panics unless stderr contains `needle`.
     #[track_caller]
     pub fn expect_stderr(&self, needle: &str) -> &Output {

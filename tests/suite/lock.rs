@@ -1061,17 +1061,6 @@ fn list_json_shows_the_parent_of_held_domains_and_misuse_is_status_2() {
     assert!(!sb.path("ran").exists());
 }
 
-/// Panics unless the process itself ended by `sig` (not `exit(128+N)`).
-fn ended_by(out: &ccci_tests::Output, sig: libc::c_int) {
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(
-        out.status.signal(),
-        Some(sig),
-        "expected an end by signal {sig}\n{out}"
-    );
-    assert!(!out.status.core_dumped(), "dumped core\n{out}");
-}
-
 /// Case 22: signal deaths compose through ccci-guard and nested ccci-locks:
 /// each ccci-lock keeps its lockfile, releases its lock, and ends by the
 /// same signal, so the one around it sees a signal death too.
@@ -1083,8 +1072,7 @@ fn case_22_signal_deaths_compose_and_keep_every_lockfile() {
         .args([D, "--", "ccci-guard", "--supervise", "--deadline", "1s"])
         .args(["--", "sleep", "30"])
         .run();
-    out.expect_code(142);
-    ended_by(&out, libc::SIGALRM);
+    out.expect_code(142).expect_ended_by(libc::SIGALRM);
     assert!(sb.lockfile(D).exists(), "{}", sb.listing());
     assert_eq!(sb.try_lock(D), 0, "the lock was not released");
 
@@ -1101,8 +1089,7 @@ fn case_22_signal_deaths_compose_and_keep_every_lockfile() {
             "kill -KILL $$",
         ])
         .run();
-    out.expect_code(137);
-    ended_by(&out, libc::SIGKILL);
+    out.expect_code(137).expect_ended_by(libc::SIGKILL);
     for d in ["a", "b"] {
         assert!(
             sb.lockfile(d).exists(),
