@@ -101,6 +101,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use ccci_common::{exit, say, sys};
 
+use crate::cli::{describe, locker_of, say_busy};
 use crate::{
     acquire_all, Acquired, Backend, BusyDomain, Claim, FlockClaim, FlockDir, Holder, Wait,
 };
@@ -189,7 +190,7 @@ enum State {
     Keeper(u32),
     /// Held by someone else (another parent's keeper, a `ccci-lock` running
     /// a command, the janitor, a foreign flock user).
-    Other(Option<Holder>),
+    Other(Option<Holder>, Option<u32>),
 }
 
 fn state(dir: &FlockDir, domain: &str, parent: u32) -> anyhow::Result<State> {
@@ -213,7 +214,7 @@ fn state(dir: &FlockDir, domain: &str, parent: u32) -> anyhow::Result<State> {
         }
     }
     Ok(if status.held {
-        State::Other(status.holder)
+        State::Other(status.holder, status.locker)
     } else {
         State::Free {
             last: status.holder,
@@ -308,16 +309,6 @@ fn ask(
         }
     }
     bail!("keeper {keeper} ended its answer early (killed?)")
-}
-
-fn describe(holder: Option<&Holder>) -> String {
-    match holder {
-        None => "an unknown process".into(),
-        Some(h) => match h.parent {
-            Some(parent) => format!("a keeper for pid {parent} ({})", h.describe()),
-            None => h.describe(),
-        },
-    }
 }
 
 /// `ccci-lock --hold`: see the module doc. Returns 0 once a keeper holds
@@ -446,11 +437,11 @@ pub fn release(parent: u32, lock_dir: &Path, domains: &[String]) -> anyhow::Resu
                     None => say!("{domain} is not held"),
                 }
             }
-            State::Other(holder) => {
+            State::Other(holder, locker) => {
                 refused = true;
                 say!(
                     "{domain} is held by {}, not for pid {parent}; refusing to release it",
-                    describe(holder.as_ref())
+                    describe(holder.as_ref(), locker)
                 );
             }
         }
@@ -637,16 +628,8 @@ fn acquire_watching(
     {
         Acquired::Held(claims) => Ok(Some(claims)),
         Acquired::Busy(busy) => {
-            let others = if req.domains.len() > 1 {
-                " (holding none of the domains)"
-            } else {
-                ""
-            };
-            say!(
-                "{} is locked by {}; giving up{others}",
-                busy.domain,
-                describe(busy.holder.as_ref())
-            );
+            let locker = locker_of(dir, &busy.domain);
+            say_busy(&busy, req.domains.len() > 1, locker);
             Ok(None)
         }
     }
@@ -661,7 +644,8 @@ fn acquire_sorted(
     let verbose = req.verbose;
     acquire_all(dir, &req.domains, req.wait, &mut |domain, holder| {
         if verbose {
-            say!("waiting for {domain}: held by {}", describe(holder));
+            let locker = locker_of(dir, domain);
+            say!("waiting for {domain}: held by {}", describe(holder, locker));
         }
     })
 }
