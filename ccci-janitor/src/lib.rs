@@ -15,14 +15,27 @@
 //!   ([`Probe::Moved`]): it never reaps the same claim again.
 //! - **A new run waits for the reap.** `ccci-lock` blocks on the same lock,
 //!   so a run of a domain being reaped starts only when the reap is over.
-//! - **Warm names are never touched.** They are matched before any backend
-//!   call, so no claim of theirs is opened, locked or created.
-//! - **A failed or timed-out reap keeps the claim**, for the next pass.
+//! - **Warm names, and names that are not CI apps, are never touched.**
+//!   `--warm` and `--only` are matched before any backend call, so no claim
+//!   of theirs is opened, locked or created; the proxy a shared server runs
+//!   is never reaped because `abra app ls` lists it.
+//! - **One pass at a time.** The command line holds the backend's pass lock
+//!   ([`Backend::pass_lock`]) from before the candidates are listed until
+//!   after the last is settled; a pass that finds it held examines nothing.
+//!   Passes whose `--deployed` lists were read at different times would
+//!   otherwise reap a domain twice: the later list still names a domain the
+//!   earlier pass just reaped and whose claim it removed.
+//! - **A failed or timed-out reap keeps the claim**, for the next pass, with
+//!   the last holder's record put back. While a reap runs the claim carries
+//!   the janitor's own record (`"reaper": true`).
 //! - **Nothing is created but a deployed domain's missing claim**, made with
 //!   `O_EXCL` ([`Backend::create`]) and reaped at once: after a reboot
 //!   emptied a tmpfs lock dir, the apps still deployed are reaped without
 //!   waiting for `--min-age`. If a run created the claim first, the domain is
-//!   settled as an existing claim.
+//!   settled as an existing claim. A missing lock dir is created only when
+//!   its parent is on a tmpfs ([`missing_lock_dir`]): then a reboot removed
+//!   it; anywhere else it is a mistake, and creating it would make every
+//!   deployed app look orphaned while its run holds its real lock.
 //!
 //! The pass is written against [`Backend`] and [`Claim`] (ccci-lock's
 //! protocol), so a second backend gets the same decisions. Skipping a young
@@ -602,10 +615,13 @@ impl<B: Backend> Pass<'_, B> {
         Ok(self.reap(claim, holder.clone(), Some(age), &last))
     }
 
-    /// Runs the reap while holding `claim`; removes the claim on success.
+    /// Runs the reap while holding `claim`, with our own record in it
+    /// (`"reaper": true`, so that a run waiting for the domain is told a
+    /// janitor is reaping it); removes the claim on success, and puts the
+    /// last holder's record back on failure, for the next pass's report.
     fn reap(
         &mut self,
-        claim: B::Claim,
+        mut claim: B::Claim,
         holder: Option<Holder>,
         age: Option<Duration>,
         why: &str,
@@ -613,6 +629,13 @@ impl<B: Backend> Pass<'_, B> {
         let domain = claim.domain().to_string();
         let mut env = claim.env();
         env.push(("CCCI_DOMAIN", domain.clone().into()));
+        let reaper = Holder {
+            reaper: Some(true),
+            ..Holder::this_process(None)
+        };
+        // The record is diagnostics only: a claim we cannot write is still
+        // ours to reap.
+        let _ = claim.stamp(&reaper);
         let end = self.reaper.reap(&domain, &env);
         if end.stop.is_some() {
             self.summary.stopped_by = end.stop;
@@ -630,6 +653,9 @@ impl<B: Backend> Pass<'_, B> {
                 }
             }
         } else {
+            if let Some(last) = &holder {
+                let _ = claim.stamp(last);
+            }
             drop(claim);
             self.summary.reap_failed = true;
             (

@@ -117,11 +117,14 @@ fn an_orphan_is_reaped_once_under_its_lock_and_unlinked() {
     w.orphan("a.example", HOUR);
     let lockfile = w.lockfile("a.example");
     let (seen, reaped, summary) = w.pass_with(&exact(), &mut |_: &str, _: &[_]| {
-        // While the reap runs, the domain is locked and the lockfile is there.
-        assert!(matches!(
-            w.dir.probe("a.example").unwrap(),
-            Probe::Held { .. }
-        ));
+        // While the reap runs, the domain is locked and the lockfile is there,
+        // with the janitor's own record.
+        let Probe::Held { holder, .. } = w.dir.probe("a.example").unwrap() else {
+            panic!("not held during the reap")
+        };
+        let holder = holder.unwrap();
+        assert_eq!(holder.reaper, Some(true));
+        assert_eq!(holder.pid, Some(std::process::id()));
         ReapEnd {
             ok: true,
             detail: String::new(),
@@ -280,6 +283,13 @@ fn a_failed_reap_keeps_the_lockfile_and_fails_the_pass() {
     );
     assert!(w.lockfile("a.example").exists());
     assert_eq!(summary.ended(), Ended::Code(1));
+    // The dead run's record is back, for the next pass's report.
+    let Probe::Acquired(claim) = w.dir.probe("a.example").unwrap() else {
+        panic!("the failed reap kept the lock")
+    };
+    let record = claim.holder().unwrap();
+    assert_eq!(record.run_id.as_deref(), Some("run-1"));
+    assert_eq!(record.reaper, None);
 }
 
 #[test]

@@ -220,7 +220,13 @@ fn case_08_two_overlapping_janitors_exactly_one_reaps() {
         .expect_code(0)
         .expect_stderr("another janitor pass is running");
     assert_eq!(second.stdout, "", "the second pass examined a domain");
-    // A run waiting for the domain is told who holds it.
+    // While it reaps, the claim carries the janitor's own record.
+    let record = std::fs::read_to_string(sb.lockfile(D)).unwrap();
+    assert!(record.contains(r#""reaper":true"#), "{record}");
+    assert!(
+        record.contains(&format!(r#""pid":{}"#, first.pid())),
+        "{record}"
+    );
     sb.tool("ccci-lock")
         .args(["-n", "-v", D, "--", "true"])
         .run()
