@@ -14,8 +14,10 @@ note() { printf '   %s\n' "$*"; }
 show() { printf '%s   $ %s%s\n' "$dim" "$*" "$off"; }
 
 step "Building the tools"
-(cd "$top" && cargo build --quiet -p ccci-lock -p ccci-guard -p ccci-janitor -p ccci-abradir -p ccci-state)
-export PATH="$top/target/debug:$PATH"
+# cargo says where it put them (CARGO_TARGET_DIR and cargo's config are honoured)
+bindir=$("$top/contrib/cargo-build-tools")
+export PATH="$bindir:$PATH"
+note "the tools are in $bindir"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/ccci-demo.XXXXXX")
 chmod 700 "$work"

@@ -119,6 +119,11 @@ pub struct Status {
     pub held: bool,
     /// The last holder record, when readable (for a free lock: the last holder).
     pub holder: Option<Holder>,
+    /// The process the backend itself names as holding the lock (for
+    /// flock: the pid in `/proc/locks`), when it can tell. It differs from
+    /// the record's pid when the record is stale: a janitor reaping a dead
+    /// run's claim before stamping, or a foreign `flock(1)` user.
+    pub locker: Option<u32>,
 }
 
 /// The answer of [`Backend::pass_lock`].
@@ -175,8 +180,16 @@ pub trait Backend {
     /// Every domain that has a claim, sorted. Names that are not valid
     /// domains are not listed.
     fn domains(&self) -> anyhow::Result<Vec<String>>;
-    /// The state of every claim, sorted by domain.
+    /// The state of every claim, sorted by domain. Looking never blocks
+    /// anyone: this takes no lock and never makes a concurrent acquirer of
+    /// a free domain find it busy.
     fn list(&self) -> anyhow::Result<Vec<Status>>;
+    /// The state of `domain`'s claim (`None`: no claim), found as
+    /// [`Backend::list`] finds it, without taking any lock: for `-v` and
+    /// for a janitor's check of a live domain.
+    fn status(&self, domain: &str) -> anyhow::Result<Option<Status>> {
+        Ok(self.list()?.into_iter().find(|s| s.domain == domain))
+    }
     /// Time since `domain`'s claim was last stamped, read without opening
     /// or locking it, when the backend can tell cheaply (a `stat`). `None`:
     /// no usable claim, or the backend cannot tell. Only a hint, for
