@@ -439,17 +439,33 @@ impl<B: Backend> Pass<'_, B> {
                 detail.into(),
             ));
         }
-        if !s.exact {
-            // Held or not, a claim this young is left alone and cannot be a
-            // leak; nobody asked which of the two it is.
-            if let Some(age) = self.backend.peek_age(domain)? {
-                if age < s.min_age && age <= s.leak_after {
+        // A claim younger than --min-age is never reaped, so it is never
+        // locked either: whether it is held (for -v, --json and the leak
+        // warning) is read without taking any lock (Backend::status), so a
+        // run's `ccci-lock -n` of that domain never finds it busy because a
+        // janitor was looking (SPEC §2 "Looking never blocks anyone").
+        if let Some(age) = self.backend.peek_age(domain)? {
+            if age < s.min_age {
+                if !s.exact && age <= s.leak_after {
+                    // Held or not, it is left alone and cannot be a leak;
+                    // nobody asked which of the two it is.
                     let detail = "young: younger than --min-age by its mtime (not probed)";
                     return Ok(
                         Examined::new(domain, Outcome::Young, Level::Info, detail.into())
                             .with(None, Some(age)),
                     );
                 }
+                return Ok(match self.backend.status(domain)? {
+                    Some(st) if st.held => self.held(domain, st.holder, age, st.locker),
+                    Some(st) => self.young(domain, st.holder, age),
+                    None => Examined::new(
+                        domain,
+                        Outcome::Skipped,
+                        Level::Info,
+                        "skipped: its lockfile vanished before it was looked at (its run ended)"
+                            .into(),
+                    ),
+                });
             }
         }
         let probe = self.backend.probe(domain)?;
@@ -482,7 +498,7 @@ impl<B: Backend> Pass<'_, B> {
                 Level::Warning,
                 format!("skipped: {why}"),
             )),
-            Probe::Held { holder, age } => Ok(self.held(domain, holder, age)),
+            Probe::Held { holder, age } => Ok(self.held(domain, holder, age, None)),
             Probe::Moved => Ok(Examined::new(
                 domain,
                 Outcome::Skipped,
@@ -516,14 +532,28 @@ impl<B: Backend> Pass<'_, B> {
         }
     }
 
-    fn held(&mut self, domain: &str, holder: Option<Holder>, age: Duration) -> Examined {
+    /// A held claim: `locker` is the pid the backend names as holding the
+    /// lock, when it can tell.
+    fn held(
+        &mut self,
+        domain: &str,
+        holder: Option<Holder>,
+        age: Duration,
+        locker: Option<u32>,
+    ) -> Examined {
         let who = describe(holder.as_ref());
-        let note = match &holder {
-            Some(h) if self.recorded_holder_gone(h) => {
+        let note = match (&holder, locker) {
+            (Some(h), _) if h.reaper == Some(true) => "; a janitor is reaping it".to_string(),
+            (Some(h), Some(pid)) if h.pid.is_some() && h.pid != Some(pid) => format!(
+                "; the lock is held by pid {pid}, not by the recorded holder (a janitor \
+                 reaping it, or another flock user)"
+            ),
+            (Some(h), None) if self.recorded_holder_gone(h) => {
                 "; the recorded holder is not running, so another process (a janitor \
                  reaping it?) holds the lock"
+                    .to_string()
             }
-            _ => "",
+            _ => String::new(),
         };
         let (outcome, level, detail) = if age > self.settings.leak_after {
             (
@@ -547,21 +577,11 @@ impl<B: Backend> Pass<'_, B> {
     }
 
     fn recorded_holder_gone(&mut self, holder: &Holder) -> bool {
-        let host = self.host.get_or_insert_with(|| {
-            nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_default()
-        });
+        let host = self.host.get_or_insert_with(ccci_common::proc::hostname);
         let (Some(pid), Some(recorded_host)) = (holder.pid, holder.host.as_deref()) else {
             return false;
         };
-        let Ok(pid) = i32::try_from(pid) else {
-            return false;
-        };
-        recorded_host == host.as_str()
-            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
-                == Err(nix::errno::Errno::ESRCH)
+        recorded_host == host.as_str() && !ccci_common::proc::alive(pid)
     }
 
     fn young(&self, domain: &str, holder: Option<Holder>, age: Duration) -> Examined {

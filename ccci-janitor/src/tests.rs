@@ -671,3 +671,78 @@ fn a_deployed_claim_created_by_a_run_first_is_settled_as_an_existing_one() {
     );
     drop(live);
 }
+
+/// The lock dir, but `probe` (which takes a lock) panics: for the claims
+/// that a pass must only look at.
+struct NoProbes(FlockDir);
+
+impl Backend for NoProbes {
+    type Claim = FlockClaim;
+
+    fn acquire(
+        &self,
+        domain: &str,
+        wait: Wait,
+        waiting: &mut dyn FnMut(Option<&Holder>),
+    ) -> anyhow::Result<Acquired<FlockClaim>> {
+        self.0.acquire(domain, wait, waiting)
+    }
+
+    fn probe(&self, domain: &str) -> anyhow::Result<Probe<FlockClaim>> {
+        panic!("{domain} was locked to be looked at")
+    }
+
+    fn create(&self, domain: &str) -> anyhow::Result<Option<FlockClaim>> {
+        self.0.create(domain)
+    }
+
+    fn domains(&self) -> anyhow::Result<Vec<String>> {
+        self.0.domains()
+    }
+
+    fn list(&self) -> anyhow::Result<Vec<ccci_lock::Status>> {
+        self.0.list()
+    }
+
+    fn status(&self, domain: &str) -> anyhow::Result<Option<ccci_lock::Status>> {
+        self.0.status(domain)
+    }
+
+    fn peek_age(&self, domain: &str) -> anyhow::Result<Option<Duration>> {
+        self.0.peek_age(domain)
+    }
+}
+
+#[test]
+fn young_claims_are_told_live_or_young_without_taking_their_lock() {
+    let w = World::new();
+    w.orphan("a-free.example", Duration::from_secs(60));
+    let _live = w.hold("b-live.example");
+    let _stuck = w.hold("c-stuck.example");
+    w.set_age("c-stuck.example", 3 * HOUR);
+    let settings = Settings {
+        min_age: 4 * HOUR,
+        ..exact()
+    };
+    let backend = NoProbes(w.dir.clone());
+    let domains = candidates(&backend, None).unwrap();
+    let mut seen = Vec::new();
+    let mut reaper = |_: &str, _: &[(&'static str, OsString)]| -> ReapEnd { panic!("reaped") };
+    pass(&backend, &settings, &domains, &mut reaper, &mut |e| {
+        seen.push(e.clone());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        outcomes(&seen),
+        [
+            ("a-free.example", Outcome::Young),
+            ("b-live.example", Outcome::Live),
+            ("c-stuck.example", Outcome::Leaked),
+        ]
+    );
+    assert_eq!(
+        seen[1].holder.as_ref().unwrap().run_id.as_deref(),
+        Some("run-1")
+    );
+}

@@ -1122,3 +1122,39 @@ fn stderr_lines_are_not_stamped_when_stderr_is_the_journal() {
     );
     assert_stamped(lines[1]);
 }
+
+/// SPEC §2 "Looking never blocks anyone", §7 case 29: janitor passes that
+/// report young claims (`-v`, `--json`) in a loop never make `ccci-lock -n`
+/// on a free domain fail: whether a young claim is held is read from the
+/// kernel's lock table, not found out by taking its lock.
+#[test]
+fn case_29_janitor_passes_in_a_loop_never_make_nonblock_fail() {
+    let sb = Sandbox::new();
+    let script = reap_script(&sb, "exit 0");
+    let passes: Vec<Proc> = ["-v", "--json"]
+        .iter()
+        .map(|flag| {
+            sb.sh(&format!(
+                "while :; do ccci-janitor --min-age 1h {flag} -- sh '{}' >/dev/null 2>&1 \
+                 || echo pass-failed; done",
+                script.display()
+            ))
+            .spawn()
+        })
+        .collect();
+    let out = sb
+        .sh(&format!(
+            "for i in $(seq 300); do \
+               ccci-lock -n --keep {D} -- true || echo \"-n failed with $?\"; \
+             done; echo done"
+        ))
+        .run();
+    for pass in passes {
+        pass.signal(libc::SIGKILL);
+        let ended = pass.wait();
+        assert!(!ended.stdout.contains("pass-failed"), "{ended}");
+    }
+    out.expect_code(0);
+    assert_eq!(out.stdout.trim(), "done", "{out}");
+    assert!(calls(&sb).is_empty(), "a young claim was reaped");
+}
