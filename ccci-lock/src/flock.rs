@@ -528,7 +528,16 @@ impl Backend for FlockDir {
 
     fn probe(&self, domain: &str) -> anyhow::Result<Probe<FlockClaim>> {
         let name = lockfile_name(domain)?;
-        let file = match self.dir.open_file(&name, OpenHow::Read) {
+        // Opened for writing, so that a janitor that takes the claim can
+        // stamp its own record while it reaps; a lockfile we may only read
+        // (made read-only by hand) is still probed and settled.
+        let opened = match self.dir.open_file(&name, OpenHow::ReadWrite) {
+            Err(e) if matches!(&e.kind, FileErrorKind::Io(io) if io.kind() == io::ErrorKind::PermissionDenied) => {
+                self.dir.open_file(&name, OpenHow::Read)
+            }
+            other => other,
+        };
+        let file = match opened {
             Ok(file) => file,
             Err(e) => match e.kind {
                 FileErrorKind::Missing => return Ok(Probe::Missing),
