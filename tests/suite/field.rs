@@ -291,6 +291,8 @@ fn stand_in_server(sb: &Sandbox) -> (PathBuf, PathBuf) {
     ] {
         deploy(sb, app);
     }
+    // The server has cron installed.
+    std::fs::create_dir_all(sb.path("dest/etc/cron.d")).unwrap();
     let work = sb.path("work");
     std::fs::create_dir(&work).unwrap();
     std::os::unix::fs::symlink(ccci_tests::workspace_root(), work.join("ccci")).unwrap();
