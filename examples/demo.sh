@@ -134,11 +134,11 @@ abra app undeploy "$1" >/dev/null && echo "   reap-app.sh: reaped $1" >&2
 REAP
 chmod +x "$work/reap-app.sh"
 abra app ls > "$work/deployed.list"
-show "ccci-janitor --deployed deployed.list --warm 'warm-*' -- reap-app.sh"
-ccci-janitor --deployed "$work/deployed.list" --warm 'warm-*' -- "$work/reap-app.sh" 2>&1 | sed 's/^/   /'
+show "ccci-janitor --deployed deployed.list --only '*.ci.example.org' --warm 'warm-*' -- reap-app.sh"
+ccci-janitor --deployed "$work/deployed.list" --only '*.ci.example.org' --warm 'warm-*' -- "$work/reap-app.sh" 2>&1 | sed 's/^/   /'
 abra app ls > "$work/deployed.list"
 note "second pass, five minutes later: nothing left to do"
-ccci-janitor --deployed "$work/deployed.list" -- "$work/reap-app.sh" 2>&1 | sed 's/^/   /'
+ccci-janitor --deployed "$work/deployed.list" --only '*.ci.example.org' -- "$work/reap-app.sh" 2>&1 | sed 's/^/   /'
 note "deployed now: $(deployed)"
 
 step "4. A hung test hits its deadline"

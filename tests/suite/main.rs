@@ -5,6 +5,7 @@
 mod abradir;
 mod field;
 mod guard;
+mod hold;
 mod janitor;
 mod lock;
 mod newcomer;
