@@ -359,7 +359,7 @@ fn describe(holder: Option<&Holder>, locker: Option<u32>) -> String {
         };
     };
     let elsewhere = h.host.is_some() && h.host != this_host;
-    let current = locker.map_or(true, |l| h.pid == Some(l));
+    let current = locker.is_none_or(|l| h.pid == Some(l));
     if elsewhere || (current && h.pid.is_some_and(running)) {
         return if h.reaper == Some(true) {
             format!("a janitor reaping it ({})", h.describe())

@@ -239,7 +239,7 @@ fn redirect(text: &str, dest: &Path) -> String {
         let starts_path = out
             .chars()
             .last()
-            .map_or(true, |c| c.is_whitespace() || "\"'=(".contains(c));
+            .is_none_or(|c| c.is_whitespace() || "\"'=(".contains(c));
         if starts_path && (at.starts_with("/usr/local/") || at.starts_with("/etc/")) {
             out.push_str(dest);
         }
