@@ -88,6 +88,14 @@ pub struct Cli {
     #[arg(value_name = "DOMAIN", required_unless_present = "list", value_parser = names::domain)]
     pub domain: Option<String>,
 
+    /// Where the locks live when several hosts share them
+    #[command(flatten)]
+    pub etcd: crate::etcd::args::EtcdArgs,
+
+    /// With --etcd: how long COMMAND may take to stop after SIGTERM when the lock is lost
+    #[arg(long, value_name = "DURATION", value_parser = crate::etcd::args::positive)]
+    pub lost_grace: Option<Duration>,
+
     /// The command to run while holding the lock (after --)
     #[arg(value_name = "COMMAND", last = true, required_unless_present = "list")]
     pub command: Vec<OsString>,
@@ -106,19 +114,31 @@ pub const FORWARDED: [libc::c_int; 7] = [
 
 /// Runs a parsed command line; returns the exit status.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    if let Some(config) = cli.etcd.config()? {
+        let backend = crate::etcd::Etcd::new(config);
+        if cli.list {
+            return list_backend(&backend, cli.json);
+        }
+        return lock_and_run(&backend, &cli);
+    }
     let lock_dir = cli.lock_dir.clone().unwrap_or_else(dirs::default_lock_dir);
     if cli.list {
         return list(&lock_dir, cli.json);
     }
     let domain = cli.domain.clone().unwrap_or_default();
     lockfile_name(&domain)?; // a too-long name fails before anything is created
+    let backend = FlockDir::open(&lock_dir, true)?
+        .ok_or_else(|| anyhow::anyhow!("lock dir {} vanished", lock_dir.display()))?;
+    lock_and_run(&backend, &cli)
+}
+
+fn lock_and_run<B: Backend>(backend: &B, cli: &Cli) -> anyhow::Result<u8> {
+    let domain = cli.domain.clone().unwrap_or_default();
     let wait = match (cli.nonblock, cli.wait) {
         (true, _) => Wait::Never,
         (false, Some(limit)) => Wait::AtMost(limit),
         (false, None) => Wait::Forever,
     };
-    let backend = FlockDir::open(&lock_dir, true)?
-        .ok_or_else(|| anyhow::anyhow!("lock dir {} vanished", lock_dir.display()))?;
     let started = Instant::now();
     let verbose = cli.verbose;
     let mut waited = false;
@@ -207,6 +227,10 @@ fn list(lock_dir: &std::path::Path, json: bool) -> anyhow::Result<u8> {
     let Some(backend) = FlockDir::open(lock_dir, false)? else {
         return Ok(exit::SUCCESS); // no lock dir: no locks
     };
+    list_backend(&backend, json)
+}
+
+fn list_backend<B: Backend>(backend: &B, json: bool) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
     for status in backend.list()? {
         let holder = status.holder.unwrap_or_default();

@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod etcd;
 
 use std::ffi::OsStr;
 use std::fs::File;
