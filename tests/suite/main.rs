@@ -3,6 +3,7 @@
 //! read side by side.
 
 mod abradir;
+mod etcd;
 mod guard;
 mod janitor;
 mod lock;

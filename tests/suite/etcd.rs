@@ -1,0 +1,378 @@
+//! The etcd backend (SPEC §8) against a real etcd: SPEC §7 cases 1-4 on
+//! etcd, several hosts, lease loss, restarts, fencing and a cluster.
+//!
+//! Each test starts its own etcd (see `ccci_tests::etcd`), with a 2 s lease
+//! TTL so that expiry is quick to observe.
+
+use std::time::{Duration, Instant};
+
+use ccci_tests::etcd::{Cluster, Etcd};
+use ccci_tests::{alive, wait_until, Cmd, Proc, Sandbox};
+
+const D: &str = "wp-3f2a.ci.example.org";
+const TTL: Duration = Duration::from_secs(2);
+const PREFIX: &str = "/t";
+
+/// A sandbox whose `ccci-lock` uses `endpoints`.
+struct World {
+    sb: Sandbox,
+    endpoints: String,
+}
+
+impl World {
+    fn new(endpoints: String) -> World {
+        World {
+            sb: Sandbox::new(),
+            endpoints,
+        }
+    }
+
+    fn on(etcd: &Etcd) -> World {
+        World::new(etcd.endpoint())
+    }
+
+    fn tool(&self, tool: &str) -> Cmd {
+        self.setup(self.sb.tool(tool))
+    }
+
+    fn setup(&self, cmd: Cmd) -> Cmd {
+        cmd.env("CCCI_ETCD_ENDPOINTS", &self.endpoints)
+            .env("CCCI_ETCD_PREFIX", PREFIX)
+            .env("CCCI_ETCD_TTL", format!("{}s", TTL.as_secs()))
+    }
+
+    fn lock(&self) -> Cmd {
+        self.tool("ccci-lock")
+    }
+
+    fn try_lock(&self, domain: &str) -> i32 {
+        self.lock().args(["-n", domain, "--", "true"]).run().code()
+    }
+
+    /// A holder whose COMMAND prints "ready rev=N" and waits for a line.
+    fn hold(&self, domain: &str, flags: &[&str]) -> (Proc, i64) {
+        let mut p = self
+            .lock()
+            .args(flags)
+            .arg(domain)
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "echo ready rev=$CCCI_LOCK_REVISION; read _",
+            ])
+            .piped_stdin()
+            .spawn();
+        let line = p.expect_stdout("ready");
+        let rev = line.trim_start_matches("ready rev=").parse().unwrap();
+        (p, rev)
+    }
+}
+
+fn claim_key(domain: &str) -> String {
+    format!("{PREFIX}/claim/{domain}")
+}
+
+#[test]
+fn case_01_sigkill_of_a_holder_frees_the_lock_within_the_ttl() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (holder, rev) = w.hold(D, &["--run-id", "r1"]);
+    assert!(rev > 0);
+    assert_eq!(w.try_lock(D), 75);
+    holder.signal(libc::SIGKILL);
+    holder.wait().expect_code(137);
+    let killed = Instant::now();
+    assert_eq!(etcd.dump(&claim_key(D)).len(), 1, "the claim stays");
+    wait_until("the lock is free again", || w.try_lock(D) == 0);
+    let took = killed.elapsed();
+    assert!(
+        took <= TTL + Duration::from_secs(1),
+        "the lock was free only after {took:?} (TTL {TTL:?})"
+    );
+    // The -n that got the lock exited normally: it removed the claim.
+    let dump = etcd.dump(PREFIX);
+    assert!(
+        dump.iter().all(|kv| !kv.starts_with(&claim_key(D))),
+        "{dump:?}"
+    );
+}
+
+#[test]
+fn a_killed_holder_leaves_its_claim() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (holder, _) = w.hold(D, &["--run-id", "r1"]);
+    holder.signal(libc::SIGKILL);
+    holder.wait();
+    let dump = etcd.dump(&claim_key(D));
+    assert_eq!(dump.len(), 1, "{dump:?}");
+    assert!(dump[0].contains("\"run_id\":\"r1\""), "{dump:?}");
+    // A killed COMMAND leaves it too.
+    let out = w
+        .lock()
+        .args(["-w", "10s", "x.example", "--", "sh", "-c", "kill -KILL $$"])
+        .run();
+    out.expect_code(137);
+    assert_eq!(etcd.dump(&claim_key("x.example")).len(), 1);
+}
+
+#[test]
+fn case_02_nonblock_is_75_while_held_and_0_when_free() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    assert_eq!(w.try_lock(D), 0);
+    let (mut holder, _) = w.hold(D, &["--run-id", "run-a"]);
+    let busy = w.lock().args(["-n", D, "--", "touch", "ran"]).run();
+    busy.expect_code(75)
+        .expect_stderr(&format!("pid {}", holder.pid()))
+        .expect_stderr("'run-a'");
+    assert!(!w.sb.path("ran").exists(), "COMMAND ran without the lock");
+    holder.send("");
+    holder.wait().expect_code(0);
+    // A clean exit removed the claim and freed the lock at once.
+    assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
+    assert_eq!(w.try_lock(D), 0);
+}
+
+#[test]
+fn case_03_the_lock_is_not_inherited_by_the_holders_child() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let mut holder = w
+        .lock()
+        .args([D, "--", "sh", "-c"])
+        .arg("trap '' TERM; echo pid=$$; exec sleep 1000 >/dev/null")
+        .spawn();
+    let line = holder.expect_stdout("pid=");
+    let child: u32 = line.trim_start_matches("pid=").parse().unwrap();
+    assert_eq!(w.try_lock(D), 75);
+    holder.signal(libc::SIGKILL);
+    holder.wait();
+    wait_until("the lock is free again", || w.try_lock(D) == 0);
+    assert!(alive(child), "the holder's child should have outlived it");
+    ccci_tests::kill(child, libc::SIGKILL);
+}
+
+#[test]
+fn case_04_a_second_acquirer_waits_until_the_first_exits() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut first, rev1) = w.hold(D, &[]);
+    let mut second = w
+        .lock()
+        .args([
+            "-v",
+            D,
+            "--",
+            "sh",
+            "-c",
+            "echo second rev=$CCCI_LOCK_REVISION",
+        ])
+        .spawn();
+    second.expect_stderr("waiting for");
+    assert!(!second.has_exited(), "{}", second.report());
+    first.send("");
+    first.wait().expect_code(0);
+    let line = second.expect_stdout("second");
+    let rev2: i64 = line.trim_start_matches("second rev=").parse().unwrap();
+    assert!(
+        rev2 > rev1,
+        "fencing token did not grow: {rev1} then {rev2}"
+    );
+    second.wait().expect_code(0);
+}
+
+#[test]
+fn wait_gives_up_with_75_and_leaves_nothing() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut holder, _) = w.hold(D, &[]);
+    let before = etcd.dump(PREFIX);
+    let start = Instant::now();
+    w.lock()
+        .args(["-w", "1s", D, "--", "touch", "ran"])
+        .run()
+        .expect_code(75);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    assert!(!w.sb.path("ran").exists());
+    assert_eq!(etcd.dump(PREFIX), before, "the waiter left a key behind");
+    holder.send("");
+    holder.wait().expect_code(0);
+}
+
+#[test]
+fn fencing_revisions_strictly_increase() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let mut last = 0;
+    for _ in 0..5 {
+        let out = w
+            .lock()
+            .args([D, "--", "sh", "-c", "echo $CCCI_LOCK_REVISION"])
+            .run();
+        out.expect_code(0);
+        let rev: i64 = out.stdout.trim().parse().unwrap();
+        assert!(rev > last, "{last} then {rev}");
+        last = rev;
+    }
+}
+
+#[test]
+fn two_hosts_never_hold_one_domain_at_once() {
+    // Two "hosts": shells in UTS namespaces of their own with distinct
+    // host names, each running ccci-lock in a loop against one etcd. Every
+    // COMMAND enters a critical section marked by a directory; an overlap
+    // would find it there. Each logs host and fencing token.
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let rounds = 8;
+    let script = format!(
+        "hostname \"$1\"; i=0; while [ $i -lt {rounds} ]; do \
+           ccci-lock {D} -- sh -c 'mkdir inside || {{ echo OVERLAP; exit 99; }}; \
+             echo \"$(hostname) $CCCI_LOCK_REVISION\" >> log; rmdir inside' || exit $?; \
+           i=$((i+1)); done"
+    );
+    let hosts: Vec<Proc> = ["host-a", "host-b"]
+        .iter()
+        .map(|h| {
+            w.setup(w.sb.command("unshare"))
+                .args(["--uts", "sh", "-c", &script, "sh", h])
+                .spawn()
+        })
+        .collect();
+    for host in hosts {
+        host.wait().expect_code(0);
+    }
+    let log = std::fs::read_to_string(w.sb.path("log")).unwrap();
+    let entries: Vec<(&str, i64)> = log
+        .lines()
+        .map(|l| {
+            let (h, r) = l.split_once(' ').unwrap();
+            (h, r.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(entries.len(), 2 * rounds, "{log}");
+    assert!(entries.iter().any(|e| e.0 == "host-a") && entries.iter().any(|e| e.0 == "host-b"));
+    assert!(
+        entries.windows(2).all(|p| p[0].1 < p[1].1),
+        "fencing tokens not increasing in lock order:\n{log}"
+    );
+}
+
+#[test]
+fn etcd_restarted_within_the_ttl_loses_nothing() {
+    let mut etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut holder, _) = w.hold(D, &["--ttl", "6s", "--run-id", "r1"]);
+    etcd.restart();
+    assert_eq!(w.try_lock(D), 75, "the lock was lost over a restart");
+    holder.send("");
+    holder.wait().expect_code(0);
+    assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
+}
+
+#[test]
+fn a_three_member_cluster_losing_one_member_keeps_working() {
+    let mut cluster = Cluster::start();
+    let w = World::new(cluster.endpoints());
+    let (mut holder, rev1) = w.hold(D, &[]);
+    cluster.members[0].kill();
+    assert_eq!(w.try_lock(D), 75);
+    holder.send("");
+    holder.wait().expect_code(0);
+    let out = w
+        .lock()
+        .args(["-w", "10s", D, "--", "sh", "-c", "echo $CCCI_LOCK_REVISION"])
+        .run();
+    out.expect_code(0);
+    let rev2: i64 = out.stdout.trim().parse().unwrap();
+    assert!(rev2 > rev1);
+}
+
+#[test]
+fn bad_input_is_status_2_and_creates_nothing() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    for (args, needle) in [
+        (vec!["--etcd", "localhost:2379"], "'localhost:2379'"),
+        (vec!["--etcd", "https://127.0.0.1:1"], "https"),
+        (vec!["--ttl", "0"], "'0'"),
+        (vec!["--ttl", "500ms"], "'500ms'"),
+        (vec!["--etcd-prefix", "/"], "prefix"),
+    ] {
+        w.lock()
+            .args(&args)
+            .args([D, "--", "touch", "ran"])
+            .run()
+            .expect_code(2)
+            .expect_stderr(needle);
+    }
+    w.lock()
+        .env("CCCI_ETCD_ENDPOINTS", "ftp://x")
+        .args([D, "--", "touch", "ran"])
+        .run()
+        .expect_code(2)
+        .expect_stderr("CCCI_ETCD_ENDPOINTS");
+    assert!(!w.sb.path("ran").exists());
+    assert_eq!(etcd.dump("/"), Vec::<String>::new());
+}
+
+#[test]
+fn unreachable_endpoints_are_125_and_never_hang_past_wait() {
+    let sb = Sandbox::new();
+    // A port nobody listens on, and one that accepts but never answers.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    for endpoints in [
+        closed_url.clone(),
+        silent_url.clone(),
+        format!("{closed_url},{silent_url}"),
+    ] {
+        let start = Instant::now();
+        sb.tool("ccci-lock")
+            .args(["--etcd", &endpoints, "-w", "1s", D, "--", "touch", "ran"])
+            .run()
+            .expect_code(125)
+            .expect_stderr("cannot reach etcd");
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(3), "{endpoints}: took {took:?}");
+    }
+    assert!(!sb.path("ran").exists());
+}
+
+#[test]
+fn list_shows_held_and_free_claims() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut holder, _) = w.hold("a.example", &["--run-id", "ra"]);
+    let dead = w
+        .lock()
+        .args(["b.example", "--", "sh", "-c", "kill -KILL $$"])
+        .env("CCCI_RUN_ID", "rb")
+        .run();
+    dead.expect_code(137);
+    let out = w.lock().arg("--list").run();
+    out.expect_code(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", out.stdout);
+    assert!(
+        lines[0].starts_with(&format!("a.example\theld\t{}\tra\t", holder.pid())),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[1].starts_with("b.example\tfree\t") && lines[1].contains("\trb\t"),
+        "{}",
+        out.stdout
+    );
+    holder.send("");
+    holder.wait().expect_code(0);
+}
