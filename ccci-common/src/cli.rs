@@ -5,6 +5,8 @@
 //! - [`UsageError`] (bad input found after parsing) is status 2.
 //! - Any other error is printed as `tool: what: why` and is status 125.
 //! - A closed stdout (`ccci-lock --list | head -1`) is not an error.
+//! - A run that returns [`exit::Ended::Signal`] ends by that signal, after
+//!   its cleanup (SPEC §1 "Signal deaths propagate").
 
 use std::fmt;
 use std::io::{self, Write};
@@ -45,10 +47,13 @@ impl fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 /// Parses the command line as `P`, calls `run` and turns the outcome into
-/// the process's exit status (see the module doc).
-pub fn main<P: clap::Parser>(
+/// the process's exit status (see the module doc). `run` returns a status
+/// (`u8`) or an [`exit::Ended`]: `Ended::Signal(N)` ends the process by
+/// signal N once `run` has returned, so every value it owned has been
+/// dropped (lockfiles settled, temporaries removed) first.
+pub fn main<P: clap::Parser, R: Into<exit::Ended>>(
     tool: &'static str,
-    run: impl FnOnce(P) -> anyhow::Result<u8>,
+    run: impl FnOnce(P) -> anyhow::Result<R>,
 ) -> ExitCode {
     let _ = TOOL.set(tool);
     drop_empty_variables();
@@ -56,8 +61,9 @@ pub fn main<P: clap::Parser>(
         Ok(parsed) => parsed,
         Err(e) => return ExitCode::from(clap_error(e)),
     };
-    ExitCode::from(match run(parsed) {
-        Ok(status) => status,
+    ExitCode::from(match run(parsed).map(Into::into) {
+        Ok(exit::Ended::Code(status)) => status,
+        Ok(ended @ exit::Ended::Signal(_)) => ended.end(),
         Err(e) => error_status(&e),
     })
 }

@@ -15,9 +15,19 @@
 //! - When the child shares our process group, `SIGINT` and `SIGQUIT` from the
 //!   terminal (sent by the kernel to the whole foreground group) reached it
 //!   already and are not sent a second time.
+//! - A [`Loss`] (what the child runs under, such as an etcd lock lease, was
+//!   lost) stops the child: SIGTERM at once, SIGKILL after a grace. It is
+//!   noticed without polling and without a window: the loss sets a flag,
+//!   then sends [`sys::loss_signal`] to the thread that made the [`Loss`],
+//!   which blocked that signal when it made it, before anything that can be
+//!   lost existed. A loss before the child starts is therefore either seen
+//!   in the flag, which the loop reads before its first wait, or pending as
+//!   the signal, which its first wait takes.
 
 use std::io;
 use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::sys;
@@ -58,6 +68,59 @@ pub struct Outcome {
     /// The last of `Watch::forward` that this process received while the
     /// child ran, if any: a caller that was asked to stop can stop too.
     pub received: Option<libc::c_int>,
+    /// Whether the [`Loss`] given to [`Supervised::wait_or_lose`] was
+    /// reported, so the child was told to stop.
+    pub lost: bool,
+}
+
+/// Something a child runs under that another thread may find lost while it
+/// runs (a lock whose lease expired). Made on the thread that will wait for
+/// the child, before what can be lost is acquired; see the module doc.
+#[derive(Debug)]
+pub struct Loss {
+    lost: Arc<AtomicBool>,
+    wake: sys::ThreadSignal,
+}
+
+/// Reports a [`Loss`]; cheap to clone, usable from any thread.
+#[derive(Debug, Clone)]
+pub struct LossNotifier {
+    lost: Arc<AtomicBool>,
+    wake: sys::ThreadSignaller,
+}
+
+impl Loss {
+    /// Blocks [`sys::loss_signal`] in this thread (for good: a stray one
+    /// left pending must never kill the process) and makes the flag.
+    pub fn new() -> io::Result<Loss> {
+        sys::block_signals(&[sys::loss_signal()])?;
+        Ok(Loss {
+            lost: Arc::new(AtomicBool::new(false)),
+            wake: sys::ThreadSignal::new(sys::loss_signal()),
+        })
+    }
+
+    /// A notifier for whoever can find the loss.
+    pub fn notifier(&self) -> LossNotifier {
+        LossNotifier {
+            lost: Arc::clone(&self.lost),
+            wake: self.wake.signaller(),
+        }
+    }
+
+    /// Whether a loss was reported.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+}
+
+impl LossNotifier {
+    /// Reports the loss: sets the flag, then wakes the waiting thread.
+    /// Idempotent; after the [`Loss`] is dropped it only sets the flag.
+    pub fn notify(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+        self.wake.send();
+    }
 }
 
 /// A running child under supervision.
@@ -124,11 +187,20 @@ impl Supervised {
     }
 
     /// Forwards signals and runs the timers until the child ends; reaps it.
-    pub fn wait(mut self) -> io::Result<Outcome> {
-        let set = blocked_set(&self.watch);
+    pub fn wait(self) -> io::Result<Outcome> {
+        self.wait_or_lose(None)
+    }
+
+    /// [`Supervised::wait`], and when `loss` is reported: SIGTERM to the
+    /// child at once, SIGKILL after the grace if it is still running.
+    pub fn wait_or_lose(mut self, loss: Option<(&Loss, Duration)>) -> io::Result<Outcome> {
+        let mut set = blocked_set(&self.watch);
+        set.extend(loss.map(|_| sys::loss_signal()));
         let mut deadline_fired = false;
         let mut killed = false;
         let mut received = None;
+        // When the loss was seen, as time since the start.
+        let mut lost_at: Option<Duration> = None;
         let result = loop {
             if let Some(status) = self.child.try_wait()? {
                 break Outcome {
@@ -136,18 +208,39 @@ impl Supervised {
                     deadline_fired,
                     killed,
                     received,
+                    lost: lost_at.is_some(),
                 };
             }
-            let next = match (self.watch.deadline, self.watch.kill_after) {
-                (Some(d), _) if !deadline_fired => Some(d),
-                (Some(d), Some(k)) if !killed => Some(d.saturating_add(k)),
-                _ => None,
+            if lost_at.is_none() && loss.is_some_and(|(l, _)| l.is_lost()) {
+                lost_at = Some(self.started.elapsed());
+                self.send(libc::SIGTERM);
+            }
+            // The next timer: (when, whether it is the kill).
+            let deadline = self.watch.deadline.filter(|_| !deadline_fired);
+            let kill = [
+                self.watch
+                    .deadline
+                    .zip(self.watch.kill_after)
+                    .filter(|_| deadline_fired)
+                    .map(|(d, k)| d.saturating_add(k)),
+                lost_at
+                    .zip(loss)
+                    .map(|(at, (_, grace))| at.saturating_add(grace)),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .filter(|_| !killed);
+            let next = match (deadline, kill) {
+                (Some(d), Some(k)) if k < d => Some((k, true)),
+                (Some(d), _) => Some((d, false)),
+                (None, k) => k.map(|k| (k, true)),
             };
-            let timer = next.map(|at| at.saturating_sub(self.started.elapsed()));
+            let timer = next.map(|(at, _)| at.saturating_sub(self.started.elapsed()));
             let timeout = timer.map_or(RECHECK, |t| t.min(RECHECK));
             match sys::wait_signal(&set, Some(timeout))? {
                 None if timer != Some(timeout) => {} // recheck only
-                None if !deadline_fired => {
+                None if next.is_some_and(|(_, kill)| !kill) => {
                     deadline_fired = true;
                     self.send(self.watch.deadline_signal);
                 }
@@ -155,7 +248,8 @@ impl Supervised {
                     killed = true;
                     self.send(libc::SIGKILL);
                 }
-                Some(c) if c.signo == libc::SIGCHLD => {}
+                // The loop reads the flag again.
+                Some(c) if c.signo == libc::SIGCHLD || c.signo == sys::loss_signal() => {}
                 Some(c) => {
                     received = Some(c.signo);
                     let from_terminal = c.code == libc::SI_KERNEL
@@ -227,6 +321,49 @@ mod tests {
         .wait()
         .unwrap();
         assert!(out.deadline_fired && out.killed);
+        assert_eq!(crate::exit::from_wait_status(out.status), 137);
+    }
+
+    #[test]
+    fn a_loss_reported_by_another_thread_stops_the_child_at_once() {
+        let loss = Loss::new().unwrap();
+        let notifier = loss.notifier();
+        let child = spawn(Command::new("sleep").arg("1000"), watch()).unwrap();
+        let started = Instant::now();
+        let reporter = std::thread::spawn(move || notifier.notify());
+        let out = child
+            .wait_or_lose(Some((&loss, Duration::from_secs(600))))
+            .unwrap();
+        reporter.join().unwrap();
+        assert!(out.lost && !out.killed);
+        assert_eq!(crate::exit::from_wait_status(out.status), 143);
+        // The wake-up is the signal, not the once-a-second recheck.
+        assert!(started.elapsed() < RECHECK, "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_loss_before_the_child_starts_is_not_missed_and_the_grace_ends_in_kill() {
+        let loss = Loss::new().unwrap();
+        loss.notifier().notify();
+        let mut child = spawn(
+            Command::new("sh")
+                .args(["-c", "trap '' TERM; echo ready; while :; do :; done"])
+                .stdout(std::process::Stdio::piped()),
+            watch(),
+        )
+        .unwrap();
+        // The TERM must find the trap in place, or the shell dies of it and
+        // the grace never runs out.
+        let mut ready = String::new();
+        use std::io::BufRead;
+        io::BufReader::new(child.child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready, "ready\n");
+        let out = child
+            .wait_or_lose(Some((&loss, Duration::from_millis(100))))
+            .unwrap();
+        assert!(out.lost && out.killed);
         assert_eq!(crate::exit::from_wait_status(out.status), 137);
     }
 

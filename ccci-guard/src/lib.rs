@@ -23,7 +23,10 @@
 //!    mode COMMAND runs in its own process group; signals go to the group
 //!    only while COMMAND is not yet reaped (its pid pins the group id), a
 //!    group that is already gone is not an error, COMMAND is always reaped,
-//!    and the status is 142 if the deadline fired, else COMMAND's own.
+//!    and it ends by SIGALRM if the deadline fired (a shell sees 142), else
+//!    as COMMAND ended: with its exit status, or by its signal, re-raised on
+//!    itself without a core dump (SPEC §1 "Signal deaths propagate"), so a
+//!    `ccci-lock` around it sees the signal death and keeps its lockfile.
 
 #![warn(missing_docs)]
 
@@ -37,8 +40,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context;
+use ccci_common::exit::{self, Ended};
 use ccci_common::supervise::{self, Watch};
-use ccci_common::{exit, names, say, sys};
+use ccci_common::{names, say, sys};
 
 /// The signals the supervisor passes on to COMMAND's process group. ALRM is
 /// not in SPEC §3's list; it is passed on too, so that an alarm armed before
@@ -192,17 +196,17 @@ fn split(argv: &[OsString]) -> anyhow::Result<(&OsString, &[OsString])> {
         .ok_or_else(|| anyhow::anyhow!("no COMMAND given"))
 }
 
-fn cannot_run(program: &OsString, e: &io::Error) -> u8 {
+fn cannot_run(program: &OsString, e: &io::Error) -> Ended {
     say!(
         "cannot run {}: {e}",
         names::shell_quote(&program.to_string_lossy())
     );
-    exit::from_spawn_error(e)
+    Ended::Code(exit::from_spawn_error(e))
 }
 
 /// Replaces this process with `argv`; returns only when that failed, with
 /// the status to exit with (126 or 127).
-pub fn exec(argv: &[OsString]) -> anyhow::Result<u8> {
+pub fn exec(argv: &[OsString]) -> anyhow::Result<Ended> {
     let (program, args) = split(argv)?;
     let e = Command::new(program).args(args).exec();
     Ok(cannot_run(program, &e))
@@ -221,11 +225,11 @@ pub struct Supervision {
 
 /// Runs `argv` as a child in its own process group and stays its parent:
 /// [`FORWARDED`] signals go to the group, the deadline sends SIGALRM to the
-/// group and `kill_after` later SIGKILL. Returns 142 if the deadline fired,
-/// else COMMAND's status (128+N for signal N; 126/127 if it could not
-/// start). Members of the group that outlive COMMAND are left alone, as
-/// timeout(1) leaves them.
-pub fn supervise(argv: &[OsString], how: Supervision) -> anyhow::Result<u8> {
+/// group and `kill_after` later SIGKILL. Returns `Ended::Signal(SIGALRM)`
+/// if the deadline fired, else how COMMAND ended (its status, or the signal
+/// that killed it; 126/127 if it could not start). Members of the group
+/// that outlive COMMAND are left alone, as timeout(1) leaves them.
+pub fn supervise(argv: &[OsString], how: Supervision) -> anyhow::Result<Ended> {
     let (program, args) = split(argv)?;
     let watch = Watch {
         forward: FORWARDED.to_vec(),
@@ -241,9 +245,9 @@ pub fn supervise(argv: &[OsString], how: Supervision) -> anyhow::Result<u8> {
     };
     let outcome = child.wait().context("cannot wait for COMMAND")?;
     Ok(if outcome.deadline_fired {
-        exit::DEADLINE
+        Ended::Signal(libc::SIGALRM)
     } else {
-        exit::from_wait_status(outcome.status)
+        Ended::from_wait_status(outcome.status)
     })
 }
 

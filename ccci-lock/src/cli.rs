@@ -8,14 +8,22 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::Parser;
 
+use ccci_common::cli::UsageError;
 use ccci_common::supervise::{self, Watch};
-use ccci_common::{dirs, duration, exit, names, say};
+use ccci_common::{dirs, duration, exit, names, say, sys};
 
-use crate::{lockfile_name, Acquired, Backend, Claim, FlockDir, Holder, Wait};
+use crate::etcd::args::EtcdArgs;
+use crate::etcd::Etcd;
+use crate::{acquire_all, lockfile_name, Acquired, Backend, Claim, FlockDir, Holder, Wait};
 
 const AFTER_HELP: &str = "\
+Several DOMAINs are all taken before COMMAND starts, in sorted order, so two
+runs naming overlapping sets never deadlock; -n and -w apply to the whole set,
+and on status 75 none is held.
+
 COMMAND runs as a child, with CCCI_LOCK_DOMAIN and CCCI_LOCK_FILE set and a
 parent-death signal of SIGTERM. The lock is never inherited by COMMAND. TERM,
 INT, HUP, QUIT, ALRM, USR1 and USR2 are forwarded to COMMAND; the lock is kept
@@ -26,8 +34,10 @@ left for ccci-janitor.
 Environment:
   CCCI_APP_LOCK_DIR  the lock dir (like --lock-dir)
   CCCI_RUN_ID        the run id recorded in the lockfile (like --run-id)
-  CCCI_LOCK_DOMAIN   set for COMMAND: the locked DOMAIN
-  CCCI_LOCK_FILE     set for COMMAND: the lockfile's absolute path
+  CCCI_LOCK_DOMAIN   set for COMMAND: the locked DOMAIN (several: sorted,
+                     separated by spaces)
+  CCCI_LOCK_FILE     set for COMMAND: the lockfile's absolute path (several:
+                     in the same order, separated by spaces)
 
 --list prints DOMAIN<TAB>held|free<TAB>PID<TAB>RUN_ID<TAB>SINCE per lockfile,
 '-' where unknown; for a free lock, PID, RUN_ID and SINCE are its last holder's.";
@@ -38,7 +48,7 @@ Environment:
     name = "ccci-lock",
     version,
     after_help = format!("{AFTER_HELP}\n\n{}", exit::help_section()),
-    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] [--keep] [-v] DOMAIN -- COMMAND [ARG...]\n       ccci-lock --list [--json] [--lock-dir DIR]"
+    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] [--keep] [-v] DOMAIN... -- COMMAND [ARG...]\n       ccci-lock --list [--json] [--lock-dir DIR]"
 )]
 pub struct Cli {
     /// Fail with status 75 at once if the lock is held
@@ -77,22 +87,22 @@ pub struct Cli {
     pub verbose: bool,
 
     /// List the lockfiles of the lock dir and whether each is held
-    #[arg(long, conflicts_with_all = ["nonblock", "wait", "keep", "run_id", "domain"])]
+    #[arg(long, conflicts_with_all = ["nonblock", "wait", "keep", "run_id", "domains", "command"])]
     pub list: bool,
 
     /// With --list: one JSON object per line
     #[arg(long, requires = "list")]
     pub json: bool,
 
-    /// The app domain to lock
+    /// The app domains to lock: all are taken, in sorted order, before COMMAND starts
     #[arg(value_name = "DOMAIN", required_unless_present = "list", value_parser = names::domain)]
-    pub domain: Option<String>,
+    pub domains: Vec<String>,
 
     /// Where the locks live when several hosts share them
     #[command(flatten)]
-    pub etcd: crate::etcd::args::EtcdArgs,
+    pub etcd: EtcdArgs,
 
-    /// With --etcd: how long COMMAND may take to stop after SIGTERM when the lock is lost
+    /// With --etcd: how long COMMAND may take to stop after SIGTERM when the lock is lost [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = crate::etcd::args::positive)]
     pub lost_grace: Option<Duration>,
 
@@ -112,77 +122,209 @@ pub const FORWARDED: [libc::c_int; 7] = [
     libc::SIGUSR2,
 ];
 
-/// Runs a parsed command line; returns the exit status.
-pub fn run(cli: Cli) -> anyhow::Result<u8> {
-    if let Some(config) = cli.etcd.config()? {
-        let backend = crate::etcd::Etcd::new(config);
-        if cli.list {
-            return list_backend(&backend, cli.json);
-        }
-        return lock_and_run(&backend, &cli);
-    }
-    let lock_dir = cli.lock_dir.clone().unwrap_or_else(dirs::default_lock_dir);
-    if cli.list {
-        return list(&lock_dir, cli.json);
-    }
-    let domain = cli.domain.clone().unwrap_or_default();
-    lockfile_name(&domain)?; // a too-long name fails before anything is created
-    let backend = FlockDir::open(&lock_dir, true)?
-        .ok_or_else(|| anyhow::anyhow!("lock dir {} vanished", lock_dir.display()))?;
-    lock_and_run(&backend, &cli)
+/// How long COMMAND may take to stop after SIGTERM when the lock it runs
+/// under is lost, before it gets SIGKILL.
+pub const DEFAULT_LOST_GRACE: Duration = Duration::from_secs(10);
+
+/// Where locks live, chosen once per command line (SPEC §8).
+///
+/// The local flock backend, or etcd when `--etcd` or `CCCI_ETCD_ENDPOINTS`
+/// names endpoints; everything else is written against [`Backend`] and runs
+/// unchanged on either.
+#[derive(Debug, Clone)]
+pub enum Locks {
+    /// `flock(2)` on `<DOMAIN>.lock` in this lock dir.
+    Flock(PathBuf),
+    /// Etcd's lock on `<prefix>/lock/<DOMAIN>`, claims at `<prefix>/claim/<DOMAIN>`.
+    Etcd(crate::etcd::Config),
 }
 
-fn lock_and_run<B: Backend>(backend: &B, cli: &Cli) -> anyhow::Result<u8> {
-    let domain = cli.domain.clone().unwrap_or_default();
-    let wait = match (cli.nonblock, cli.wait) {
-        (true, _) => Wait::Never,
-        (false, Some(limit)) => Wait::AtMost(limit),
-        (false, None) => Wait::Forever,
-    };
-    let started = Instant::now();
-    let verbose = cli.verbose;
-    let mut waited = false;
-    let acquired = backend.acquire(&domain, wait, &mut |holder| {
-        waited = true;
-        if verbose {
-            say!("waiting for {domain}: held by {}", describe(holder));
-        }
-    })?;
-    let mut claim = match acquired {
-        Acquired::Held(claim) => claim,
-        Acquired::Busy(holder) => {
-            say!(
-                "{domain} is locked by {}; giving up",
-                describe(holder.as_ref())
-            );
-            return Ok(exit::BUSY);
-        }
-    };
-    if verbose && waited {
-        say!(
-            "acquired {domain} after {:.1}s",
-            started.elapsed().as_secs_f64()
-        );
+/// Work that needs a backend, whichever [`Locks`] picked.
+pub trait Job {
+    /// Does the work on `backend`; returns the exit status.
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<u8>;
+}
+
+impl Locks {
+    /// The backend the command line asks for: etcd when endpoints are
+    /// given (then the lock dir is not used), else the lock dir.
+    pub fn from_cli(cli: &Cli) -> Result<Locks, UsageError> {
+        Ok(match cli.etcd.config()? {
+            Some(config) => Locks::Etcd(config),
+            None => Locks::Flock(cli.lock_dir.clone().unwrap_or_else(dirs::default_lock_dir)),
+        })
     }
-    claim.stamp(&Holder::this_process(cli.run_id.clone()))?;
-    run_holding(claim, &cli.command, cli.keep)
+
+    /// Checks `domain` as the chosen backend will (see
+    /// [`Backend::check_domain`]), before anything is opened or created.
+    pub fn check_domain(&self, domain: &str) -> Result<(), UsageError> {
+        match self {
+            Locks::Flock(_) => lockfile_name(domain).map(drop),
+            Locks::Etcd(_) => crate::etcd::check_domain(domain),
+        }
+    }
+
+    /// Opens the backend and runs `job` on it. With `create`, the lock dir
+    /// is made when missing; without, a missing one means nothing was ever
+    /// locked, and the answer is `None` without running `job`.
+    pub fn run<J: Job>(&self, create: bool, job: J) -> anyhow::Result<Option<u8>> {
+        match self {
+            Locks::Flock(dir) => match FlockDir::open(dir, create)? {
+                Some(backend) => job.run(&backend).map(Some),
+                None => Ok(None),
+            },
+            Locks::Etcd(config) => job.run(&Etcd::new(config.clone())).map(Some),
+        }
+    }
+}
+
+/// Runs a parsed command line; returns the exit status.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    let locks = Locks::from_cli(&cli)?;
+    if cli.list {
+        let listed = locks.run(false, List { json: cli.json })?;
+        return Ok(listed.unwrap_or(exit::SUCCESS)); // no lock dir: no locks
+    }
+    for domain in &cli.domains {
+        locks.check_domain(domain)?; // a bad one fails before anything is created
+    }
+    let job = LockAndRun {
+        cli: &cli,
+        domains: &cli.domains,
+        lost_grace: cli.lost_grace.unwrap_or(DEFAULT_LOST_GRACE),
+    };
+    locks
+        .run(true, job)?
+        .ok_or_else(|| anyhow::anyhow!("the lock dir vanished"))
+}
+
+/// Takes the locks, then runs COMMAND under them.
+struct LockAndRun<'a> {
+    cli: &'a Cli,
+    domains: &'a [String],
+    lost_grace: Duration,
+}
+
+impl Job for LockAndRun<'_> {
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<u8> {
+        let cli = self.cli;
+        let wait = match (cli.nonblock, cli.wait) {
+            (true, _) => Wait::Never,
+            (false, Some(limit)) => Wait::AtMost(limit),
+            (false, None) => Wait::Forever,
+        };
+        // Before anything that can be lost is taken: see supervise::Loss.
+        let loss = supervise::Loss::new().context("cannot block the lost-lock signal")?;
+        let started = Instant::now();
+        let verbose = cli.verbose;
+        let mut waited = false;
+        let acquired = acquire_all(backend, self.domains, wait, &mut |domain, holder| {
+            waited = true;
+            if verbose {
+                say!("waiting for {domain}: held by {}", describe(holder));
+            }
+        })?;
+        let mut claims = match acquired {
+            Acquired::Held(claims) => claims,
+            Acquired::Busy(busy) => {
+                let others = if self.domains.len() > 1 {
+                    " (holding none of the domains)"
+                } else {
+                    ""
+                };
+                say!(
+                    "{} is locked by {}; giving up{others}",
+                    busy.domain,
+                    describe(busy.holder.as_ref())
+                );
+                return Ok(exit::BUSY);
+            }
+        };
+        if verbose && waited {
+            say!(
+                "acquired {} after {:.1}s",
+                domains_of(&claims),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        let holder = Holder::this_process(cli.run_id.clone());
+        for claim in &mut claims {
+            claim.stamp(&holder)?;
+            claim.watch_loss(loss.notifier());
+        }
+        let how = RunHow {
+            keep: cli.keep,
+            lost_grace: self.lost_grace,
+            loss: Some(&loss),
+        };
+        run_holding(claims, &cli.command, &how)
+    }
 }
 
 fn describe(holder: Option<&Holder>) -> String {
     holder.map_or_else(|| "an unknown process".into(), Holder::describe)
 }
 
-/// Runs `argv` as a child while holding `claim`, forwarding signals, and
-/// settles the claim when it ends: removed (unlinked while held) after a
+/// How [`run_holding`] runs COMMAND and settles its claims.
+#[derive(Debug, Clone, Copy)]
+pub struct RunHow<'a> {
+    /// Keep the claims when COMMAND exits normally.
+    pub keep: bool,
+    /// After a loss: the time between SIGTERM and SIGKILL.
+    pub lost_grace: Duration,
+    /// Reported when a claim loses its lock ([`Claim::watch_loss`]).
+    pub loss: Option<&'a supervise::Loss>,
+}
+
+/// The environment for COMMAND: each claim's variables; a variable that
+/// several claims set gets their values in the claims' (sorted) order,
+/// separated by single spaces. So with one DOMAIN, `CCCI_LOCK_DOMAIN` is it
+/// and `CCCI_LOCK_FILE` its lockfile; with several, `CCCI_LOCK_DOMAIN` is
+/// the sorted list and `CCCI_LOCK_FILE` the lockfiles in the same order.
+pub fn merged_env<C: Claim>(claims: &[C]) -> Vec<(&'static str, OsString)> {
+    let mut merged: Vec<(&'static str, OsString)> = Vec::new();
+    for (key, value) in claims.iter().flat_map(Claim::env) {
+        match merged.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, joined)) => {
+                joined.push(" ");
+                joined.push(value);
+            }
+            None => merged.push((key, value)),
+        }
+    }
+    merged
+}
+
+fn domains_of<C: Claim>(claims: &[C]) -> String {
+    let names: Vec<&str> = claims.iter().map(|c| c.domain()).collect();
+    names.join(" ")
+}
+
+/// Runs `argv` as a child while holding `claims`, forwarding signals, and
+/// settles the claims when it ends: removed (unlinked while held) after a
 /// normal exit unless `keep`, left in place when a signal killed the child.
 /// Returns the child's status (128+N for signal N; 126/127 when it could not
-/// be started).
-pub fn run_holding<C: Claim>(claim: C, argv: &[OsString], keep: bool) -> anyhow::Result<u8> {
+/// be started), or 125 when a lock was lost (before COMMAND started, which
+/// is then not started, or while it ran, which stops it: SIGTERM, then
+/// SIGKILL after the grace); lost claims are left in place.
+pub fn run_holding<C: Claim>(
+    claims: Vec<C>,
+    argv: &[OsString],
+    how: &RunHow<'_>,
+) -> anyhow::Result<u8> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| anyhow::anyhow!("no COMMAND given"))?;
+    let lost = || how.loss.is_some_and(supervise::Loss::is_lost);
+    if lost() {
+        say!(
+            "lost the lock of {} before COMMAND started; not running it",
+            domains_of(&claims)
+        );
+        return Ok(exit::TOOL_FAILED);
+    }
     let mut cmd = Command::new(program);
-    cmd.args(args).envs(claim.env());
+    cmd.args(args).envs(merged_env(&claims));
     let watch = Watch {
         forward: FORWARDED.to_vec(),
         own_group: false,
@@ -193,7 +335,19 @@ pub fn run_holding<C: Claim>(claim: C, argv: &[OsString], keep: bool) -> anyhow:
     };
     let (status, signaled) = match supervise::spawn(&mut cmd, watch) {
         Ok(child) => {
-            let outcome = child.wait()?;
+            let outcome = child.wait_or_lose(how.loss.map(|l| (l, how.lost_grace)))?;
+            if outcome.lost {
+                say!(
+                    "lost the lock of {} while COMMAND ran: stopped it ({})",
+                    domains_of(&claims),
+                    match outcome.status.signal() {
+                        Some(sig) => format!("it ended by SIG{}", sys::signal_name(sig)),
+                        None =>
+                            format!("it exited with {}", exit::from_wait_status(outcome.status)),
+                    }
+                );
+                return Ok(exit::TOOL_FAILED);
+            }
             (
                 exit::from_wait_status(outcome.status),
                 outcome.status.signal().is_some(),
@@ -205,9 +359,11 @@ pub fn run_holding<C: Claim>(claim: C, argv: &[OsString], keep: bool) -> anyhow:
             (exit::from_spawn_error(&e), false)
         }
     };
-    if !(signaled || keep) {
-        if let Err(e) = claim.remove() {
-            say!("{e:#}");
+    if !(signaled || how.keep || lost()) {
+        for claim in claims {
+            if let Err(e) = claim.remove() {
+                say!("{e:#}");
+            }
         }
     }
     Ok(status)
@@ -223,14 +379,18 @@ struct ListLine<'a> {
     since: Option<&'a str>,
 }
 
-fn list(lock_dir: &std::path::Path, json: bool) -> anyhow::Result<u8> {
-    let Some(backend) = FlockDir::open(lock_dir, false)? else {
-        return Ok(exit::SUCCESS); // no lock dir: no locks
-    };
-    list_backend(&backend, json)
+/// `--list`.
+struct List {
+    json: bool,
 }
 
-fn list_backend<B: Backend>(backend: &B, json: bool) -> anyhow::Result<u8> {
+impl Job for List {
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<u8> {
+        list(backend, self.json)
+    }
+}
+
+fn list<B: Backend>(backend: &B, json: bool) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
     for status in backend.list()? {
         let holder = status.holder.unwrap_or_default();
@@ -276,6 +436,154 @@ mod tests {
         let cli = Cli::try_parse_from(["ccci-lock", "-w", "2m", "d", "--", "true", "-x"]).unwrap();
         assert_eq!(cli.wait, Some(Duration::from_secs(120)));
         assert_eq!(cli.command, ["true", "-x"]);
+    }
+
+    /// The flock backend, except that each claim loses its lock on cue:
+    /// when the file `cue` appears (COMMAND makes it), or at once (`None`),
+    /// as an etcd claim does when its lease expires.
+    struct Losing {
+        inner: FlockDir,
+        cue: Option<PathBuf>,
+    }
+
+    struct LosingClaim {
+        inner: crate::FlockClaim,
+        cue: Option<PathBuf>,
+    }
+
+    impl Backend for Losing {
+        type Claim = LosingClaim;
+
+        fn acquire(
+            &self,
+            domain: &str,
+            wait: Wait,
+            waiting: &mut dyn FnMut(Option<&Holder>),
+        ) -> anyhow::Result<Acquired<LosingClaim>> {
+            Ok(match self.inner.acquire(domain, wait, waiting)? {
+                Acquired::Held(inner) => Acquired::Held(LosingClaim {
+                    inner,
+                    cue: self.cue.clone(),
+                }),
+                Acquired::Busy(h) => Acquired::Busy(h),
+            })
+        }
+
+        fn probe(&self, _: &str) -> anyhow::Result<crate::Probe<LosingClaim>> {
+            unimplemented!()
+        }
+
+        fn create(&self, _: &str) -> anyhow::Result<Option<LosingClaim>> {
+            unimplemented!()
+        }
+
+        fn domains(&self) -> anyhow::Result<Vec<String>> {
+            self.inner.domains()
+        }
+
+        fn list(&self) -> anyhow::Result<Vec<crate::Status>> {
+            self.inner.list()
+        }
+    }
+
+    impl Claim for LosingClaim {
+        fn domain(&self) -> &str {
+            self.inner.domain()
+        }
+
+        fn stamp(&mut self, holder: &Holder) -> anyhow::Result<()> {
+            self.inner.stamp(holder)
+        }
+
+        fn age(&self) -> anyhow::Result<Duration> {
+            self.inner.age()
+        }
+
+        fn env(&self) -> Vec<(&'static str, OsString)> {
+            self.inner.env()
+        }
+
+        fn remove(self) -> anyhow::Result<()> {
+            self.inner.remove()
+        }
+
+        fn watch_loss(&mut self, notifier: supervise::LossNotifier) {
+            let Some(cue) = self.cue.clone() else {
+                return notifier.notify();
+            };
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !cue.exists() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                notifier.notify();
+            });
+        }
+    }
+
+    /// Runs `ccci-lock d -- sh -c SCRIPT` on a [`Losing`] backend.
+    fn run_losing(tmp: &std::path::Path, cue: bool, script: &str, grace: Duration) -> (u8, bool) {
+        let locks = tmp.join("locks");
+        let cli = Cli::try_parse_from([
+            "ccci-lock".as_ref(),
+            "--lock-dir".as_ref(),
+            locks.as_os_str(),
+            "d".as_ref(),
+            "--".as_ref(),
+            "sh".as_ref(),
+            "-c".as_ref(),
+            std::ffi::OsStr::new(script),
+            "sh".as_ref(),
+            tmp.as_os_str(),
+        ])
+        .unwrap();
+        let backend = Losing {
+            inner: FlockDir::open(&locks, true).unwrap().unwrap(),
+            cue: cue.then(|| tmp.join("started")),
+        };
+        let job = LockAndRun {
+            cli: &cli,
+            domains: &["d".to_string()],
+            lost_grace: grace,
+        };
+        let status = job.run(&backend).unwrap();
+        (status, locks.join("d.lock").exists())
+    }
+
+    #[test]
+    fn a_lost_lock_stops_command_with_term_and_ccci_lock_fails_with_125() {
+        let tmp = tempfile::tempdir().unwrap();
+        let script = r#"trap 'echo TERM > "$1/got"; exit 3' TERM
+            touch "$1/started"; while :; do sleep 0.05; done"#;
+        let (status, kept) = run_losing(tmp.path(), true, script, Duration::from_secs(600));
+        assert_eq!(status, exit::TOOL_FAILED);
+        let got = std::fs::read_to_string(tmp.path().join("got")).unwrap();
+        assert_eq!(got.trim(), "TERM");
+        assert!(kept, "a lost claim is left for the janitor");
+    }
+
+    #[test]
+    fn a_lock_lost_before_command_starts_means_command_never_runs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (status, kept) = run_losing(
+            tmp.path(),
+            false,
+            r#"touch "$1/started""#,
+            DEFAULT_LOST_GRACE,
+        );
+        assert_eq!(status, exit::TOOL_FAILED);
+        assert!(!tmp.path().join("started").exists());
+        assert!(kept);
+    }
+
+    #[test]
+    fn a_command_that_ignores_term_after_a_loss_is_killed_after_the_grace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let script = r#"trap '' TERM; touch "$1/started"; while :; do sleep 0.05; done"#;
+        let started = Instant::now();
+        let (status, _) = run_losing(tmp.path(), true, script, Duration::from_millis(200));
+        assert_eq!(status, exit::TOOL_FAILED);
+        assert!(started.elapsed() < Duration::from_secs(60));
     }
 
     #[test]

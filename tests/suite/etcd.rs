@@ -282,7 +282,7 @@ fn a_three_member_cluster_losing_one_member_keeps_working() {
     let w = World::new(cluster.endpoints());
     let (mut holder, rev1) = w.hold(D, &[]);
     cluster.members[0].kill();
-    assert_eq!(w.try_lock(D), 75);
+    w.lock().args(["-n", D, "--", "true"]).run().expect_code(75);
     holder.send("");
     holder.wait().expect_code(0);
     let out = w
@@ -375,4 +375,48 @@ fn list_shows_held_and_free_claims() {
     );
     holder.send("");
     holder.wait().expect_code(0);
+}
+
+#[test]
+fn etcd_paused_past_the_ttl_stops_command_and_exits_125() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let mut holder = w
+        .lock()
+        .args(["--run-id", "r1", D, "--", "sh", "-c"])
+        .arg("trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.05; done")
+        .spawn();
+    holder.expect_stdout("ready");
+    etcd.pause();
+    let paused = Instant::now();
+    holder.expect_stdout("got TERM");
+    let took = paused.elapsed();
+    assert!(
+        took <= TTL + Duration::from_secs(1),
+        "COMMAND was told to stop only after {took:?} (TTL {TTL:?})"
+    );
+    let out = holder.wait();
+    out.expect_code(125).expect_stderr("lost the lock of");
+    etcd.resume();
+    // The claim stays for the janitor.
+    assert_eq!(etcd.dump(&claim_key(D)).len(), 1);
+}
+
+#[test]
+fn a_command_that_ignores_term_after_a_loss_is_killed_after_the_grace() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let mut holder = w
+        .lock()
+        .args(["--lost-grace", "1s", D, "--", "sh", "-c"])
+        .arg("trap 'echo got TERM' TERM; echo ready; while :; do sleep 0.05; done")
+        .spawn();
+    holder.expect_stdout("ready");
+    // Revoking the lease behind the holder's back is a loss too.
+    let lease = etcd.ctl(&["lease", "list"]);
+    let id = lease.lines().nth(1).expect("one lease").trim().to_string();
+    etcd.ctl(&["lease", "revoke", &id]);
+    holder.expect_stdout("got TERM");
+    let out = holder.wait();
+    out.expect_code(125).expect_stderr("SIGKILL");
 }

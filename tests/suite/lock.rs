@@ -727,3 +727,107 @@ fn nix_euid() -> u32 {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() }
 }
+
+/// Case 27: two runs take the sets {a, b} and {b, a} at the same time, many
+/// times over. Taken in the order given, they would soon deadlock (each
+/// holding one and waiting for the other); taken sorted, they never do.
+/// Each COMMAND marks its domains with a mkdir, so an overlap is recorded.
+#[test]
+fn case_27_overlapping_sets_never_deadlock_and_never_overlap() {
+    let sb = Sandbox::new();
+    let log = sb.path("overlaps");
+    let marks = sb.path("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let inside = format!(
+        "for d in a b; do mkdir {m}/$d 2>/dev/null || echo \"overlap on $d\" >> {log}; done; \
+         for d in a b; do rmdir {m}/$d; done",
+        m = marks.display(),
+        log = log.display(),
+    );
+    let run = |order: &str| {
+        let script = format!(
+            "for i in $(seq 60); do ccci-lock {order} -- sh -c '{inside}' || exit 1; done; echo done"
+        );
+        sb.sh(&script).spawn()
+    };
+    let one = run("a b");
+    let two = run("b a");
+    // Proc::wait fails the test after the deadline: that is the deadlock check.
+    one.wait().expect_code(0).expect_stdout("done");
+    two.wait().expect_code(0).expect_stdout("done");
+    assert!(
+        !log.exists(),
+        "two holders overlapped: {:?}",
+        std::fs::read_to_string(&log)
+    );
+    assert!(!sb.lockfile("a").exists() && !sb.lockfile("b").exists());
+}
+
+#[test]
+fn several_domains_are_all_held_with_sorted_environment_and_all_settled() {
+    let sb = Sandbox::new();
+    let mut p = sb
+        .tool("ccci-lock")
+        .args([
+            "--run-id",
+            "r1",
+            "b.example",
+            "a.example",
+            "b.example",
+            "--",
+        ])
+        .args(["sh", "-c"])
+        .arg("echo \"domain=$CCCI_LOCK_DOMAIN\"; echo \"file=$CCCI_LOCK_FILE\"; echo ready; read _")
+        .piped_stdin()
+        .spawn();
+    p.expect_stdout("ready");
+    let out = p.stdout_so_far();
+    assert!(out.contains("domain=a.example b.example\n"), "{out}");
+    let files = format!(
+        "file={} {}\n",
+        sb.lockfile("a.example").display(),
+        sb.lockfile("b.example").display()
+    );
+    assert!(out.contains(&files), "{out}");
+    for d in ["a.example", "b.example"] {
+        assert_eq!(sb.try_lock(d), 75, "{d} is not held");
+        let record = std::fs::read_to_string(sb.lockfile(d)).unwrap();
+        assert!(record.contains("\"run_id\":\"r1\""), "{record}");
+    }
+    p.send("");
+    p.wait().expect_code(0);
+    for d in ["a.example", "b.example"] {
+        assert!(
+            !sb.lockfile(d).exists(),
+            "{d}.lock left after a normal exit"
+        );
+    }
+    // A signal death keeps them all, for the janitor.
+    let out = sb
+        .tool("ccci-lock")
+        .args(["a.example", "b.example", "--", "sh", "-c", "kill -KILL $$"])
+        .run();
+    out.expect_code(137);
+    assert!(sb.lockfile("a.example").exists() && sb.lockfile("b.example").exists());
+}
+
+#[test]
+fn a_set_with_one_busy_domain_holds_none_and_runs_nothing() {
+    let sb = Sandbox::new();
+    let mut holder = hold(&sb, "b", &["--run-id", "run-b"]);
+    for flags in [&["-n"][..], &["-w", "300ms"][..]] {
+        let out = sb
+            .tool("ccci-lock")
+            .args(flags)
+            .args(["a", "b", "c", "--", "touch", "ran"])
+            .run();
+        out.expect_code(75)
+            .expect_stderr("b is locked by")
+            .expect_stderr("'run-b'")
+            .expect_stderr("holding none");
+        assert!(!sb.path("ran").exists(), "COMMAND ran without all locks");
+        assert_eq!(sb.try_lock("a"), 0, "a was kept after giving up");
+    }
+    holder.send("");
+    holder.wait().expect_code(0);
+}

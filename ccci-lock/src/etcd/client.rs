@@ -4,8 +4,9 @@
 //! - **Bounded.** Every call has a deadline; no request outlives it, so a
 //!   caller that must give up at a time (`-w`, a lease's expiry) can.
 //! - **Several endpoints.** A call goes to the endpoint that answered last;
-//!   when that one cannot be reached (or answers 5xx: no leader, shutting
-//!   down), the next is tried, until the deadline. Only calls that are safe
+//!   when that one cannot be reached, answers 5xx (no leader, shutting
+//!   down) or takes longer than [`ATTEMPT`], the next is tried, round after
+//!   round, until the deadline. Only calls that are safe
 //!   to repeat are made (puts guarded by a compare, deletes, reads, lease
 //!   grants whose lost duplicates expire on their own).
 //! - **No surprises from the environment.** No proxy variable is honoured
@@ -21,6 +22,14 @@ use serde_json::{json, Value};
 
 use ccci_common::cli::UsageError;
 use ccci_common::names::shell_quote;
+
+/// The longest one attempt of a call may take before the next endpoint (or
+/// the same one again) is tried: a member that lost its leader holds a
+/// request until its own timeout, while a retry after the election (well
+/// under a second by default) succeeds.
+const ATTEMPT: Duration = Duration::from_secs(2);
+/// The pause after every endpoint failed once.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Why a call failed.
 #[derive(Debug)]
@@ -154,7 +163,7 @@ impl Client {
     /// POSTs `body` to `path` (`/v3/kv/range`…) and returns the answer, or
     /// fails by `deadline`.
     pub fn call(&self, path: &str, body: &Value, deadline: Instant) -> Result<Value, CallError> {
-        let text = self.send(path, body, deadline, |resp| {
+        let text = self.send(path, body, deadline, ATTEMPT, |resp| {
             resp.body_mut()
                 .with_config()
                 .limit(64 << 20)
@@ -175,7 +184,7 @@ impl Client {
     ) -> Result<bool, CallError> {
         let body =
             json!({"create_request": {"key": b64(key), "start_revision": revision.to_string()}});
-        let outcome = self.send("/v3/watch", &body, deadline, |resp| {
+        let outcome = self.send("/v3/watch", &body, deadline, Duration::MAX, |resp| {
             let mut lines = BufReader::new(resp.body_mut().as_reader());
             let mut line = String::new();
             loop {
@@ -208,49 +217,54 @@ impl Client {
         path: &str,
         body: &Value,
         deadline: Instant,
+        attempt: Duration,
         read: impl Fn(&mut ureq::http::Response<ureq::Body>) -> Result<T, ureq::Error>,
     ) -> Result<T, CallError> {
         let body = body.to_string();
         let n = self.endpoints.len();
-        let first = self.current.load(Ordering::Relaxed);
+        let mut at = self.current.load(Ordering::Relaxed) % n;
         let mut last = String::from("no time left");
-        for i in 0..n {
+        loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                break;
+                return Err(CallError::Unreachable(last));
             }
-            let at = (first + i) % n;
             let url = format!("{}{path}", self.endpoints[at]);
             let answer = self
                 .agent
                 .post(&url)
                 .config()
-                .timeout_global(Some(left.max(Duration::from_millis(1))))
+                .timeout_global(Some(left.min(attempt).max(Duration::from_millis(1))))
                 .build()
                 .header("Content-Type", "application/json")
                 .send(&body);
-            let mut resp = match answer {
-                Ok(resp) => resp,
-                Err(e) => {
-                    last = format!("{}: {e}", self.endpoints[at]);
-                    continue;
+            let failed = match answer {
+                Err(e) => format!("{}: {e}", self.endpoints[at]),
+                Ok(mut resp) => {
+                    let status = resp.status().as_u16();
+                    if (300..500).contains(&status) {
+                        let text = resp.body_mut().read_to_string().unwrap_or_default();
+                        return Err(CallError::Refused(message(status, &text)));
+                    }
+                    if status < 300 {
+                        self.current.store(at, Ordering::Relaxed);
+                        return read(&mut resp).map_err(|e| {
+                            CallError::Unreachable(format!("{}: {e}", self.endpoints[at]))
+                        });
+                    }
+                    let text = resp.body_mut().read_to_string().unwrap_or_default();
+                    format!("{}: {}", self.endpoints[at], message(status, &text))
                 }
             };
-            let status = resp.status().as_u16();
-            if status >= 500 {
-                let text = resp.body_mut().read_to_string().unwrap_or_default();
-                last = format!("{}: {}", self.endpoints[at], message(status, &text));
-                continue;
+            last = failed;
+            at = (at + 1) % n;
+            if at == self.current.load(Ordering::Relaxed) % n {
+                // Every endpoint failed once: pause briefly before the next round.
+                std::thread::sleep(
+                    RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now())),
+                );
             }
-            if status >= 300 {
-                let text = resp.body_mut().read_to_string().unwrap_or_default();
-                return Err(CallError::Refused(message(status, &text)));
-            }
-            self.current.store(at, Ordering::Relaxed);
-            return read(&mut resp)
-                .map_err(|e| CallError::Unreachable(format!("{}: {e}", self.endpoints[at])));
         }
-        Err(CallError::Unreachable(last))
     }
 }
 

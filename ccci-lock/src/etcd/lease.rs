@@ -209,6 +209,7 @@ fn keep_alive(client: &Client, id: i64, ttl: Duration, shared: &Shared) {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        let lost = self.is_lost();
         {
             let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             st.stop = true;
@@ -217,6 +218,9 @@ impl Drop for Lease {
         // Not joined: a keep-alive in flight to an unreachable etcd must not
         // delay the exit. A stopped thread reports nothing.
         drop(self.thread.take());
+        if lost {
+            return; // nothing to revoke, and etcd may not answer
+        }
         // Best effort: if etcd cannot be reached the lease expires by itself.
         let deadline = Instant::now() + self.ttl.min(Duration::from_secs(2));
         let _ = self.client.call(

@@ -56,6 +56,7 @@ use serde_json::{json, Value};
 
 use ccci_common::cli::UsageError;
 use ccci_common::names::{self, shell_quote};
+use ccci_common::supervise::LossNotifier;
 
 use self::client::{b64, int, prefix_end, unb64, CallError, Client};
 use self::lease::{Lease, OnLost};
@@ -379,14 +380,25 @@ impl Etcd {
     }
 }
 
-fn check(domain: &str) -> anyhow::Result<()> {
+/// Checks that `domain` can name a lock on etcd: any valid DOMAIN (SPEC §1)
+/// can, since a key has no length limit that a domain reaches and a domain
+/// holds no `/`.
+pub fn check_domain(domain: &str) -> Result<(), UsageError> {
     names::domain(domain)
-        .map_err(|why| UsageError(format!("invalid domain {}: {why}", shell_quote(domain))))?;
-    Ok(())
+        .map(drop)
+        .map_err(|why| UsageError(format!("invalid domain {}: {why}", shell_quote(domain))))
+}
+
+fn check(domain: &str) -> anyhow::Result<()> {
+    Ok(check_domain(domain)?)
 }
 
 impl Backend for Etcd {
     type Claim = EtcdClaim;
+
+    fn check_domain(&self, domain: &str) -> Result<(), UsageError> {
+        check_domain(domain)
+    }
 
     fn acquire(
         &self,
@@ -601,6 +613,10 @@ impl Claim for EtcdClaim {
         ]
     }
 
+    fn watch_loss(&mut self, notifier: LossNotifier) {
+        self.lease.on_lost(Box::new(move || notifier.notify()));
+    }
+
     fn remove(mut self) -> anyhow::Result<()> {
         let claim_key = self.etcd.claim_key(&self.domain);
         let answer = self
@@ -626,7 +642,8 @@ impl Claim for EtcdClaim {
 
 impl Drop for EtcdClaim {
     fn drop(&mut self) {
-        if !self.released {
+        // A lost lease took the key with it; etcd may not answer anyway.
+        if !self.released && !self.lease.is_lost() {
             self.etcd.withdraw(&self.queued.key);
         }
     }
