@@ -268,9 +268,16 @@ fn two_hosts_never_hold_one_domain_at_once() {
 fn etcd_restarted_within_the_ttl_loses_nothing() {
     let mut etcd = Etcd::start();
     let w = World::on(&etcd);
-    let (mut holder, _) = w.hold(D, &["--ttl", "6s", "--run-id", "r1"]);
+    let ttl = Duration::from_secs(3);
+    let (mut holder, _) = w.hold(D, &["--ttl", "3s", "--run-id", "r1"]);
+    let held = Instant::now();
     etcd.restart();
-    assert_eq!(w.try_lock(D), 75, "the lock was lost over a restart");
+    // The lease outlives the restart and keeps being renewed: for three
+    // TTLs, the lock stays taken and the holder keeps running.
+    while held.elapsed() < 3 * ttl {
+        assert_eq!(w.try_lock(D), 75, "the lock was lost over a restart");
+        assert!(!holder.has_exited(), "{}", holder.report());
+    }
     holder.send("");
     holder.wait().expect_code(0);
     assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
