@@ -31,13 +31,22 @@ until COMMAND has exited. When COMMAND exits, the lockfile is removed while the
 lock is still held (unless --keep); when a signal killed it, the lockfile is
 left for ccci-janitor.
 
+With --etcd (several hosts), the lock is etcd's lock on PREFIX/lock/DOMAIN
+under a lease this process keeps alive, and the lockfile's place is taken by
+the claim PREFIX/claim/DOMAIN. If the lease is lost while COMMAND runs (etcd
+unreachable for the TTL, lease revoked), COMMAND gets SIGTERM, SIGKILL after
+--lost-grace, and ccci-lock exits 125. See docs/etcd.md.
+
 Environment:
-  CCCI_APP_LOCK_DIR  the lock dir (like --lock-dir)
-  CCCI_RUN_ID        the run id recorded in the lockfile (like --run-id)
-  CCCI_LOCK_DOMAIN   set for COMMAND: the locked DOMAIN (several: sorted,
-                     separated by spaces)
-  CCCI_LOCK_FILE     set for COMMAND: the lockfile's absolute path (several:
-                     in the same order, separated by spaces)
+  CCCI_APP_LOCK_DIR   the lock dir (like --lock-dir)
+  CCCI_RUN_ID         the run id recorded in the lockfile (like --run-id)
+  CCCI_LOCK_DOMAIN    set for COMMAND: the locked DOMAIN (several: sorted,
+                      separated by spaces)
+  CCCI_LOCK_FILE      set for COMMAND: the lockfile's absolute path (several:
+                      in the same order, separated by spaces)
+  CCCI_LOCK_REVISION  set for COMMAND with --etcd: the lock key's create
+                      revision, a fencing token that grows with every holder
+                      (several: in the same order, separated by spaces)
 
 --list prints DOMAIN<TAB>held|free<TAB>PID<TAB>RUN_ID<TAB>SINCE per lockfile,
 '-' where unknown; for a free lock, PID, RUN_ID and SINCE are its last holder's.";
@@ -48,7 +57,7 @@ Environment:
     name = "ccci-lock",
     version,
     after_help = format!("{AFTER_HELP}\n\n{}", exit::help_section()),
-    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] [--keep] [-v] DOMAIN... -- COMMAND [ARG...]\n       ccci-lock --list [--json] [--lock-dir DIR]"
+    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR | --etcd URL[,URL...]] [--run-id ID] [--keep] [-v] DOMAIN... -- COMMAND [ARG...]\n       ccci-lock --list [--json] [--lock-dir DIR | --etcd URL[,URL...]]"
 )]
 pub struct Cli {
     /// Fail with status 75 at once if the lock is held
