@@ -338,7 +338,7 @@ impl Etcd {
 
     /// Takes the lock of a janitor pass (`P/janitor`) without waiting;
     /// `None` when another pass holds it. Dropping the answer releases it.
-    pub fn try_pass(&self) -> anyhow::Result<Option<PassLock>> {
+    pub fn try_pass(&self) -> anyhow::Result<Option<PassGuard>> {
         let lease = self.lease(None)?;
         let name = format!("{}/janitor", self.inner.prefix);
         let (queued, first) = self.enqueue(&name, &lease, None)?;
@@ -346,7 +346,7 @@ impl Etcd {
             self.withdraw(&queued.key);
             return Ok(None);
         }
-        Ok(Some(PassLock {
+        Ok(Some(PassGuard {
             etcd: self.clone(),
             _lease: lease,
             key: queued.key,
@@ -651,13 +651,13 @@ impl Drop for EtcdClaim {
 
 /// The lock of a janitor pass; released on drop.
 #[derive(Debug)]
-pub struct PassLock {
+pub struct PassGuard {
     etcd: Etcd,
     _lease: Arc<Lease>,
     key: String,
 }
 
-impl Drop for PassLock {
+impl Drop for PassGuard {
     fn drop(&mut self) {
         self.etcd.withdraw(&self.key);
     }
