@@ -265,6 +265,30 @@ fn two_hosts_never_hold_one_domain_at_once() {
 }
 
 #[test]
+fn case_27_on_etcd_crossed_sets_never_deadlock_or_overlap() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let rounds = 6;
+    let body = "mkdir inside || { echo OVERLAP; exit 99; }; rmdir inside";
+    let runs: Vec<Proc> = [["a.example", "b.example"], ["b.example", "a.example"]]
+        .iter()
+        .map(|set| {
+            w.setup(w.sb.command("sh"))
+                .arg("-c")
+                .arg(format!(
+                    "i=0; while [ $i -lt {rounds} ]; do ccci-lock {} {} -- sh -c '{body}' || exit $?; i=$((i+1)); done",
+                    set[0], set[1]
+                ))
+                .spawn()
+        })
+        .collect();
+    for run in runs {
+        run.wait().expect_code(0);
+    }
+    assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
+}
+
+#[test]
 fn etcd_restarted_within_the_ttl_loses_nothing() {
     let mut etcd = Etcd::start();
     let w = World::on(&etcd);
