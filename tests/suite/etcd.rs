@@ -451,3 +451,48 @@ fn a_command_that_ignores_term_after_a_loss_is_killed_after_the_grace() {
     let out = holder.wait();
     out.expect_code(125).expect_stderr("SIGKILL");
 }
+
+#[test]
+fn etcdctl_lock_and_ccci_lock_exclude_each_other() {
+    // The same lock recipe and key layout as etcd's own lock service.
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let name = format!("{PREFIX}/lock/{D}");
+    // etcdctl gives its command no stdin: it waits on a FIFO instead.
+    let fifo = w.sb.path("release");
+    ccci_tests::mkfifo(&fifo);
+    let mut theirs =
+        w.sb.command("etcdctl")
+            .args(["--endpoints", &etcd.endpoint(), "lock", &name, "--"])
+            .args([
+                "sh",
+                "-c",
+                &format!("echo held; read _ < '{}'", fifo.display()),
+            ])
+            .spawn();
+    theirs.expect_stdout("held");
+    assert_eq!(w.try_lock(D), 75);
+    std::fs::write(&fifo, "go\n").unwrap();
+    theirs.wait().expect_code(0);
+    assert_eq!(w.try_lock(D), 0);
+
+    let (mut ours, _) = w.hold(D, &[]);
+    let mut theirs =
+        w.sb.command("etcdctl")
+            .args(["--endpoints", &etcd.endpoint(), "lock", &name, "--"])
+            .args(["echo", "etcdctl got it"])
+            .spawn();
+    // etcdctl waits in etcd for our key to go; it must not get the lock.
+    wait_until("etcdctl queues behind us", || {
+        etcd.ctl(&["get", "--prefix", "--keys-only", &format!("{name}/")])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count()
+            == 2
+    });
+    assert_eq!(theirs.stdout_so_far(), "", "etcdctl got a held lock");
+    ours.send("");
+    ours.wait().expect_code(0);
+    theirs.expect_stdout("etcdctl got it");
+    theirs.wait().expect_code(0);
+}
