@@ -12,8 +12,9 @@ use anyhow::Context;
 use clap::Parser;
 
 use ccci_common::cli::UsageError;
+use ccci_common::exit::{self, Ended};
 use ccci_common::supervise::{self, Watch};
-use ccci_common::{dirs, duration, exit, names, say, sys};
+use ccci_common::{dirs, duration, names, say, sys};
 
 use crate::etcd::args::EtcdArgs;
 use crate::etcd::Etcd;
@@ -28,8 +29,17 @@ COMMAND runs as a child, with CCCI_LOCK_DOMAIN and CCCI_LOCK_FILE set and a
 parent-death signal of SIGTERM. The lock is never inherited by COMMAND. TERM,
 INT, HUP, QUIT, ALRM, USR1 and USR2 are forwarded to COMMAND; the lock is kept
 until COMMAND has exited. When COMMAND exits, the lockfile is removed while the
-lock is still held (unless --keep); when a signal killed it, the lockfile is
-left for ccci-janitor.
+lock is still held (unless --keep). When signal N killed it, the lockfile is
+left for ccci-janitor, and ccci-lock, once it has released the lock, ends by
+signal N itself (a shell sees 128+N), so a ccci-lock around this one keeps
+its lockfile too. A lockfile this ccci-lock created but did not end up holding
+(-n or -w gave up, another DOMAIN of the set was busy) is removed before it
+exits.
+
+Looking never blocks anyone: --list and -v take no lock (whether a lockfile is
+held, and by which pid, is read from /proc/locks). -v says so when the
+recorded holder is not running (a janitor reaping a dead run's claim, or a
+foreign flock(1) user) instead of naming a dead process.
 
 With --etcd (several hosts), the lock is etcd's lock on PREFIX/lock/DOMAIN
 under a lease this process keeps alive, and the lockfile's place is taken by
@@ -48,8 +58,22 @@ Environment:
                       revision, a fencing token that grows with every holder
                       (several: in the same order, separated by spaces)
 
+--hold takes the DOMAINs (sorted, all or nothing; -n and -w as usual) and
+returns 0 once a keeper process holds them for PID: the keeper has no terminal,
+no stdin, stdout or stderr, and is not in the caller's process group. It keeps
+the locks until `ccci-lock --release --parent PID DOMAIN...` (the lockfiles are
+removed while still held, then released) or until PID exits without releasing
+(the lockfiles stay, for ccci-janitor). PID is watched by a pidfd, never by its
+number. --release releases only domains held for PID: a domain held by anyone
+else is refused (125, nothing released), a domain not held is status 1.
+Holding a domain again for the same PID is status 0 and changes nothing.
+From a harness in another language:
+  subprocess.run([\"ccci-lock\", \"--hold\", \"--parent\", str(os.getpid()), domain], check=True)
+
 --list prints DOMAIN<TAB>held|free<TAB>PID<TAB>RUN_ID<TAB>SINCE per lockfile,
-'-' where unknown; for a free lock, PID, RUN_ID and SINCE are its last holder's.";
+'-' where unknown; for a free lock, PID, RUN_ID and SINCE are its last holder's.
+With --json, one object per line with the same fields, plus parent (the PID a
+--hold keeper holds it for) for a held domain.";
 
 /// Run COMMAND while holding the lock of an app domain: one holder per domain.
 #[derive(Debug, Parser)]
@@ -57,8 +81,9 @@ Environment:
     name = "ccci-lock",
     version,
     after_help = format!("{AFTER_HELP}\n\n{}", exit::help_section()),
-    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR | --etcd URL[,URL...]] [--run-id ID] [--keep] [-v] DOMAIN... -- COMMAND [ARG...]\n       ccci-lock --list [--json] [--lock-dir DIR | --etcd URL[,URL...]]"
+    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR | --etcd URL[,URL...]] [--run-id ID] [--keep] [-v] DOMAIN... -- COMMAND [ARG...]\n       ccci-lock --hold --parent PID [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] DOMAIN...\n       ccci-lock --release --parent PID [--lock-dir DIR] DOMAIN...\n       ccci-lock --list [--json] [--lock-dir DIR | --etcd URL[,URL...]]"
 )]
+#[command(group = clap::ArgGroup::new("held").args(["hold", "release"]))]
 pub struct Cli {
     /// Fail with status 75 at once if the lock is held
     #[arg(
@@ -96,10 +121,27 @@ pub struct Cli {
     pub verbose: bool,
 
     /// List the lockfiles of the lock dir and whether each is held
-    #[arg(long, conflicts_with_all = ["nonblock", "wait", "keep", "run_id", "domains", "command"])]
+    #[arg(long, conflicts_with_all = ["nonblock", "wait", "keep", "run_id", "domains", "command", "held"])]
     pub list: bool,
 
-    /// With --list: one JSON object per line
+    /// Take the DOMAINs and return while a keeper process holds them for PID
+    #[arg(long, requires = "parent", conflicts_with_all = ["keep", "release", "command"])]
+    pub hold: bool,
+
+    /// Release DOMAINs held for PID by --hold (lockfiles removed while held)
+    #[arg(long, requires = "parent", conflicts_with_all = ["nonblock", "wait", "keep", "command"])]
+    pub release: bool,
+
+    /// With --hold or --release: the process the locks are held for
+    #[arg(long, value_name = "PID", requires = "held", allow_hyphen_values = true,
+          value_parser = crate::hold::parse_pid)]
+    pub parent: Option<u32>,
+
+    /// Internal: run as the keeper of --hold, with these inherited descriptors
+    #[arg(long, hide = true, requires = "hold", value_parser = crate::hold::parse_keeper_fds)]
+    pub keeper_fds: Option<(i32, i32)>,
+
+    /// With --list: one JSON object per line (status 2 without --list)
     #[arg(long, requires = "list")]
     pub json: bool,
 
@@ -116,7 +158,7 @@ pub struct Cli {
     pub lost_grace: Option<Duration>,
 
     /// The command to run while holding the lock (after --)
-    #[arg(value_name = "COMMAND", last = true, required_unless_present = "list")]
+    #[arg(value_name = "COMMAND", last = true, required_unless_present_any = ["list", "hold", "release"])]
     pub command: Vec<OsString>,
 }
 
@@ -151,7 +193,7 @@ pub enum Locks {
 /// Work that needs a backend, whichever [`Locks`] picked.
 pub trait Job {
     /// Does the work on `backend`; returns the exit status.
-    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<u8>;
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Ended>;
 }
 
 impl Locks {
@@ -176,7 +218,7 @@ impl Locks {
     /// Opens the backend and runs `job` on it. With `create`, the lock dir
     /// is made when missing; without, a missing one means nothing was ever
     /// locked, and the answer is `None` without running `job`.
-    pub fn run<J: Job>(&self, create: bool, job: J) -> anyhow::Result<Option<u8>> {
+    pub fn run<J: Job>(&self, create: bool, job: J) -> anyhow::Result<Option<Ended>> {
         match self {
             Locks::Flock(dir) => match FlockDir::open(dir, create)? {
                 Some(backend) => job.run(&backend).map(Some),
@@ -187,15 +229,23 @@ impl Locks {
     }
 }
 
-/// Runs a parsed command line; returns the exit status.
-pub fn run(cli: Cli) -> anyhow::Result<u8> {
+/// Runs a parsed command line; returns how to end: an exit status, or
+/// COMMAND's signal (SPEC §1 "Signal deaths propagate").
+pub fn run(cli: Cli) -> anyhow::Result<Ended> {
+    if cli.json && !cli.list {
+        // clap's `requires` counts --list's default value as present.
+        return Err(UsageError("--json needs --list".into()).into());
+    }
     let locks = Locks::from_cli(&cli)?;
     if cli.list {
         let listed = locks.run(false, List { json: cli.json })?;
-        return Ok(listed.unwrap_or(exit::SUCCESS)); // no lock dir: no locks
+        return Ok(listed.unwrap_or(Ended::Code(exit::SUCCESS))); // no lock dir: no locks
     }
     for domain in &cli.domains {
         locks.check_domain(domain)?; // a bad one fails before anything is created
+    }
+    if let Some(parent) = cli.parent {
+        return hold_or_release(&cli, &locks, parent).map(Ended::Code);
     }
     let job = LockAndRun {
         cli: &cli,
@@ -207,6 +257,39 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         .ok_or_else(|| anyhow::anyhow!("the lock dir vanished"))
 }
 
+/// `--hold` (or, with `--keeper-fds`, the keeper it starts) and
+/// `--release`: see [`crate::hold`].
+fn hold_or_release(cli: &Cli, locks: &Locks, parent: u32) -> anyhow::Result<u8> {
+    let Locks::Flock(lock_dir) = locks else {
+        return Err(UsageError(
+            "--hold and --release do not work with --etcd (CCCI_ETCD_ENDPOINTS) yet".into(),
+        )
+        .into());
+    };
+    let mut domains = cli.domains.clone();
+    domains.sort();
+    domains.dedup();
+    if cli.release {
+        return crate::hold::release(parent, lock_dir, &domains);
+    }
+    let req = crate::hold::HoldRequest {
+        parent,
+        domains,
+        wait: match (cli.nonblock, cli.wait) {
+            (true, _) => Wait::Never,
+            (false, Some(limit)) => Wait::AtMost(limit),
+            (false, None) => Wait::Forever,
+        },
+        lock_dir: lock_dir.clone(),
+        run_id: cli.run_id.clone(),
+        verbose: cli.verbose,
+    };
+    match cli.keeper_fds {
+        Some(fds) => crate::hold::keeper(&req, fds),
+        None => crate::hold::hold(&req),
+    }
+}
+
 /// Takes the locks, then runs COMMAND under them.
 struct LockAndRun<'a> {
     cli: &'a Cli,
@@ -215,7 +298,7 @@ struct LockAndRun<'a> {
 }
 
 impl Job for LockAndRun<'_> {
-    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<u8> {
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Ended> {
         let cli = self.cli;
         let wait = match (cli.nonblock, cli.wait) {
             (true, _) => Wait::Never,
@@ -230,7 +313,10 @@ impl Job for LockAndRun<'_> {
         let acquired = acquire_all(backend, self.domains, wait, &mut |domain, holder| {
             waited = true;
             if verbose {
-                say!("waiting for {domain}: held by {}", describe(holder));
+                say!(
+                    "waiting for {domain}: held by {}",
+                    describe(holder, locker_of(backend, domain))
+                );
             }
         })?;
         let mut claims = match acquired {
@@ -244,9 +330,9 @@ impl Job for LockAndRun<'_> {
                 say!(
                     "{} is locked by {}; giving up{others}",
                     busy.domain,
-                    describe(busy.holder.as_ref())
+                    describe(busy.holder.as_ref(), locker_of(backend, &busy.domain))
                 );
-                return Ok(exit::BUSY);
+                return Ok(Ended::Code(exit::BUSY));
             }
         };
         if verbose && waited {
@@ -270,8 +356,55 @@ impl Job for LockAndRun<'_> {
     }
 }
 
-fn describe(holder: Option<&Holder>) -> String {
-    holder.map_or_else(|| "an unknown process".into(), Holder::describe)
+/// The pid the backend names as holding `domain` (a lookup that takes no
+/// lock), for messages.
+fn locker_of<B: Backend>(backend: &B, domain: &str) -> Option<u32> {
+    backend.status(domain).ok().flatten().and_then(|s| s.locker)
+}
+
+/// Whether `pid` names a running process (a zombie counts: it still holds
+/// its pid).
+fn running(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// Who holds a lock, for messages: the holder record when it names the
+/// process that holds the lock; otherwise what is known, saying that the
+/// recorded holder is not running instead of naming a dead process.
+fn describe(holder: Option<&Holder>, locker: Option<u32>) -> String {
+    let this_host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok());
+    let Some(h) = holder.filter(|h| h.pid.is_some()) else {
+        return match locker {
+            Some(pid) => format!("pid {pid} (no holder record)"),
+            None => "an unknown process".into(),
+        };
+    };
+    let elsewhere = h.host.is_some() && h.host != this_host;
+    let current = locker.is_none_or(|l| h.pid == Some(l));
+    if elsewhere || (current && h.pid.is_some_and(running)) {
+        return if h.reaper == Some(true) {
+            format!("a janitor reaping it ({})", h.describe())
+        } else {
+            h.describe()
+        };
+    }
+    let who = match locker {
+        Some(pid) if !current => format!("pid {pid}"),
+        _ => "a process".into(),
+    };
+    format!(
+        "{who} that is not its recorded holder ({}, not running): a janitor \
+         reaping a dead run's claim, or a foreign flock(1) user",
+        h.describe()
+    )
 }
 
 /// How [`run_holding`] runs COMMAND and settles its claims.
@@ -312,15 +445,17 @@ fn domains_of<C: Claim>(claims: &[C]) -> String {
 /// Runs `argv` as a child while holding `claims`, forwarding signals, and
 /// settles the claims when it ends: removed (unlinked while held) after a
 /// normal exit unless `keep`, left in place when a signal killed the child.
-/// Returns the child's status (128+N for signal N; 126/127 when it could not
-/// be started), or 125 when a lock was lost (before COMMAND started, which
-/// is then not started, or while it ran, which stops it: SIGTERM, then
-/// SIGKILL after the grace); lost claims are left in place.
+/// Returns how to end: the child's exit status, or `Ended::Signal(N)` when
+/// signal N killed it, which the caller turns into its own death by N once
+/// the claims are released (they are, when this returns); 126/127 when it
+/// could not be started; 125 when a lock was lost (before COMMAND started,
+/// which is then not started, or while it ran, which stops it: SIGTERM,
+/// then SIGKILL after the grace), with the lost claims left in place.
 pub fn run_holding<C: Claim>(
     claims: Vec<C>,
     argv: &[OsString],
     how: &RunHow<'_>,
-) -> anyhow::Result<u8> {
+) -> anyhow::Result<Ended> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| anyhow::anyhow!("no COMMAND given"))?;
@@ -330,7 +465,7 @@ pub fn run_holding<C: Claim>(
             "lost the lock of {} before COMMAND started; not running it",
             domains_of(&claims)
         );
-        return Ok(exit::TOOL_FAILED);
+        return Ok(Ended::Code(exit::TOOL_FAILED));
     }
     let mut cmd = Command::new(program);
     cmd.args(args).envs(merged_env(&claims));
@@ -342,7 +477,7 @@ pub fn run_holding<C: Claim>(
         kill_after: None,
         death_signal: Some(libc::SIGTERM),
     };
-    let (status, signaled) = match supervise::spawn(&mut cmd, watch) {
+    let ended = match supervise::spawn(&mut cmd, watch) {
         Ok(child) => {
             let outcome = child.wait_or_lose(how.loss.map(|l| (l, how.lost_grace)))?;
             if outcome.lost {
@@ -355,19 +490,17 @@ pub fn run_holding<C: Claim>(
                             format!("it exited with {}", exit::from_wait_status(outcome.status)),
                     }
                 );
-                return Ok(exit::TOOL_FAILED);
+                return Ok(Ended::Code(exit::TOOL_FAILED));
             }
-            (
-                exit::from_wait_status(outcome.status),
-                outcome.status.signal().is_some(),
-            )
+            Ended::from_wait_status(outcome.status)
         }
         Err(e) => {
             let program = names::shell_quote(&program.to_string_lossy());
             say!("cannot run {program}: {e}");
-            (exit::from_spawn_error(&e), false)
+            Ended::Code(exit::from_spawn_error(&e))
         }
     };
+    let signaled = matches!(ended, Ended::Signal(_));
     if !(signaled || how.keep || lost()) {
         for claim in claims {
             if let Err(e) = claim.remove() {
@@ -375,7 +508,7 @@ pub fn run_holding<C: Claim>(
             }
         }
     }
-    Ok(status)
+    Ok(ended)
 }
 
 /// One line of `--list --json`: the fields of the tab-separated form.
@@ -386,6 +519,9 @@ struct ListLine<'a> {
     pid: Option<u32>,
     run_id: Option<&'a str>,
     since: Option<&'a str>,
+    /// For a held domain: the process a `--hold` keeper holds it for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent: Option<u32>,
 }
 
 /// `--list`.
@@ -394,8 +530,8 @@ struct List {
 }
 
 impl Job for List {
-    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<u8> {
-        list(backend, self.json)
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Ended> {
+        list(backend, self.json).map(Ended::Code)
     }
 }
 
@@ -411,6 +547,7 @@ fn list<B: Backend>(backend: &B, json: bool) -> anyhow::Result<u8> {
                 pid: holder.pid,
                 run_id: holder.run_id.as_deref(),
                 since: holder.since.as_deref(),
+                parent: holder.parent.filter(|_| status.held),
             };
             writeln!(out, "{}", serde_json::to_string(&line)?)?;
         } else {
@@ -556,7 +693,7 @@ mod tests {
             lost_grace: grace,
         };
         let status = job.run(&backend).unwrap();
-        (status, locks.join("d.lock").exists())
+        (status.shell_status(), locks.join("d.lock").exists())
     }
 
     #[test]
@@ -593,6 +730,37 @@ mod tests {
         let (status, _) = run_losing(tmp.path(), true, script, Duration::from_millis(200));
         assert_eq!(status, exit::TOOL_FAILED);
         assert!(started.elapsed() < Duration::from_secs(60));
+    }
+
+    #[test]
+    fn describe_never_names_a_dead_process_as_the_holder() {
+        let me = std::process::id();
+        let live = Holder {
+            pid: Some(me),
+            run_id: Some("r1".into()),
+            ..Holder::default()
+        };
+        assert!(describe(Some(&live), Some(me)).starts_with("pid "));
+        assert!(describe(Some(&live), None).starts_with("pid "));
+        let reaper = Holder {
+            reaper: Some(true),
+            ..live.clone()
+        };
+        assert!(describe(Some(&reaper), Some(me)).starts_with("a janitor reaping it"));
+        // The record names us, but the kernel names another process.
+        let stale = describe(Some(&live), Some(1));
+        assert!(
+            stale.starts_with("pid 1 that is not its recorded holder"),
+            "{stale}"
+        );
+        // A recorded pid that no longer exists (pid_max is at most 2^22).
+        let dead = Holder {
+            pid: Some(1 << 23),
+            ..Holder::default()
+        };
+        let said = describe(Some(&dead), None);
+        assert!(said.contains("not running"), "{said}");
+        assert_eq!(describe(None, Some(7)), "pid 7 (no holder record)");
     }
 
     #[test]

@@ -526,6 +526,7 @@ impl Backend for Etcd {
                     domain: domain.to_string(),
                     held: held.binary_search_by(|d| d.as_str().cmp(domain)).is_ok(),
                     holder: holder_of(&kv["value"]),
+                    locker: None,
                 })
             })
             .collect();
@@ -536,6 +537,7 @@ impl Backend for Etcd {
                     domain,
                     held: true,
                     holder: None,
+                    locker: None,
                 });
             }
         }
