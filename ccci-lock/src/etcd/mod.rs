@@ -60,7 +60,7 @@ use ccci_common::supervise::LossNotifier;
 
 use self::client::{b64, int, prefix_end, unb64, CallError, Client};
 use self::lease::{Lease, OnLost};
-use crate::{Acquired, Backend, Claim, Holder, Probe, Status, Wait};
+use crate::{Acquired, Backend, Claim, Holder, PassLock, Probe, Status, Wait};
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "/ccci";
@@ -398,6 +398,28 @@ impl Backend for Etcd {
 
     fn check_domain(&self, domain: &str) -> Result<(), UsageError> {
         check_domain(domain)
+    }
+
+    /// `P/janitor`, a lock like a domain's, taken without waiting. A dry
+    /// run only looks: any key under `P/janitor/` means a pass is running.
+    fn pass_lock(&self, create: bool) -> anyhow::Result<PassLock> {
+        if create {
+            return Ok(match self.try_pass()? {
+                Some(guard) => PassLock::Held(Box::new(guard)),
+                None => PassLock::Busy,
+            });
+        }
+        let pfx = format!("{}/janitor/", self.inner.prefix);
+        let queue = self.call(
+            "/v3/kv/range",
+            &json!({"key": b64(&pfx), "range_end": b64(prefix_end(&pfx)), "count_only": true}),
+            None,
+        )?;
+        Ok(if int(&queue["count"]) > 0 {
+            PassLock::Busy
+        } else {
+            PassLock::Missing
+        })
     }
 
     fn acquire(
