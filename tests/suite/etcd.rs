@@ -265,6 +265,50 @@ fn two_hosts_never_hold_one_domain_at_once() {
 }
 
 #[test]
+fn case_22_on_etcd_signal_deaths_compose_and_keep_the_claims() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    w.lock()
+        .args([
+            D,
+            "--",
+            "ccci-guard",
+            "--supervise",
+            "--deadline",
+            "1s",
+            "--",
+            "sleep",
+            "30",
+        ])
+        .run()
+        .expect_code(142);
+    assert_eq!(etcd.dump(&claim_key(D)).len(), 1, "the claim must stay");
+    w.lock()
+        .args([
+            "a.example",
+            "--",
+            "ccci-lock",
+            "b.example",
+            "--",
+            "sh",
+            "-c",
+            "kill -KILL $$",
+        ])
+        .run()
+        .expect_code(137);
+    assert_eq!(etcd.dump(&claim_key("a.example")).len(), 1);
+    assert_eq!(etcd.dump(&claim_key("b.example")).len(), 1);
+    w.lock()
+        .args(["a.example", "--", "ccci-lock", "b.example", "--", "true"])
+        .run()
+        .expect_code(0);
+    assert_eq!(etcd.dump(&claim_key("a.example")), Vec::<String>::new());
+    assert_eq!(etcd.dump(&claim_key("b.example")), Vec::<String>::new());
+    // Nothing is left held: both locks are free at once.
+    assert_eq!(w.try_lock("a.example"), 0);
+}
+
+#[test]
 fn case_27_on_etcd_crossed_sets_never_deadlock_or_overlap() {
     let etcd = Etcd::start();
     let w = World::on(&etcd);
