@@ -319,7 +319,13 @@ echo "$d" >> '{reaps}'
     let killed = killed.load(Ordering::Relaxed);
     let reaped = violations(&reaps).lines().count();
     eprintln!("chaos: {runs} runs, {killed} killed, {reaped} reaps in {limit:?}");
-    assert_eq!(violations(&bad), "", "violations");
+    let seen = violations(&bad);
+    assert!(
+        seen.is_empty(),
+        "{} violations, the first:\n{}",
+        seen.lines().count(),
+        seen.lines().take(5).collect::<Vec<_>>().join("\n")
+    );
     assert!(
         other.lock().unwrap().is_empty(),
         "{:?}",
