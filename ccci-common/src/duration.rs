@@ -5,6 +5,12 @@
 //! `1h30m`, `500ms`, `1.5h`). Rejected with a message: empty values, signs,
 //! spaces, unknown units and anything beyond `u64` nanoseconds (~584 years).
 //!
+//! The resolution is one nanosecond. A part that is not zero but smaller
+//! than that (`0.0000000001`) counts as 1 ns, never as 0: a zero is refused
+//! where a duration bounds a wait or a kill, and a tiny deadline should
+//! fire at once, as timeout(1)'s does. Only a value whose digits are all
+//! zero (`0`, `0s`, `0.000`) is zero.
+//!
 //! Why not `humantime::parse_duration`: it reads `M` as months and `y` as
 //! years (a `-w 2M` typo would wait two months) and refuses bare seconds,
 //! which timeout(1) users expect.
@@ -81,6 +87,10 @@ fn scaled(number: &str, scale: u128) -> Option<u128> {
         unit /= 10;
         value = value.checked_add(u128::from(digit - b'0') * unit)?;
     }
+    if value == 0 && fraction.bytes().any(|b| b != b'0') {
+        // Below the resolution, but not zero: round up (see the module doc).
+        value = 1;
+    }
     Some(value)
 }
 
@@ -100,6 +110,31 @@ mod tests {
         assert_eq!(parse("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(parse("1.5h"), Ok(s(5400)));
         assert_eq!(parse("1d2h3m4s5ms"), Ok(Duration::new(93784, 5_000_000)));
+    }
+
+    #[test]
+    fn below_a_nanosecond_rounds_up_and_only_zero_digits_are_zero() {
+        let ns = Duration::from_nanos;
+        assert_eq!(parse("0.0000000001"), Ok(ns(1)));
+        assert_eq!(parse("0.000000000000000000000001s"), Ok(ns(1)));
+        assert_eq!(parse("0.0000001ms"), Ok(ns(1)));
+        assert_eq!(parse("0.000000001"), Ok(ns(1)));
+        assert_eq!(parse("0.000000002"), Ok(ns(2)));
+        for zero in ["0", "0s", "0.000", "0.0000000000000000000000ms", "0h0m"] {
+            assert_eq!(parse(zero), Ok(Duration::ZERO), "{zero}");
+        }
+    }
+
+    #[test]
+    fn the_limit_is_u64_nanoseconds() {
+        // 2^64 - 1 ns is 18446744073.709551615 s, about 584.5 years.
+        assert_eq!(
+            parse("18446744073.709551615"),
+            Ok(Duration::from_nanos(u64::MAX))
+        );
+        assert!(parse("18446744073.709551616").is_err());
+        assert!(parse("213503d").is_ok());
+        assert!(parse("213504d").unwrap_err().contains("too long"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 /// Success.
 pub const SUCCESS: u8 = 0;
 /// `ccci-janitor`: at least one reap failed. `ccci-state get`: no such value.
+/// `ccci-lock --release`: a domain is not held for PID.
 pub const FAILURE: u8 = 1;
 /// Usage error or invalid input: bad flag, invalid domain, run id, name or
 /// duration. Nothing was created.
@@ -31,7 +32,7 @@ pub const TABLE: &[(&str, &str)] = &[
     ("0", "success"),
     (
         "1",
-        "ccci-janitor: at least one reap failed; ccci-state get: no such value",
+        "ccci-janitor: at least one reap failed; ccci-state get: no such value; ccci-lock --release: a domain is not held for PID",
     ),
     (
         "2",
@@ -49,7 +50,7 @@ pub const TABLE: &[(&str, &str)] = &[
     ("127", "COMMAND not found"),
     (
         "128+N",
-        "COMMAND was killed by signal N (142 = SIGALRM deadline, 143 = SIGTERM)",
+        "COMMAND was killed by signal N (142 = SIGALRM deadline, 143 = SIGTERM): the tool ends by that same signal, without a core dump",
     ),
     ("other", "COMMAND's own exit status, passed through"),
 ];
@@ -67,11 +68,58 @@ pub fn help_section() -> String {
 /// The shell-visible status of a child that ended: its exit code, or
 /// `128 + N` when signal N killed it.
 pub fn from_wait_status(status: std::process::ExitStatus) -> u8 {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => code as u8,
-        (None, Some(sig)) => SIGNALED.saturating_add(sig as u8),
-        (None, None) => TOOL_FAILED,
+    Ended::from_wait_status(status).shell_status()
+}
+
+/// How a tool ends: with an exit status, or by a signal (SPEC §1 "Signal
+/// deaths propagate"). A tool whose COMMAND was killed by signal N ends by
+/// signal N itself, after its own cleanup, so that whoever waits for the
+/// tool sees what it would have seen waiting for COMMAND: a shell still
+/// shows 128+N, and a wrapping tool (ccci-lock around ccci-guard) sees a
+/// signal death and keeps its lockfile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Exit with this status.
+    Code(u8),
+    /// End by this signal (see [`crate::sys::end_by_signal`]).
+    Signal(libc::c_int),
+}
+
+impl Ended {
+    /// How a child that ended with `status` ended.
+    pub fn from_wait_status(status: std::process::ExitStatus) -> Ended {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Ended::Code(code as u8),
+            (None, Some(sig)) => Ended::Signal(sig),
+            (None, None) => Ended::Code(TOOL_FAILED),
+        }
+    }
+
+    /// The status a shell shows for this ending: the code, or `128 + N`.
+    pub fn shell_status(self) -> u8 {
+        match self {
+            Ended::Code(code) => code,
+            Ended::Signal(sig) => SIGNALED.saturating_add(sig as u8),
+        }
+    }
+
+    /// Ends this process this way: `exit`, or [`crate::sys::end_by_signal`].
+    pub fn end(self) -> ! {
+        match self {
+            Ended::Code(code) => {
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                std::process::exit(i32::from(code))
+            }
+            Ended::Signal(sig) => crate::sys::end_by_signal(sig),
+        }
+    }
+}
+
+impl From<u8> for Ended {
+    fn from(code: u8) -> Ended {
+        Ended::Code(code)
     }
 }
 
@@ -154,5 +202,15 @@ mod tests {
         assert_eq!(from_wait_status(ExitStatus::from_raw(3 << 8)), 3);
         assert_eq!(from_wait_status(ExitStatus::from_raw(libc::SIGTERM)), 143);
         assert_eq!(from_wait_status(ExitStatus::from_raw(libc::SIGKILL)), 137);
+        assert_eq!(
+            Ended::from_wait_status(ExitStatus::from_raw(libc::SIGALRM)),
+            Ended::Signal(libc::SIGALRM)
+        );
+        assert_eq!(
+            Ended::from_wait_status(ExitStatus::from_raw(9 << 8)),
+            Ended::Code(9)
+        );
+        assert_eq!(Ended::Signal(libc::SIGALRM).shell_status(), DEADLINE);
+        assert_eq!(Ended::from(3), Ended::Code(3));
     }
 }

@@ -15,12 +15,105 @@
 //! - When the child shares our process group, `SIGINT` and `SIGQUIT` from the
 //!   terminal (sent by the kernel to the whole foreground group) reached it
 //!   already and are not sent a second time.
+//! - A [`Loss`] (what the child runs under, such as an etcd lock lease, was
+//!   lost) stops the child: SIGTERM at once, SIGKILL after a grace. It is
+//!   noticed without polling and without a window: the loss sets a flag,
+//!   then sends [`sys::loss_signal`] to the thread that made the [`Loss`],
+//!   which blocked that signal when it made it, before anything that can be
+//!   lost existed. A loss before the child starts is therefore either seen
+//!   in the flag, which the loop reads before its first wait, or pending as
+//!   the signal, which its first wait takes.
+//!
+//! # Starting a COMMAND, the same way in every tool
+//!
+//! [`command`] turns the `-- COMMAND [ARG...]` of a command line into a
+//! [`Command`]; [`run`] starts it under a [`Watch`] and waits, and when it
+//! cannot be started says `cannot run 'prog': why` (quoted visibly) and
+//! gives 126 or 127 (SPEC §1); [`exec`] does the same for a tool that
+//! replaces itself with COMMAND. The child always gets an empty signal mask
+//! and default dispositions ([`crate::sys::prepare_command`]); [`FORWARDED`]
+//! is the one list of signals a waiting tool passes on.
 
+use std::ffi::OsString;
 use std::io;
 use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cli::UsageError;
+use crate::exit::{self, Ended};
 use crate::sys;
+
+/// The signals a tool that waits for a COMMAND passes on to it: TERM, INT,
+/// HUP, QUIT, ALRM, USR1 and USR2 (SPEC §2, §3, §4). ALRM is among them so
+/// that an alarm armed before the tool was exec'd (an outer deadline)
+/// reaches COMMAND instead of killing the tool.
+pub const FORWARDED: [libc::c_int; 7] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGALRM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// The `COMMAND [ARG...]` of a command line as a [`Command`]; an empty one
+/// is a usage error.
+pub fn command(argv: &[OsString]) -> Result<Command, UsageError> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| UsageError("no COMMAND given".into()))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    Ok(cmd)
+}
+
+/// Says that `cmd` could not be started (its program quoted visibly) and
+/// returns the status for it: 127 when not found, else 126.
+pub fn cannot_start(cmd: &Command, e: &io::Error) -> u8 {
+    crate::say!("cannot run {}: {e}", crate::cli::quote(cmd.get_program()));
+    exit::from_spawn_error(e)
+}
+
+/// How a started COMMAND finished.
+#[derive(Debug, Clone, Copy)]
+pub enum Finished {
+    /// It ran and ended.
+    Ran(Outcome),
+    /// It could not be started (already reported): 126 or 127.
+    NotStarted(u8),
+}
+
+impl Finished {
+    /// How a tool that only passes COMMAND's ending on ends: with its
+    /// status, by its signal, or 126/127.
+    pub fn ended(&self) -> Ended {
+        match self {
+            Finished::Ran(outcome) => outcome.ended(),
+            Finished::NotStarted(code) => Ended::Code(*code),
+        }
+    }
+}
+
+/// Starts `cmd` under `watch` and waits for it ([`spawn`], then
+/// [`Supervised::wait`]); a command that cannot be started is reported.
+pub fn run(cmd: &mut Command, watch: Watch) -> io::Result<Finished> {
+    match spawn(cmd, watch) {
+        Ok(child) => Ok(Finished::Ran(child.wait()?)),
+        Err(e) => Ok(Finished::NotStarted(cannot_start(cmd, &e))),
+    }
+}
+
+/// Replaces this process with `cmd`; returns only when that failed, with
+/// the status to exit with (126 or 127), after reporting it. The caller
+/// resets the signal state first ([`sys::reset_signals`]).
+pub fn exec(cmd: &mut Command) -> u8 {
+    use std::os::unix::process::CommandExt;
+    let e = cmd.exec();
+    cannot_start(cmd, &e)
+}
 
 /// The longest we wait for a signal before checking the child anyway. In a
 /// process with other threads (a test harness, say) the kernel may hand
@@ -58,6 +151,66 @@ pub struct Outcome {
     /// The last of `Watch::forward` that this process received while the
     /// child ran, if any: a caller that was asked to stop can stop too.
     pub received: Option<libc::c_int>,
+    /// Whether the [`Loss`] given to [`Supervised::wait_or_lose`] was
+    /// reported, so the child was told to stop.
+    pub lost: bool,
+}
+
+/// Something a child runs under that another thread may find lost while it
+/// runs (a lock whose lease expired). Made on the thread that will wait for
+/// the child, before what can be lost is acquired; see the module doc.
+#[derive(Debug)]
+pub struct Loss {
+    lost: Arc<AtomicBool>,
+    wake: sys::ThreadSignal,
+}
+
+/// Reports a [`Loss`]; cheap to clone, usable from any thread.
+#[derive(Debug, Clone)]
+pub struct LossNotifier {
+    lost: Arc<AtomicBool>,
+    wake: sys::ThreadSignaller,
+}
+
+impl Loss {
+    /// Blocks [`sys::loss_signal`] in this thread (for good: a stray one
+    /// left pending must never kill the process) and makes the flag.
+    pub fn new() -> io::Result<Loss> {
+        sys::block_signals(&[sys::loss_signal()])?;
+        Ok(Loss {
+            lost: Arc::new(AtomicBool::new(false)),
+            wake: sys::ThreadSignal::new(sys::loss_signal()),
+        })
+    }
+
+    /// A notifier for whoever can find the loss.
+    pub fn notifier(&self) -> LossNotifier {
+        LossNotifier {
+            lost: Arc::clone(&self.lost),
+            wake: self.wake.signaller(),
+        }
+    }
+
+    /// Whether a loss was reported.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+}
+
+impl LossNotifier {
+    /// Reports the loss: sets the flag, then wakes the waiting thread.
+    /// Idempotent; after the [`Loss`] is dropped it only sets the flag.
+    pub fn notify(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+        self.wake.send();
+    }
+}
+
+impl Outcome {
+    /// How the child ended: its exit status, or the signal that killed it.
+    pub fn ended(&self) -> Ended {
+        Ended::from_wait_status(self.status)
+    }
 }
 
 /// A running child under supervision.
@@ -124,11 +277,20 @@ impl Supervised {
     }
 
     /// Forwards signals and runs the timers until the child ends; reaps it.
-    pub fn wait(mut self) -> io::Result<Outcome> {
-        let set = blocked_set(&self.watch);
+    pub fn wait(self) -> io::Result<Outcome> {
+        self.wait_or_lose(None)
+    }
+
+    /// [`Supervised::wait`], and when `loss` is reported: SIGTERM to the
+    /// child at once, SIGKILL after the grace if it is still running.
+    pub fn wait_or_lose(mut self, loss: Option<(&Loss, Duration)>) -> io::Result<Outcome> {
+        let mut set = blocked_set(&self.watch);
+        set.extend(loss.map(|_| sys::loss_signal()));
         let mut deadline_fired = false;
         let mut killed = false;
         let mut received = None;
+        // When the loss was seen, as time since the start.
+        let mut lost_at: Option<Duration> = None;
         let result = loop {
             if let Some(status) = self.child.try_wait()? {
                 break Outcome {
@@ -136,18 +298,39 @@ impl Supervised {
                     deadline_fired,
                     killed,
                     received,
+                    lost: lost_at.is_some(),
                 };
             }
-            let next = match (self.watch.deadline, self.watch.kill_after) {
-                (Some(d), _) if !deadline_fired => Some(d),
-                (Some(d), Some(k)) if !killed => Some(d.saturating_add(k)),
-                _ => None,
+            if lost_at.is_none() && loss.is_some_and(|(l, _)| l.is_lost()) {
+                lost_at = Some(self.started.elapsed());
+                self.send(libc::SIGTERM);
+            }
+            // The next timer: (when, whether it is the kill).
+            let deadline = self.watch.deadline.filter(|_| !deadline_fired);
+            let kill = [
+                self.watch
+                    .deadline
+                    .zip(self.watch.kill_after)
+                    .filter(|_| deadline_fired)
+                    .map(|(d, k)| d.saturating_add(k)),
+                lost_at
+                    .zip(loss)
+                    .map(|(at, (_, grace))| at.saturating_add(grace)),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .filter(|_| !killed);
+            let next = match (deadline, kill) {
+                (Some(d), Some(k)) if k < d => Some((k, true)),
+                (Some(d), _) => Some((d, false)),
+                (None, k) => k.map(|k| (k, true)),
             };
-            let timer = next.map(|at| at.saturating_sub(self.started.elapsed()));
+            let timer = next.map(|(at, _)| at.saturating_sub(self.started.elapsed()));
             let timeout = timer.map_or(RECHECK, |t| t.min(RECHECK));
             match sys::wait_signal(&set, Some(timeout))? {
                 None if timer != Some(timeout) => {} // recheck only
-                None if !deadline_fired => {
+                None if next.is_some_and(|(_, kill)| !kill) => {
                     deadline_fired = true;
                     self.send(self.watch.deadline_signal);
                 }
@@ -155,7 +338,8 @@ impl Supervised {
                     killed = true;
                     self.send(libc::SIGKILL);
                 }
-                Some(c) if c.signo == libc::SIGCHLD => {}
+                // The loop reads the flag again.
+                Some(c) if c.signo == libc::SIGCHLD || c.signo == sys::loss_signal() => {}
                 Some(c) => {
                     received = Some(c.signo);
                     let from_terminal = c.code == libc::SI_KERNEL
@@ -227,6 +411,83 @@ mod tests {
         .wait()
         .unwrap();
         assert!(out.deadline_fired && out.killed);
+        assert_eq!(crate::exit::from_wait_status(out.status), 137);
+    }
+
+    #[test]
+    fn commands_from_argv_and_the_126_127_mapping() {
+        assert!(command(&[]).is_err());
+        let mut cmd = command(&["sh".into(), "-c".into(), "exit 4".into()]).unwrap();
+        let done = run(&mut cmd, watch()).unwrap();
+        assert_eq!(done.ended(), Ended::Code(4));
+        let mut missing = command(&["/nonexistent/ccci".into()]).unwrap();
+        assert_eq!(
+            run(&mut missing, watch()).unwrap().ended(),
+            Ended::Code(127)
+        );
+        let mut dir = command(&["/".into()]).unwrap();
+        assert_eq!(run(&mut dir, watch()).unwrap().ended(), Ended::Code(126));
+        let mut killed = command(&["sh".into(), "-c".into(), "kill -KILL $$".into()]).unwrap();
+        assert_eq!(
+            run(&mut killed, watch()).unwrap().ended(),
+            Ended::Signal(libc::SIGKILL)
+        );
+    }
+
+    #[test]
+    fn a_loss_reported_by_another_thread_stops_the_child_at_once() {
+        let loss = Loss::new().unwrap();
+        let notifier = loss.notifier();
+        let child = spawn(Command::new("sleep").arg("1000"), watch()).unwrap();
+        let started = Instant::now();
+        let reporter = std::thread::spawn(move || notifier.notify());
+        let out = child
+            .wait_or_lose(Some((&loss, Duration::from_secs(600))))
+            .unwrap();
+        reporter.join().unwrap();
+        assert!(out.lost && !out.killed);
+        assert_eq!(crate::exit::from_wait_status(out.status), 143);
+        // The wake-up is the signal, not the once-a-second recheck.
+        assert!(started.elapsed() < RECHECK, "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_loss_before_the_child_starts_is_not_missed() {
+        let loss = Loss::new().unwrap();
+        loss.notifier().notify();
+        let child = spawn(Command::new("sleep").arg("1000"), watch()).unwrap();
+        let out = child
+            .wait_or_lose(Some((&loss, Duration::from_secs(600))))
+            .unwrap();
+        assert!(out.lost);
+        assert_eq!(crate::exit::from_wait_status(out.status), 143);
+    }
+
+    #[test]
+    fn a_child_that_ignores_term_after_a_loss_is_killed_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready");
+        let loss = Loss::new().unwrap();
+        let notifier = loss.notifier();
+        let child = spawn(
+            Command::new("sh")
+                .args(["-c", "trap '' TERM; touch \"$0\"; while :; do :; done"])
+                .arg(&ready),
+            watch(),
+        )
+        .unwrap();
+        let reporter = std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(60);
+            while !ready.exists() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            notifier.notify();
+        });
+        let out = child
+            .wait_or_lose(Some((&loss, Duration::from_millis(100))))
+            .unwrap();
+        reporter.join().unwrap();
+        assert!(out.lost && out.killed);
         assert_eq!(crate::exit::from_wait_status(out.status), 137);
     }
 

@@ -179,6 +179,59 @@ pub fn prepare_command(cmd: &mut Command, death_signal: Option<libc::c_int>) {
     }
 }
 
+/// Ends this process by signal `sig`, as if the signal had killed it, after
+/// flushing stdout and stderr (SPEC §1 "Signal deaths propagate"). A parent
+/// sees a signal death (a shell's `$?` is 128+N), exactly what it would have
+/// seen had it waited for the command we wrapped.
+///
+/// No core dump is written, whatever the signal's default action: the
+/// process is made non-dumpable (`PR_SET_DUMPABLE` 0, which also stops a
+/// `core_pattern` pipe such as systemd-coredump) and `RLIMIT_CORE` is set to
+/// 0. The signal gets its default disposition and is unblocked, then raised.
+/// Only when the process is still alive after that (a signal whose default
+/// action is to ignore or to stop, which never kills a child and so should
+/// not reach here) does it `exit(128 + sig)` instead.
+///
+/// Call it only after every cleanup is done: destructors of live values do
+/// not run.
+pub fn end_by_signal(sig: libc::c_int) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    let stops = matches!(
+        sig,
+        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+    );
+    if (1..=libc::SIGRTMAX()).contains(&sig) && !stops && sig != libc::SIGKILL {
+        // SAFETY: prctl and setrlimit read only their integer arguments and
+        // the stack-local `none`; signal installs SIG_DFL (no handler code);
+        // the set is stack-local and initialised by sigemptyset; raise sends
+        // a signal to this thread. None of them touches Rust-managed memory.
+        unsafe {
+            libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0);
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::raise(sig);
+        }
+    } else if sig == libc::SIGKILL {
+        // SAFETY: SIGKILL cannot be caught, blocked or ignored, and makes no
+        // core; raise only sends it to this thread.
+        unsafe {
+            libc::raise(sig);
+        }
+    }
+    // Still alive: the signal's default action does not kill.
+    std::process::exit(128 + sig.clamp(0, 127))
+}
+
 /// A signal taken from the pending set by [`wait_signal`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caught {
@@ -268,9 +321,404 @@ pub fn signal_name(sig: libc::c_int) -> String {
     }
 }
 
+/// The real-time signal that wakes a supervise loop when what its child
+/// runs under was lost (see [`crate::supervise::Loss`]). No ccci tool
+/// forwards, sends or handles it otherwise; a child gets it unblocked with
+/// the default disposition, like every real-time signal.
+pub fn loss_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 2
+}
+
+/// A signal that other threads can send to the thread that made this
+/// value, for as long as it lives: dropping it (on its thread) ends every
+/// [`ThreadSignaller`] made from it, so a signal is never sent to a thread
+/// that may have ended. Not `Send`: it stays on the thread it names.
+#[derive(Debug)]
+pub struct ThreadSignal {
+    target: std::sync::Arc<std::sync::Mutex<Option<(libc::pid_t, libc::pid_t)>>>,
+    sig: libc::c_int,
+    _on_this_thread: std::marker::PhantomData<*const ()>,
+}
+
+/// Sends a [`ThreadSignal`]'s signal to its thread; clone it freely.
+#[derive(Debug, Clone)]
+pub struct ThreadSignaller {
+    target: std::sync::Arc<std::sync::Mutex<Option<(libc::pid_t, libc::pid_t)>>>,
+    sig: libc::c_int,
+}
+
+impl ThreadSignal {
+    /// `sig` for this thread. The caller blocks `sig` here first, so that
+    /// it waits pending until taken with [`wait_signal`].
+    pub fn new(sig: libc::c_int) -> ThreadSignal {
+        // SAFETY: getpid and gettid have no preconditions.
+        let me = unsafe { (libc::getpid(), libc::gettid()) };
+        ThreadSignal {
+            target: std::sync::Arc::new(std::sync::Mutex::new(Some(me))),
+            sig,
+            _on_this_thread: std::marker::PhantomData,
+        }
+    }
+
+    /// A sender for other threads.
+    pub fn signaller(&self) -> ThreadSignaller {
+        ThreadSignaller {
+            target: std::sync::Arc::clone(&self.target),
+            sig: self.sig,
+        }
+    }
+}
+
+impl Drop for ThreadSignal {
+    fn drop(&mut self) {
+        let mut target = self.target.lock().unwrap_or_else(|e| e.into_inner());
+        *target = None;
+    }
+}
+
+impl ThreadSignaller {
+    /// Sends the signal, unless the [`ThreadSignal`] is gone.
+    pub fn send(&self) {
+        let target = self.target.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((pid, tid)) = *target {
+            // SAFETY: tgkill takes plain numbers. The thread is alive while
+            // the ThreadSignal is (it is not Send, and its drop takes this
+            // mutex to clear the target first); should one be leaked, a
+            // reused thread id gets at worst a signal, never memory unsafety,
+            // and tgkill never reaches outside this process.
+            unsafe {
+                libc::syscall(libc::SYS_tgkill, pid, tid, self.sig);
+            }
+        }
+    }
+}
+
+/// The signal that wakes a thread blocked in [`flock_or_interrupted`] (see
+/// [`interrupt_on`]); only ever sent to one thread with
+/// [`ThreadSignaller::send`].
+pub fn wake_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 3
+}
+
+extern "C" fn do_nothing(_: libc::c_int) {}
+
+/// Gives `sig` a handler that does nothing, installed without `SA_RESTART`:
+/// a thread that gets `sig` while blocked in a system call sees it fail
+/// with `EINTR`. Process-wide and idempotent; `exec` resets it.
+pub fn interrupt_on(sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: the action is stack-local and zero-initialised (an empty mask,
+    // no flags) before use; the handler is async-signal-safe (it does nothing).
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = do_nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(sig, &action, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Unblocks `signals` in this thread.
+pub fn unblock_signals(signals: &[libc::c_int]) -> io::Result<()> {
+    // SAFETY: the set is stack-local and initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &sig in signals {
+            libc::sigaddset(&mut set, sig);
+        }
+        match libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) {
+            0 => Ok(()),
+            e => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// A blocking `LOCK_EX` on `fd` that a signal with a handler installed
+/// without `SA_RESTART` (see [`interrupt_on`]) can cut short: `Ok(true)`
+/// when locked, `Ok(false)` when interrupted first.
+pub fn flock_or_interrupted(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: as in `flock`.
+    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINTR) => Ok(false),
+        _ => Err(err),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Process handles and descriptors for `ccci-lock --hold`'s keeper.
+
+/// `pidfd_open(2)`: a descriptor that refers to process `pid` itself, not to
+/// its number, so it can never come to mean a later process that reuses the
+/// number. Close-on-exec. `ESRCH`: no such process. Needs Linux 5.3.
+pub fn pidfd_open(pid: u32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: pidfd_open takes a pid and flags (0: the new fd is
+    // close-on-exec) and returns a new descriptor or -1; it touches no memory.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// `poll(2)` on `fds` (each with the events wanted) for at most `timeout`
+/// (`None`: forever). Returns each descriptor's `revents`, in order; all
+/// zero when the timeout passed. An interrupted poll is retried with the
+/// same timeout.
+pub fn poll(
+    fds: &[(BorrowedFd<'_>, libc::c_short)],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<libc::c_short>> {
+    let mut pollfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|(fd, events)| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: *events,
+            revents: 0,
+        })
+        .collect();
+    let ms = match timeout {
+        None => -1,
+        Some(t) => libc::c_int::try_from(t.as_millis()).unwrap_or(libc::c_int::MAX),
+    };
+    loop {
+        // SAFETY: `pollfds` is a live, correctly sized array of pollfd whose
+        // descriptors are borrowed (open) for the duration of the call.
+        let r = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, ms) };
+        if r >= 0 {
+            return Ok(pollfds.iter().map(|p| p.revents).collect());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+/// Arranges for `cmd`'s child, between fork and exec, to get an empty
+/// signal mask and default dispositions (as [`prepare_command`]), to start a
+/// new session (`setsid`: no controlling terminal, not in our process group, so
+/// a signal to our group or a hang-up of our terminal never reaches it) and
+/// to inherit the descriptors `keep` (their close-on-exec flag is cleared in
+/// the child only, so no other child of ours can inherit them). Only
+/// async-signal-safe calls run in the child.
+pub fn detach_command(cmd: &mut Command, keep: &[BorrowedFd<'_>]) {
+    let keep: Vec<libc::c_int> = keep.iter().map(|fd| fd.as_raw_fd()).collect();
+    // SAFETY: the closure runs in the forked child and calls only setsid and
+    // fcntl, both async-signal-safe; it reads the vector allocated before the
+    // fork and allocates nothing. The descriptors stay open in the parent
+    // (the caller borrows them until `spawn` returns), so they are open in
+    // the child too.
+    unsafe {
+        cmd.pre_exec(move || {
+            reset_signals();
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            for &fd in &keep {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Takes ownership of descriptor `fd`, which this process inherited from its
+/// parent and was told about on its command line; it is made close-on-exec.
+/// `EBADF` when no such descriptor is open.
+///
+/// Call it once per descriptor, at start-up, before anything else could
+/// have opened (and so own) a descriptor with that number.
+pub fn adopt_inherited_fd(fd: libc::c_int) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if fd < 3 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: fcntl on a number only reads or sets that descriptor's flags;
+    // an unused number gives EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open (fcntl succeeded) and, per this
+    // function's contract, inherited and owned by nothing else in this process.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Closes every descriptor of this process numbered 3 or more except `keep`:
+/// whatever a caller leaked to us (a pipe a CI runner waits on, say) must
+/// not stay open for the lifetime of a long-lived process. Call it at
+/// start-up, before this process opens anything it means to keep.
+pub fn close_inherited_fds(keep: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let keep: Vec<libc::c_int> = keep.iter().map(|fd| fd.as_raw_fd()).collect();
+    let mut open = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        if let Some(fd) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<libc::c_int>().ok())
+        {
+            open.push(fd);
+        }
+    }
+    // The listing's own descriptor is closed by now, and a number it used
+    // is gone from the list or no longer open: close() then fails with EBADF.
+    for fd in open {
+        if fd >= 3 && !keep.contains(&fd) {
+            // SAFETY: at start-up nothing in this process owns these
+            // inherited descriptors (the caller's contract); closing an
+            // unused number only returns EBADF.
+            unsafe {
+                libc::close(fd);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Points stdin, stdout and stderr at `/dev/null`, so that a long-lived
+/// process holds no terminal and no pipe that a caller waits on.
+pub fn stdio_to_dev_null() -> io::Result<()> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for target in 0..3 {
+        // SAFETY: dup2 onto 0, 1 and 2 replaces those descriptors atomically;
+        // `null` is open for the duration of the call.
+        if unsafe { libc::dup2(null.as_raw_fd(), target) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Sets this process's name as `ps -o comm` and `/proc/PID/comm` show it
+/// (at most 15 bytes are kept).
+pub fn set_process_name(name: &str) -> io::Result<()> {
+    let name =
+        std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of which the kernel
+    // copies at most 16 bytes; `name` lives for the duration of the call.
+    if unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The pid and uid of the process at the other end of the unix socket
+/// `fd`, as the kernel recorded them when the connection was made (for the
+/// connecting side: when the other end called `listen`) (`SO_PEERCRED`).
+pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+    // SAFETY: `cred` is a stack-local ucred of the size passed in `len`;
+    // getsockopt writes at most `len` bytes into it.
+    unsafe {
+        let mut cred: libc::ucred = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        if libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((cred.pid as u32, cred.uid))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Set in a re-run of this test binary: the signal the child ends by,
+    /// optionally ignored and blocked first (`QUIT:hostile`).
+    const END_BY: &str = "CCCI_TEST_END_BY_SIGNAL";
+
+    /// Not a test of its own: the body of the child that
+    /// `a_child_that_ends_by_a_signal_is_seen_killed_without_core` runs.
+    #[test]
+    fn end_by_signal_child() {
+        let Some(how) = std::env::var_os(END_BY) else {
+            return;
+        };
+        let how = how.into_string().unwrap();
+        let (sig, hostile) = match how.split_once(':') {
+            Some((sig, _)) => (sig.parse().unwrap(), true),
+            None => (how.parse().unwrap(), false),
+        };
+        if hostile {
+            // What a tool may have inherited or set up itself.
+            block_signals(&[sig]).unwrap();
+            // SAFETY: test only: SIG_IGN runs no handler code; setrlimit
+            // reads the stack-local limit. Core files allowed, so that a
+            // missing guard against them would show.
+            unsafe {
+                libc::signal(sig, libc::SIG_IGN);
+                let all = libc::rlimit {
+                    rlim_cur: libc::RLIM_INFINITY,
+                    rlim_max: libc::RLIM_INFINITY,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &all);
+            }
+        }
+        print!("unflushed output");
+        end_by_signal(sig);
+    }
+
+    #[test]
+    fn a_child_that_ends_by_a_signal_is_seen_killed_without_core() {
+        use std::os::unix::process::ExitStatusExt;
+        let cwd = tempfile::tempdir().unwrap();
+        let run = |how: String| {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "sys::tests::end_by_signal_child",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(END_BY, &how)
+                .current_dir(cwd.path())
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(stdout.contains("unflushed output"), "{how}: {stdout:?}");
+            out.status
+        };
+        for sig in [
+            libc::SIGTERM,
+            libc::SIGALRM,
+            libc::SIGQUIT,
+            libc::SIGABRT,
+            libc::SIGSEGV,
+            libc::SIGUSR1,
+            libc::SIGKILL,
+        ] {
+            for how in [sig.to_string(), format!("{sig}:hostile")] {
+                let status = run(how.clone());
+                assert_eq!(status.signal(), Some(sig), "{how}: {status:?}");
+                assert!(!status.core_dumped(), "{how}: dumped core");
+            }
+        }
+        // A signal whose default action is to ignore cannot kill: 128+N.
+        let status = run(libc::SIGCHLD.to_string());
+        assert_eq!(status.code(), Some(128 + libc::SIGCHLD));
+        let left: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().collect();
+        assert!(left.is_empty(), "files left behind: {left:?}");
+    }
 
     #[test]
     fn signal_names() {
@@ -300,6 +748,8 @@ mod tests {
         assert!(!flock(b.as_fd(), FlockOp::ExclusiveNonblock).unwrap());
         assert!(!flock(b.as_fd(), FlockOp::SharedNonblock).unwrap());
         drop(a);
-        assert!(flock(b.as_fd(), FlockOp::ExclusiveNonblock).unwrap());
+        // Waiting, not trying: a child another test thread forks at this
+        // moment holds a copy of `a` until it execs (close-on-exec).
+        assert!(flock(b.as_fd(), FlockOp::Exclusive).unwrap());
     }
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use ccci_common::{duration, exit};
-use ccci_state::identity::parse_pid;
+use ccci_common::duration;
+use ccci_common::exit::{self, Ended};
+use ccci_common::run::parse_pid;
 
 use crate::{
     arm_deadline, exec, install, parent_pid, parse_death_signal, supervise, DeathSignal,
@@ -32,8 +33,11 @@ chooses its own exit status.
 runs it in a process group of its own, with the same parent-death signal.
 TERM, INT, HUP, QUIT, USR1, USR2 (and ALRM) received by ccci-guard go to the
 group; at the deadline the group gets ALRM, and --kill-after later KILL.
-Status: 142 if the deadline fired, else COMMAND's. Processes of the group
-that outlive COMMAND are left alone, as timeout(1) leaves them.
+If the deadline fired, ccci-guard ends by SIGALRM (a shell sees 142); if
+COMMAND was killed by signal N, ccci-guard ends by signal N (128+N), without
+a core dump, as timeout(1) does; otherwise it exits with COMMAND's status.
+Processes of the group that outlive COMMAND are left alone, as timeout(1)
+leaves them.
 
 Typical use, from the harness shell (not exec'd, so $$ stays the parent):
   ccci-guard --parent $$ --deadline 60m -- ccci-lock \"$DOMAIN\" -- ./run-tests.sh
@@ -65,7 +69,7 @@ pub struct Cli {
           value_parser = positive_duration)]
     pub deadline: Option<Duration>,
 
-    /// Stay COMMAND's parent: own process group, forwarded signals, exit 142 at the deadline
+    /// Stay COMMAND's parent: own process group, forwarded signals, end by ALRM (142) at the deadline
     #[arg(long)]
     pub supervise: bool,
 
@@ -100,7 +104,7 @@ pub fn main() -> ExitCode {
 
 /// Runs a parsed command line; `started_with` is the parent read at start.
 /// Returns the exit status, unless COMMAND was exec'd.
-pub fn run(cli: Cli, started_with: u32) -> anyhow::Result<u8> {
+pub fn run(cli: Cli, started_with: u32) -> anyhow::Result<Ended> {
     install(cli.parent.unwrap_or(started_with), cli.pdeathsig)?;
     if cli.supervise || cli.kill_after.is_some() {
         return supervise(

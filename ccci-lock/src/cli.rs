@@ -8,29 +8,61 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::Parser;
 
+use ccci_common::cli::UsageError;
+use ccci_common::exit::{self, Ended};
 use ccci_common::supervise::{self, Watch};
-use ccci_common::{dirs, duration, exit, names, say};
+use ccci_common::{dirs, duration, names, say, sys};
 
-use crate::{lockfile_name, Acquired, Backend, Claim, FlockDir, Holder, Wait};
+use crate::{acquire_all, lockfile_name, Acquired, Backend, Claim, FlockDir, Holder, Wait};
 
 const AFTER_HELP: &str = "\
+Several DOMAINs are all taken before COMMAND starts, in sorted order, so two
+runs naming overlapping sets never deadlock; -n and -w apply to the whole set,
+and on status 75 none is held.
+
 COMMAND runs as a child, with CCCI_LOCK_DOMAIN and CCCI_LOCK_FILE set and a
 parent-death signal of SIGTERM. The lock is never inherited by COMMAND. TERM,
 INT, HUP, QUIT, ALRM, USR1 and USR2 are forwarded to COMMAND; the lock is kept
 until COMMAND has exited. When COMMAND exits, the lockfile is removed while the
-lock is still held (unless --keep); when a signal killed it, the lockfile is
-left for ccci-janitor.
+lock is still held (unless --keep). When signal N killed it, the lockfile is
+left for ccci-janitor, and ccci-lock, once it has released the lock, ends by
+signal N itself (a shell sees 128+N), so a ccci-lock around this one keeps
+its lockfile too. A lockfile this ccci-lock created but did not end up holding
+(-n or -w gave up, another DOMAIN of the set was busy) is removed before it
+exits.
+
+Looking never blocks anyone: --list and -v take no lock (whether a lockfile is
+held, and by which pid, is read from /proc/locks). -v says so when the
+recorded holder is not running (a janitor reaping a dead run's claim, or a
+foreign flock(1) user) instead of naming a dead process.
 
 Environment:
   CCCI_APP_LOCK_DIR  the lock dir (like --lock-dir)
   CCCI_RUN_ID        the run id recorded in the lockfile (like --run-id)
-  CCCI_LOCK_DOMAIN   set for COMMAND: the locked DOMAIN
-  CCCI_LOCK_FILE     set for COMMAND: the lockfile's absolute path
+  CCCI_LOCK_DOMAIN   set for COMMAND: the locked DOMAIN (several: sorted,
+                     separated by spaces)
+  CCCI_LOCK_FILE     set for COMMAND: the lockfile's absolute path (several:
+                     in the same order, separated by spaces)
+
+--hold takes the DOMAINs (sorted, all or nothing; -n and -w as usual) and
+returns 0 once a keeper process holds them for PID: the keeper has no terminal,
+no stdin, stdout or stderr, and is not in the caller's process group. It keeps
+the locks until `ccci-lock --release --parent PID DOMAIN...` (the lockfiles are
+removed while still held, then released) or until PID exits without releasing
+(the lockfiles stay, for ccci-janitor). PID is watched by a pidfd, never by its
+number. --release releases only domains held for PID: a domain held by anyone
+else is refused (125, nothing released), a domain not held is status 1.
+Holding a domain again for the same PID is status 0 and changes nothing.
+From a harness in another language:
+  subprocess.run([\"ccci-lock\", \"--hold\", \"--parent\", str(os.getpid()), domain], check=True)
 
 --list prints DOMAIN<TAB>held|free<TAB>PID<TAB>RUN_ID<TAB>SINCE per lockfile,
-'-' where unknown; for a free lock, PID, RUN_ID and SINCE are its last holder's.";
+'-' where unknown; for a free lock, PID, RUN_ID and SINCE are its last holder's.
+With --json, one object per line with the same fields, plus parent (the PID a
+--hold keeper holds it for) for a held domain.";
 
 /// Run COMMAND while holding the lock of an app domain: one holder per domain.
 #[derive(Debug, Parser)]
@@ -38,8 +70,9 @@ Environment:
     name = "ccci-lock",
     version,
     after_help = format!("{AFTER_HELP}\n\n{}", exit::help_section()),
-    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] [--keep] [-v] DOMAIN -- COMMAND [ARG...]\n       ccci-lock --list [--json] [--lock-dir DIR]"
+    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] [--keep] [-v] DOMAIN... -- COMMAND [ARG...]\n       ccci-lock --hold --parent PID [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] DOMAIN...\n       ccci-lock --release --parent PID [--lock-dir DIR] DOMAIN...\n       ccci-lock --list [--json] [--lock-dir DIR]"
 )]
+#[command(group = clap::ArgGroup::new("held").args(["hold", "release"]))]
 pub struct Cli {
     /// Fail with status 75 at once if the lock is held
     #[arg(
@@ -77,19 +110,36 @@ pub struct Cli {
     pub verbose: bool,
 
     /// List the lockfiles of the lock dir and whether each is held
-    #[arg(long, conflicts_with_all = ["nonblock", "wait", "keep", "run_id", "domain"])]
+    #[arg(long, conflicts_with_all = ["nonblock", "wait", "keep", "run_id", "domains", "command", "held"])]
     pub list: bool,
 
-    /// With --list: one JSON object per line
+    /// Take the DOMAINs and return while a keeper process holds them for PID
+    #[arg(long, requires = "parent", conflicts_with_all = ["keep", "release", "command"])]
+    pub hold: bool,
+
+    /// Release DOMAINs held for PID by --hold (lockfiles removed while held)
+    #[arg(long, requires = "parent", conflicts_with_all = ["nonblock", "wait", "keep", "command"])]
+    pub release: bool,
+
+    /// With --hold or --release: the process the locks are held for
+    #[arg(long, value_name = "PID", requires = "held", allow_hyphen_values = true,
+          value_parser = crate::hold::parse_pid)]
+    pub parent: Option<u32>,
+
+    /// Internal: run as the keeper of --hold, with these inherited descriptors
+    #[arg(long, hide = true, requires = "hold", value_parser = crate::hold::parse_keeper_fds)]
+    pub keeper_fds: Option<(i32, i32)>,
+
+    /// With --list: one JSON object per line (status 2 without --list)
     #[arg(long, requires = "list")]
     pub json: bool,
 
-    /// The app domain to lock
+    /// The app domains to lock: all are taken, in sorted order, before COMMAND starts
     #[arg(value_name = "DOMAIN", required_unless_present = "list", value_parser = names::domain)]
-    pub domain: Option<String>,
+    pub domains: Vec<String>,
 
     /// The command to run while holding the lock (after --)
-    #[arg(value_name = "COMMAND", last = true, required_unless_present = "list")]
+    #[arg(value_name = "COMMAND", last = true, required_unless_present_any = ["list", "hold", "release"])]
     pub command: Vec<OsString>,
 }
 
@@ -104,65 +154,292 @@ pub const FORWARDED: [libc::c_int; 7] = [
     libc::SIGUSR2,
 ];
 
-/// Runs a parsed command line; returns the exit status.
-pub fn run(cli: Cli) -> anyhow::Result<u8> {
-    let lock_dir = cli.lock_dir.clone().unwrap_or_else(dirs::default_lock_dir);
+/// How long COMMAND may take to stop after SIGTERM when the lock it runs
+/// under is lost, before it gets SIGKILL.
+pub const DEFAULT_LOST_GRACE: Duration = Duration::from_secs(10);
+
+/// Where locks live, chosen once per command line (SPEC §8).
+///
+/// Only the local flock backend exists today. The etcd backend adds a
+/// variant here, selected in [`Locks::from_cli`] by `--etcd` or
+/// `CCCI_ETCD_ENDPOINTS`, plus an arm in [`Locks::check_domain`] and
+/// [`Locks::run`]; everything else is written against [`Backend`] and runs
+/// unchanged on either.
+#[derive(Debug, Clone)]
+pub enum Locks {
+    /// `flock(2)` on `<DOMAIN>.lock` in this lock dir.
+    Flock(PathBuf),
+}
+
+/// Work that needs a backend, whichever [`Locks`] picked.
+pub trait Job {
+    /// Does the work on `backend`; returns the exit status.
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Ended>;
+}
+
+impl Locks {
+    /// The backend the command line asks for.
+    pub fn from_cli(cli: &Cli) -> Locks {
+        // The etcd backend is selected here.
+        Locks::Flock(cli.lock_dir.clone().unwrap_or_else(dirs::default_lock_dir))
+    }
+
+    /// Checks `domain` as the chosen backend will (see
+    /// [`Backend::check_domain`]), before anything is opened or created.
+    pub fn check_domain(&self, domain: &str) -> Result<(), UsageError> {
+        match self {
+            Locks::Flock(_) => lockfile_name(domain).map(drop),
+        }
+    }
+
+    /// Opens the backend and runs `job` on it. With `create`, the lock dir
+    /// is made when missing; without, a missing one means nothing was ever
+    /// locked, and the answer is `None` without running `job`.
+    pub fn run<J: Job>(&self, create: bool, job: J) -> anyhow::Result<Option<Ended>> {
+        match self {
+            Locks::Flock(dir) => match FlockDir::open(dir, create)? {
+                Some(backend) => job.run(&backend).map(Some),
+                None => Ok(None),
+            },
+        }
+    }
+}
+
+/// Runs a parsed command line; returns how to end: an exit status, or
+/// COMMAND's signal (SPEC §1 "Signal deaths propagate").
+pub fn run(cli: Cli) -> anyhow::Result<Ended> {
+    if cli.json && !cli.list {
+        // clap's `requires` counts --list's default value as present.
+        return Err(UsageError("--json needs --list".into()).into());
+    }
+    let locks = Locks::from_cli(&cli);
     if cli.list {
-        return list(&lock_dir, cli.json);
+        let listed = locks.run(false, List { json: cli.json })?;
+        return Ok(listed.unwrap_or(Ended::Code(exit::SUCCESS))); // no lock dir: no locks
     }
-    let domain = cli.domain.clone().unwrap_or_default();
-    lockfile_name(&domain)?; // a too-long name fails before anything is created
-    let wait = match (cli.nonblock, cli.wait) {
-        (true, _) => Wait::Never,
-        (false, Some(limit)) => Wait::AtMost(limit),
-        (false, None) => Wait::Forever,
+    for domain in &cli.domains {
+        locks.check_domain(domain)?; // a bad one fails before anything is created
+    }
+    if let Some(parent) = cli.parent {
+        return hold_or_release(&cli, &locks, parent).map(Ended::Code);
+    }
+    let job = LockAndRun {
+        cli: &cli,
+        domains: &cli.domains,
+        lost_grace: DEFAULT_LOST_GRACE,
     };
-    let backend = FlockDir::open(&lock_dir, true)?
-        .ok_or_else(|| anyhow::anyhow!("lock dir {} vanished", lock_dir.display()))?;
-    let started = Instant::now();
-    let verbose = cli.verbose;
-    let mut waited = false;
-    let acquired = backend.acquire(&domain, wait, &mut |holder| {
-        waited = true;
-        if verbose {
-            say!("waiting for {domain}: held by {}", describe(holder));
-        }
-    })?;
-    let mut claim = match acquired {
-        Acquired::Held(claim) => claim,
-        Acquired::Busy(holder) => {
+    locks
+        .run(true, job)?
+        .ok_or_else(|| anyhow::anyhow!("the lock dir vanished"))
+}
+
+/// `--hold` (or, with `--keeper-fds`, the keeper it starts) and
+/// `--release`: see [`crate::hold`].
+fn hold_or_release(cli: &Cli, locks: &Locks, parent: u32) -> anyhow::Result<u8> {
+    let Locks::Flock(lock_dir) = locks;
+    let mut domains = cli.domains.clone();
+    domains.sort();
+    domains.dedup();
+    if cli.release {
+        return crate::hold::release(parent, lock_dir, &domains);
+    }
+    let req = crate::hold::HoldRequest {
+        parent,
+        domains,
+        wait: match (cli.nonblock, cli.wait) {
+            (true, _) => Wait::Never,
+            (false, Some(limit)) => Wait::AtMost(limit),
+            (false, None) => Wait::Forever,
+        },
+        lock_dir: lock_dir.clone(),
+        run_id: cli.run_id.clone(),
+        verbose: cli.verbose,
+    };
+    match cli.keeper_fds {
+        Some(fds) => crate::hold::keeper(&req, fds),
+        None => crate::hold::hold(&req),
+    }
+}
+
+/// Takes the locks, then runs COMMAND under them.
+struct LockAndRun<'a> {
+    cli: &'a Cli,
+    domains: &'a [String],
+    lost_grace: Duration,
+}
+
+impl Job for LockAndRun<'_> {
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Ended> {
+        let cli = self.cli;
+        let wait = match (cli.nonblock, cli.wait) {
+            (true, _) => Wait::Never,
+            (false, Some(limit)) => Wait::AtMost(limit),
+            (false, None) => Wait::Forever,
+        };
+        // Before anything that can be lost is taken: see supervise::Loss.
+        let loss = supervise::Loss::new().context("cannot block the lost-lock signal")?;
+        let started = Instant::now();
+        let verbose = cli.verbose;
+        let mut waited = false;
+        let acquired = acquire_all(backend, self.domains, wait, &mut |domain, holder| {
+            waited = true;
+            if verbose {
+                say!(
+                    "waiting for {domain}: held by {}",
+                    describe(holder, locker_of(backend, domain))
+                );
+            }
+        })?;
+        let mut claims = match acquired {
+            Acquired::Held(claims) => claims,
+            Acquired::Busy(busy) => {
+                let others = if self.domains.len() > 1 {
+                    " (holding none of the domains)"
+                } else {
+                    ""
+                };
+                say!(
+                    "{} is locked by {}; giving up{others}",
+                    busy.domain,
+                    describe(busy.holder.as_ref(), locker_of(backend, &busy.domain))
+                );
+                return Ok(Ended::Code(exit::BUSY));
+            }
+        };
+        if verbose && waited {
             say!(
-                "{domain} is locked by {}; giving up",
-                describe(holder.as_ref())
+                "acquired {} after {:.1}s",
+                domains_of(&claims),
+                started.elapsed().as_secs_f64()
             );
-            return Ok(exit::BUSY);
         }
-    };
-    if verbose && waited {
-        say!(
-            "acquired {domain} after {:.1}s",
-            started.elapsed().as_secs_f64()
-        );
+        let holder = Holder::this_process(cli.run_id.clone());
+        for claim in &mut claims {
+            claim.stamp(&holder)?;
+            claim.watch_loss(loss.notifier());
+        }
+        let how = RunHow {
+            keep: cli.keep,
+            lost_grace: self.lost_grace,
+            loss: Some(&loss),
+        };
+        run_holding(claims, &cli.command, &how)
     }
-    claim.stamp(&Holder::this_process(cli.run_id.clone()))?;
-    run_holding(claim, &cli.command, cli.keep)
 }
 
-fn describe(holder: Option<&Holder>) -> String {
-    holder.map_or_else(|| "an unknown process".into(), Holder::describe)
+/// The pid the backend names as holding `domain` (a lookup that takes no
+/// lock), for messages.
+fn locker_of<B: Backend>(backend: &B, domain: &str) -> Option<u32> {
+    backend.status(domain).ok().flatten().and_then(|s| s.locker)
 }
 
-/// Runs `argv` as a child while holding `claim`, forwarding signals, and
-/// settles the claim when it ends: removed (unlinked while held) after a
+/// Whether `pid` names a running process (a zombie counts: it still holds
+/// its pid).
+fn running(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// Who holds a lock, for messages: the holder record when it names the
+/// process that holds the lock; otherwise what is known, saying that the
+/// recorded holder is not running instead of naming a dead process.
+fn describe(holder: Option<&Holder>, locker: Option<u32>) -> String {
+    let this_host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok());
+    let Some(h) = holder.filter(|h| h.pid.is_some()) else {
+        return match locker {
+            Some(pid) => format!("pid {pid} (no holder record)"),
+            None => "an unknown process".into(),
+        };
+    };
+    let elsewhere = h.host.is_some() && h.host != this_host;
+    let current = locker.is_none_or(|l| h.pid == Some(l));
+    if elsewhere || (current && h.pid.is_some_and(running)) {
+        return if h.reaper == Some(true) {
+            format!("a janitor reaping it ({})", h.describe())
+        } else {
+            h.describe()
+        };
+    }
+    let who = match locker {
+        Some(pid) if !current => format!("pid {pid}"),
+        _ => "a process".into(),
+    };
+    format!(
+        "{who} that is not its recorded holder ({}, not running): a janitor \
+         reaping a dead run's claim, or a foreign flock(1) user",
+        h.describe()
+    )
+}
+
+/// How [`run_holding`] runs COMMAND and settles its claims.
+#[derive(Debug, Clone, Copy)]
+pub struct RunHow<'a> {
+    /// Keep the claims when COMMAND exits normally.
+    pub keep: bool,
+    /// After a loss: the time between SIGTERM and SIGKILL.
+    pub lost_grace: Duration,
+    /// Reported when a claim loses its lock ([`Claim::watch_loss`]).
+    pub loss: Option<&'a supervise::Loss>,
+}
+
+/// The environment for COMMAND: each claim's variables; a variable that
+/// several claims set gets their values in the claims' (sorted) order,
+/// separated by single spaces. So with one DOMAIN, `CCCI_LOCK_DOMAIN` is it
+/// and `CCCI_LOCK_FILE` its lockfile; with several, `CCCI_LOCK_DOMAIN` is
+/// the sorted list and `CCCI_LOCK_FILE` the lockfiles in the same order.
+pub fn merged_env<C: Claim>(claims: &[C]) -> Vec<(&'static str, OsString)> {
+    let mut merged: Vec<(&'static str, OsString)> = Vec::new();
+    for (key, value) in claims.iter().flat_map(Claim::env) {
+        match merged.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, joined)) => {
+                joined.push(" ");
+                joined.push(value);
+            }
+            None => merged.push((key, value)),
+        }
+    }
+    merged
+}
+
+fn domains_of<C: Claim>(claims: &[C]) -> String {
+    let names: Vec<&str> = claims.iter().map(|c| c.domain()).collect();
+    names.join(" ")
+}
+
+/// Runs `argv` as a child while holding `claims`, forwarding signals, and
+/// settles the claims when it ends: removed (unlinked while held) after a
 /// normal exit unless `keep`, left in place when a signal killed the child.
-/// Returns the child's status (128+N for signal N; 126/127 when it could not
-/// be started).
-pub fn run_holding<C: Claim>(claim: C, argv: &[OsString], keep: bool) -> anyhow::Result<u8> {
+/// Returns how to end: the child's exit status, or `Ended::Signal(N)` when
+/// signal N killed it, which the caller turns into its own death by N once
+/// the claims are released (they are, when this returns); 126/127 when it
+/// could not be started; 125 when a lock was lost (before COMMAND started,
+/// which is then not started, or while it ran, which stops it: SIGTERM,
+/// then SIGKILL after the grace), with the lost claims left in place.
+pub fn run_holding<C: Claim>(
+    claims: Vec<C>,
+    argv: &[OsString],
+    how: &RunHow<'_>,
+) -> anyhow::Result<Ended> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| anyhow::anyhow!("no COMMAND given"))?;
+    let lost = || how.loss.is_some_and(supervise::Loss::is_lost);
+    if lost() {
+        say!(
+            "lost the lock of {} before COMMAND started; not running it",
+            domains_of(&claims)
+        );
+        return Ok(Ended::Code(exit::TOOL_FAILED));
+    }
     let mut cmd = Command::new(program);
-    cmd.args(args).envs(claim.env());
+    cmd.args(args).envs(merged_env(&claims));
     let watch = Watch {
         forward: FORWARDED.to_vec(),
         own_group: false,
@@ -171,26 +448,38 @@ pub fn run_holding<C: Claim>(claim: C, argv: &[OsString], keep: bool) -> anyhow:
         kill_after: None,
         death_signal: Some(libc::SIGTERM),
     };
-    let (status, signaled) = match supervise::spawn(&mut cmd, watch) {
+    let ended = match supervise::spawn(&mut cmd, watch) {
         Ok(child) => {
-            let outcome = child.wait()?;
-            (
-                exit::from_wait_status(outcome.status),
-                outcome.status.signal().is_some(),
-            )
+            let outcome = child.wait_or_lose(how.loss.map(|l| (l, how.lost_grace)))?;
+            if outcome.lost {
+                say!(
+                    "lost the lock of {} while COMMAND ran: stopped it ({})",
+                    domains_of(&claims),
+                    match outcome.status.signal() {
+                        Some(sig) => format!("it ended by SIG{}", sys::signal_name(sig)),
+                        None =>
+                            format!("it exited with {}", exit::from_wait_status(outcome.status)),
+                    }
+                );
+                return Ok(Ended::Code(exit::TOOL_FAILED));
+            }
+            Ended::from_wait_status(outcome.status)
         }
         Err(e) => {
             let program = names::shell_quote(&program.to_string_lossy());
             say!("cannot run {program}: {e}");
-            (exit::from_spawn_error(&e), false)
+            Ended::Code(exit::from_spawn_error(&e))
         }
     };
-    if !(signaled || keep) {
-        if let Err(e) = claim.remove() {
-            say!("{e:#}");
+    let signaled = matches!(ended, Ended::Signal(_));
+    if !(signaled || how.keep || lost()) {
+        for claim in claims {
+            if let Err(e) = claim.remove() {
+                say!("{e:#}");
+            }
         }
     }
-    Ok(status)
+    Ok(ended)
 }
 
 /// One line of `--list --json`: the fields of the tab-separated form.
@@ -201,12 +490,23 @@ struct ListLine<'a> {
     pid: Option<u32>,
     run_id: Option<&'a str>,
     since: Option<&'a str>,
+    /// For a held domain: the process a `--hold` keeper holds it for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent: Option<u32>,
 }
 
-fn list(lock_dir: &std::path::Path, json: bool) -> anyhow::Result<u8> {
-    let Some(backend) = FlockDir::open(lock_dir, false)? else {
-        return Ok(exit::SUCCESS); // no lock dir: no locks
-    };
+/// `--list`.
+struct List {
+    json: bool,
+}
+
+impl Job for List {
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Ended> {
+        list(backend, self.json).map(Ended::Code)
+    }
+}
+
+fn list<B: Backend>(backend: &B, json: bool) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
     for status in backend.list()? {
         let holder = status.holder.unwrap_or_default();
@@ -218,6 +518,7 @@ fn list(lock_dir: &std::path::Path, json: bool) -> anyhow::Result<u8> {
                 pid: holder.pid,
                 run_id: holder.run_id.as_deref(),
                 since: holder.since.as_deref(),
+                parent: holder.parent.filter(|_| status.held),
             };
             writeln!(out, "{}", serde_json::to_string(&line)?)?;
         } else {
@@ -252,6 +553,185 @@ mod tests {
         let cli = Cli::try_parse_from(["ccci-lock", "-w", "2m", "d", "--", "true", "-x"]).unwrap();
         assert_eq!(cli.wait, Some(Duration::from_secs(120)));
         assert_eq!(cli.command, ["true", "-x"]);
+    }
+
+    /// The flock backend, except that each claim loses its lock on cue:
+    /// when the file `cue` appears (COMMAND makes it), or at once (`None`),
+    /// as an etcd claim does when its lease expires.
+    struct Losing {
+        inner: FlockDir,
+        cue: Option<PathBuf>,
+    }
+
+    struct LosingClaim {
+        inner: crate::FlockClaim,
+        cue: Option<PathBuf>,
+    }
+
+    impl Backend for Losing {
+        type Claim = LosingClaim;
+
+        fn acquire(
+            &self,
+            domain: &str,
+            wait: Wait,
+            waiting: &mut dyn FnMut(Option<&Holder>),
+        ) -> anyhow::Result<Acquired<LosingClaim>> {
+            Ok(match self.inner.acquire(domain, wait, waiting)? {
+                Acquired::Held(inner) => Acquired::Held(LosingClaim {
+                    inner,
+                    cue: self.cue.clone(),
+                }),
+                Acquired::Busy(h) => Acquired::Busy(h),
+            })
+        }
+
+        fn probe(&self, _: &str) -> anyhow::Result<crate::Probe<LosingClaim>> {
+            unimplemented!()
+        }
+
+        fn create(&self, _: &str) -> anyhow::Result<Option<LosingClaim>> {
+            unimplemented!()
+        }
+
+        fn domains(&self) -> anyhow::Result<Vec<String>> {
+            self.inner.domains()
+        }
+
+        fn list(&self) -> anyhow::Result<Vec<crate::Status>> {
+            self.inner.list()
+        }
+    }
+
+    impl Claim for LosingClaim {
+        fn domain(&self) -> &str {
+            self.inner.domain()
+        }
+
+        fn stamp(&mut self, holder: &Holder) -> anyhow::Result<()> {
+            self.inner.stamp(holder)
+        }
+
+        fn age(&self) -> anyhow::Result<Duration> {
+            self.inner.age()
+        }
+
+        fn env(&self) -> Vec<(&'static str, OsString)> {
+            self.inner.env()
+        }
+
+        fn remove(self) -> anyhow::Result<()> {
+            self.inner.remove()
+        }
+
+        fn watch_loss(&mut self, notifier: supervise::LossNotifier) {
+            let Some(cue) = self.cue.clone() else {
+                return notifier.notify();
+            };
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !cue.exists() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                notifier.notify();
+            });
+        }
+    }
+
+    /// Runs `ccci-lock d -- sh -c SCRIPT` on a [`Losing`] backend.
+    fn run_losing(tmp: &std::path::Path, cue: bool, script: &str, grace: Duration) -> (u8, bool) {
+        let locks = tmp.join("locks");
+        let cli = Cli::try_parse_from([
+            "ccci-lock".as_ref(),
+            "--lock-dir".as_ref(),
+            locks.as_os_str(),
+            "d".as_ref(),
+            "--".as_ref(),
+            "sh".as_ref(),
+            "-c".as_ref(),
+            std::ffi::OsStr::new(script),
+            "sh".as_ref(),
+            tmp.as_os_str(),
+        ])
+        .unwrap();
+        let backend = Losing {
+            inner: FlockDir::open(&locks, true).unwrap().unwrap(),
+            cue: cue.then(|| tmp.join("started")),
+        };
+        let job = LockAndRun {
+            cli: &cli,
+            domains: &["d".to_string()],
+            lost_grace: grace,
+        };
+        let status = job.run(&backend).unwrap();
+        (status.shell_status(), locks.join("d.lock").exists())
+    }
+
+    #[test]
+    fn a_lost_lock_stops_command_with_term_and_ccci_lock_fails_with_125() {
+        let tmp = tempfile::tempdir().unwrap();
+        let script = r#"trap 'echo TERM > "$1/got"; exit 3' TERM
+            touch "$1/started"; while :; do sleep 0.05; done"#;
+        let (status, kept) = run_losing(tmp.path(), true, script, Duration::from_secs(600));
+        assert_eq!(status, exit::TOOL_FAILED);
+        let got = std::fs::read_to_string(tmp.path().join("got")).unwrap();
+        assert_eq!(got.trim(), "TERM");
+        assert!(kept, "a lost claim is left for the janitor");
+    }
+
+    #[test]
+    fn a_lock_lost_before_command_starts_means_command_never_runs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (status, kept) = run_losing(
+            tmp.path(),
+            false,
+            r#"touch "$1/started""#,
+            DEFAULT_LOST_GRACE,
+        );
+        assert_eq!(status, exit::TOOL_FAILED);
+        assert!(!tmp.path().join("started").exists());
+        assert!(kept);
+    }
+
+    #[test]
+    fn a_command_that_ignores_term_after_a_loss_is_killed_after_the_grace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let script = r#"trap '' TERM; touch "$1/started"; while :; do sleep 0.05; done"#;
+        let started = Instant::now();
+        let (status, _) = run_losing(tmp.path(), true, script, Duration::from_millis(200));
+        assert_eq!(status, exit::TOOL_FAILED);
+        assert!(started.elapsed() < Duration::from_secs(60));
+    }
+
+    #[test]
+    fn describe_never_names_a_dead_process_as_the_holder() {
+        let me = std::process::id();
+        let live = Holder {
+            pid: Some(me),
+            run_id: Some("r1".into()),
+            ..Holder::default()
+        };
+        assert!(describe(Some(&live), Some(me)).starts_with("pid "));
+        assert!(describe(Some(&live), None).starts_with("pid "));
+        let reaper = Holder {
+            reaper: Some(true),
+            ..live.clone()
+        };
+        assert!(describe(Some(&reaper), Some(me)).starts_with("a janitor reaping it"));
+        // The record names us, but the kernel names another process.
+        let stale = describe(Some(&live), Some(1));
+        assert!(
+            stale.starts_with("pid 1 that is not its recorded holder"),
+            "{stale}"
+        );
+        // A recorded pid that no longer exists (pid_max is at most 2^22).
+        let dead = Holder {
+            pid: Some(1 << 23),
+            ..Holder::default()
+        };
+        let said = describe(Some(&dead), None);
+        assert!(said.contains("not running"), "{said}");
+        assert_eq!(describe(None, Some(7)), "pid 7 (no holder record)");
     }
 
     #[test]

@@ -512,3 +512,134 @@ fn every_bad_input_is_status_2_quoted_and_runs_nothing() {
     sb.tool("ccci-guard").run().expect_code(2);
     assert!(!sb.path("ran").exists(), "a bad input ran COMMAND");
 }
+
+/// `$?` alone cannot tell "ended by signal N" from "exited 128+N"; a
+/// wrapping tool can, and SPEC §1 wants the signal.
+fn ended_by(out: &ccci_tests::Output, sig: libc::c_int) {
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(sig),
+        "expected an end by signal {sig}\n{out}"
+    );
+    assert!(!out.status.core_dumped(), "dumped core\n{out}");
+}
+
+#[test]
+fn supervise_ends_by_the_signal_that_killed_command_without_core() {
+    let sb = sandbox();
+    for (name, sig) in [
+        ("KILL", libc::SIGKILL),
+        ("TERM", libc::SIGTERM),
+        ("QUIT", libc::SIGQUIT),
+        ("SEGV", libc::SIGSEGV),
+    ] {
+        let script = format!("kill -{name} $$");
+        let out = sb
+            .tool("ccci-guard")
+            .args(["--supervise", "--", "sh", "-c", &script])
+            .run();
+        out.expect_code(128 + sig);
+        ended_by(&out, sig);
+    }
+    // A command that exits 143 by itself: an exit status, passed through.
+    let out = sb
+        .tool("ccci-guard")
+        .args(["--supervise", "--", "sh", "-c", "exit 143"])
+        .run();
+    out.expect_code(143);
+    assert_eq!(out.status.code(), Some(143), "{out}");
+    assert!(
+        std::fs::read_dir(sb.root()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("core")),
+        "a core file was written\n{}",
+        sb.listing()
+    );
+}
+
+#[test]
+fn supervise_deadline_ends_the_supervisor_by_sigalrm() {
+    let sb = sandbox();
+    // COMMAND catches ALRM and exits 0: the deadline still fired.
+    let out = sb
+        .tool("ccci-guard")
+        .args(["--supervise", "--deadline", "500ms", "--", "sh", "-c"])
+        .arg("trap 'exit 0' ALRM; sleep 1000 >/dev/null 2>&1 & wait")
+        .run();
+    out.expect_code(142);
+    ended_by(&out, libc::SIGALRM);
+}
+
+#[test]
+fn case_22_a_supervised_deadline_under_ccci_lock_keeps_the_lockfile() {
+    let sb = sandbox();
+    let out = sb
+        .tool("ccci-lock")
+        .args([D, "--", "ccci-guard", "--supervise", "--deadline", "1s"])
+        .args(["--", "sleep", "30"])
+        .run();
+    out.expect_code(142);
+    assert!(
+        sb.lockfile(D).exists(),
+        "the deploy the deadline killed must stay a claim for the janitor\n{out}\n{}",
+        sb.listing()
+    );
+    assert_eq!(sb.try_lock(D), 0, "the lock was not released");
+}
+
+#[test]
+fn a_deadline_below_a_nanosecond_fires_at_once_and_zero_or_overflow_is_refused() {
+    let sb = sandbox();
+    for flags in MODES {
+        // coreutils' timeout tests: a tiny timeout fires, it is not "none".
+        let out = sb
+            .tool("ccci-guard")
+            .args(flags)
+            .args(["--deadline", "0.0000000001", "--", "sleep", "30"])
+            .run();
+        out.expect_code(142);
+    }
+    for (value, says) in [
+        ("0", "must be more than 0"),
+        ("0.000s", "must be more than 0"),
+        ("600000d", "too long"),
+        ("18446744074", "too long"),
+    ] {
+        sb.tool("ccci-guard")
+            .args(["--deadline", value, "--", "touch", "ran"])
+            .run()
+            .expect_code(2)
+            .expect_stderr(says)
+            .expect_stderr(&format!("'{value}'"));
+        assert!(!sb.path("ran").exists());
+    }
+}
+
+#[test]
+fn a_non_utf8_argument_is_named_by_its_flag_and_quoted() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let sb = sandbox();
+    for (flag, value, shown) in [
+        ("--deadline", &b"5\xffs"[..], r"$'5\xffs'"),
+        ("--parent", b"1\xfe", r"$'1\xfe'"),
+        ("--pdeathsig", b"TERM\r", r"$'TERM\r'"),
+    ] {
+        let out = sb
+            .tool("ccci-guard")
+            .arg(flag)
+            .arg(OsStr::from_bytes(value))
+            .args(["--", "touch", "ran"])
+            .run();
+        out.expect_code(2);
+        if std::str::from_utf8(value).is_err() {
+            out.expect_stderr(&format!(
+                "ccci-guard: invalid value {shown} for {flag}: not valid UTF-8"
+            ));
+        }
+        assert!(!sb.path("ran").exists());
+    }
+}

@@ -727,3 +727,388 @@ fn nix_euid() -> u32 {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() }
 }
+
+/// Case 27: two runs take the sets {a, b} and {b, a} at the same time, many
+/// times over. Taken in the order given, they would soon deadlock (each
+/// holding one and waiting for the other); taken sorted, they never do.
+/// Each COMMAND marks its domains with a mkdir, so an overlap is recorded.
+#[test]
+fn case_27_overlapping_sets_never_deadlock_and_never_overlap() {
+    let sb = Sandbox::new();
+    let log = sb.path("overlaps");
+    let marks = sb.path("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let inside = format!(
+        "for d in a b; do mkdir {m}/$d 2>/dev/null || echo \"overlap on $d\" >> {log}; done; \
+         for d in a b; do rmdir {m}/$d; done",
+        m = marks.display(),
+        log = log.display(),
+    );
+    let run = |order: &str| {
+        let script = format!(
+            "for i in $(seq 60); do ccci-lock {order} -- sh -c '{inside}' || exit 1; done; echo done"
+        );
+        sb.sh(&script).spawn()
+    };
+    let one = run("a b");
+    let two = run("b a");
+    // Proc::wait fails the test after the deadline: that is the deadlock check.
+    one.wait().expect_code(0).expect_stdout("done");
+    two.wait().expect_code(0).expect_stdout("done");
+    assert!(
+        !log.exists(),
+        "two holders overlapped: {:?}",
+        std::fs::read_to_string(&log)
+    );
+    assert!(!sb.lockfile("a").exists() && !sb.lockfile("b").exists());
+}
+
+#[test]
+fn several_domains_are_all_held_with_sorted_environment_and_all_settled() {
+    let sb = Sandbox::new();
+    let mut p = sb
+        .tool("ccci-lock")
+        .args([
+            "--run-id",
+            "r1",
+            "b.example",
+            "a.example",
+            "b.example",
+            "--",
+        ])
+        .args(["sh", "-c"])
+        .arg("echo \"domain=$CCCI_LOCK_DOMAIN\"; echo \"file=$CCCI_LOCK_FILE\"; echo ready; read _")
+        .piped_stdin()
+        .spawn();
+    p.expect_stdout("ready");
+    let out = p.stdout_so_far();
+    assert!(out.contains("domain=a.example b.example\n"), "{out}");
+    let files = format!(
+        "file={} {}\n",
+        sb.lockfile("a.example").display(),
+        sb.lockfile("b.example").display()
+    );
+    assert!(out.contains(&files), "{out}");
+    for d in ["a.example", "b.example"] {
+        assert_eq!(sb.try_lock(d), 75, "{d} is not held");
+        let record = std::fs::read_to_string(sb.lockfile(d)).unwrap();
+        assert!(record.contains("\"run_id\":\"r1\""), "{record}");
+    }
+    p.send("");
+    p.wait().expect_code(0);
+    for d in ["a.example", "b.example"] {
+        assert!(
+            !sb.lockfile(d).exists(),
+            "{d}.lock left after a normal exit"
+        );
+    }
+    // A signal death keeps them all, for the janitor.
+    let out = sb
+        .tool("ccci-lock")
+        .args(["a.example", "b.example", "--", "sh", "-c", "kill -KILL $$"])
+        .run();
+    out.expect_code(137);
+    assert!(sb.lockfile("a.example").exists() && sb.lockfile("b.example").exists());
+}
+
+#[test]
+fn a_set_with_one_busy_domain_holds_none_and_runs_nothing() {
+    let sb = Sandbox::new();
+    let mut holder = hold(&sb, "b", &["--run-id", "run-b"]);
+    for flags in [&["-n"][..], &["-w", "300ms"][..]] {
+        let out = sb
+            .tool("ccci-lock")
+            .args(flags)
+            .args(["a", "b", "c", "--", "touch", "ran"])
+            .run();
+        out.expect_code(75)
+            .expect_stderr("b is locked by")
+            .expect_stderr("'run-b'")
+            .expect_stderr("holding none");
+        assert!(!sb.path("ran").exists(), "COMMAND ran without all locks");
+        assert_eq!(sb.try_lock("a"), 0, "a was kept after giving up");
+    }
+    holder.send("");
+    holder.wait().expect_code(0);
+}
+
+/// A process started without the harness (for a stderr the test controls);
+/// killed and reaped when dropped.
+struct Raw(std::process::Child);
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Case 29, `-w`: when the wait runs out, the waiting thread is already
+/// gone before ccci-lock says it gives up, so it can never take the lock
+/// (and create a lockfile nobody holds) between giving up and exiting. The
+/// give-up message is held up in a full pipe, freezing ccci-lock right
+/// there, while the test looks for a thread or a flock waiter.
+#[test]
+fn case_29_a_wait_that_runs_out_has_no_waiting_thread_left_and_leaves_no_lockfile() {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let sb = Sandbox::new();
+    let mut holder = hold(&sb, D, &[]);
+    let fifo = sb.path("stderr");
+    mkfifo(&fifo);
+    let mut drain = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let stderr = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    {
+        use std::io::Write;
+        let mut filler = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        while filler.write(&[b'.'; 4096]).is_ok_and(|n| n > 0) {}
+    }
+    let waiter = Raw(std::process::Command::new(ccci_tests::bin("ccci-lock"))
+        .env("CCCI_APP_LOCK_DIR", sb.lock_dir())
+        .args(["-w", "300ms", D, "--", "true"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap());
+    let pid = waiter.0.id();
+    wait_until("ccci-lock -w waits in flock", || blocked_in_flock(pid));
+    wait_until("ccci-lock -w gave up and is stuck writing why", || {
+        std::fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| w.contains("pipe"))
+    });
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    assert!(
+        !threads.iter().any(|c| c == "lock-wait"),
+        "the waiting thread outlived the wait: {threads:?}"
+    );
+    assert!(!blocked_in_flock(pid), "a flock waiter outlived the wait");
+    // The holder ends normally (removing its lockfile) while the waiter is
+    // frozen: a waiting thread left behind would now take a new lockfile.
+    holder.send("");
+    holder.wait().expect_code(0);
+    // Drain the pipe until ccci-lock, its only writer, has closed it.
+    let mut said = Vec::new();
+    let mut buf = [0u8; 65536];
+    let start = Instant::now();
+    loop {
+        match drain.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => said.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    start.elapsed() < ccci_tests::deadline(),
+                    "ccci-lock -w never ended"
+                );
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let mut waiter = waiter;
+    let status = waiter.0.wait().unwrap();
+    assert_eq!(status.code(), Some(75));
+    let said = String::from_utf8_lossy(&said);
+    assert!(
+        said.contains("giving up"),
+        "{}",
+        said.trim_start_matches('.')
+    );
+    assert!(!sb.lockfile(D).exists(), "a lockfile was left behind");
+}
+
+/// Case 29, `-n`: `--list` in a loop never makes `-n` on a free domain fail
+/// (it reads /proc/locks instead of taking a shared lock; `--keep` keeps
+/// the lockfile there for the listers to look at), and neither a `-n` nor
+/// two `-n`s racing each other leave a lockfile behind.
+#[test]
+fn case_29_list_in_a_loop_never_makes_nonblock_fail_and_nothing_is_left() {
+    let sb = Sandbox::new();
+    let listers: Vec<Proc> = (0..3)
+        .map(|_| {
+            sb.sh("while :; do ccci-lock --list >/dev/null || echo list-failed; done")
+                .spawn()
+        })
+        .collect();
+    let out = sb
+        .sh(&format!(
+            "for i in $(seq 300); do \
+               ccci-lock -n --keep {D} -- true || echo \"-n failed with $?\"; \
+             done; echo done"
+        ))
+        .run();
+    out.expect_code(0).expect_stdout("done");
+    assert_eq!(out.stdout.trim(), "done", "{out}");
+    for lister in listers {
+        assert_eq!(lister.stdout_so_far(), "", "{}", lister.report());
+        lister.signal(libc::SIGKILL);
+        lister.wait();
+    }
+
+    std::fs::remove_file(sb.lockfile(D)).unwrap();
+    let out = sb
+        .sh(&format!(
+            "for i in $(seq 100); do \
+               ccci-lock -n {D} -- true 2>/dev/null & ccci-lock -n {D} -- true 2>/dev/null; wait; \
+               [ -e {f} ] && echo left-after-race; \
+             done; echo done",
+            f = sb.lockfile(D).display()
+        ))
+        .run();
+    out.expect_code(0);
+    assert_eq!(out.stdout.trim(), "done", "{out}");
+}
+
+#[test]
+fn verbose_says_when_the_recorded_holder_is_not_running() {
+    let sb = Sandbox::new();
+    // A foreign flock(1) user holds a lockfile whose record names a run
+    // that has ended (its pid is that of a process already reaped).
+    let dead = sb.sh("true").spawn();
+    let dead_pid = dead.pid();
+    dead.wait().expect_code(0);
+    std::fs::create_dir_all(sb.lock_dir()).unwrap();
+    std::fs::set_permissions(sb.lock_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(
+        sb.lockfile(D),
+        format!("{{\"pid\":{dead_pid},\"run_id\":\"gone\",\"since\":null,\"host\":null}}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(sb.lockfile(D), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut foreign = sb
+        .command("flock")
+        .arg(sb.lockfile(D))
+        .args(["sh", "-c", "echo ready; read _"])
+        .piped_stdin()
+        .spawn();
+    foreign.expect_stdout("ready");
+    let out = sb
+        .tool("ccci-lock")
+        .args(["-v", "-w", "200ms", D, "--", "true"])
+        .run();
+    out.expect_code(75)
+        .expect_stderr("not its recorded holder")
+        .expect_stderr("not running")
+        .expect_stderr(&format!("pid {}", foreign.pid()));
+    foreign.send("");
+    foreign.wait().expect_code(0);
+}
+
+#[test]
+fn list_json_shows_the_parent_of_held_domains_and_misuse_is_status_2() {
+    let sb = Sandbox::new();
+    sb.tool("ccci-lock")
+        .args([D, "--", "true"])
+        .run()
+        .expect_code(0);
+    // A keeper's record, as `--hold` writes it, held by flock(1).
+    let mut keeper = sb
+        .command("flock")
+        .arg(sb.lockfile(D))
+        .args(["sh", "-c"])
+        .arg(
+            "printf '{\"pid\":%s,\"run_id\":\"r\",\"since\":null,\"host\":null,\"parent\":4242}\\n' \
+             $PPID > \"$0\"; echo ready; read _",
+        )
+        .arg(sb.lockfile(D))
+        .piped_stdin()
+        .spawn();
+    keeper.expect_stdout("ready");
+    let out = sb.tool("ccci-lock").args(["--list", "--json"]).run();
+    out.expect_code(0);
+    let line: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(line["state"], "held", "{out}");
+    assert_eq!(line["parent"], 4242, "{out}");
+    keeper.send("");
+    keeper.wait().expect_code(0);
+    let out = sb.tool("ccci-lock").args(["--list", "--json"]).run();
+    let line: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(line["state"], "free", "{out}");
+    assert!(line.get("parent").is_none(), "{out}");
+
+    for args in [
+        &["--json", D, "--", "true"][..],
+        &["--json"][..],
+        &["--list", "--", "true"][..],
+        &["--list", D][..],
+    ] {
+        sb.tool("ccci-lock").args(args).run().expect_code(2);
+    }
+    assert!(!sb.path("ran").exists());
+}
+
+/// Panics unless the process itself ended by `sig` (not `exit(128+N)`).
+fn ended_by(out: &ccci_tests::Output, sig: libc::c_int) {
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(sig),
+        "expected an end by signal {sig}\n{out}"
+    );
+    assert!(!out.status.core_dumped(), "dumped core\n{out}");
+}
+
+/// Case 22: signal deaths compose through ccci-guard and nested ccci-locks:
+/// each ccci-lock keeps its lockfile, releases its lock, and ends by the
+/// same signal, so the one around it sees a signal death too.
+#[test]
+fn case_22_signal_deaths_compose_and_keep_every_lockfile() {
+    let sb = Sandbox::new();
+    let out = sb
+        .tool("ccci-lock")
+        .args([D, "--", "ccci-guard", "--supervise", "--deadline", "1s"])
+        .args(["--", "sleep", "30"])
+        .run();
+    out.expect_code(142);
+    ended_by(&out, libc::SIGALRM);
+    assert!(sb.lockfile(D).exists(), "{}", sb.listing());
+    assert_eq!(sb.try_lock(D), 0, "the lock was not released");
+
+    let out = sb
+        .tool("ccci-lock")
+        .args([
+            "a",
+            "--",
+            "ccci-lock",
+            "b",
+            "--",
+            "sh",
+            "-c",
+            "kill -KILL $$",
+        ])
+        .run();
+    out.expect_code(137);
+    ended_by(&out, libc::SIGKILL);
+    for d in ["a", "b"] {
+        assert!(
+            sb.lockfile(d).exists(),
+            "{d}.lock removed\n{}",
+            sb.listing()
+        );
+        assert_eq!(sb.try_lock(d), 0, "{d} was not released"); // and removes it
+    }
+
+    let out = sb
+        .tool("ccci-lock")
+        .args(["a", "--", "ccci-lock", "b", "--", "sh", "-c", "exit 3"])
+        .run();
+    out.expect_code(3);
+    for d in ["a", "b"] {
+        assert!(
+            !sb.lockfile(d).exists(),
+            "{d}.lock left after a normal exit"
+        );
+    }
+}

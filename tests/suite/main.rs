@@ -5,7 +5,9 @@
 mod abradir;
 mod attacks;
 mod chaos;
+mod field;
 mod guard;
+mod hold;
 mod hostile;
 mod janitor;
 mod lock;
