@@ -14,8 +14,10 @@ note() { printf '   %s\n' "$*"; }
 show() { printf '%s   $ %s%s\n' "$dim" "$*" "$off"; }
 
 step "Building the tools"
-(cd "$top" && cargo build --quiet -p ccci-lock -p ccci-guard -p ccci-janitor -p ccci-abradir -p ccci-state)
-export PATH="$top/target/debug:$PATH"
+# cargo says where it put them (CARGO_TARGET_DIR and cargo's config are honoured)
+bindir=$("$top/contrib/cargo-build-tools")
+export PATH="$bindir:$PATH"
+note "the tools are in $bindir"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/ccci-demo.XXXXXX")
 chmod 700 "$work"
@@ -132,11 +134,11 @@ abra app undeploy "$1" >/dev/null && echo "   reap-app.sh: reaped $1" >&2
 REAP
 chmod +x "$work/reap-app.sh"
 abra app ls > "$work/deployed.list"
-show "ccci-janitor --deployed deployed.list --warm 'warm-*' -- reap-app.sh"
-ccci-janitor --deployed "$work/deployed.list" --warm 'warm-*' -- "$work/reap-app.sh" 2>&1 | sed 's/^/   /'
+show "ccci-janitor --deployed deployed.list --only '*.ci.example.org' --warm 'warm-*' -- reap-app.sh"
+ccci-janitor --deployed "$work/deployed.list" --only '*.ci.example.org' --warm 'warm-*' -- "$work/reap-app.sh" 2>&1 | sed 's/^/   /'
 abra app ls > "$work/deployed.list"
 note "second pass, five minutes later: nothing left to do"
-ccci-janitor --deployed "$work/deployed.list" -- "$work/reap-app.sh" 2>&1 | sed 's/^/   /'
+ccci-janitor --deployed "$work/deployed.list" --only '*.ci.example.org' -- "$work/reap-app.sh" 2>&1 | sed 's/^/   /'
 note "deployed now: $(deployed)"
 
 step "4. A hung test hits its deadline"

@@ -150,7 +150,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let abra_dir = crate::prepare(&runs, &key, &canonical, &recipes)?;
     let line = format!(
         "export ABRA_DIR={}\n",
-        names::shell_quote(&abra_dir.to_string_lossy())
+        names::export_quote(&abra_dir.to_string_lossy())
     );
     print_all(line.as_bytes())?;
     Ok(exit::SUCCESS)

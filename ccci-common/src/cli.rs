@@ -12,6 +12,9 @@
 //!   by it: Rust's runtime opens descriptors 0-2 on `/dev/null` before any
 //!   tool code runs (so no file the tool opens can take their number), and
 //!   output then goes to `/dev/null` whole, as with `>/dev/null`.
+//! - A tool run from cron ([`stamp_stderr`]) starts each stderr line with an
+//!   RFC 3339 timestamp, unless stderr is the journal, which stamps lines
+//!   itself (`JOURNAL_STREAM` names the journal's stream as `DEV:INODE`).
 //! - A run that returns [`exit::Ended::Signal`] ends by that signal, after
 //!   its cleanup (SPEC §1 "Signal deaths propagate").
 //!
@@ -43,11 +46,13 @@
 use std::fmt;
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use crate::exit;
 
 static TOOL: OnceLock<&'static str> = OnceLock::new();
+static STAMP: AtomicBool = AtomicBool::new(false);
 
 /// The parsed command line and its definition, kept by [`main`] for
 /// [`source`].
@@ -58,9 +63,49 @@ pub fn tool() -> &'static str {
     TOOL.get().copied().unwrap_or("ccci")
 }
 
+/// From now on, start every stderr line of this process with an RFC 3339
+/// timestamp, unless stderr is the journal (see the module doc).
+pub fn stamp_stderr() {
+    STAMP.store(!stderr_is_journal(), Ordering::Relaxed);
+}
+
+/// Whether `JOURNAL_STREAM` (`DEV:INODE`, set by systemd) names our stderr.
+fn stderr_is_journal() -> bool {
+    names_file(std::env::var_os("JOURNAL_STREAM").as_deref(), io::stderr())
+}
+
+/// Whether `value`, as `DEV:INODE`, names the file open as `fd`.
+fn names_file(value: Option<&std::ffi::OsStr>, fd: impl std::os::fd::AsFd) -> bool {
+    let Some((dev, ino)) = value
+        .and_then(|v| v.to_str())
+        .and_then(|v| v.split_once(':'))
+    else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
+}
+
+/// `text` as stderr lines: each prefixed with a timestamp when stamping.
+fn stderr_text(text: &str) -> String {
+    if !STAMP.load(Ordering::Relaxed) {
+        return text.to_string();
+    }
+    let now = now_rfc3339();
+    text.lines().map(|line| format!("{now} {line}\n")).collect()
+}
+
+/// Writes `tool: message` (one or more lines) to stderr.
+pub fn try_emit(args: fmt::Arguments<'_>) -> io::Result<()> {
+    let text = stderr_text(&format!("{}: {}\n", tool(), args));
+    io::stderr().lock().write_all(text.as_bytes())
+}
+
 /// Writes `tool: message` to stderr; a closed stderr is ignored.
 pub fn emit(args: fmt::Arguments<'_>) {
-    let _ = writeln!(io::stderr().lock(), "{}: {}", tool(), args);
+    let _ = try_emit(args);
 }
 
 /// `say!("...")`: one line on stderr, prefixed with the tool's name.
@@ -263,7 +308,8 @@ fn clap_error(e: clap::Error) -> u8 {
     }
     let text = e.render().to_string();
     let text = text.strip_prefix("error: ").unwrap_or(&text);
-    let _ = write!(io::stderr().lock(), "{}: {}", tool(), text);
+    let text = stderr_text(&format!("{}: {}", tool(), text));
+    let _ = write!(io::stderr().lock(), "{text}");
     exit::USAGE
 }
 
@@ -418,6 +464,32 @@ mod tests {
         );
         assert_eq!(checked("run_id", None, crate::names::run_id).unwrap(), None);
         assert!(checked_path("state_dir", Some(std::path::Path::new(""))).is_err());
+    }
+
+    #[test]
+    fn stamped_lines_each_start_with_a_timestamp() {
+        assert_eq!(stderr_text("a\nb\n"), "a\nb\n");
+        STAMP.store(true, Ordering::Relaxed);
+        let text = stderr_text("tool: a\n  b\n");
+        STAMP.store(false, Ordering::Relaxed);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].ends_with("Z tool: a"), "{text}");
+        assert!(lines[1].ends_with("Z   b"), "{text}");
+    }
+
+    #[test]
+    fn journal_stream_must_name_stderr_itself() {
+        // Not set, malformed, or naming another file: stamp.
+        let file = tempfile::tempfile().unwrap();
+        let st = nix::sys::stat::fstat(&file).unwrap();
+        let other = format!("{}:{}", st.st_dev, st.st_ino + 1);
+        for value in [None, Some("garbage"), Some("1:x"), Some(other.as_str())] {
+            let value = value.map(std::ffi::OsStr::new);
+            assert!(!names_file(value, &file), "{value:?}");
+        }
+        let same = format!("{}:{}", st.st_dev, st.st_ino);
+        assert!(names_file(Some(std::ffi::OsStr::new(&same)), &file));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! - [`exit`]: the one exit-status table, as constants and as text for help
 //!   and man pages.
-//! - [`names`]: DOMAIN, run id and state NAME validation; shell quoting.
+//! - [`names`]: DOMAIN, run id and state NAME validation; quoting for messages (invisible characters shown) and for `export` lines.
 //! - [`duration`]: `90s`, `2m`, `1h30m`, `500ms`, bare seconds.
 //! - [`dirs`]: default directories that never depend on session variables.
 //! - [`fs`]: the safe-directory rule and files opened only through it.

@@ -37,22 +37,26 @@ pub mod reap;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
+use std::path::Path;
 use std::time::Duration;
 
 use ccci_common::cli::UsageError;
 use ccci_common::names::shell_quote;
-use ccci_lock::{lockfile_name, Backend, Claim, Holder, Probe};
+use ccci_lock::{lockfile_name, Backend, Claim, Holder, PassLock, Probe};
 use serde::Serialize;
 
-pub use glob::Glob;
+pub use glob::{Glob, Patterns};
 
 /// What a pass is told to do.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     /// The deployed domains (`--deployed`), when a list was given.
     pub deployed: Option<HashSet<String>>,
+    /// The CI apps (`--only`, `--only-file`), when given: a domain that
+    /// matches none is skipped before any file operation.
+    pub only: Option<Patterns>,
     /// Domains matching one of these are skipped before any file operation.
-    pub warm: Vec<Glob>,
+    pub warm: Patterns,
     /// Claims younger than this are left alone.
     pub min_age: Duration,
     /// A lock held longer than this is reported as a possible leak.
@@ -80,7 +84,8 @@ pub enum Outcome {
     StaleUnlinked,
     /// Younger than `--min-age`.
     Young,
-    /// Not settled: warm, not a usable claim, settled by someone else meanwhile.
+    /// Not settled: warm, not a CI app, not a usable claim, settled by
+    /// someone else meanwhile.
     Skipped,
     /// The reap failed (or an error kept the domain from being settled).
     Failed,
@@ -89,7 +94,7 @@ pub enum Outcome {
 /// How loud an [`Examined`] is on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
-    /// Only with `-v`: live, young, warm, settled by someone else.
+    /// Only with `-v`: live, young, warm, not a CI app, settled by someone else.
     Info,
     /// Something was (or, in a dry run, would be) done.
     Action,
@@ -196,19 +201,21 @@ pub struct Summary {
     pub reap_failed: bool,
     /// At least one domain could not be examined or settled (status 125).
     pub errors: bool,
-    /// The pass stopped early, asked to by this signal (status 128+N).
+    /// The pass stopped early, asked to by this signal: the process ends by
+    /// it (a shell sees 128+N).
     pub stopped_by: Option<libc::c_int>,
 }
 
 impl Summary {
-    /// The exit status of SPEC §1 for this pass.
-    pub fn status(&self) -> u8 {
-        use ccci_common::exit;
+    /// How the process ends after this pass (SPEC §1): stopped by a
+    /// signal, it ends by that signal; else 125, 1 or 0.
+    pub fn ended(&self) -> ccci_common::exit::Ended {
+        use ccci_common::exit::{self, Ended};
         match self.stopped_by {
-            Some(sig) => exit::SIGNALED.saturating_add(sig as u8),
-            None if self.errors => exit::TOOL_FAILED,
-            None if self.reap_failed => exit::FAILURE,
-            None => exit::SUCCESS,
+            Some(sig) => Ended::Signal(sig),
+            None if self.errors => Ended::Code(exit::TOOL_FAILED),
+            None if self.reap_failed => Ended::Code(exit::FAILURE),
+            None => Ended::Code(exit::SUCCESS),
         }
     }
 }
@@ -243,9 +250,10 @@ pub fn read_deployed(text: &str, source: &str) -> (HashSet<String>, Vec<String>)
     (domains, warnings)
 }
 
-/// Reads a `--warm-file`: one pattern per line. A malformed pattern is an
-/// error (status 2): ignoring it could get a warm app reaped.
-pub fn read_warm(text: &str, source: &str) -> Result<Vec<Glob>, UsageError> {
+/// Reads a `--warm-file` or `--only-file`: one pattern per line. A
+/// malformed pattern is an error (status 2): ignoring it could get a warm
+/// app reaped, or leave a CI app behind.
+pub fn read_patterns(text: &str, source: &str) -> Result<Vec<Glob>, UsageError> {
     meaningful_lines(text)
         .map(|(number, line)| {
             Glob::parse(line).map_err(|why| {
@@ -256,6 +264,81 @@ pub fn read_warm(text: &str, source: &str) -> Result<Vec<Glob>, UsageError> {
             })
         })
         .collect()
+}
+
+/// What to do about a lock dir that does not exist (SPEC §4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MissingLockDir {
+    /// Its parent is on a tmpfs (as `/run/lock` is): the host rebooted and
+    /// took the lock dir, with every claim in it. Create it and settle every
+    /// deployed CI app at once.
+    Rebooted,
+    /// Anywhere else (a typo, an unmounted disk): probe and reap nothing,
+    /// or a misconfigured cron job would reap live runs. The reason.
+    Leave(String),
+}
+
+/// Decides about the missing lock dir `path` by the file system of its
+/// parent (`statfs`, `TMPFS_MAGIC`). Only the direct parent counts: a
+/// missing parent is not taken as a sign of a reboot, so a lock dir whose
+/// path names two missing directories is never created.
+pub fn missing_lock_dir(path: &Path) -> MissingLockDir {
+    let parent = match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => return MissingLockDir::Leave("it has no parent directory".into()),
+    };
+    match nix::sys::statfs::statfs(parent) {
+        Ok(fs) if fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC => MissingLockDir::Rebooted,
+        Ok(_) => MissingLockDir::Leave(format!(
+            "its parent {} is not on a tmpfs, so no reboot removed it (a typo? an unmounted disk?)",
+            parent.display()
+        )),
+        Err(e) => MissingLockDir::Leave(format!(
+            "its parent {} cannot be examined: {e}",
+            parent.display()
+        )),
+    }
+}
+
+/// A lock dir that does not exist yet, for a dry run after a reboot: no
+/// claims at all, so every deployed CI app would be reaped, and nothing is
+/// created.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoClaims;
+
+impl Backend for NoClaims {
+    type Claim = ccci_lock::FlockClaim;
+
+    fn acquire(
+        &self,
+        _: &str,
+        _: ccci_lock::Wait,
+        _: &mut dyn FnMut(Option<&Holder>),
+    ) -> anyhow::Result<ccci_lock::Acquired<Self::Claim>> {
+        anyhow::bail!("the lock dir does not exist")
+    }
+
+    fn probe(&self, domain: &str) -> anyhow::Result<Probe<Self::Claim>> {
+        lockfile_name(domain)?;
+        Ok(Probe::Missing)
+    }
+
+    fn create(&self, _: &str) -> anyhow::Result<Option<Self::Claim>> {
+        anyhow::bail!("the lock dir does not exist")
+    }
+
+    fn domains(&self) -> anyhow::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    fn list(&self) -> anyhow::Result<Vec<ccci_lock::Status>> {
+        Ok(Vec::new())
+    }
+
+    fn pass_lock(&self, _: bool) -> anyhow::Result<PassLock> {
+        Ok(PassLock::Missing)
+    }
 }
 
 /// The candidates of a pass, sorted, each once: every claim the backend
@@ -324,12 +407,24 @@ fn describe(holder: Option<&Holder>) -> String {
 impl<B: Backend> Pass<'_, B> {
     fn examine(&mut self, domain: &str) -> anyhow::Result<Examined> {
         let s = self.settings;
-        if let Some(glob) = s.warm.iter().find(|g| g.matches(domain)) {
+        if let Some(glob) = s.warm.first_match(domain) {
             let detail = format!(
                 "warm (matches {}): skipped, not probed",
                 shell_quote(&glob.to_string())
             );
             return Ok(Examined::new(domain, Outcome::Skipped, Level::Info, detail));
+        }
+        if s.only
+            .as_ref()
+            .is_some_and(|only| only.first_match(domain).is_none())
+        {
+            let detail = "not a CI app (matches no --only pattern): skipped, not probed";
+            return Ok(Examined::new(
+                domain,
+                Outcome::Skipped,
+                Level::Info,
+                detail.into(),
+            ));
         }
         if !s.exact {
             // Held or not, a claim this young is left alone and cannot be a

@@ -370,7 +370,7 @@ pub(crate) fn describe(holder: Option<&Holder>, locker: Option<u32>) -> String {
         };
     };
     let elsewhere = h.host.as_deref().is_some_and(|host| host != this_host);
-    let current = locker.map_or(true, |l| h.pid == Some(l));
+    let current = locker.is_none_or(|l| h.pid == Some(l));
     if elsewhere || (current && h.pid.is_some_and(proc::alive)) {
         return match (h.reaper, h.parent) {
             (Some(true), _) => format!("a janitor reaping it ({})", h.describe()),

@@ -66,12 +66,15 @@ use ccci_common::fs::{FileErrorKind, OpenHow, SafeDir};
 use ccci_common::names::shell_quote;
 use ccci_common::sys::{self, flock, FlockOp};
 
-use crate::protocol::{Acquired, Backend, Claim, Holder, Probe, Status, Wait};
+use crate::protocol::{Acquired, Backend, Claim, Holder, PassLock, Probe, Status, Wait};
 
 /// Longest lockfile name the file system takes (`NAME_MAX`).
 const FILE_NAME_MAX: usize = 255;
 /// The lockfile suffix.
 pub const SUFFIX: &str = ".lock";
+/// The pass lock of `ccci-janitor` in a lock dir; not a domain's lockfile
+/// (no domain starts with a dot), so never listed or reaped.
+pub const PASS_LOCK: &str = ".janitor.lock";
 /// The most of a lockfile that is read for its holder record.
 const RECORD_MAX: usize = 4096;
 /// How often a given-up wait re-sends the wake-up signal until its thread ends.
@@ -603,6 +606,45 @@ impl Backend for FlockDir {
             SystemTime::UNIX_EPOCH - since_epoch
         };
         Ok(Some(age_since(modified)))
+    }
+
+    fn pass_lock(&self, create: bool) -> anyhow::Result<PassLock> {
+        if create {
+            return Ok(match self.try_acquire(PASS_LOCK, PASS_LOCK)? {
+                Acquired::Held(claim) => PassLock::Held(Box::new(PassGuard(Some(claim)))),
+                Acquired::Busy(_) => PassLock::Busy,
+            });
+        }
+        let file = match self.dir.open_file(PASS_LOCK, OpenHow::Read) {
+            Ok(file) => file,
+            Err(e) if matches!(e.kind, FileErrorKind::Missing) => return Ok(PassLock::Missing),
+            Err(e) => return Err(e.into()),
+        };
+        if !flock(file.as_fd(), FlockOp::SharedNonblock)? {
+            return Ok(PassLock::Busy);
+        }
+        // Removed meanwhile by the pass that held it: no pass runs now.
+        Ok(if self.dir.names_file(PASS_LOCK, &file)? {
+            PassLock::Held(Box::new(file))
+        } else {
+            PassLock::Missing
+        })
+    }
+}
+
+/// The pass lock of a real pass: like a domain's lockfile, it is removed
+/// while still held when the pass ends (invariant 2), so a lock dir holds
+/// nothing between passes; a pass that locked the removed file fails the
+/// identity check and starts over (invariant 1).
+struct PassGuard(Option<FlockClaim>);
+
+impl Drop for PassGuard {
+    fn drop(&mut self) {
+        if let Some(claim) = self.0.take() {
+            if let Err(e) = claim.remove() {
+                ccci_common::say!("{e:#}");
+            }
+        }
     }
 }
 

@@ -44,7 +44,7 @@ pub mod flock;
 pub mod hold;
 pub mod protocol;
 
-pub use flock::{domain_of, lockfile_name, FlockClaim, FlockDir, SUFFIX};
+pub use flock::{domain_of, lockfile_name, FlockClaim, FlockDir, PASS_LOCK, SUFFIX};
 pub use protocol::{
-    acquire_all, Acquired, Backend, BusyDomain, Claim, Holder, Probe, Status, Wait,
+    acquire_all, Acquired, Backend, BusyDomain, Claim, Holder, PassLock, Probe, Status, Wait,
 };

@@ -124,6 +124,26 @@ pub struct Status {
     pub locker: Option<u32>,
 }
 
+/// The answer of [`Backend::pass_lock`].
+pub enum PassLock {
+    /// This process holds the pass lock until the value is dropped.
+    Held(Box<dyn std::any::Any + Send>),
+    /// Another pass holds it.
+    Busy,
+    /// There is no pass lock and none was made (`create` was false).
+    Missing,
+}
+
+impl std::fmt::Debug for PassLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PassLock::Held(_) => "Held",
+            PassLock::Busy => "Busy",
+            PassLock::Missing => "Missing",
+        })
+    }
+}
+
 /// A place where domain locks live. `ccci-lock` and `ccci-janitor` are
 /// written against this trait; [`crate::FlockDir`] implements it with flock(2).
 pub trait Backend {
@@ -175,6 +195,17 @@ pub trait Backend {
     fn peek_age(&self, domain: &str) -> anyhow::Result<Option<Duration>> {
         let _ = domain;
         Ok(None)
+    }
+    /// Takes, without waiting, the lock that lets one `ccci-janitor` pass
+    /// run at a time (SPEC §4), with the same protocol as a domain's lock,
+    /// and removes it while still held when the value is dropped. With
+    /// `create` false (a dry run) a missing pass lock is not made, and an
+    /// existing one is taken shared: dry runs exclude real passes but not
+    /// each other. A backend without one cannot serve the janitor: the
+    /// default refuses.
+    fn pass_lock(&self, create: bool) -> anyhow::Result<PassLock> {
+        let _ = create;
+        anyhow::bail!("this lock backend has no janitor pass lock")
     }
 }
 

@@ -238,7 +238,7 @@ fn env(state_dir: &Path, key: &RunKey, json: bool) -> anyhow::Result<u8> {
         text.push('\n');
     } else {
         let mut export = |var: &str, value: &str| {
-            text.push_str(&format!("export {var}={}\n", names::shell_quote(value)));
+            text.push_str(&format!("export {var}={}\n", names::export_quote(value)));
         };
         export("CCCI_RUN_ID", &key.run_id);
         export("CCCI_HARNESS_PID", &key.pid.to_string());

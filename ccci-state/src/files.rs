@@ -196,6 +196,6 @@ mod tests {
         assert!(check_line(b"a b").is_ok());
         assert!(check_line(b"").is_ok());
         let e = check_line(b"a\nb").unwrap_err().to_string();
-        assert!(e.contains("'a\nb'"), "{e}");
+        assert!(e.contains(r"$'a\nb'"), "{e}");
     }
 }

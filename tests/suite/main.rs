@@ -3,8 +3,12 @@
 //! read side by side.
 
 mod abradir;
+mod attacks;
+mod chaos;
+mod field;
 mod guard;
 mod hold;
+mod hostile;
 mod janitor;
 mod lock;
 mod newcomer;

@@ -924,7 +924,7 @@ fn bad_names_run_ids_and_values_are_2_and_create_nothing() {
         (&["--pid", "0", "env"], &[], "'0'"),
         (&["env"], &[("CCCI_RUN_ID", "../up")], "'../up'"),
         (&["env"], &[("CCCI_HARNESS_PID", "12x")], "'12x'"),
-        (&["append", "deps", "two\nlines"], &[], "'two\nlines'"),
+        (&["append", "deps", "two\nlines"], &[], r"$'two\nlines'"),
         (
             &["incr", "deploys"],
             &[("CCCI_DEPLOYS_FILE", "/tmp/")],
