@@ -393,6 +393,12 @@ fn bad_input_is_status_2_and_creates_nothing() {
         .run()
         .expect_code(2)
         .expect_stderr("CCCI_ETCD_ENDPOINTS");
+    let me = std::process::id().to_string();
+    w.lock()
+        .args(["--hold", "--parent", &me, D])
+        .run()
+        .expect_code(2)
+        .expect_stderr("--etcd");
     assert!(!w.sb.path("ran").exists());
     assert_eq!(etcd.dump("/"), Vec::<String>::new());
 }

@@ -130,7 +130,7 @@ struct Queued {
     rev: i64,
 }
 
-fn unreachable(e: CallError) -> anyhow::Error {
+fn etcd_error(e: CallError) -> anyhow::Error {
     anyhow!(e)
 }
 
@@ -178,7 +178,7 @@ impl Etcd {
         self.inner
             .client
             .call(path, body, deadline)
-            .map_err(unreachable)
+            .map_err(etcd_error)
     }
 
     fn txn(
@@ -212,7 +212,7 @@ impl Etcd {
         }
         let lease = Arc::new(
             Lease::grant(Arc::clone(&self.inner.client), self.inner.ttl, deadline)
-                .map_err(unreachable)?,
+                .map_err(etcd_error)?,
         );
         *slot = Some(Arc::clone(&lease));
         Ok(lease)
@@ -302,7 +302,7 @@ impl Etcd {
             self.inner
                 .client
                 .watch_once(&key, from, until)
-                .map_err(unreachable)?;
+                .map_err(etcd_error)?;
         }
     }
 
@@ -430,7 +430,8 @@ impl Backend for Etcd {
     ) -> anyhow::Result<Acquired<EtcdClaim>> {
         check(domain)?;
         let limit = match wait {
-            Wait::AtMost(d) => Some(Instant::now() + d),
+            // An instant beyond the clock's range: as good as forever.
+            Wait::AtMost(d) => Instant::now().checked_add(d),
             _ => None,
         };
         let lease = self.lease(limit)?;
