@@ -231,9 +231,16 @@ fn two_hosts_never_hold_one_domain_at_once() {
     let etcd = Etcd::start();
     let w = World::on(&etcd);
     let rounds = 8;
+    // The claim names this host while its COMMAND runs.
+    let claim = format!(
+        "etcdctl --endpoints {} get --print-value-only {}",
+        etcd.endpoint(),
+        claim_key(D)
+    );
     let script = format!(
         "hostname \"$1\"; i=0; while [ $i -lt {rounds} ]; do \
            ccci-lock {D} -- sh -c 'mkdir inside || {{ echo OVERLAP; exit 99; }}; \
+             {claim} | grep -q \"\\\"host\\\":\\\"$(hostname)\\\"\" || {{ echo WRONG CLAIM; exit 98; }}; \
              echo \"$(hostname) $CCCI_LOCK_REVISION\" >> log; rmdir inside' || exit $?; \
            i=$((i+1)); done"
     );
