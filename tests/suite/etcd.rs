@@ -839,3 +839,37 @@ fn revision(etcd: &Etcd) -> i64 {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v["header"]["revision"].as_i64().unwrap()
 }
+
+#[test]
+fn a_waiter_keeps_its_place_while_etcd_is_unreachable_for_less_than_the_ttl() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut holder, rev1) = w.hold(D, &["--ttl", "20s"]);
+    let mut waiter = w
+        .lock()
+        .args([
+            "-v",
+            "--ttl",
+            "20s",
+            D,
+            "--",
+            "sh",
+            "-c",
+            "echo waiter rev=$CCCI_LOCK_REVISION",
+        ])
+        .spawn();
+    waiter.expect_stderr("waiting for");
+    // Unreachable for longer than a watch session and one request's deadline
+    // together (5 s + 5 s), well within the TTL: the waiter must neither give
+    // up nor lose its place.
+    etcd.pause();
+    std::thread::sleep(Duration::from_secs(11));
+    etcd.resume();
+    assert!(!waiter.has_exited(), "{}", waiter.report());
+    holder.send("");
+    holder.wait().expect_code(0);
+    let line = waiter.expect_stdout("waiter rev=");
+    let rev2: i64 = line.trim_start_matches("waiter rev=").parse().unwrap();
+    assert!(rev2 > rev1);
+    waiter.wait().expect_code(0);
+}

@@ -70,6 +70,8 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one watch stays open before the waiter looks again.
 const WATCH_SESSION: Duration = Duration::from_secs(5);
+/// The pause before a waiter asks again after etcd did not answer.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// Where and how: the checked settings of the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,18 +262,22 @@ impl Etcd {
     }
 
     /// Waits until `queued` is the oldest key of lock `name` or `limit`
-    /// passes (`Ok(false)`).
+    /// passes (`Ok(false)`). While the lease lives, etcd being briefly
+    /// unreachable (a restart, a leader election) only delays the wait:
+    /// the waiter keeps its place until the lease itself is lost.
     fn wait_turn(
         &self,
         name: &str,
         queued: &Queued,
+        lease: &Lease,
         limit: Option<Instant>,
         mut waiting: impl FnMut(),
     ) -> anyhow::Result<bool> {
         let pfx = format!("{name}/");
+        let can_retry = || !lease.is_lost() && limit.is_none_or(|l| Instant::now() < l);
         loop {
             // Our key (still ours?) and the newest key older than ours.
-            let answer = self.txn(
+            let answer = match self.txn(
                 json!([]),
                 json!([range(&queued.key), {"request_range": {
                     "key": b64(&pfx), "range_end": b64(prefix_end(&pfx)),
@@ -279,7 +285,14 @@ impl Etcd {
                     "sort_order": "DESCEND", "sort_target": "CREATE", "limit": "1", "keys_only": true}}]),
                 json!([]),
                 limit,
-            )?;
+            ) {
+                Ok(answer) => answer,
+                Err(_) if can_retry() => {
+                    std::thread::sleep(RETRY_PAUSE);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let ours = kvs(&answer["responses"][0]["response_range"])
                 .first()
                 .map(|kv| int(&kv["create_revision"]));
@@ -299,10 +312,11 @@ impl Etcd {
             }
             let key = String::from_utf8_lossy(&unb64(&before["key"])).into_owned();
             let from = int(&answer["header"]["revision"]) + 1;
-            self.inner
-                .client
-                .watch_once(&key, from, until)
-                .map_err(etcd_error)?;
+            // A watch only tells us when to look again; a failed one means
+            // looking again a little later.
+            if self.inner.client.watch_once(&key, from, until).is_err() {
+                std::thread::sleep(RETRY_PAUSE);
+            }
         }
     }
 
@@ -455,7 +469,7 @@ impl Backend for Etcd {
                 waiting(holder.as_ref());
             }
         };
-        match self.wait_turn(&name, &queued, limit, &mut tell) {
+        match self.wait_turn(&name, &queued, &lease, limit, &mut tell) {
             Ok(true) => Ok(Acquired::Held(self.claim(lease, domain, queued, None))),
             Ok(false) => busy(self, &queued),
             Err(e) => {
