@@ -873,3 +873,20 @@ fn a_waiter_keeps_its_place_while_etcd_is_unreachable_for_less_than_the_ttl() {
     assert!(rev2 > rev1);
     waiter.wait().expect_code(0);
 }
+
+#[test]
+fn a_clean_exit_while_etcd_is_briefly_unreachable_still_removes_the_claim() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut holder, _) = w.hold(D, &["--ttl", "20s"]);
+    etcd.pause();
+    holder.send(""); // COMMAND exits 0 while etcd answers nothing
+                     // Longer than one request's deadline (5 s), well within the TTL.
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(!holder.has_exited(), "{}", holder.report());
+    etcd.resume();
+    let out = holder.wait();
+    out.expect_code(0);
+    assert_eq!(out.stderr, "", "{out}");
+    assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
+}

@@ -607,6 +607,21 @@ impl EtcdClaim {
         self.lease.on_lost(listener);
     }
 
+    /// A transaction doing `ops` only while we own the lock. While the
+    /// lease lives, etcd not answering (a restart, a leader election) is
+    /// waited out: the lock is ours until the lease is lost.
+    fn guarded(&self, ops: Value) -> anyhow::Result<Value> {
+        loop {
+            match self
+                .etcd
+                .txn(json!([self.ours()]), ops.clone(), json!([]), None)
+            {
+                Err(_) if !self.lease.is_lost() => std::thread::sleep(RETRY_PAUSE),
+                answer => return answer,
+            }
+        }
+    }
+
     fn ours(&self) -> Value {
         json!({"key": b64(&self.queued.key), "target": "CREATE", "result": "EQUAL",
                "create_revision": self.queued.rev.to_string()})
@@ -621,12 +636,8 @@ impl Claim for EtcdClaim {
     fn stamp(&mut self, holder: &Holder) -> anyhow::Result<()> {
         let key = self.etcd.claim_key(&self.domain);
         let value = serde_json::to_vec(holder)?;
-        let answer = self.etcd.txn(
-            json!([self.ours()]),
-            json!([{"request_put": {"key": b64(&key), "value": b64(value)}}]),
-            json!([]),
-            None,
-        )?;
+        let answer =
+            self.guarded(json!([{"request_put": {"key": b64(&key), "value": b64(value)}}]))?;
         if answer["succeeded"].as_bool() != Some(true) {
             bail!(
                 "lost the lock of {} before its claim could be written",
@@ -659,14 +670,8 @@ impl Claim for EtcdClaim {
     fn remove(mut self) -> anyhow::Result<()> {
         let claim_key = self.etcd.claim_key(&self.domain);
         let answer = self
-            .etcd
-            .txn(
-                json!([self.ours()]),
-                json!([{"request_delete_range": {"key": b64(&claim_key)}},
-                       {"request_delete_range": {"key": b64(&self.queued.key)}}]),
-                json!([]),
-                None,
-            )
+            .guarded(json!([{"request_delete_range": {"key": b64(&claim_key)}},
+                            {"request_delete_range": {"key": b64(&self.queued.key)}}]))
             .with_context(|| format!("cannot remove the claim of {}", self.domain))?;
         if answer["succeeded"].as_bool() != Some(true) {
             bail!(
