@@ -674,6 +674,14 @@ impl Claim for EtcdClaim {
                             {"request_delete_range": {"key": b64(&self.queued.key)}}]))
             .with_context(|| format!("cannot remove the claim of {}", self.domain))?;
         if answer["succeeded"].as_bool() != Some(true) {
+            // Our key is gone. Either an attempt that timed out was applied
+            // after all (etcd answered late), or the lease ended first. With
+            // the claim gone there is nothing left to say: nothing stays for
+            // the janitor.
+            if matches!(self.etcd.read_claim(&self.domain, None), Ok(None)) {
+                self.released = true;
+                return Ok(());
+            }
             bail!(
                 "lost the lock of {} before its claim could be removed; the claim stays for the janitor",
                 self.domain
