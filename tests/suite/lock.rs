@@ -623,7 +623,19 @@ fn every_bad_input_is_status_2_quoted_and_creates_nothing() {
         .env("CCCI_RUN_ID", "bad/id")
         .args([D, "--", "touch", "ran"])
         .run();
-    out.expect_code(2).expect_stderr("'bad/id'");
+    // Blamed on where the value came from: the variable, not the flag.
+    out.expect_code(2).expect_stderr("CCCI_RUN_ID='bad/id'");
+    sb.tool("ccci-lock")
+        .args(["--run-id", "a\rb", D, "--", "touch", "ran"])
+        .run()
+        .expect_code(2)
+        .expect_stderr("--run-id")
+        .expect_stderr("$'a\\rb'");
+    sb.tool("ccci-lock")
+        .args(["--lock-dir", "", D, "--", "touch", "ran"])
+        .run()
+        .expect_code(2)
+        .expect_stderr("--lock-dir");
     sb.tool("ccci-lock").arg(D).run().expect_code(2);
     sb.tool("ccci-lock")
         .args([D, "touch", "ran"])
@@ -1049,17 +1061,6 @@ fn list_json_shows_the_parent_of_held_domains_and_misuse_is_status_2() {
     assert!(!sb.path("ran").exists());
 }
 
-/// Panics unless the process itself ended by `sig` (not `exit(128+N)`).
-fn ended_by(out: &ccci_tests::Output, sig: libc::c_int) {
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(
-        out.status.signal(),
-        Some(sig),
-        "expected an end by signal {sig}\n{out}"
-    );
-    assert!(!out.status.core_dumped(), "dumped core\n{out}");
-}
-
 /// Case 22: signal deaths compose through ccci-guard and nested ccci-locks:
 /// each ccci-lock keeps its lockfile, releases its lock, and ends by the
 /// same signal, so the one around it sees a signal death too.
@@ -1071,8 +1072,7 @@ fn case_22_signal_deaths_compose_and_keep_every_lockfile() {
         .args([D, "--", "ccci-guard", "--supervise", "--deadline", "1s"])
         .args(["--", "sleep", "30"])
         .run();
-    out.expect_code(142);
-    ended_by(&out, libc::SIGALRM);
+    out.expect_code(142).expect_ended_by(libc::SIGALRM);
     assert!(sb.lockfile(D).exists(), "{}", sb.listing());
     assert_eq!(sb.try_lock(D), 0, "the lock was not released");
 
@@ -1089,8 +1089,7 @@ fn case_22_signal_deaths_compose_and_keep_every_lockfile() {
             "kill -KILL $$",
         ])
         .run();
-    out.expect_code(137);
-    ended_by(&out, libc::SIGKILL);
+    out.expect_code(137).expect_ended_by(libc::SIGKILL);
     for d in ["a", "b"] {
         assert!(
             sb.lockfile(d).exists(),
@@ -1110,5 +1109,20 @@ fn case_22_signal_deaths_compose_and_keep_every_lockfile() {
             !sb.lockfile(d).exists(),
             "{d}.lock left after a normal exit"
         );
+    }
+}
+
+#[test]
+fn a_lock_dir_that_is_the_state_or_runs_dir_is_refused() {
+    let sb = Sandbox::new();
+    for var in ["CCCI_STATE_DIR", "CCCI_RUNS_DIR"] {
+        let out = sb
+            .tool("ccci-lock")
+            .env(var, sb.lock_dir())
+            .args([D, "--", "touch", "ran"])
+            .run();
+        out.expect_code(125)
+            .expect_stderr(&sb.lock_dir().display().to_string());
+        assert!(!sb.path("ran").exists(), "{out}");
     }
 }
