@@ -1,57 +1,116 @@
-# Build and install the five ccci tools with their man pages and completions.
+# Build and install the five ccci tools with their man pages, completions,
+# the janitor's scripts and (with CI_USER) its systemd units.
 #
-#   make                         release binaries, man pages, completions
-#   make install                 into $(DESTDIR)$(PREFIX) (PREFIX=/usr/local)
-#   make uninstall
+#   make                              build, as yourself: release binaries,
+#                                     man pages, completions
+#   sudo make install                 install what `make` built (never builds)
+#   sudo make install CI_USER=ci      ... and the systemd units, the
+#                                     tmpfiles.d entry and a cron file for
+#                                     the janitor, filled in for user ci
 #   make install PREFIX=/opt/ccci DESTDIR=/tmp/pkg
+#   make uninstall
 #
-# Man pages and completions are generated from the clap definitions
-# (cargo run -p xtask -- gen DIR), never written by hand.
+# Where cargo puts the build is cargo's business (CARGO_TARGET_DIR, a config
+# file's target-dir or build-dir): `make` asks it (contrib/cargo-build-tools)
+# and writes the answer to $(BUILT), a small makefile in this checkout that
+# `make install` reads. Man pages and completions are generated from the clap
+# definitions (cargo run -p xtask -- gen DIR) into the build's directory,
+# never into the source tree.
 
-PREFIX  ?= /usr/local
-DESTDIR ?=
-CARGO   ?= cargo
-PROFILE ?= release
-TOOLS   := ccci-lock ccci-guard ccci-janitor ccci-abradir ccci-state
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+SYSCONFDIR ?= /etc
+CARGO      ?= cargo
+PROFILE    ?= release
+TOOLS      := ccci-lock ccci-guard ccci-janitor ccci-abradir ccci-state
+SCRIPTS    := ccci-janitor-pass ccci-reap-abra
+# What `make` built: written by `make`, read by `make install`.
+BUILT      ?= .ccci-built.mk
 
-ifeq ($(PROFILE),dev)
-OUT := target/debug
-else
-OUT := target/$(PROFILE)
+BINDIR      = $(DESTDIR)$(PREFIX)/bin
+MAN1DIR     = $(DESTDIR)$(PREFIX)/share/man/man1
+BASHDIR     = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+ZSHDIR      = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+FISHDIR     = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+LIBDIR      = $(DESTDIR)$(PREFIX)/lib/ccci
+SYSTEMDDIR ?= $(PREFIX)/lib/systemd/system
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+EXAMPLEDIR  = $(PREFIX)/share/ccci
+
+# The CI user the janitor runs as; its uid, group and home are looked up
+# unless given (CI_UID=… CI_GROUP=… CI_HOME=… for a user of another host).
+CI_USER  ?=
+ifneq ($(CI_USER),)
+CI_UID   ?= $(shell id -u '$(CI_USER)' 2>/dev/null)
+CI_GROUP ?= $(shell id -gn '$(CI_USER)' 2>/dev/null)
+CI_HOME  ?= $(shell getent passwd '$(CI_USER)' 2>/dev/null | cut -d: -f6)
 endif
-GEN := target/gen
+# The janitor's CI pattern(s), written to $(SYSCONFDIR)/ccci/janitor.env when
+# that file does not exist yet (the pass refuses to run without one).
+CCCI_ONLY ?=
 
-BINDIR  = $(DESTDIR)$(PREFIX)/bin
-MAN1DIR = $(DESTDIR)$(PREFIX)/share/man/man1
-BASHDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
-ZSHDIR  = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
-FISHDIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
-LIBDIR  = $(DESTDIR)$(PREFIX)/lib/ccci
+-include $(BUILT)
 
-.PHONY: all build gen install uninstall
+.PHONY: all build install install-units uninstall
 
-all: build gen
+all: build
 
 build:
-	$(CARGO) build --profile $(PROFILE) $(addprefix --bin ,$(TOOLS))
+	@dir=$$(CARGO='$(CARGO)' contrib/cargo-build-tools --profile $(PROFILE)) || exit 1; \
+	$(CARGO) run --quiet -p xtask -- gen "$$dir/ccci-gen" || exit 1; \
+	{ echo "# written by make: what make install installs"; \
+	  echo "BUILT_BIN := $$dir"; echo "BUILT_GEN := $$dir/ccci-gen"; } > '$(BUILT)'; \
+	echo "built into $$dir (recorded in $(BUILT))"
 
-gen:
-	$(CARGO) run --quiet -p xtask -- gen $(GEN)
-
-install: all
+install:
+	@[ -n '$(BUILT_BIN)' ] || { echo "make install: nothing built yet: run 'make' first (as yourself, not as root)" >&2; exit 1; }
+	@for t in $(TOOLS); do [ -x '$(BUILT_BIN)'/$$t ] && [ -f '$(BUILT_GEN)'/man/$$t.1 ] || { \
+	    echo "make install: $(BUILT_BIN)/$$t or its man page is missing: run 'make' first (as yourself, not as root)" >&2; exit 1; }; done
 	install -d $(BINDIR) $(MAN1DIR) $(BASHDIR) $(ZSHDIR) $(FISHDIR) $(LIBDIR)
-	install -m 0755 contrib/ccci-janitor-pass $(LIBDIR)/ccci-janitor-pass
+	for s in $(SCRIPTS); do install -m 0755 contrib/$$s $(LIBDIR)/$$s || exit 1; done
 	for t in $(TOOLS); do \
-	    install -m 0755 $(OUT)/$$t $(BINDIR)/$$t && \
-	    install -m 0644 $(GEN)/man/$$t.1 $(MAN1DIR)/$$t.1 && \
-	    install -m 0644 $(GEN)/completions/bash/$$t.bash $(BASHDIR)/$$t && \
-	    install -m 0644 $(GEN)/completions/zsh/_$$t $(ZSHDIR)/_$$t && \
-	    install -m 0644 $(GEN)/completions/fish/$$t.fish $(FISHDIR)/$$t.fish || exit 1; \
+	    install -m 0755 '$(BUILT_BIN)'/$$t $(BINDIR)/$$t && \
+	    install -m 0644 '$(BUILT_GEN)'/man/$$t.1 $(MAN1DIR)/$$t.1 && \
+	    install -m 0644 '$(BUILT_GEN)'/completions/bash/$$t.bash $(BASHDIR)/$$t && \
+	    install -m 0644 '$(BUILT_GEN)'/completions/zsh/_$$t $(ZSHDIR)/_$$t && \
+	    install -m 0644 '$(BUILT_GEN)'/completions/fish/$$t.fish $(FISHDIR)/$$t.fish || exit 1; \
 	done
+ifneq ($(CI_USER),)
+	@$(MAKE) --no-print-directory install-units
+else
+	@echo "note: no CI_USER given: the janitor's systemd units, tmpfiles.d entry and cron file were not installed (make install CI_USER=ci)"
+endif
+
+# Fills @CI_USER@ and friends into a unit template: $(call fill,TEMPLATE,DEST,MODE)
+fill = sed -e 's|@CI_USER@|$(CI_USER)|g' -e 's|@CI_UID@|$(CI_UID)|g' \
+	   -e 's|@CI_GROUP@|$(CI_GROUP)|g' -e 's|@CI_HOME@|$(CI_HOME)|g' \
+	   -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@LIBDIR@|$(PREFIX)/lib/ccci|g' \
+	   -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' $(1) > $(2).tmp && \
+	 ! grep -n '@[A-Z_]*@' $(2).tmp && chmod $(3) $(2).tmp && mv $(2).tmp $(2)
+
+install-units:
+	@[ -n '$(CI_USER)' ] && [ -n '$(CI_UID)' ] && [ -n '$(CI_GROUP)' ] && [ -n '$(CI_HOME)' ] || { \
+	    echo "make install-units: unknown user '$(CI_USER)': create it, or give CI_UID, CI_GROUP and CI_HOME" >&2; exit 1; }
+	install -d $(DESTDIR)$(SYSTEMDDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(EXAMPLEDIR) $(DESTDIR)$(SYSCONFDIR)/ccci
+	$(call fill,contrib/systemd/ccci-janitor.service.in,$(DESTDIR)$(SYSTEMDDIR)/ccci-janitor.service,0644)
+	install -m 0644 contrib/systemd/ccci-janitor.timer $(DESTDIR)$(SYSTEMDDIR)/ccci-janitor.timer
+	$(call fill,contrib/tmpfiles.d/ccci.conf.in,$(DESTDIR)$(TMPFILESDIR)/ccci.conf,0644)
+	$(call fill,contrib/cron/ccci-janitor.in,$(DESTDIR)$(EXAMPLEDIR)/cron.ccci-janitor,0644)
+	@env=$(DESTDIR)$(SYSCONFDIR)/ccci/janitor.env; \
+	if [ -e "$$env" ]; then echo "kept $$env"; else \
+	    { echo "# ccci-janitor-pass settings (read by ccci-janitor.service; see ccci-janitor-pass)"; \
+	      if [ -n '$(CCCI_ONLY)' ]; then echo "CCCI_ONLY='$(CCCI_ONLY)'"; \
+	      else echo "# The domains CI runs deploy; the pass refuses to run until this is set:"; \
+	           echo "#CCCI_ONLY='*-??????.ci.example.org'"; fi; \
+	      echo "#CCCI_WARM='warm-*'"; } > "$$env.tmp" && chmod 0644 "$$env.tmp" && mv "$$env.tmp" "$$env"; \
+	    echo "wrote $$env"; fi
 
 uninstall:
-	rm -f $(LIBDIR)/ccci-janitor-pass
+	for s in $(SCRIPTS); do rm -f $(LIBDIR)/$$s; done
 	-rmdir $(LIBDIR) 2>/dev/null
 	for t in $(TOOLS); do \
 	    rm -f $(BINDIR)/$$t $(MAN1DIR)/$$t.1 $(BASHDIR)/$$t $(ZSHDIR)/_$$t $(FISHDIR)/$$t.fish; \
 	done
+	rm -f $(DESTDIR)$(SYSTEMDDIR)/ccci-janitor.service $(DESTDIR)$(SYSTEMDDIR)/ccci-janitor.timer \
+	      $(DESTDIR)$(TMPFILESDIR)/ccci.conf $(DESTDIR)$(EXAMPLEDIR)/cron.ccci-janitor
+	-rmdir $(DESTDIR)$(EXAMPLEDIR) 2>/dev/null

@@ -17,8 +17,8 @@ ROUNDS=${ROUNDS:-9}
 FILES=5000
 COMMITS=2000
 
-cargo build --release --quiet -p ccci-abradir
-bin=$PWD/target/release/ccci-abradir
+# cargo says where the release build is (CARGO_TARGET_DIR is honoured)
+bin=$(contrib/cargo-build-tools --release)/ccci-abradir
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/ccci-bench-abradir.XXXXXX")
 trap 'rm -rf "$work"' EXIT

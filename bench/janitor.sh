@@ -13,8 +13,8 @@ sizes=("$@")
 ((${#sizes[@]})) || sizes=(10000 100000)
 runs=${RUNS:-5}
 
-cargo build --release --quiet -p ccci-janitor
-janitor=$PWD/target/release/ccci-janitor
+# cargo says where the release build is (CARGO_TARGET_DIR is honoured)
+janitor=$(contrib/cargo-build-tools --release)/ccci-janitor
 anchor=$PWD/bench/janitor-anchor.py
 # The interpreter itself, not a version-manager shim in front of it.
 python=$(python3 -c 'import sys; print(sys.executable)')

@@ -8,8 +8,8 @@
 set -eu
 n=${1:-300}
 root=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --quiet --release -p ccci-state --manifest-path "$root/Cargo.toml"
-bin=$root/target/release/ccci-state
+# cargo says where the release build is (CARGO_TARGET_DIR is honoured)
+bin=$("$root/contrib/cargo-build-tools" --release)/ccci-state
 command -v flock >/dev/null || { echo "bench/state.sh: flock(1) is needed (util-linux)" >&2; exit 125; }
 
 work=$(mktemp -d)

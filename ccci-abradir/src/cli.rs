@@ -1,16 +1,16 @@
 //! The `ccci-abradir` command line (SPEC §5): the clap definition and the
 //! code that runs it.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use ccci_common::cli::UsageError;
+use ccci_common::args::{self, RunsDirArg};
+use ccci_common::cli::{print_all, UsageError};
 use ccci_common::dirs::{self, RUNS_DIR};
 use ccci_common::fs::SafeDir;
+use ccci_common::run::RunArgs;
 use ccci_common::{exit, names};
-use ccci_state::identity::RunArgs;
 
 use crate::{Canonical, Recipe};
 
@@ -26,8 +26,16 @@ copied otherwise; the canonical clone is never written). The layout is complete 
 A second call of the same run verifies the tree and adds missing recipes; a
 tree whose servers is not the expected symlink is refused (125).
 
-`clean` removes the run's tree; servers and catalogue are unlinked, never
-followed, so canonical files are never deleted. A missing tree is fine.
+`clean` removes the run's tree <runs dir>/<run key>/ and nothing else;
+servers and catalogue are unlinked, never followed, so canonical files are
+never deleted. A missing tree is fine; a tree owned by another uid, or a
+symlink in its place, is refused (125).
+
+`gc` removes the trees of runs whose harness process is gone (a reused pid is
+told apart by the start time recorded in each tree's .harness, as ccci-state
+gc does), and the hidden temporaries (.<name>.<pid>.tmp) of calls that were
+killed; it never follows servers or catalogue and skips foreign-owned
+entries. From cron, next to ccci-janitor and ccci-state gc.
 
 Usage in a harness:
   out=$(ccci-abradir --recipe \"$RECIPE\"); eval \"$out\"
@@ -40,7 +48,10 @@ Environment:
   CCCI_RUNS_DIR            the runs dir (like --runs-dir)
   CCCI_CANONICAL_ABRA_DIR  the canonical abra dir (like --canonical)
   HOME                     the default canonical abra dir is $HOME/.abra
-  PATH                     where git is found";
+  PATH                     where git is found
+The lock, state and runs dirs (CCCI_APP_LOCK_DIR, CCCI_STATE_DIR,
+CCCI_RUNS_DIR) must be three different directories, none inside another:
+otherwise status 125.";
 
 /// Give a CI run its own ABRA_DIR: shared servers, private recipe clones.
 #[derive(Debug, Parser)]
@@ -48,22 +59,16 @@ Environment:
     name = "ccci-abradir",
     version,
     after_help = format!("{AFTER_HELP}\n\n{}", exit::help_section()),
-    override_usage = "ccci-abradir [--run-id ID] [--pid PID] [--runs-dir DIR] [--canonical DIR] [--recipe NAME]...\n       ccci-abradir clean [--run-id ID] [--pid PID] [--runs-dir DIR]"
+    override_usage = "ccci-abradir [--run-id ID] [--pid PID] [--runs-dir DIR] [--canonical DIR] [--recipe NAME]...\n       ccci-abradir clean [--run-id ID] [--pid PID] [--runs-dir DIR]\n       ccci-abradir gc [--dry-run] [--runs-dir DIR]"
 )]
 pub struct Cli {
     /// Which run: --run-id and --pid.
     #[command(flatten)]
     pub run: RunArgs,
 
-    /// Runs dir [default: /tmp/ccci-<uid>/runs]
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "CCCI_RUNS_DIR",
-        hide_env_values = true,
-        global = true
-    )]
-    pub runs_dir: Option<PathBuf>,
+    /// Where the run trees are
+    #[command(flatten)]
+    pub runs_dir: RunsDirArg,
 
     /// Canonical abra dir, linked to and cloned from, never written [default: $HOME/.abra]
     #[arg(
@@ -78,7 +83,7 @@ pub struct Cli {
     #[arg(long, value_name = "NAME", value_parser = crate::recipe_name)]
     pub recipe: Vec<String>,
 
-    /// `clean`, or nothing to build the run's tree.
+    /// `clean` or `gc`, or nothing to build the run's tree.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -86,32 +91,52 @@ pub struct Cli {
 /// What to do instead of building the run's tree.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Remove the run's tree (servers and catalogue are unlinked, never followed)
+    /// Remove the run's tree <runs dir>/<run key>/ and nothing else (servers and catalogue are unlinked, never followed)
     Clean,
+    /// Remove the trees of runs whose harness process is gone, and temporaries of killed calls
+    Gc {
+        /// Report what would be removed, remove nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Runs a parsed command line; returns the exit status.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
-    let key = cli.run.resolve().key();
-    let runs_dir = dirs::absolute(&cli.runs_dir.unwrap_or_else(dirs::default_runs_dir));
-    if let Some(Command::Clean) = cli.command {
-        if !cli.recipe.is_empty() {
-            return Err(UsageError("clean takes no --recipe".into()).into());
+    let runs_dir = cli.runs_dir.resolve()?;
+    match cli.command {
+        Some(Command::Gc { dry_run }) => {
+            if !cli.recipe.is_empty() {
+                return Err(UsageError("gc takes no --recipe".into()).into());
+            }
+            args::check_apart(&RUNS_DIR, &runs_dir)?;
+            let entries = crate::gc(&runs_dir, dry_run)?;
+            return Ok(ccci_common::run::report_gc(&entries));
         }
-        crate::clean(&runs_dir, &key)?;
-        return Ok(exit::SUCCESS);
+        Some(Command::Clean) => {
+            let key = cli.run.resolve()?;
+            if !cli.recipe.is_empty() {
+                return Err(UsageError("clean takes no --recipe".into()).into());
+            }
+            args::check_apart(&RUNS_DIR, &runs_dir)?;
+            crate::clean(&runs_dir, &key)?;
+            return Ok(exit::SUCCESS);
+        }
+        None => {}
     }
+    let key = cli.run.resolve()?;
     // ABRA_DIR is printed for eval, quoted as text: a path that is not
     // UTF-8 could not be printed as it is.
     if runs_dir.to_str().is_none() {
         return Err(UsageError(format!(
-            "runs dir {} is not valid UTF-8; choose another with --runs-dir or CCCI_RUNS_DIR",
-            runs_dir.display()
+            "{}={} is not valid UTF-8, and ABRA_DIR is printed for eval; choose another runs dir",
+            ccci_common::cli::source("runs_dir"),
+            ccci_common::cli::quote(runs_dir.as_os_str())
         ))
         .into());
     }
-    let canonical = cli
-        .canonical
+    args::check_apart(&RUNS_DIR, &runs_dir)?;
+    let canonical = ccci_common::cli::checked_path("canonical", cli.canonical.as_deref())?
         .or_else(dirs::default_canonical_abra_dir)
         .ok_or_else(|| {
             UsageError(
@@ -125,11 +150,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let abra_dir = crate::prepare(&runs, &key, &canonical, &recipes)?;
     let line = format!(
         "export ABRA_DIR={}\n",
-        names::shell_quote(&abra_dir.to_string_lossy())
+        names::export_quote(&abra_dir.to_string_lossy())
     );
-    let mut out = std::io::stdout().lock();
-    out.write_all(line.as_bytes())?;
-    out.flush()?;
+    print_all(line.as_bytes())?;
     Ok(exit::SUCCESS)
 }
 
@@ -157,8 +180,8 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(cli.command, Some(Command::Clean)));
-        assert_eq!(cli.run.resolve().key(), "b-1-7");
-        assert_eq!(cli.runs_dir, Some(PathBuf::from("/r")));
+        assert_eq!(cli.run.resolve().unwrap().key(), "b-1-7");
+        assert_eq!(cli.runs_dir.runs_dir, Some(PathBuf::from("/r")));
         assert!(Cli::try_parse_from(["ccci-abradir", "clean", "--recipe", "wp"]).is_err());
         assert!(Cli::try_parse_from(["ccci-abradir", "clean", "--canonical", "/c"]).is_err());
     }
@@ -169,6 +192,9 @@ mod tests {
             Cli::try_parse_from(["ccci-abradir", "--recipe", "wp", "--recipe", "nc"]).unwrap();
         assert_eq!(cli.recipe, ["wp", "nc"]);
         assert!(Cli::try_parse_from(["ccci-abradir", "--recipe", "../wp"]).is_err());
-        assert!(Cli::try_parse_from(["ccci-abradir", "--run-id", "a/b"]).is_err());
+        let bad = Cli::try_parse_from(["ccci-abradir", "--run-id", "a/b"]).unwrap();
+        assert!(bad.run.resolve().is_err());
+        let gc = Cli::try_parse_from(["ccci-abradir", "gc", "--dry-run"]).unwrap();
+        assert!(matches!(gc.command, Some(Command::Gc { dry_run: true })));
     }
 }

@@ -38,7 +38,21 @@
 //!    and verifies the winner's.
 //! 5. **Clean never follows a link.** [`clean`] removes the run's tree with
 //!    descriptor-relative `unlinkat`, unlinking `servers` and `catalogue`
-//!    as links (see [`tree`]), so canonical files are never deleted.
+//!    as links (see [`tree`]), so canonical files are never deleted. A run
+//!    dir that is not a real directory of ours (another uid's, a symlink)
+//!    is refused, never removed.
+//! 6. **Dead runs do not pile up.** Each run dir records its harness
+//!    (`.harness`, the [`ccci_common::run::Record`] that `ccci-state` keeps
+//!    too: pid, start time, pid namespace, boot), written into the
+//!    temporary before it becomes visible. [`gc`] removes the trees of runs
+//!    whose harness has exited or whose pid now names another process, and
+//!    the temporaries of builds whose process is gone; a run's tree whose
+//!    key was reused (pid reuse) is rebuilt fresh by [`prepare`]. Trees are
+//!    removed only while holding their lock (an `flock` on the run dir,
+//!    verified by descriptor, [`ccci_common::locked`]), which [`prepare`]
+//!    holds while it verifies and completes a tree, so `gc` never removes a
+//!    tree that is being reused. A record of another pid namespace is never
+//!    judged by our pids; a foreign-owned or symlinked entry is skipped.
 
 #![warn(missing_docs)]
 
@@ -47,12 +61,16 @@ pub mod git;
 pub mod tree;
 
 use std::ffi::OsStr;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use ccci_common::dirs::{self, Role, RUNS_DIR};
 use ccci_common::fs::SafeDir;
+use ccci_common::locked::{lock_named, Acquired, Name};
 use ccci_common::names;
+use ccci_common::run::{judge, temporary_maker, GcEntry, Harness, Record, RunKey, Swept};
+use ccci_common::sys::FlockOp;
 use nix::errno::Errno;
 use nix::sys::stat::{FileStat, Mode};
 
@@ -196,40 +214,209 @@ impl Recipe {
 /// returns its `ABRA_DIR`. See the crate doc for the guarantees.
 pub fn prepare(
     runs: &SafeDir,
-    key: &str,
+    key: &RunKey,
     canonical: &Canonical,
     recipes: &[Recipe],
 ) -> anyhow::Result<PathBuf> {
-    let run_path = runs.join(key);
-    let run = match existing_dir(runs, key, &run_path)? {
-        Some(run) => run,
-        None => match build(runs, key, canonical, recipes)? {
-            Some(built) => return Ok(built.join(ABRA)),
-            None => existing_dir(runs, key, &run_path)?
-                .with_context(|| format!("{} vanished while being built", run_path.display()))?,
-        },
-    };
-    reuse(&run, canonical, recipes)?;
-    Ok(run.join(ABRA))
+    let name = key.key();
+    let run_path = runs.join(&name);
+    for _ in 0..ccci_common::locked::ATTEMPTS {
+        let Some(run) = lock_run(runs, &name, &run_path, FlockOp::Exclusive)? else {
+            match build(runs, key, canonical, recipes)? {
+                Some(built) => return Ok(built.join(ABRA)),
+                None => continue, // another call of this run won: verify its tree
+            }
+        };
+        let Acquired::Held(run) = run else {
+            unreachable!("a waiting lock is never busy")
+        };
+        match Record::read(&run) {
+            Some(record) if record.is_for(key) && record.harness() == Harness::Replaced => {
+                // An earlier run with the same key (its pid was reused):
+                // its tree is not ours to adopt.
+                ccci_common::say!(
+                    "replaced stale run dir {} (its harness pid {} now names another process)",
+                    run_path.display(),
+                    record.pid
+                );
+                tree::remove_tree(runs, runs.path(), OsStr::new(&name))?;
+                continue;
+            }
+            Some(_) => {}
+            None => {
+                Record::write(&run, key)?;
+            }
+        }
+        reuse(&run, canonical, recipes)?;
+        return Ok(run.join(ABRA));
+    }
+    bail!(
+        "{} kept being removed or replaced while it was being prepared; try again",
+        run_path.display()
+    )
+}
+
+/// The existing run dir `name` in `runs`, locked with `op` and verified by
+/// descriptor to be what the name names; `None` when it does not exist.
+/// Anything but a real directory of ours is refused.
+fn lock_run(
+    runs: &SafeDir,
+    name: &str,
+    run_path: &Path,
+    op: FlockOp,
+) -> anyhow::Result<Option<Acquired<SafeDir>>> {
+    let got = lock_named(Name::At(runs.as_fd(), name), run_path, op, || {
+        existing_dir(runs, name, run_path)
+    })?;
+    Ok(match got {
+        Acquired::Missing => None,
+        other => Some(other),
+    })
 }
 
 /// Removes the run `key`'s tree from the runs dir `runs_dir`, and any
 /// temporary a crashed call of the same run left; symlinks are unlinked,
-/// never followed. A missing runs dir or run dir is fine.
-pub fn clean(runs_dir: &Path, key: &str) -> anyhow::Result<()> {
+/// never followed. A missing runs dir or run dir is fine; a run dir that is
+/// not a real directory of ours (another uid's, a symlink, writable by
+/// others) is refused and left as it is.
+pub fn clean(runs_dir: &Path, key: &RunKey) -> anyhow::Result<()> {
     let Some(runs) = SafeDir::open(&RUNS_DIR, runs_dir, false)? else {
         return Ok(());
     };
-    tree::remove_tree(&runs, runs.path(), OsStr::new(key))?;
+    let key = key.key();
+    let run_path = runs.join(&key);
+    let held = match runs.stat(&key)? {
+        None => None,
+        Some(_) => {
+            let refused = |e: anyhow::Error| {
+                anyhow::anyhow!("refusing to remove {}: {e:#}", run_path.display())
+            };
+            let dir = runs.subdir(&RUN_DIR, &key, false).map_err(refused)?;
+            match dir {
+                None => None,
+                Some(_) => lock_run(&runs, &key, &run_path, FlockOp::Exclusive)?,
+            }
+        }
+    };
+    if held.is_some() {
+        tree::remove_tree(&runs, runs.path(), OsStr::new(&key))?;
+    }
+    drop(held);
     let names = runs
         .names()
         .with_context(|| format!("cannot list runs dir {}", runs.path().display()))?;
     for name in names {
-        if name.to_str().is_some_and(|n| is_temporary_of(n, key)) {
+        if name.to_str().is_some_and(|n| is_temporary_of(n, &key)) {
             tree::remove_tree(&runs, runs.path(), &name)?;
         }
     }
     Ok(())
+}
+
+/// Removes (with `dry_run`, only reports) the trees of runs whose harness
+/// is gone (crate doc, guarantee 6) and the temporaries whose maker is
+/// gone, in `runs_dir`, and inside the trees it keeps; reports each entry
+/// it removed, kept for a reason worth saying, or skipped. A missing runs
+/// dir has nothing to collect.
+pub fn gc(runs_dir: &Path, dry_run: bool) -> anyhow::Result<Vec<GcEntry>> {
+    let Some(runs) = SafeDir::open(&RUNS_DIR, runs_dir, false)? else {
+        return Ok(Vec::new());
+    };
+    let mut names: Vec<String> = runs
+        .names()
+        .with_context(|| format!("cannot list runs dir {}", runs.path().display()))?
+        .into_iter()
+        .filter_map(|name| name.into_string().ok())
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let path = runs.join(&name);
+        if let Some(pid) = temporary_maker(&name) {
+            if let Some(outcome) = sweep_temporary(&runs, &name, pid, dry_run) {
+                out.push(GcEntry { path, pid, outcome });
+            }
+            continue;
+        }
+        let Some(key) = RunKey::parse(&name) else {
+            continue; // not a run dir of ours
+        };
+        let outcome = sweep_run(&runs, &name, &key, dry_run, &mut out)
+            .unwrap_or_else(|e| Swept::Failed(format!("{e:#}")));
+        out.push(GcEntry {
+            path,
+            pid: key.pid,
+            outcome,
+        });
+    }
+    Ok(out)
+}
+
+/// Removes the temporary `name` in `dir` when no process has its maker's
+/// pid any more; `None` when it is kept (its maker may still be at work).
+fn sweep_temporary(dir: &SafeDir, name: &str, pid: u32, dry_run: bool) -> Option<Swept> {
+    if ccci_common::proc::alive(pid) {
+        return None;
+    }
+    if dry_run {
+        return Some(Swept::WouldRemoveTemporary);
+    }
+    Some(match tree::remove_tree(dir, dir.path(), OsStr::new(name)) {
+        Ok(()) => Swept::TemporaryRemoved,
+        Err(e) => Swept::Failed(format!("{e:#}")),
+    })
+}
+
+fn sweep_run(
+    runs: &SafeDir,
+    name: &str,
+    key: &RunKey,
+    dry_run: bool,
+    out: &mut Vec<GcEntry>,
+) -> anyhow::Result<Swept> {
+    let run_path = runs.join(name);
+    // Anything but a real directory of ours is skipped, never removed.
+    if let Err(e) = runs.subdir(&RUN_DIR, name, false) {
+        return Ok(Swept::Skipped(format!("{e:#}")));
+    }
+    let run = match lock_run(runs, name, &run_path, FlockOp::ExclusiveNonblock) {
+        Ok(Some(Acquired::Held(run))) => run,
+        Ok(Some(_)) => return Ok(Swept::InUse),
+        Ok(None) => return Ok(Swept::Vanished),
+        Err(e) => return Ok(Swept::Skipped(format!("{e:#}"))),
+    };
+    let fate = match judge(Record::read(&run), key) {
+        Ok(fate) => fate,
+        Err(kept) => {
+            // A live run keeps its tree; clones its killed calls left go.
+            if let Ok(Some(abra)) = run.subdir(&RUN_DIR, ABRA, false) {
+                if let Ok(Some(private)) = abra.subdir(&RUN_DIR, RECIPES, false) {
+                    for entry in private.names().unwrap_or_default() {
+                        let Some(entry) = entry.to_str() else {
+                            continue;
+                        };
+                        if let Some(pid) = temporary_maker(entry) {
+                            if let Some(outcome) = sweep_temporary(&private, entry, pid, dry_run) {
+                                out.push(GcEntry {
+                                    path: private.join(entry),
+                                    pid,
+                                    outcome,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            return Ok(kept);
+        }
+    };
+    if dry_run {
+        return Ok(Swept::WouldRemove(fate));
+    }
+    match tree::remove_tree(runs, runs.path(), OsStr::new(name)) {
+        Ok(()) => Ok(Swept::Removed(fate)),
+        Err(e) => Ok(Swept::Failed(format!("{e:#}"))),
+    }
 }
 
 /// The temporary name a call of this process builds `name` under.
@@ -249,10 +436,13 @@ fn is_temporary_of(entry: &str, name: &str) -> bool {
         .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// The refusal to reuse the run tree at `run`, because of `what`.
+/// The refusal to reuse the run tree at `run`, because of `what`. The way
+/// out it names removes exactly the refused tree, and says so.
 fn refusal(run: &Path, what: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "refusing to use run dir {}: {what}; remove it with `ccci-abradir clean` for this run",
+        "refusing to use run dir {}: {what}; `ccci-abradir clean` for this run removes that \
+         directory and everything in it (servers and catalogue are unlinked, never followed), \
+         and nothing else",
         run.display()
     )
 }
@@ -281,12 +471,13 @@ fn existing_dir(parent: &SafeDir, name: &str, run: &Path) -> anyhow::Result<Opti
 /// gone and theirs is to be verified.
 fn build(
     runs: &SafeDir,
-    key: &str,
+    key: &RunKey,
     canonical: &Canonical,
     recipes: &[Recipe],
 ) -> anyhow::Result<Option<PathBuf>> {
-    let published = publish(runs, key, |tmp| fill(runs, tmp, canonical, recipes))?;
-    Ok(published.then(|| runs.join(key)))
+    let name = key.key();
+    let published = publish(runs, &name, |tmp| fill(runs, tmp, key, canonical, recipes))?;
+    Ok(published.then(|| runs.join(&name)))
 }
 
 /// Makes `name` in `dir` complete or not at all: `make` fills a temporary
@@ -327,10 +518,12 @@ fn publish(
 fn fill(
     runs: &SafeDir,
     tmp: &str,
+    key: &RunKey,
     canonical: &Canonical,
     recipes: &[Recipe],
 ) -> anyhow::Result<()> {
     let run = create_dir(runs, tmp)?;
+    Record::write(&run, key)?;
     let abra = create_dir(&run, ABRA)?;
     link(&abra, SERVERS, &canonical.servers())?;
     if canonical.has_catalogue() {
@@ -463,6 +656,10 @@ mod tests {
     use super::*;
     use std::os::unix::fs::{symlink, PermissionsExt};
 
+    fn key(name: &str) -> RunKey {
+        RunKey::parse(name).unwrap()
+    }
+
     struct World {
         _tmp: tempfile::TempDir,
         canonical: Canonical,
@@ -510,7 +707,7 @@ mod tests {
     #[test]
     fn layout_without_recipes_and_reuse() {
         let w = world(false);
-        let abra = prepare(&w.runs, "r-1", &w.canonical, &[]).unwrap();
+        let abra = prepare(&w.runs, &key("r-1"), &w.canonical, &[]).unwrap();
         assert_eq!(abra, w.runs.join("r-1").join("abra"));
         assert_eq!(
             std::fs::read_link(abra.join("servers")).unwrap(),
@@ -525,7 +722,10 @@ mod tests {
 
         // The canonical catalogue appears later: a second call adds the link.
         std::fs::create_dir(w.canonical.catalogue()).unwrap();
-        assert_eq!(prepare(&w.runs, "r-1", &w.canonical, &[]).unwrap(), abra);
+        assert_eq!(
+            prepare(&w.runs, &key("r-1"), &w.canonical, &[]).unwrap(),
+            abra
+        );
         assert_eq!(
             std::fs::read_link(abra.join("catalogue")).unwrap(),
             w.canonical.catalogue()
@@ -535,11 +735,11 @@ mod tests {
     #[test]
     fn reuse_refuses_wrong_links_and_symlinked_dirs() {
         let w = world(true);
-        let abra = prepare(&w.runs, "r-1", &w.canonical, &[]).unwrap();
+        let abra = prepare(&w.runs, &key("r-1"), &w.canonical, &[]).unwrap();
         let refused = |w: &World| {
             format!(
                 "{:#}",
-                prepare(&w.runs, "r-1", &w.canonical, &[]).unwrap_err()
+                prepare(&w.runs, &key("r-1"), &w.canonical, &[]).unwrap_err()
             )
         };
 
@@ -582,14 +782,14 @@ mod tests {
     fn clean_removes_the_run_and_its_temporaries_only() {
         let w = world(true);
         std::fs::write(w.canonical.servers().join("keep.env"), "X=1").unwrap();
-        prepare(&w.runs, "r-1", &w.canonical, &[]).unwrap();
-        prepare(&w.runs, "r-2", &w.canonical, &[]).unwrap();
+        prepare(&w.runs, &key("r-1"), &w.canonical, &[]).unwrap();
+        prepare(&w.runs, &key("r-2"), &w.canonical, &[]).unwrap();
         std::fs::create_dir(w.runs.join(".r-1.99.tmp")).unwrap();
-        clean(w.runs.path(), "r-1").unwrap();
-        clean(w.runs.path(), "r-1").unwrap();
+        clean(w.runs.path(), &key("r-1")).unwrap();
+        clean(w.runs.path(), &key("r-1")).unwrap();
         assert_eq!(w.runs.names().unwrap(), vec![OsStr::new("r-2")]);
         assert!(w.canonical.servers().join("keep.env").exists());
         assert!(w.canonical.catalogue().is_dir());
-        clean(&w.runs.join("missing-runs-dir"), "r-1").unwrap();
+        clean(&w.runs.join("missing-runs-dir"), &key("r-1")).unwrap();
     }
 }

@@ -8,6 +8,7 @@
 /// Success.
 pub const SUCCESS: u8 = 0;
 /// `ccci-janitor`: at least one reap failed. `ccci-state get`: no such value.
+/// `ccci-lock --release`: a domain is not held for PID.
 pub const FAILURE: u8 = 1;
 /// Usage error or invalid input: bad flag, invalid domain, run id, name or
 /// duration. Nothing was created.
@@ -31,7 +32,7 @@ pub const TABLE: &[(&str, &str)] = &[
     ("0", "success"),
     (
         "1",
-        "ccci-janitor: at least one reap failed; ccci-state get: no such value",
+        "ccci-janitor: at least one reap failed; ccci-state get: no such value; ccci-lock --release: a domain is not held for PID",
     ),
     (
         "2",
@@ -43,13 +44,13 @@ pub const TABLE: &[(&str, &str)] = &[
     ),
     (
         "125",
-        "the tool itself failed (unsafe or unusable directory, I/O error, refused to run)",
+        "the tool itself failed (unsafe or unusable directory, I/O error, etcd unreachable, lock lost, refused to run)",
     ),
     ("126", "COMMAND found but not executable"),
     ("127", "COMMAND not found"),
     (
         "128+N",
-        "COMMAND was killed by signal N (142 = SIGALRM deadline, 143 = SIGTERM)",
+        "COMMAND was killed by signal N (142 = SIGALRM deadline, 143 = SIGTERM): the tool ends by that same signal, without a core dump",
     ),
     ("other", "COMMAND's own exit status, passed through"),
 ];

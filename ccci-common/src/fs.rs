@@ -6,22 +6,44 @@
 //!   on the open descriptor, and every later operation is relative to that
 //!   descriptor, so renaming or replacing the path afterwards cannot redirect
 //!   us into somebody else's directory.
-//! - Directories we create get mode 0700 (parents too).
+//! - The whole path counts, not only its last component. [`SafeDir::open`]
+//!   walks the path one component at a time from a descriptor of `/`
+//!   (`openat` with `O_NOFOLLOW|O_DIRECTORY`; intermediate components with
+//!   `O_PATH`, so a search-only ancestor works): a symlink anywhere on the
+//!   path is refused, and every ancestor must be owned by root or the
+//!   effective uid and not writable by group or others, except a sticky
+//!   directory such as `/tmp`, below which the next component must be owned
+//!   by the effective uid. This closes the squatting race: another local user
+//!   who creates `/tmp/ccci-<uid>` first (or who could rename a directory on
+//!   the path) could otherwise rename the lock dir away under a running holder
+//!   and let a second process lock a new file of the same name. Checking each
+//!   component on the descriptor that the next `openat` starts from leaves no
+//!   window between check and use.
+//! - Paths are normalised lexically before the walk: a relative path is
+//!   taken from the current directory (`getcwd`, which names no symlink),
+//!   empty and `.` components are dropped, and `..` removes the component
+//!   before it. Because no component may be a symlink, this lexical reading
+//!   names the same directory the kernel would reach, and a trailing `/`,
+//!   `//` or `/.` cannot make a symlink acceptable (`O_NOFOLLOW` is useless
+//!   on `link/`, whose last component is empty): `link/` is opened as `link`
+//!   and refused.
+//! - Directories we create get mode 0700, missing parents too, each made with
+//!   `mkdirat` in the walk (never through a symlink) and checked like the rest.
 //! - Files are opened with `O_NOFOLLOW|O_CLOEXEC|O_NOCTTY|O_NONBLOCK` and must
-//!   be regular files: a symlink, FIFO, socket, device or directory where a
-//!   file is expected is refused before anything is read, written, truncated
-//!   or locked (`O_NONBLOCK` keeps a FIFO from hanging the open).
+//!   be regular files with one link: a symlink, FIFO, socket, device,
+//!   directory, or a hard link to some other file where a file is expected is
+//!   refused before anything is read, written, truncated or locked
+//!   (`O_NONBLOCK` keeps a FIFO from hanging the open).
 //! - [`SafeDir::replace`] writes a new file under a temporary name and
 //!   renames it into place, so a reader (or a SIGKILL at any instruction)
 //!   sees the old content or the new, never a torn or empty file.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -30,6 +52,7 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
 
 use crate::dirs::Role;
+use crate::names::quote_path;
 
 /// A directory we checked and may write into; see the module doc.
 #[derive(Debug)]
@@ -46,13 +69,29 @@ fn dir_flags() -> OFlag {
     base_flags() | OFlag::O_RDONLY | OFlag::O_DIRECTORY
 }
 
+fn path_flags() -> OFlag {
+    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+}
+
+/// `uid 1001 (ci)`, or `uid 1001` when the uid has no name.
+pub fn describe_uid(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) => format!("uid {uid} ({})", user.name),
+        _ => format!("uid {uid}"),
+    }
+}
+
 /// Why a directory is unsafe, or `None` when it is fine.
 fn unsafe_reason(st: &FileStat) -> Option<String> {
     let me = nix::unistd::geteuid().as_raw();
     if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
         Some("is not a directory".into())
     } else if st.st_uid != me {
-        Some(format!("is owned by uid {}, not by uid {me}", st.st_uid))
+        Some(format!(
+            "is owned by {}, not by {}",
+            describe_uid(st.st_uid),
+            describe_uid(me)
+        ))
     } else if st.st_mode & 0o022 != 0 {
         Some(format!(
             "is writable by group or others (mode {:04o})",
@@ -65,36 +104,171 @@ fn unsafe_reason(st: &FileStat) -> Option<String> {
 
 fn refuse(role: &Role, path: &Path, reason: &str) -> anyhow::Error {
     let fix = if reason.starts_with("is writable") {
-        format!("chmod 700 {} or set {}", path.display(), role.env)
+        format!("chmod 700 {} or set {}", quote_path(path), role.env)
     } else {
         format!("choose another with {} or {}", role.flag, role.env)
     };
-    anyhow::anyhow!("{} {} {reason}; {fix}", role.what, path.display())
+    anyhow::anyhow!("{} {} {reason}; {fix}", role.what, quote_path(path))
+}
+
+/// A refusal because of `ancestor`, a directory on the way to the one asked
+/// for; `fix`, when given, comes before the advice to choose another.
+fn refuse_ancestor(
+    role: &Role,
+    path: &Path,
+    ancestor: &Path,
+    reason: &str,
+    fix: Option<String>,
+) -> anyhow::Error {
+    let fix = fix.map_or(String::new(), |fix| format!("{fix}, or "));
+    anyhow::anyhow!(
+        "{} {}: {} {reason}; {fix}choose another with {} or {}",
+        role.what,
+        quote_path(path),
+        quote_path(ancestor),
+        role.flag,
+        role.env
+    )
+}
+
+/// Whether an ancestor directory may stay on the path: `Ok(true)` when it
+/// is sticky and writable by others (its entries must then be ours).
+fn check_ancestor(role: &Role, path: &Path, here: &Path, st: &FileStat) -> anyhow::Result<bool> {
+    let me = nix::unistd::geteuid().as_raw();
+    if st.st_uid != 0 && st.st_uid != me {
+        let reason = format!(
+            "is owned by {}, not by root or {}: its owner can rename or replace what is \
+             inside it",
+            describe_uid(st.st_uid),
+            describe_uid(me)
+        );
+        return Err(refuse_ancestor(role, path, here, &reason, None));
+    }
+    if st.st_mode & 0o022 == 0 {
+        return Ok(false);
+    }
+    if st.st_mode & libc::S_ISVTX != 0 {
+        return Ok(true);
+    }
+    let reason = format!(
+        "is writable by group or others (mode {:04o}) and not sticky: anybody can rename or \
+         replace what is inside it",
+        st.st_mode & 0o7777,
+    );
+    let fix = format!("chmod go-w {}", quote_path(here));
+    Err(refuse_ancestor(role, path, here, &reason, Some(fix)))
+}
+
+/// The components of `path`, made absolute against the current directory
+/// and normalised lexically; see the module doc.
+fn walk_components(path: &Path) -> io::Result<Vec<OsString>> {
+    use std::path::Component;
+    let absolute;
+    let path = if path.is_absolute() {
+        path
+    } else {
+        absolute = std::env::current_dir()?.join(path);
+        &absolute
+    };
+    let mut out: Vec<OsString> = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(name) => out.push(name.to_os_string()),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    Ok(out)
 }
 
 impl SafeDir {
-    /// Opens `path` as `role`'s directory. With `create`, a missing directory
-    /// is made (with its missing parents) mode 0700; without it, a missing
-    /// directory is `Ok(None)` and nothing is created.
+    /// Opens `path` as `role`'s directory, walking and checking the whole
+    /// path (see the module doc). With `create`, missing directories are
+    /// made 0700 on the way; without it, a missing one is `Ok(None)` and
+    /// nothing is created.
     pub fn open(role: &Role, path: &Path, create: bool) -> anyhow::Result<Option<SafeDir>> {
-        let opened = match nix::fcntl::open(path, dir_flags(), Mode::empty()) {
-            Err(Errno::ENOENT) if create => {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(path)
-                    .with_context(|| format!("cannot create {} {}", role.what, path.display()))?;
-                nix::fcntl::open(path, dir_flags(), Mode::empty())
+        let names = walk_components(path)
+            .with_context(|| format!("cannot resolve {} {}", role.what, quote_path(path)))?;
+        let mut here = PathBuf::from("/");
+        let mut fd = nix::fcntl::open("/", path_flags(), Mode::empty())
+            .with_context(|| format!("cannot open / for {} {}", role.what, quote_path(path)))?;
+        let mut st = nix::sys::stat::fstat(&fd).context("cannot stat /")?;
+        for (i, name) in names.iter().enumerate() {
+            let last = i + 1 == names.len();
+            let sticky = check_ancestor(role, path, &here, &st)?;
+            let parent = here.clone();
+            here.push(name);
+            let flags = if last { dir_flags() } else { path_flags() };
+            let opened = match nix::fcntl::openat(&fd, name.as_os_str(), flags, Mode::empty()) {
+                Err(Errno::ENOENT) if create => {
+                    match nix::sys::stat::mkdirat(
+                        &fd,
+                        name.as_os_str(),
+                        Mode::from_bits_truncate(0o700),
+                    ) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => {
+                            return Err(anyhow::Error::new(e).context(format!(
+                                "cannot create {} (for {} {})",
+                                quote_path(&here),
+                                role.what,
+                                quote_path(path)
+                            )))
+                        }
+                    }
+                    nix::fcntl::openat(&fd, name.as_os_str(), flags, Mode::empty())
+                }
+                other => other,
+            };
+            let next = match opened {
+                Ok(next) => next,
+                Err(Errno::ENOENT) => return Ok(None),
+                Err(e @ (Errno::ELOOP | Errno::ENOTDIR)) => {
+                    let reason = kind_at(&fd, name, e);
+                    return Err(if last {
+                        refuse(role, path, reason)
+                    } else {
+                        refuse_ancestor(role, path, &here, reason, None)
+                    });
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "cannot open {} (for {} {})",
+                        quote_path(&here),
+                        role.what,
+                        quote_path(path)
+                    )))
+                }
+            };
+            st = nix::sys::stat::fstat(&next)
+                .with_context(|| format!("cannot stat {}", quote_path(&here)))?;
+            let me = nix::unistd::geteuid().as_raw();
+            if sticky && !last && st.st_uid != me {
+                return Err(refuse_ancestor(
+                    role,
+                    path,
+                    &here,
+                    &format!(
+                        "is owned by {}, not by {}, in the sticky directory {} where anybody \
+                         can create it first",
+                        describe_uid(st.st_uid),
+                        describe_uid(me),
+                        quote_path(&parent)
+                    ),
+                    Some(format!(
+                        "have it removed (it is not ours: rm -r {})",
+                        quote_path(&here)
+                    )),
+                ));
             }
-            other => other,
-        };
-        let fd = match opened {
-            Ok(fd) => fd,
-            Err(Errno::ENOENT) => return Ok(None),
-            Err(e) => return Err(open_dir_error(role, path, e)),
-        };
-        let st = nix::sys::stat::fstat(&fd)
-            .with_context(|| format!("cannot stat {} {}", role.what, path.display()))?;
+            fd = next;
+        }
+        if names.is_empty() {
+            // The root itself: reopen it readable, like any last component.
+            fd = nix::fcntl::open("/", dir_flags(), Mode::empty()).context("cannot open /")?;
+        }
         if let Some(reason) = unsafe_reason(&st) {
             return Err(refuse(role, path, &reason));
         }
@@ -111,7 +285,7 @@ impl SafeDir {
             None => bail!(
                 "{} {} vanished while being created",
                 role.what,
-                path.display()
+                quote_path(path)
             ),
         }
     }
@@ -124,19 +298,18 @@ impl SafeDir {
             match nix::sys::stat::mkdirat(&self.fd, name, Mode::from_bits_truncate(0o700)) {
                 Ok(()) | Err(Errno::EEXIST) => {}
                 Err(e) => {
-                    return Err(
-                        anyhow::Error::new(e).context(format!("cannot create {}", path.display()))
-                    )
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("cannot create {}", quote_path(&path))))
                 }
             }
         }
         let fd = match nix::fcntl::openat(&self.fd, name, dir_flags(), Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => return Ok(None),
-            Err(e) => return Err(open_dir_error(role, &path, e)),
+            Err(e) => return Err(open_dir_error(role, &self.fd, name, &path, e)),
         };
         let st = nix::sys::stat::fstat(&fd)
-            .with_context(|| format!("cannot stat {}", path.display()))?;
+            .with_context(|| format!("cannot stat {}", quote_path(&path)))?;
         if let Some(reason) = unsafe_reason(&st) {
             return Err(refuse(role, &path, &reason));
         }
@@ -181,6 +354,11 @@ impl SafeDir {
         let st = nix::sys::stat::fstat(&fd).map_err(|e| err(FileErrorKind::Io(e.into())))?;
         if let Some(kind) = non_regular_kind(st.st_mode) {
             return Err(err(FileErrorKind::NotRegular(kind)));
+        }
+        if st.st_nlink > 1 {
+            // Another name for this file may be somebody else's file: the
+            // holder record or a counter must never be written into it.
+            return Err(err(FileErrorKind::NotRegular(HARD_LINKED)));
         }
         // Regular files ignore O_NONBLOCK for I/O, but clear it anyway so
         // nothing downstream sees a surprising flag.
@@ -249,19 +427,68 @@ impl SafeDir {
     pub fn replace(&self, name: &str, content: &[u8]) -> anyhow::Result<()> {
         let tmp = format!(".{name}.{}.tmp", std::process::id());
         self.remove_file(&tmp)
-            .with_context(|| format!("cannot remove {}", self.join(&tmp).display()))?;
+            .with_context(|| format!("cannot remove {}", quote_path(&self.join(&tmp))))?;
         let mut file = self.open_file(&tmp, OpenHow::CreateNew)?;
+        // Held until the rename: `collect_temporaries` never takes a live
+        // writer's temporary.
+        crate::sys::flock(file.as_fd(), crate::sys::FlockOp::ExclusiveNonblock)
+            .with_context(|| format!("cannot lock {}", quote_path(&self.join(&tmp))))?;
         let written = file.write_all(content).and_then(|()| file.sync_data());
         if let Err(e) = written {
             let _ = self.remove_file(&tmp);
             return Err(anyhow::Error::new(e)
-                .context(format!("cannot write {}", self.join(&tmp).display())));
+                .context(format!("cannot write {}", quote_path(&self.join(&tmp)))));
         }
         nix::fcntl::renameat(&self.fd, tmp.as_str(), &self.fd, name).map_err(|e| {
             let _ = self.remove_file(&tmp);
-            anyhow::Error::new(e).context(format!("cannot replace {}", self.join(name).display()))
+            anyhow::Error::new(e)
+                .context(format!("cannot replace {}", quote_path(&self.join(name))))
         })
     }
+
+    /// Removes the temporaries that writers killed inside [`SafeDir::replace`]
+    /// left here (`.NAME.PID.tmp`), and returns their names.
+    ///
+    /// A temporary is taken only when its writer is gone on both counts: no
+    /// process PID exists, and nobody holds the flock a writer keeps on its
+    /// temporary until the rename (which also covers a pid from another pid
+    /// namespace). A live writer's temporary is never touched.
+    pub fn collect_temporaries(&self) -> io::Result<Vec<OsString>> {
+        let mut removed = Vec::new();
+        for name in self.names()? {
+            let Some(pid) = name.to_str().and_then(temporary_pid) else {
+                continue;
+            };
+            let name = name.to_str().unwrap_or_default();
+            let writer_alive = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+                Err(Errno::ESRCH) => false,
+                _ => pid > 0,
+            };
+            if writer_alive {
+                continue;
+            }
+            let Ok(file) = self.open_file(name, OpenHow::Read) else {
+                continue; // gone, or not a file we made: leave it
+            };
+            if crate::sys::flock(file.as_fd(), crate::sys::FlockOp::ExclusiveNonblock)?
+                && self.names_file(name, &file)?
+            {
+                self.remove_file(name)?;
+                removed.push(OsString::from(name));
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// The writer's pid of a [`SafeDir::replace`] temporary `.NAME.PID.tmp`.
+fn temporary_pid(name: &str) -> Option<i32> {
+    let stem = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (base, pid) = stem.rsplit_once('.')?;
+    if base.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
 }
 
 impl AsFd for SafeDir {
@@ -282,22 +509,28 @@ fn non_regular_kind(mode: u32) -> Option<&'static str> {
     }
 }
 
-fn open_dir_error(role: &Role, path: &Path, e: Errno) -> anyhow::Error {
-    match e {
-        // O_DIRECTORY|O_NOFOLLOW on a symlink gives ENOTDIR or ELOOP; lstat
-        // tells a symlink from a file.
-        Errno::ELOOP | Errno::ENOTDIR => {
-            let symlink = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink());
-            let reason = if symlink {
-                "is a symlink"
-            } else {
-                "is not a directory"
-            };
-            refuse(role, path, reason)
-        }
-        e => anyhow::Error::new(e).context(format!("cannot open {} {}", role.what, path.display())),
+/// Why `openat(dir, name, O_DIRECTORY|O_NOFOLLOW)` failed with `e` (ELOOP
+/// or ENOTDIR): an `lstat` on the same directory fd tells a symlink from a file.
+fn kind_at(dir: &OwnedFd, name: &OsStr, e: Errno) -> &'static str {
+    match nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => "is a symlink",
+        _ if e == Errno::ELOOP => "is a symlink",
+        _ => "is not a directory",
     }
 }
+
+fn open_dir_error(role: &Role, dir: &OwnedFd, name: &str, path: &Path, e: Errno) -> anyhow::Error {
+    match e {
+        Errno::ELOOP | Errno::ENOTDIR => refuse(role, path, kind_at(dir, name.as_ref(), e)),
+        e => {
+            anyhow::Error::new(e).context(format!("cannot open {} {}", role.what, quote_path(path)))
+        }
+    }
+}
+
+/// The [`FileErrorKind::NotRegular`] kind of a regular file with more than
+/// one hard link: where a tool's own file is expected, it is refused.
+pub const HARD_LINKED: &str = "a file with more than one hard link";
 
 /// How [`SafeDir::open_file`] opens a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,7 +563,8 @@ pub enum FileErrorKind {
     Exists,
     /// A symlink: never followed.
     Symlink,
-    /// Not a regular file: "a directory", "a FIFO", …
+    /// Not a regular file: "a directory", "a FIFO", …, or a regular file
+    /// with more than one link ([`HARD_LINKED`]).
     NotRegular(&'static str),
     /// Any other I/O error.
     Io(io::Error),
@@ -338,13 +572,18 @@ pub enum FileErrorKind {
 
 impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = self.path.display();
+        let path = quote_path(&self.path);
         match &self.kind {
             FileErrorKind::Missing => write!(f, "{path} does not exist"),
             FileErrorKind::Exists => write!(f, "{path} exists already"),
             FileErrorKind::Symlink => {
                 write!(f, "{path} is a symlink; refusing to follow it (remove it)")
             }
+            FileErrorKind::NotRegular(HARD_LINKED) => write!(
+                f,
+                "{path} has more than one hard link (another name for it may be another \
+                 file's); refusing to use it (remove it)"
+            ),
             FileErrorKind::NotRegular(kind) => {
                 write!(
                     f,
@@ -472,6 +711,137 @@ mod tests {
     }
 
     #[test]
+    fn open_file_refuses_a_hard_linked_file_and_leaves_it_alone() {
+        let t = tmp();
+        let dir = SafeDir::create(&LOCK_DIR, &t.path().join("locks")).unwrap();
+        let other = t.path().join("precious");
+        std::fs::write(&other, "keep\n").unwrap();
+        std::fs::hard_link(&other, t.path().join("locks/d.lock")).unwrap();
+        for how in [
+            OpenHow::Read,
+            OpenHow::ReadWrite,
+            OpenHow::Create,
+            OpenHow::CreateNew,
+        ] {
+            let e = dir.open_file("d.lock", how).unwrap_err();
+            assert!(
+                matches!(
+                    e.kind,
+                    FileErrorKind::NotRegular(HARD_LINKED) | FileErrorKind::Exists
+                ),
+                "{e}"
+            );
+        }
+        let e = dir.open_file("d.lock", OpenHow::Create).unwrap_err();
+        assert!(e.to_string().contains("more than one hard link"), "{e}");
+        assert!(
+            dir.replace("d.lock", b"x").is_ok(),
+            "replace makes a new file"
+        );
+        assert_eq!(std::fs::read(&other).unwrap(), b"keep\n");
+    }
+
+    #[test]
+    fn a_trailing_slash_or_dot_never_follows_a_symlink() {
+        let t = tmp();
+        let real = t.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+        symlink(&real, t.path().join("link")).unwrap();
+        for tail in ["link/", "link//", "link/.", "link/./", "link/x/.."] {
+            let path = PathBuf::from(format!("{}/{tail}", t.path().display()));
+            for create in [false, true] {
+                let e = SafeDir::open(&LOCK_DIR, &path, create)
+                    .unwrap_err()
+                    .to_string();
+                assert!(e.contains("is a symlink"), "{tail}: {e}");
+            }
+        }
+        // A symlink in the middle of the path, too; nothing made through it.
+        let deep = t.path().join("link/sub/locks");
+        let e = SafeDir::open(&LOCK_DIR, &deep, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("{}/link is a symlink", t.path().display())),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn dot_dot_is_lexical_and_relative_paths_start_at_the_cwd() {
+        let t = tmp();
+        let path = t.path().join("a/../b/./c/");
+        let dir = SafeDir::create(&LOCK_DIR, &path).unwrap();
+        assert!(t.path().join("b/c").is_dir());
+        assert!(!t.path().join("a").exists(), "a/.. creates nothing");
+        assert_eq!(dir.path(), path, "the path given is kept for messages");
+        assert_eq!(
+            walk_components(Path::new("x/../y")).unwrap(),
+            walk_components(&std::env::current_dir().unwrap().join("y")).unwrap()
+        );
+        assert_eq!(walk_components(Path::new("/../..//")).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_writable_ancestor_is_refused_unless_sticky() {
+        let t = tmp();
+        let open = t.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = SafeDir::open(&LOCK_DIR, &open.join("locks"), true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "{} is writable by group or others (mode 0777) and not sticky",
+                open.display()
+            )),
+            "{e}"
+        );
+        assert!(e.contains(&format!("chmod go-w {}", open.display())), "{e}");
+        assert!(!open.join("locks").exists(), "nothing created under it");
+
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let dir = SafeDir::create(&LOCK_DIR, &open.join("mine/locks")).unwrap();
+        assert_eq!(mode(dir.path()), 0o700);
+        assert_eq!(mode(&open.join("mine")), 0o700);
+    }
+
+    #[test]
+    fn a_foreign_entry_below_a_sticky_dir_is_refused() {
+        if nix::unistd::geteuid().as_raw() != 0 {
+            return; // chown needs root; the integration suite covers it with a real user
+        }
+        let t = tmp();
+        let sticky = t.path().join("tmp");
+        std::fs::create_dir(&sticky).unwrap();
+        std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let squat = sticky.join("ccci-0");
+        std::fs::create_dir(&squat).unwrap();
+        std::fs::set_permissions(&squat, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&squat, Some(65534), Some(65534)).unwrap();
+        for create in [false, true] {
+            let e = SafeDir::open(&LOCK_DIR, &squat.join("locks"), create)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("{} is owned by uid 65534", squat.display())),
+                "{e}"
+            );
+            assert!(e.contains("in the sticky directory"), "{e}");
+        }
+        assert!(!squat.join("locks").exists());
+        // The same foreign dir anywhere else on the path is refused too.
+        std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let e = SafeDir::open(&LOCK_DIR, &squat.join("locks"), true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not by root or uid 0"), "{e}");
+    }
+
+    #[test]
     fn identity_check_sees_unlink_and_replacement() {
         let t = tmp();
         let dir = SafeDir::create(&LOCK_DIR, t.path()).unwrap();
@@ -491,6 +861,31 @@ mod tests {
         dir.replace("v", b"22\n").unwrap();
         assert_eq!(std::fs::read(t.path().join("v")).unwrap(), b"22\n");
         assert_eq!(dir.names().unwrap(), vec![std::ffi::OsString::from("v")]);
+    }
+
+    #[test]
+    fn temporaries_of_dead_writers_are_collected_live_ones_kept() {
+        let t = tmp();
+        let dir = SafeDir::create(&LOCK_DIR, t.path()).unwrap();
+        dir.replace("v", b"1\n").unwrap();
+        // A dead writer's temporary: a pid that cannot exist.
+        let dead = format!(".v.{}.tmp", i32::MAX);
+        std::fs::write(t.path().join(&dead), "half").unwrap();
+        // A live writer's: this process, holding the flock.
+        let live = format!(".v.{}.tmp", std::process::id());
+        let held = dir.open_file(&live, OpenHow::CreateNew).unwrap();
+        crate::sys::flock(held.as_fd(), crate::sys::FlockOp::ExclusiveNonblock).unwrap();
+        // Names that only look similar are not ours to remove.
+        for other in [".v.12x.tmp", "v.1.tmp", "..1.tmp", ".v.tmp"] {
+            std::fs::write(t.path().join(other), "x").unwrap();
+        }
+        let removed = dir.collect_temporaries().unwrap();
+        assert_eq!(removed, vec![OsString::from(&dead)]);
+        assert!(t.path().join(&live).exists());
+        assert_eq!(std::fs::read(t.path().join("v")).unwrap(), b"1\n");
+        assert_eq!(temporary_pid(".deploys.123.tmp"), Some(123));
+        assert_eq!(temporary_pid(".a.b.7.tmp"), Some(7));
+        assert_eq!(temporary_pid(".v.-1.tmp"), None);
     }
 
     #[test]

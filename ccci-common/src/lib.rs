@@ -2,22 +2,34 @@
 //!
 //! - [`exit`]: the one exit-status table, as constants and as text for help
 //!   and man pages.
-//! - [`names`]: DOMAIN, run id and state NAME validation; shell quoting.
+//! - [`names`]: DOMAIN, run id and state NAME validation; quoting for messages (invisible characters shown) and for `export` lines.
 //! - [`duration`]: `90s`, `2m`, `1h30m`, `500ms`, bare seconds.
 //! - [`dirs`]: default directories that never depend on session variables.
 //! - [`fs`]: the safe-directory rule and files opened only through it.
 //! - [`sys`]: flock, signal masks and dispositions, the parent-death signal;
 //!   the only module with `unsafe`.
 //! - [`supervise`]: run a child, forward signals, deadline and kill timer.
-//! - [`cli`]: the frame of every `main`: parse, run, exit status, messages.
+//! - [`cli`]: the frame of every `main`: parse, run, exit status, messages,
+//!   and bad values blamed on the flag or variable they came from.
+//! - [`args`]: the directory flags, and the rule that the lock, state and
+//!   runs dirs are apart.
+//! - [`run`]: run identity (run id, harness pid, run key) and the record of
+//!   a run's harness that tells a live run from a reused pid.
+//! - [`proc`]: is a pid alive, when did it start, which namespace and boot,
+//!   the host name.
+//! - [`locked`]: open → lock → verify the name still names it → retry.
 
 #![warn(missing_docs)]
 
+pub mod args;
 pub mod cli;
 pub mod dirs;
 pub mod duration;
 pub mod exit;
 pub mod fs;
+pub mod locked;
 pub mod names;
+pub mod proc;
+pub mod run;
 pub mod supervise;
 pub mod sys;

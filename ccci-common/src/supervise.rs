@@ -23,14 +23,97 @@
 //!   lost existed. A loss before the child starts is therefore either seen
 //!   in the flag, which the loop reads before its first wait, or pending as
 //!   the signal, which its first wait takes.
+//!
+//! # Starting a COMMAND, the same way in every tool
+//!
+//! [`command`] turns the `-- COMMAND [ARG...]` of a command line into a
+//! [`Command`]; [`run`] starts it under a [`Watch`] and waits, and when it
+//! cannot be started says `cannot run 'prog': why` (quoted visibly) and
+//! gives 126 or 127 (SPEC §1); [`exec`] does the same for a tool that
+//! replaces itself with COMMAND. The child always gets an empty signal mask
+//! and default dispositions ([`crate::sys::prepare_command`]); [`FORWARDED`]
+//! is the one list of signals a waiting tool passes on.
 
+use std::ffi::OsString;
 use std::io;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cli::UsageError;
+use crate::exit::{self, Ended};
 use crate::sys;
+
+/// The signals a tool that waits for a COMMAND passes on to it: TERM, INT,
+/// HUP, QUIT, ALRM, USR1 and USR2 (SPEC §2, §3, §4). ALRM is among them so
+/// that an alarm armed before the tool was exec'd (an outer deadline)
+/// reaches COMMAND instead of killing the tool.
+pub const FORWARDED: [libc::c_int; 7] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGALRM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// The `COMMAND [ARG...]` of a command line as a [`Command`]; an empty one
+/// is a usage error.
+pub fn command(argv: &[OsString]) -> Result<Command, UsageError> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| UsageError("no COMMAND given".into()))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    Ok(cmd)
+}
+
+/// Says that `cmd` could not be started (its program quoted visibly) and
+/// returns the status for it: 127 when not found, else 126.
+pub fn cannot_start(cmd: &Command, e: &io::Error) -> u8 {
+    crate::say!("cannot run {}: {e}", crate::cli::quote(cmd.get_program()));
+    exit::from_spawn_error(e)
+}
+
+/// How a started COMMAND finished.
+#[derive(Debug, Clone, Copy)]
+pub enum Finished {
+    /// It ran and ended.
+    Ran(Outcome),
+    /// It could not be started (already reported): 126 or 127.
+    NotStarted(u8),
+}
+
+impl Finished {
+    /// How a tool that only passes COMMAND's ending on ends: with its
+    /// status, by its signal, or 126/127.
+    pub fn ended(&self) -> Ended {
+        match self {
+            Finished::Ran(outcome) => outcome.ended(),
+            Finished::NotStarted(code) => Ended::Code(*code),
+        }
+    }
+}
+
+/// Starts `cmd` under `watch` and waits for it ([`spawn`], then
+/// [`Supervised::wait`]); a command that cannot be started is reported.
+pub fn run(cmd: &mut Command, watch: Watch) -> io::Result<Finished> {
+    match spawn(cmd, watch) {
+        Ok(child) => Ok(Finished::Ran(child.wait()?)),
+        Err(e) => Ok(Finished::NotStarted(cannot_start(cmd, &e))),
+    }
+}
+
+/// Replaces this process with `cmd`; returns only when that failed, with
+/// the status to exit with (126 or 127), after reporting it. The caller
+/// resets the signal state first ([`sys::reset_signals`]).
+pub fn exec(cmd: &mut Command) -> u8 {
+    use std::os::unix::process::CommandExt;
+    let e = cmd.exec();
+    cannot_start(cmd, &e)
+}
 
 /// The longest we wait for a signal before checking the child anyway. In a
 /// process with other threads (a test harness, say) the kernel may hand
@@ -120,6 +203,13 @@ impl LossNotifier {
     pub fn notify(&self) {
         self.lost.store(true, Ordering::SeqCst);
         self.wake.send();
+    }
+}
+
+impl Outcome {
+    /// How the child ended: its exit status, or the signal that killed it.
+    pub fn ended(&self) -> Ended {
+        Ended::from_wait_status(self.status)
     }
 }
 
@@ -325,6 +415,26 @@ mod tests {
     }
 
     #[test]
+    fn commands_from_argv_and_the_126_127_mapping() {
+        assert!(command(&[]).is_err());
+        let mut cmd = command(&["sh".into(), "-c".into(), "exit 4".into()]).unwrap();
+        let done = run(&mut cmd, watch()).unwrap();
+        assert_eq!(done.ended(), Ended::Code(4));
+        let mut missing = command(&["/nonexistent/ccci".into()]).unwrap();
+        assert_eq!(
+            run(&mut missing, watch()).unwrap().ended(),
+            Ended::Code(127)
+        );
+        let mut dir = command(&["/".into()]).unwrap();
+        assert_eq!(run(&mut dir, watch()).unwrap().ended(), Ended::Code(126));
+        let mut killed = command(&["sh".into(), "-c".into(), "kill -KILL $$".into()]).unwrap();
+        assert_eq!(
+            run(&mut killed, watch()).unwrap().ended(),
+            Ended::Signal(libc::SIGKILL)
+        );
+    }
+
+    #[test]
     fn a_loss_reported_by_another_thread_stops_the_child_at_once() {
         let loss = Loss::new().unwrap();
         let notifier = loss.notifier();
@@ -342,17 +452,41 @@ mod tests {
     }
 
     #[test]
-    fn a_loss_before_the_child_starts_is_not_missed_and_the_grace_ends_in_kill() {
+    fn a_loss_before_the_child_starts_is_not_missed() {
         let loss = Loss::new().unwrap();
         loss.notifier().notify();
+        let child = spawn(Command::new("sleep").arg("1000"), watch()).unwrap();
+        let out = child
+            .wait_or_lose(Some((&loss, Duration::from_secs(600))))
+            .unwrap();
+        assert!(out.lost);
+        assert_eq!(crate::exit::from_wait_status(out.status), 143);
+    }
+
+    #[test]
+    fn a_child_that_ignores_term_after_a_loss_is_killed_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready");
+        let loss = Loss::new().unwrap();
+        let notifier = loss.notifier();
         let child = spawn(
-            Command::new("sh").args(["-c", "trap '' TERM; while :; do :; done"]),
+            Command::new("sh")
+                .args(["-c", "trap '' TERM; touch \"$0\"; while :; do :; done"])
+                .arg(&ready),
             watch(),
         )
         .unwrap();
+        let reporter = std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(60);
+            while !ready.exists() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            notifier.notify();
+        });
         let out = child
             .wait_or_lose(Some((&loss, Duration::from_millis(100))))
             .unwrap();
+        reporter.join().unwrap();
         assert!(out.lost && out.killed);
         assert_eq!(crate::exit::from_wait_status(out.status), 137);
     }

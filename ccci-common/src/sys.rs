@@ -393,6 +393,239 @@ impl ThreadSignaller {
     }
 }
 
+/// The signal that wakes a thread blocked in [`flock_or_interrupted`] (see
+/// [`interrupt_on`]); only ever sent to one thread with
+/// [`ThreadSignaller::send`].
+pub fn wake_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 3
+}
+
+extern "C" fn do_nothing(_: libc::c_int) {}
+
+/// Gives `sig` a handler that does nothing, installed without `SA_RESTART`:
+/// a thread that gets `sig` while blocked in a system call sees it fail
+/// with `EINTR`. Process-wide and idempotent; `exec` resets it.
+pub fn interrupt_on(sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: the action is stack-local and zero-initialised (an empty mask,
+    // no flags) before use; the handler is async-signal-safe (it does nothing).
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = do_nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(sig, &action, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Unblocks `signals` in this thread.
+pub fn unblock_signals(signals: &[libc::c_int]) -> io::Result<()> {
+    // SAFETY: the set is stack-local and initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &sig in signals {
+            libc::sigaddset(&mut set, sig);
+        }
+        match libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) {
+            0 => Ok(()),
+            e => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// A blocking `LOCK_EX` on `fd` that a signal with a handler installed
+/// without `SA_RESTART` (see [`interrupt_on`]) can cut short: `Ok(true)`
+/// when locked, `Ok(false)` when interrupted first.
+pub fn flock_or_interrupted(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: as in `flock`.
+    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINTR) => Ok(false),
+        _ => Err(err),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Process handles and descriptors for `ccci-lock --hold`'s keeper.
+
+/// `pidfd_open(2)`: a descriptor that refers to process `pid` itself, not to
+/// its number, so it can never come to mean a later process that reuses the
+/// number. Close-on-exec. `ESRCH`: no such process. Needs Linux 5.3.
+pub fn pidfd_open(pid: u32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: pidfd_open takes a pid and flags (0: the new fd is
+    // close-on-exec) and returns a new descriptor or -1; it touches no memory.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// `poll(2)` on `fds` (each with the events wanted) for at most `timeout`
+/// (`None`: forever). Returns each descriptor's `revents`, in order; all
+/// zero when the timeout passed. An interrupted poll is retried with the
+/// same timeout.
+pub fn poll(
+    fds: &[(BorrowedFd<'_>, libc::c_short)],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<libc::c_short>> {
+    let mut pollfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|(fd, events)| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: *events,
+            revents: 0,
+        })
+        .collect();
+    let ms = match timeout {
+        None => -1,
+        Some(t) => libc::c_int::try_from(t.as_millis()).unwrap_or(libc::c_int::MAX),
+    };
+    loop {
+        // SAFETY: `pollfds` is a live, correctly sized array of pollfd whose
+        // descriptors are borrowed (open) for the duration of the call.
+        let r = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, ms) };
+        if r >= 0 {
+            return Ok(pollfds.iter().map(|p| p.revents).collect());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+/// Arranges for `cmd`'s child, between fork and exec, to get an empty
+/// signal mask and default dispositions (as [`prepare_command`]), to start a
+/// new session (`setsid`: no controlling terminal, not in our process group,
+/// so a signal to our group or a hang-up of our terminal never reaches it)
+/// and to inherit exactly stdin, stdout, stderr and the descriptors `keep`:
+/// every other descriptor, including any this process inherited without
+/// close-on-exec (a pipe a CI runner waits on, say), is made close-on-exec
+/// in the child, and `keep` loses the flag in the child only, so no other
+/// child of ours can inherit them. Only async-signal-safe calls run in the
+/// child.
+pub fn detach_command(cmd: &mut Command, keep: &[BorrowedFd<'_>]) {
+    let keep: Vec<libc::c_int> = keep.iter().map(|fd| fd.as_raw_fd()).collect();
+    // SAFETY: the closure runs in the forked child and calls only
+    // sigprocmask/signal (reset_signals), setsid, syscall(close_range),
+    // sysconf and fcntl, all async-signal-safe; it reads the vector
+    // allocated before the fork and allocates nothing. The descriptors stay
+    // open in the parent (the caller borrows them until `spawn` returns), so
+    // they are open in the child too; marking descriptors close-on-exec in
+    // the child changes nothing in the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            reset_signals();
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let all_cloexec = libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+            ) == 0;
+            if !all_cloexec {
+                // Before Linux 5.11: mark them one by one.
+                let max = libc::sysconf(libc::_SC_OPEN_MAX).clamp(3, 1 << 16) as libc::c_int;
+                for fd in 3..max {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
+            for &fd in &keep {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Takes ownership of descriptor `fd`, which this process inherited from its
+/// parent and was told about on its command line; it is made close-on-exec.
+/// `EBADF` when no such descriptor is open.
+///
+/// Call it once per descriptor, at start-up, before anything else could
+/// have opened (and so own) a descriptor with that number.
+pub fn adopt_inherited_fd(fd: libc::c_int) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if fd < 3 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: fcntl on a number only reads or sets that descriptor's flags;
+    // an unused number gives EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open (fcntl succeeded) and, per this
+    // function's contract, inherited and owned by nothing else in this process.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Points stdin, stdout and stderr at `/dev/null`, so that a long-lived
+/// process holds no terminal and no pipe that a caller waits on.
+pub fn stdio_to_dev_null() -> io::Result<()> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for target in 0..3 {
+        // SAFETY: dup2 onto 0, 1 and 2 replaces those descriptors atomically;
+        // `null` is open for the duration of the call.
+        if unsafe { libc::dup2(null.as_raw_fd(), target) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Sets this process's name as `ps -o comm` and `/proc/PID/comm` show it
+/// (at most 15 bytes are kept).
+pub fn set_process_name(name: &str) -> io::Result<()> {
+    let name =
+        std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of which the kernel
+    // copies at most 16 bytes; `name` lives for the duration of the call.
+    if unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The pid and uid of the process at the other end of the unix socket
+/// `fd`, as the kernel recorded them when the connection was made (for the
+/// connecting side: when the other end called `listen`) (`SO_PEERCRED`).
+pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+    // SAFETY: `cred` is a stack-local ucred of the size passed in `len`;
+    // getsockopt writes at most `len` bytes into it.
+    unsafe {
+        let mut cred: libc::ucred = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        if libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((cred.pid as u32, cred.uid))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,6 +735,8 @@ mod tests {
         assert!(!flock(b.as_fd(), FlockOp::ExclusiveNonblock).unwrap());
         assert!(!flock(b.as_fd(), FlockOp::SharedNonblock).unwrap());
         drop(a);
-        assert!(flock(b.as_fd(), FlockOp::ExclusiveNonblock).unwrap());
+        // Waiting, not trying: a child another test thread forks at this
+        // moment holds a copy of `a` until it execs (close-on-exec).
+        assert!(flock(b.as_fd(), FlockOp::Exclusive).unwrap());
     }
 }

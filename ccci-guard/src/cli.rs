@@ -10,7 +10,7 @@ use clap::Parser;
 
 use ccci_common::duration;
 use ccci_common::exit::{self, Ended};
-use ccci_state::identity::parse_pid;
+use ccci_common::run::parse_pid;
 
 use crate::{
     arm_deadline, exec, install, parent_pid, parse_death_signal, supervise, DeathSignal,

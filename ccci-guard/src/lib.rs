@@ -35,28 +35,18 @@ pub mod cli;
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context;
-use ccci_common::exit::{self, Ended};
-use ccci_common::supervise::{self, Watch};
-use ccci_common::{names, say, sys};
+use ccci_common::exit::Ended;
+use ccci_common::supervise::{self, Finished, Watch};
+use ccci_common::sys;
 
-/// The signals the supervisor passes on to COMMAND's process group. ALRM is
-/// not in SPEC §3's list; it is passed on too, so that an alarm armed before
-/// ccci-guard was exec'd (an outer deadline) reaches COMMAND instead of
-/// killing the supervisor.
-pub const FORWARDED: [libc::c_int; 7] = [
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGALRM,
-];
+/// The signals the supervisor passes on to COMMAND's process group: the
+/// shared list. ALRM is not in SPEC §3's list; it is passed on too, so that
+/// an alarm armed before ccci-guard was exec'd (an outer deadline) reaches
+/// COMMAND instead of killing the supervisor.
+pub use ccci_common::supervise::FORWARDED;
 
 /// The parent-death signal to set: a signal number, or none at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,17 +124,6 @@ impl fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
-fn process_exists(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // EPERM: it exists but belongs to someone else.
-    !matches!(
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-        Err(nix::errno::Errno::ESRCH)
-    )
-}
-
 /// This process's parent now.
 pub fn parent_pid() -> u32 {
     std::os::unix::process::parent_id()
@@ -160,7 +139,7 @@ pub fn check_parent(expected: u32) -> Result<(), Refusal> {
             expected,
             actual,
             own: std::process::id(),
-            expected_exists: process_exists(expected),
+            expected_exists: ccci_common::proc::alive(expected),
         })
     }
 }
@@ -191,25 +170,10 @@ pub fn arm_deadline(deadline: Duration) -> io::Result<()> {
     }
 }
 
-fn split(argv: &[OsString]) -> anyhow::Result<(&OsString, &[OsString])> {
-    argv.split_first()
-        .ok_or_else(|| anyhow::anyhow!("no COMMAND given"))
-}
-
-fn cannot_run(program: &OsString, e: &io::Error) -> Ended {
-    say!(
-        "cannot run {}: {e}",
-        names::shell_quote(&program.to_string_lossy())
-    );
-    Ended::Code(exit::from_spawn_error(e))
-}
-
 /// Replaces this process with `argv`; returns only when that failed, with
 /// the status to exit with (126 or 127).
 pub fn exec(argv: &[OsString]) -> anyhow::Result<Ended> {
-    let (program, args) = split(argv)?;
-    let e = Command::new(program).args(args).exec();
-    Ok(cannot_run(program, &e))
+    Ok(Ended::Code(supervise::exec(&mut supervise::command(argv)?)))
 }
 
 /// How the supervisor watches COMMAND.
@@ -230,7 +194,7 @@ pub struct Supervision {
 /// that killed it; 126/127 if it could not start). Members of the group
 /// that outlive COMMAND are left alone, as timeout(1) leaves them.
 pub fn supervise(argv: &[OsString], how: Supervision) -> anyhow::Result<Ended> {
-    let (program, args) = split(argv)?;
+    let mut cmd = supervise::command(argv)?;
     let watch = Watch {
         forward: FORWARDED.to_vec(),
         own_group: true,
@@ -239,16 +203,12 @@ pub fn supervise(argv: &[OsString], how: Supervision) -> anyhow::Result<Ended> {
         kill_after: how.kill_after,
         death_signal: how.death_signal,
     };
-    let child = match supervise::spawn(Command::new(program).args(args), watch) {
-        Ok(child) => child,
-        Err(e) => return Ok(cannot_run(program, &e)),
-    };
-    let outcome = child.wait().context("cannot wait for COMMAND")?;
-    Ok(if outcome.deadline_fired {
-        Ended::Signal(libc::SIGALRM)
-    } else {
-        Ended::from_wait_status(outcome.status)
-    })
+    Ok(
+        match supervise::run(&mut cmd, watch).context("cannot wait for COMMAND")? {
+            Finished::Ran(outcome) if outcome.deadline_fired => Ended::Signal(libc::SIGALRM),
+            finished => finished.ended(),
+        },
+    )
 }
 
 #[cfg(test)]
@@ -328,7 +288,7 @@ mod tests {
     #[test]
     fn a_dead_parent_is_told_from_a_live_stranger() {
         let dead = {
-            let mut child = Command::new("true").spawn().unwrap();
+            let mut child = std::process::Command::new("true").spawn().unwrap();
             let pid = child.id();
             child.wait().unwrap();
             pid

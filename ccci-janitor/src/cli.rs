@@ -3,23 +3,34 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
+
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
 
 use ccci_common::cli::UsageError;
+use ccci_common::exit::{self, Ended};
 use ccci_common::names::shell_quote;
-use ccci_common::{dirs, duration, exit, say};
-use ccci_lock::FlockDir;
+use ccci_common::{dirs, duration, say};
+use ccci_lock::{Backend, FlockDir, PassLock};
 
 use crate::reap::ReapCommand;
-use crate::{candidates, pass, read_deployed, read_warm, Examined, Glob, Level, Settings};
+use crate::{
+    candidates, missing_lock_dir, pass, read_deployed, read_patterns, Examined, Glob, Level,
+    MissingLockDir, NoClaims, Patterns, Settings,
+};
 
 const AFTER_HELP: &str = "\
+One pass at a time: a pass holds <lock dir>/.janitor.lock for its whole
+length; a janitor that finds another pass running says so and exits 0
+without examining anything.
+
 For each candidate, sorted: every <DOMAIN>.lock in the lock dir and every
 domain of --deployed (one per line; '#' comments and blank lines ignored):
-  - warm (--warm, --warm-file): skipped before any file operation;
+  - warm (--warm, --warm-file), or not a CI app (--only, --only-file given
+    and none matches): skipped before any file operation;
   - lockfile held: a live run, never touched; held longer than --leak-after:
     warning 'possible leaked run';
   - lockfile free: younger than --min-age: left alone; with --deployed and
@@ -28,26 +39,52 @@ domain of --deployed (one per line; '#' comments and blank lines ignored):
     the domain waits), and the lockfile is unlinked when it exits 0;
   - deployed but no lockfile (the host rebooted): the lockfile is created and
     the domain reaped at once.
+A shared server runs apps no CI run deployed (the proxy, backups), and
+'abra app ls' lists them too: --deployed requires --only or --only-file
+naming the CI apps (--only '*' says every deployed app is one).
+
+Patterns are shell patterns with fnmatch(3) semantics, matched against the
+whole domain: *, ?, bracket expressions such as [0-9], [!a-z] and
+[[:digit:]]; \\ quotes the next character. A pattern that cannot be parsed
+(e.g. 'w[0-9', '[[:digits:]]') is status 2. At most one of --deployed,
+--only-file and --warm-file may be '-' (stdin).
+
+A missing lock dir whose parent is on a tmpfs (as /run/lock is: a reboot
+empties it) is created (0700) and the pass goes on, so the first pass after a
+reboot reaps every deployed CI app at once. A missing lock dir anywhere else
+(a typo, an unmounted disk) is reported; nothing is probed or reaped, status
+0. --dry-run creates nothing, not even the lock dir.
+
 REAP_COMMAND runs in its own process group with CCCI_DOMAIN, CCCI_LOCK_DOMAIN
 and CCCI_LOCK_FILE set, stdin from /dev/null and its stdout sent to stderr. At
 --reap-timeout its process group is killed (SIGKILL) and the lockfile kept.
 TERM, INT, HUP, QUIT, ALRM, USR1 and USR2 received during a reap are passed to
-its process group; the pass stops after that reap, with status 128+N.
+its process group; the pass stops after that reap, keeps the lockfile of a
+reap that did not exit 0, and ends by that same signal (a shell sees 128+N).
 
 Quiet unless something happens: stderr gets actions (reaped, unlinked stale
-lockfile), warnings and errors; -v adds live, young and warm domains. --json
-prints one object per examined domain on stdout: domain, outcome (reaped,
-would-reap, live, leaked, stale-unlinked, young, skipped, failed), holder_pid,
-run_id, age_s, detail. A missing lock dir is reported and is not an error.
+lockfile), warnings and errors; -v adds live, young, warm and not-CI domains.
+Each stderr line starts with an RFC 3339 timestamp, unless stderr is the
+journal (JOURNAL_STREAM names it), which stamps lines itself. --json prints
+one object per examined domain on stdout: domain, outcome (reaped,
+would-reap, live, leaked, stale-unlinked, young, skipped, failed),
+holder_pid, run_id, age_s, detail.
 
 A domain that cannot be examined (an I/O error) is reported and the pass goes
-on; the status is then 125.
+on; the status is then 125. A pass cut short (stdout or stderr cannot be
+written) says so and exits 125.
+
+With --etcd (several hosts; or CCCI_ETCD_ENDPOINTS) the claims are the etcd
+keys PREFIX/claim/DOMAIN instead of lockfiles, the pass lock is PREFIX/janitor,
+and no lock dir is used; every rule above holds. See docs/etcd.md.
 
 Environment:
-  CCCI_APP_LOCK_DIR  the lock dir (like --lock-dir)
-  CCCI_DOMAIN        set for REAP_COMMAND: the domain being reaped
-  CCCI_LOCK_DOMAIN   set for REAP_COMMAND: the same, as under ccci-lock
-  CCCI_LOCK_FILE     set for REAP_COMMAND: the lockfile's absolute path";
+  CCCI_APP_LOCK_DIR   the lock dir (like --lock-dir)
+  JOURNAL_STREAM      set by systemd: stderr lines are then not timestamped
+  CCCI_DOMAIN         set for REAP_COMMAND: the domain being reaped
+  CCCI_LOCK_DOMAIN    set for REAP_COMMAND: the same, as under ccci-lock
+  CCCI_LOCK_FILE      set for REAP_COMMAND: the lockfile's absolute path
+  CCCI_LOCK_REVISION  set for REAP_COMMAND with --etcd: the fencing token";
 
 /// Settle abandoned claims: reap apps whose run died, under the domain's lock.
 #[derive(Debug, Parser)]
@@ -55,7 +92,7 @@ Environment:
     name = "ccci-janitor",
     version,
     after_help = format!("{AFTER_HELP}\n\n{}", exit::help_section()),
-    override_usage = "ccci-janitor [--lock-dir DIR] [--deployed FILE|-] [--warm GLOB]... [--warm-file FILE]\n                    [--min-age DURATION] [--leak-after DURATION] [--reap-timeout DURATION]\n                    [--dry-run] [--json] [-v] -- REAP_COMMAND [ARG...]"
+    override_usage = "ccci-janitor [--lock-dir DIR] [--deployed FILE|-] [--only GLOB]... [--only-file FILE]\n                    [--warm GLOB]... [--warm-file FILE]\n                    [--min-age DURATION] [--leak-after DURATION] [--reap-timeout DURATION]\n                    [--dry-run] [--json] [-v] -- REAP_COMMAND [ARG...]"
 )]
 pub struct Cli {
     /// Lock dir [default: /run/lock/ccci-<uid>, or /tmp/ccci-<uid>/locks without /run/lock]
@@ -67,16 +104,24 @@ pub struct Cli {
     )]
     pub lock_dir: Option<PathBuf>,
 
-    /// The deployed domains, one per line ('-': stdin); lockfiles of others are unlinked without a reap
+    /// The deployed domains, one per line ('-': stdin); needs --only or --only-file. Lockfiles of others are unlinked without a reap
     #[arg(long, value_name = "FILE|-")]
     pub deployed: Option<PathBuf>,
 
-    /// Never touch domains matching this shell pattern (*, ?, [...]); repeatable
+    /// Only domains matching this shell pattern are CI apps; others are never touched; repeatable
+    #[arg(long, value_name = "GLOB", value_parser = Glob::parse)]
+    pub only: Vec<Glob>,
+
+    /// Only domains matching a pattern of this file ('-': stdin), one per line, are CI apps
+    #[arg(long, value_name = "FILE|-")]
+    pub only_file: Option<PathBuf>,
+
+    /// Never touch domains matching this shell pattern; repeatable
     #[arg(long, value_name = "GLOB", value_parser = Glob::parse)]
     pub warm: Vec<Glob>,
 
-    /// Never touch domains matching a pattern of this file, one per line
-    #[arg(long, value_name = "FILE")]
+    /// Never touch domains matching a pattern of this file ('-': stdin), one per line
+    #[arg(long, value_name = "FILE|-")]
     pub warm_file: Option<PathBuf>,
 
     /// Leave lockfiles younger than this alone
@@ -99,9 +144,13 @@ pub struct Cli {
     #[arg(long)]
     pub json: bool,
 
-    /// Also report live, young and warm domains on stderr
+    /// Also report live, young, warm and not-CI domains on stderr
     #[arg(short, long)]
     pub verbose: bool,
+
+    /// Where the locks live when several hosts share them
+    #[command(flatten)]
+    pub etcd: ccci_lock::etcd::args::EtcdArgs,
 
     /// The command that reaps one app, given the domain as its last argument (after --)
     #[arg(
@@ -110,6 +159,10 @@ pub struct Cli {
         required_unless_present = "dry_run"
     )]
     pub reap_command: Vec<OsString>,
+}
+
+fn is_stdin(path: &Option<PathBuf>) -> bool {
+    path.as_deref() == Some(Path::new("-"))
 }
 
 fn read_input(path: &Path, flag: &str) -> Result<(String, String), UsageError> {
@@ -127,14 +180,67 @@ fn read_input(path: &Path, flag: &str) -> Result<(String, String), UsageError> {
     }
 }
 
-/// Runs a parsed command line; returns the exit status.
-pub fn run(cli: Cli) -> anyhow::Result<u8> {
-    // Every input is read and checked before the lock dir is touched.
-    let mut warm = cli.warm.clone();
-    if let Some(path) = &cli.warm_file {
-        let (text, source) = read_input(path, "--warm-file")?;
-        warm.extend(read_warm(&text, &source)?);
+/// The patterns of `flag` and of its `-file` variant.
+fn patterns(
+    globs: &[Glob],
+    file: Option<&Path>,
+    file_flag: &str,
+) -> anyhow::Result<Option<Patterns>> {
+    let mut all = globs.to_vec();
+    if let Some(path) = file {
+        let (text, source) = read_input(path, file_flag)?;
+        let read = read_patterns(&text, &source)?;
+        if read.is_empty() {
+            return Err(UsageError(format!(
+                "{source} names no pattern: it would match no domain"
+            ))
+            .into());
+        }
+        all.extend(read);
     }
+    if all.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Patterns::new(all)?))
+}
+
+/// Checks the flags that need no file, so a bad command line is refused
+/// before anything is read.
+fn check_flags(cli: &Cli) -> Result<(), UsageError> {
+    let stdin: Vec<&str> = [
+        ("--deployed", &cli.deployed),
+        ("--only-file", &cli.only_file),
+        ("--warm-file", &cli.warm_file),
+    ]
+    .into_iter()
+    .filter(|(_, path)| is_stdin(path))
+    .map(|(flag, _)| flag)
+    .collect();
+    if stdin.len() > 1 {
+        return Err(UsageError(format!(
+            "{} all read stdin ('-'); at most one of --deployed, --only-file and --warm-file may",
+            stdin.join(" and ")
+        )));
+    }
+    if cli.deployed.is_some() && cli.only.is_empty() && cli.only_file.is_none() {
+        return Err(UsageError(
+            "--deployed needs --only or --only-file: 'abra app ls' also lists apps no CI run \
+             deployed (the proxy, backups), and every deployed app without a lockfile is reaped; \
+             name the CI apps, e.g. --only '*-??????.ci.example.org' (--only '*' if every \
+             deployed app is one)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs a parsed command line; returns how the process ends.
+pub fn run(cli: Cli) -> anyhow::Result<Ended> {
+    // Every input is read and checked before the lock dir is touched.
+    check_flags(&cli)?;
+    let etcd = cli.etcd.config()?;
+    let only = patterns(&cli.only, cli.only_file.as_deref(), "--only-file")?;
+    let warm = patterns(&cli.warm, cli.warm_file.as_deref(), "--warm-file")?.unwrap_or_default();
     let deployed = match &cli.deployed {
         Some(path) => {
             let (text, source) = read_input(path, "--deployed")?;
@@ -146,45 +252,103 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         None => None,
     };
-    let lock_dir = cli.lock_dir.clone().unwrap_or_else(dirs::default_lock_dir);
-    let Some(backend) = FlockDir::open(&lock_dir, false)? else {
-        say!(
-            "lock dir {} does not exist: nothing to settle",
-            lock_dir.display()
-        );
-        return Ok(exit::SUCCESS);
-    };
     let settings = Settings {
         deployed,
+        only,
         warm,
         min_age: cli.min_age,
         leak_after: cli.leak_after,
         dry_run: cli.dry_run,
         exact: cli.verbose || cli.json,
     };
-    let domains = candidates(&backend, settings.deployed.as_ref())?;
+    if let Some(config) = etcd {
+        return run_pass(&cli, &settings, &ccci_lock::etcd::Etcd::new(config));
+    }
+    let lock_dir = cli.lock_dir.clone().unwrap_or_else(dirs::default_lock_dir);
+    if let Some(backend) = FlockDir::open(&lock_dir, false)? {
+        return run_pass(&cli, &settings, &backend);
+    }
+    match missing_lock_dir(&lock_dir) {
+        MissingLockDir::Leave(why) => {
+            say!(
+                "lock dir {} does not exist, and {why}: nothing probed, nothing reaped",
+                lock_dir.display()
+            );
+            Ok(Ended::Code(exit::SUCCESS))
+        }
+        MissingLockDir::Rebooted if cli.dry_run => {
+            say!(
+                "lock dir {} does not exist (its parent is on a tmpfs: a reboot?); \
+                 dry run: it would be created and every deployed CI app reaped",
+                lock_dir.display()
+            );
+            run_pass(&cli, &settings, &NoClaims)
+        }
+        MissingLockDir::Rebooted => {
+            let Some(backend) = FlockDir::open(&lock_dir, true)? else {
+                anyhow::bail!(
+                    "lock dir {} vanished while being created",
+                    lock_dir.display()
+                );
+            };
+            say!(
+                "lock dir {} did not exist (its parent is on a tmpfs: a reboot?); created it",
+                lock_dir.display()
+            );
+            run_pass(&cli, &settings, &backend)
+        }
+    }
+}
+
+/// One pass over the lock dir `backend`, under its pass lock.
+/// The pass lock is released (and removed) when this returns, before the
+/// process ends, also by a signal.
+fn run_pass<B: Backend>(cli: &Cli, settings: &Settings, backend: &B) -> anyhow::Result<Ended> {
+    let _pass_lock = match backend.pass_lock(!cli.dry_run)? {
+        PassLock::Busy => {
+            say!("another janitor pass is running: this one examines nothing");
+            return Ok(Ended::Code(exit::SUCCESS));
+        }
+        held_or_missing => held_or_missing,
+    };
+    let domains = candidates(backend, settings.deployed.as_ref())?;
     let mut reaper = ReapCommand {
         argv: cli.reap_command.clone(),
         timeout: cli.reap_timeout,
         verbose: cli.verbose,
     };
     let mut stdout = std::io::stdout().lock();
+    let mut examined_count = 0usize;
     let mut report = |examined: &Examined| -> anyhow::Result<()> {
+        examined_count += 1;
         if cli.verbose || examined.level > Level::Info {
-            say!("{examined}");
+            ccci_common::cli::try_emit(format_args!("{examined}"))
+                .context("cannot write to stderr")?;
         }
         if cli.json {
-            serde_json::to_writer(&mut stdout, &examined.json())?;
-            stdout.write_all(b"\n")?;
-            stdout.flush()?;
+            serde_json::to_writer(&mut stdout, &examined.json())
+                .map_err(std::io::Error::from)
+                .and_then(|()| stdout.write_all(b"\n"))
+                .and_then(|()| stdout.flush())
+                .context("cannot write --json to stdout")?;
         }
         Ok(())
     };
-    let summary = pass(&backend, &settings, &domains, &mut reaper, &mut report)?;
+    let summary = match pass(backend, settings, &domains, &mut reaper, &mut report) {
+        Ok(summary) => summary,
+        Err(e) => {
+            // Nothing examined after this point was touched.
+            say!(
+                "pass cut short after {examined_count} of {} domains: {e:#}",
+                domains.len()
+            );
+            return Ok(Ended::Code(exit::TOOL_FAILED));
+        }
+    };
     if let Some(sig) = summary.stopped_by {
         say!("stopped by SIG{}", ccci_common::sys::signal_name(sig));
     }
-    Ok(summary.status())
+    Ok(summary.ended())
 }
 
 #[cfg(test)]

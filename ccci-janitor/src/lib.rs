@@ -15,14 +15,27 @@
 //!   ([`Probe::Moved`]): it never reaps the same claim again.
 //! - **A new run waits for the reap.** `ccci-lock` blocks on the same lock,
 //!   so a run of a domain being reaped starts only when the reap is over.
-//! - **Warm names are never touched.** They are matched before any backend
-//!   call, so no claim of theirs is opened, locked or created.
-//! - **A failed or timed-out reap keeps the claim**, for the next pass.
+//! - **Warm names, and names that are not CI apps, are never touched.**
+//!   `--warm` and `--only` are matched before any backend call, so no claim
+//!   of theirs is opened, locked or created; the proxy a shared server runs
+//!   is never reaped because `abra app ls` lists it.
+//! - **One pass at a time.** The command line holds the backend's pass lock
+//!   ([`Backend::pass_lock`]) from before the candidates are listed until
+//!   after the last is settled; a pass that finds it held examines nothing.
+//!   Passes whose `--deployed` lists were read at different times would
+//!   otherwise reap a domain twice: the later list still names a domain the
+//!   earlier pass just reaped and whose claim it removed.
+//! - **A failed or timed-out reap keeps the claim**, for the next pass, with
+//!   the last holder's record put back. While a reap runs the claim carries
+//!   the janitor's own record (`"reaper": true`).
 //! - **Nothing is created but a deployed domain's missing claim**, made with
 //!   `O_EXCL` ([`Backend::create`]) and reaped at once: after a reboot
 //!   emptied a tmpfs lock dir, the apps still deployed are reaped without
 //!   waiting for `--min-age`. If a run created the claim first, the domain is
-//!   settled as an existing claim.
+//!   settled as an existing claim. A missing lock dir is created only when
+//!   its parent is on a tmpfs ([`missing_lock_dir`]): then a reboot removed
+//!   it; anywhere else it is a mistake, and creating it would make every
+//!   deployed app look orphaned while its run holds its real lock.
 //!
 //! The pass is written against [`Backend`] and [`Claim`] (ccci-lock's
 //! protocol), so a second backend gets the same decisions. Skipping a young
@@ -37,22 +50,26 @@ pub mod reap;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
+use std::path::Path;
 use std::time::Duration;
 
 use ccci_common::cli::UsageError;
 use ccci_common::names::shell_quote;
-use ccci_lock::{lockfile_name, Backend, Claim, Holder, Probe};
+use ccci_lock::{lockfile_name, Backend, Claim, Holder, PassLock, Probe};
 use serde::Serialize;
 
-pub use glob::Glob;
+pub use glob::{Glob, Patterns};
 
 /// What a pass is told to do.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     /// The deployed domains (`--deployed`), when a list was given.
     pub deployed: Option<HashSet<String>>,
+    /// The CI apps (`--only`, `--only-file`), when given: a domain that
+    /// matches none is skipped before any file operation.
+    pub only: Option<Patterns>,
     /// Domains matching one of these are skipped before any file operation.
-    pub warm: Vec<Glob>,
+    pub warm: Patterns,
     /// Claims younger than this are left alone.
     pub min_age: Duration,
     /// A lock held longer than this is reported as a possible leak.
@@ -80,7 +97,8 @@ pub enum Outcome {
     StaleUnlinked,
     /// Younger than `--min-age`.
     Young,
-    /// Not settled: warm, not a usable claim, settled by someone else meanwhile.
+    /// Not settled: warm, not a CI app, not a usable claim, settled by
+    /// someone else meanwhile.
     Skipped,
     /// The reap failed (or an error kept the domain from being settled).
     Failed,
@@ -89,7 +107,7 @@ pub enum Outcome {
 /// How loud an [`Examined`] is on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
-    /// Only with `-v`: live, young, warm, settled by someone else.
+    /// Only with `-v`: live, young, warm, not a CI app, settled by someone else.
     Info,
     /// Something was (or, in a dry run, would be) done.
     Action,
@@ -196,19 +214,21 @@ pub struct Summary {
     pub reap_failed: bool,
     /// At least one domain could not be examined or settled (status 125).
     pub errors: bool,
-    /// The pass stopped early, asked to by this signal (status 128+N).
+    /// The pass stopped early, asked to by this signal: the process ends by
+    /// it (a shell sees 128+N).
     pub stopped_by: Option<libc::c_int>,
 }
 
 impl Summary {
-    /// The exit status of SPEC §1 for this pass.
-    pub fn status(&self) -> u8 {
-        use ccci_common::exit;
+    /// How the process ends after this pass (SPEC §1): stopped by a
+    /// signal, it ends by that signal; else 125, 1 or 0.
+    pub fn ended(&self) -> ccci_common::exit::Ended {
+        use ccci_common::exit::{self, Ended};
         match self.stopped_by {
-            Some(sig) => exit::SIGNALED.saturating_add(sig as u8),
-            None if self.errors => exit::TOOL_FAILED,
-            None if self.reap_failed => exit::FAILURE,
-            None => exit::SUCCESS,
+            Some(sig) => Ended::Signal(sig),
+            None if self.errors => Ended::Code(exit::TOOL_FAILED),
+            None if self.reap_failed => Ended::Code(exit::FAILURE),
+            None => Ended::Code(exit::SUCCESS),
         }
     }
 }
@@ -243,9 +263,10 @@ pub fn read_deployed(text: &str, source: &str) -> (HashSet<String>, Vec<String>)
     (domains, warnings)
 }
 
-/// Reads a `--warm-file`: one pattern per line. A malformed pattern is an
-/// error (status 2): ignoring it could get a warm app reaped.
-pub fn read_warm(text: &str, source: &str) -> Result<Vec<Glob>, UsageError> {
+/// Reads a `--warm-file` or `--only-file`: one pattern per line. A
+/// malformed pattern is an error (status 2): ignoring it could get a warm
+/// app reaped, or leave a CI app behind.
+pub fn read_patterns(text: &str, source: &str) -> Result<Vec<Glob>, UsageError> {
     meaningful_lines(text)
         .map(|(number, line)| {
             Glob::parse(line).map_err(|why| {
@@ -256,6 +277,81 @@ pub fn read_warm(text: &str, source: &str) -> Result<Vec<Glob>, UsageError> {
             })
         })
         .collect()
+}
+
+/// What to do about a lock dir that does not exist (SPEC §4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MissingLockDir {
+    /// Its parent is on a tmpfs (as `/run/lock` is): the host rebooted and
+    /// took the lock dir, with every claim in it. Create it and settle every
+    /// deployed CI app at once.
+    Rebooted,
+    /// Anywhere else (a typo, an unmounted disk): probe and reap nothing,
+    /// or a misconfigured cron job would reap live runs. The reason.
+    Leave(String),
+}
+
+/// Decides about the missing lock dir `path` by the file system of its
+/// parent (`statfs`, `TMPFS_MAGIC`). Only the direct parent counts: a
+/// missing parent is not taken as a sign of a reboot, so a lock dir whose
+/// path names two missing directories is never created.
+pub fn missing_lock_dir(path: &Path) -> MissingLockDir {
+    let parent = match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => return MissingLockDir::Leave("it has no parent directory".into()),
+    };
+    match nix::sys::statfs::statfs(parent) {
+        Ok(fs) if fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC => MissingLockDir::Rebooted,
+        Ok(_) => MissingLockDir::Leave(format!(
+            "its parent {} is not on a tmpfs, so no reboot removed it (a typo? an unmounted disk?)",
+            parent.display()
+        )),
+        Err(e) => MissingLockDir::Leave(format!(
+            "its parent {} cannot be examined: {e}",
+            parent.display()
+        )),
+    }
+}
+
+/// A lock dir that does not exist yet, for a dry run after a reboot: no
+/// claims at all, so every deployed CI app would be reaped, and nothing is
+/// created.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoClaims;
+
+impl Backend for NoClaims {
+    type Claim = ccci_lock::FlockClaim;
+
+    fn acquire(
+        &self,
+        _: &str,
+        _: ccci_lock::Wait,
+        _: &mut dyn FnMut(Option<&Holder>),
+    ) -> anyhow::Result<ccci_lock::Acquired<Self::Claim>> {
+        anyhow::bail!("the lock dir does not exist")
+    }
+
+    fn probe(&self, domain: &str) -> anyhow::Result<Probe<Self::Claim>> {
+        lockfile_name(domain)?;
+        Ok(Probe::Missing)
+    }
+
+    fn create(&self, _: &str) -> anyhow::Result<Option<Self::Claim>> {
+        anyhow::bail!("the lock dir does not exist")
+    }
+
+    fn domains(&self) -> anyhow::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    fn list(&self) -> anyhow::Result<Vec<ccci_lock::Status>> {
+        Ok(Vec::new())
+    }
+
+    fn pass_lock(&self, _: bool) -> anyhow::Result<PassLock> {
+        Ok(PassLock::Missing)
+    }
 }
 
 /// The candidates of a pass, sorted, each once: every claim the backend
@@ -324,24 +420,52 @@ fn describe(holder: Option<&Holder>) -> String {
 impl<B: Backend> Pass<'_, B> {
     fn examine(&mut self, domain: &str) -> anyhow::Result<Examined> {
         let s = self.settings;
-        if let Some(glob) = s.warm.iter().find(|g| g.matches(domain)) {
+        if let Some(glob) = s.warm.first_match(domain) {
             let detail = format!(
                 "warm (matches {}): skipped, not probed",
                 shell_quote(&glob.to_string())
             );
             return Ok(Examined::new(domain, Outcome::Skipped, Level::Info, detail));
         }
-        if !s.exact {
-            // Held or not, a claim this young is left alone and cannot be a
-            // leak; nobody asked which of the two it is.
-            if let Some(age) = self.backend.peek_age(domain)? {
-                if age < s.min_age && age <= s.leak_after {
+        if s.only
+            .as_ref()
+            .is_some_and(|only| only.first_match(domain).is_none())
+        {
+            let detail = "not a CI app (matches no --only pattern): skipped, not probed";
+            return Ok(Examined::new(
+                domain,
+                Outcome::Skipped,
+                Level::Info,
+                detail.into(),
+            ));
+        }
+        // A claim younger than --min-age is never reaped, so it is never
+        // locked either: whether it is held (for -v, --json and the leak
+        // warning) is read without taking any lock (Backend::status), so a
+        // run's `ccci-lock -n` of that domain never finds it busy because a
+        // janitor was looking (SPEC §2 "Looking never blocks anyone").
+        if let Some(age) = self.backend.peek_age(domain)? {
+            if age < s.min_age {
+                if !s.exact && age <= s.leak_after {
+                    // Held or not, it is left alone and cannot be a leak;
+                    // nobody asked which of the two it is.
                     let detail = "young: younger than --min-age by its mtime (not probed)";
                     return Ok(
                         Examined::new(domain, Outcome::Young, Level::Info, detail.into())
                             .with(None, Some(age)),
                     );
                 }
+                return Ok(match self.backend.status(domain)? {
+                    Some(st) if st.held => self.held(domain, st.holder, age, st.locker),
+                    Some(st) => self.young(domain, st.holder, age),
+                    None => Examined::new(
+                        domain,
+                        Outcome::Skipped,
+                        Level::Info,
+                        "skipped: its lockfile vanished before it was looked at (its run ended)"
+                            .into(),
+                    ),
+                });
             }
         }
         let probe = self.backend.probe(domain)?;
@@ -374,7 +498,7 @@ impl<B: Backend> Pass<'_, B> {
                 Level::Warning,
                 format!("skipped: {why}"),
             )),
-            Probe::Held { holder, age } => Ok(self.held(domain, holder, age)),
+            Probe::Held { holder, age } => Ok(self.held(domain, holder, age, None)),
             Probe::Moved => Ok(Examined::new(
                 domain,
                 Outcome::Skipped,
@@ -408,14 +532,28 @@ impl<B: Backend> Pass<'_, B> {
         }
     }
 
-    fn held(&mut self, domain: &str, holder: Option<Holder>, age: Duration) -> Examined {
+    /// A held claim: `locker` is the pid the backend names as holding the
+    /// lock, when it can tell.
+    fn held(
+        &mut self,
+        domain: &str,
+        holder: Option<Holder>,
+        age: Duration,
+        locker: Option<u32>,
+    ) -> Examined {
         let who = describe(holder.as_ref());
-        let note = match &holder {
-            Some(h) if self.recorded_holder_gone(h) => {
+        let note = match (&holder, locker) {
+            (Some(h), _) if h.reaper == Some(true) => "; a janitor is reaping it".to_string(),
+            (Some(h), Some(pid)) if h.pid.is_some() && h.pid != Some(pid) => format!(
+                "; the lock is held by pid {pid}, not by the recorded holder (a janitor \
+                 reaping it, or another flock user)"
+            ),
+            (Some(h), None) if self.recorded_holder_gone(h) => {
                 "; the recorded holder is not running, so another process (a janitor \
                  reaping it?) holds the lock"
+                    .to_string()
             }
-            _ => "",
+            _ => String::new(),
         };
         let (outcome, level, detail) = if age > self.settings.leak_after {
             (
@@ -439,21 +577,11 @@ impl<B: Backend> Pass<'_, B> {
     }
 
     fn recorded_holder_gone(&mut self, holder: &Holder) -> bool {
-        let host = self.host.get_or_insert_with(|| {
-            nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_default()
-        });
+        let host = self.host.get_or_insert_with(ccci_common::proc::hostname);
         let (Some(pid), Some(recorded_host)) = (holder.pid, holder.host.as_deref()) else {
             return false;
         };
-        let Ok(pid) = i32::try_from(pid) else {
-            return false;
-        };
-        recorded_host == host.as_str()
-            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
-                == Err(nix::errno::Errno::ESRCH)
+        recorded_host == host.as_str() && !ccci_common::proc::alive(pid)
     }
 
     fn young(&self, domain: &str, holder: Option<Holder>, age: Duration) -> Examined {
@@ -507,10 +635,13 @@ impl<B: Backend> Pass<'_, B> {
         Ok(self.reap(claim, holder.clone(), Some(age), &last))
     }
 
-    /// Runs the reap while holding `claim`; removes the claim on success.
+    /// Runs the reap while holding `claim`, with our own record in it
+    /// (`"reaper": true`, so that a run waiting for the domain is told a
+    /// janitor is reaping it); removes the claim on success, and puts the
+    /// last holder's record back on failure, for the next pass's report.
     fn reap(
         &mut self,
-        claim: B::Claim,
+        mut claim: B::Claim,
         holder: Option<Holder>,
         age: Option<Duration>,
         why: &str,
@@ -518,6 +649,13 @@ impl<B: Backend> Pass<'_, B> {
         let domain = claim.domain().to_string();
         let mut env = claim.env();
         env.push(("CCCI_DOMAIN", domain.clone().into()));
+        let reaper = Holder {
+            reaper: Some(true),
+            ..Holder::this_process(None)
+        };
+        // The record is diagnostics only: a claim we cannot write is still
+        // ours to reap.
+        let _ = claim.stamp(&reaper);
         let end = self.reaper.reap(&domain, &env);
         if end.stop.is_some() {
             self.summary.stopped_by = end.stop;
@@ -535,6 +673,9 @@ impl<B: Backend> Pass<'_, B> {
                 }
             }
         } else {
+            if let Some(last) = &holder {
+                let _ = claim.stamp(last);
+            }
             drop(claim);
             self.summary.reap_failed = true;
             (

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use ccci_lock::{Acquired, FlockClaim, FlockDir, Wait};
 
 use super::*;
+use ccci_common::exit::Ended;
 
 struct World {
     _tmp: tempfile::TempDir,
@@ -116,11 +117,14 @@ fn an_orphan_is_reaped_once_under_its_lock_and_unlinked() {
     w.orphan("a.example", HOUR);
     let lockfile = w.lockfile("a.example");
     let (seen, reaped, summary) = w.pass_with(&exact(), &mut |_: &str, _: &[_]| {
-        // While the reap runs, the domain is locked and the lockfile is there.
-        assert!(matches!(
-            w.dir.probe("a.example").unwrap(),
-            Probe::Held { .. }
-        ));
+        // While the reap runs, the domain is locked and the lockfile is there,
+        // with the janitor's own record.
+        let Probe::Held { holder, .. } = w.dir.probe("a.example").unwrap() else {
+            panic!("not held during the reap")
+        };
+        let holder = holder.unwrap();
+        assert_eq!(holder.reaper, Some(true));
+        assert_eq!(holder.pid, Some(std::process::id()));
         ReapEnd {
             ok: true,
             detail: String::new(),
@@ -165,7 +169,7 @@ fn a_held_lock_is_live_or_leaked_and_never_reaped() {
         seen[1].holder.as_ref().unwrap().pid,
         Some(std::process::id())
     );
-    assert_eq!(summary.status(), 0);
+    assert_eq!(summary.ended(), Ended::Code(0));
     assert!(w.lockfile("a.example").exists() && w.lockfile("b.example").exists());
 }
 
@@ -278,7 +282,14 @@ fn a_failed_reap_keeps_the_lockfile_and_fails_the_pass() {
         seen[0].detail
     );
     assert!(w.lockfile("a.example").exists());
-    assert_eq!(summary.status(), 1);
+    assert_eq!(summary.ended(), Ended::Code(1));
+    // The dead run's record is back, for the next pass's report.
+    let Probe::Acquired(claim) = w.dir.probe("a.example").unwrap() else {
+        panic!("the failed reap kept the lock")
+    };
+    let record = claim.holder().unwrap();
+    assert_eq!(record.run_id.as_deref(), Some("run-1"));
+    assert_eq!(record.reaper, None);
 }
 
 #[test]
@@ -289,7 +300,7 @@ fn warm_domains_are_never_probed_or_created() {
     std::fs::create_dir(w.lockfile("warm-dir.example")).unwrap();
     let settings = Settings {
         deployed: deployed(&["warm-new.example"]),
-        warm: vec![Glob::parse("warm-*").unwrap()],
+        warm: Patterns::new(vec![Glob::parse("warm-*").unwrap()]).unwrap(),
         ..exact()
     };
     let (seen, reaped, _) = w.pass(&settings, true);
@@ -302,6 +313,132 @@ fn warm_domains_are_never_probed_or_created() {
     assert!(w.lockfile("warm-old.example").exists());
 }
 
+fn globs(patterns: &[&str]) -> Patterns {
+    Patterns::new(patterns.iter().map(|p| Glob::parse(p).unwrap()).collect()).unwrap()
+}
+
+#[test]
+fn only_ci_apps_are_settled_the_others_never_probed_or_created() {
+    let w = World::new();
+    w.orphan("proxy.example", HOUR); // not a CI app, even with a lockfile
+    w.orphan("wp-3f2a9c.ci.example", HOUR);
+    std::fs::create_dir(w.lockfile("backups.example")).unwrap();
+    let settings = Settings {
+        deployed: deployed(&[
+            "proxy.example",
+            "backups.example",
+            "w1.ci.example",
+            "wp-3f2a9c.ci.example",
+            "wp-777777.ci.example",
+        ]),
+        only: Some(globs(&["*-??????.ci.example", "w[[:digit:]].ci.example"])),
+        warm: globs(&["w[[:digit:]].*"]),
+        ..exact()
+    };
+    let (seen, reaped, summary) = w.pass(&settings, true);
+    assert_eq!(reaped, ["wp-3f2a9c.ci.example", "wp-777777.ci.example"]);
+    assert_eq!(
+        outcomes(&seen),
+        [
+            ("backups.example", Outcome::Skipped),
+            ("proxy.example", Outcome::Skipped),
+            ("w1.ci.example", Outcome::Skipped),
+            ("wp-3f2a9c.ci.example", Outcome::Reaped),
+            ("wp-777777.ci.example", Outcome::Reaped),
+        ]
+    );
+    assert!(seen[0].detail.starts_with("not a CI app"), "{}", seen[0]);
+    assert_eq!(
+        seen[0].level,
+        Level::Info,
+        "a directory there was not opened"
+    );
+    assert!(seen[2].detail.starts_with("warm"), "{}", seen[2]);
+    assert!(w.lockfile("proxy.example").exists());
+    assert!(
+        !w.lockfile("w1.ci.example").exists(),
+        "created for a warm app"
+    );
+    assert_eq!(summary, Summary::default());
+}
+
+#[test]
+fn a_missing_lock_dir_is_created_only_under_a_tmpfs_parent() {
+    // The test binary lives in the target dir, on a disk.
+    let exe = std::env::current_exe().unwrap();
+    let disk = tempfile::tempdir_in(exe.parent().unwrap()).unwrap();
+    match missing_lock_dir(&disk.path().join("locks")) {
+        MissingLockDir::Leave(why) => assert!(why.contains("not on a tmpfs"), "{why}"),
+        other => panic!("{} is not a tmpfs: {other:?}", disk.path().display()),
+    }
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    assert_eq!(
+        missing_lock_dir(&shm.path().join("locks")),
+        MissingLockDir::Rebooted
+    );
+    // Only the direct parent counts.
+    assert!(matches!(
+        missing_lock_dir(&shm.path().join("gone/locks")),
+        MissingLockDir::Leave(_)
+    ));
+}
+
+#[test]
+fn a_dry_run_after_a_reboot_would_reap_every_deployed_ci_app() {
+    let settings = Settings {
+        deployed: deployed(&["proxy.example", "wp-1.ci.example"]),
+        only: Some(globs(&["*.ci.example"])),
+        dry_run: true,
+        ..exact()
+    };
+    let domains = candidates(&NoClaims, settings.deployed.as_ref()).unwrap();
+    let mut seen = Vec::new();
+    let mut reaper =
+        |_: &str, _: &[(&'static str, OsString)]| -> ReapEnd { panic!("a dry run reaped") };
+    pass(&NoClaims, &settings, &domains, &mut reaper, &mut |e| {
+        seen.push(e.clone());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        outcomes(&seen),
+        [
+            ("proxy.example", Outcome::Skipped),
+            ("wp-1.ci.example", Outcome::WouldReap)
+        ]
+    );
+}
+
+#[test]
+fn one_pass_at_a_time() {
+    let w = World::new();
+    let pass_lock = w.dir.path().join(ccci_lock::PASS_LOCK);
+    let PassLock::Held(first) = w.dir.pass_lock(true).unwrap() else {
+        panic!("the first pass did not get the pass lock")
+    };
+    assert!(matches!(w.dir.pass_lock(true).unwrap(), PassLock::Busy));
+    assert!(matches!(w.dir.pass_lock(false).unwrap(), PassLock::Busy));
+    assert_eq!(
+        w.dir.domains().unwrap(),
+        Vec::<String>::new(),
+        "not a domain"
+    );
+    drop(first);
+    assert!(!pass_lock.exists(), "removed when the pass ends");
+    assert!(matches!(w.dir.pass_lock(false).unwrap(), PassLock::Missing));
+    assert!(!pass_lock.exists(), "a dry run created the pass lock");
+
+    // Left by a pass that was SIGKILLed: dry runs share it, a pass waits.
+    std::fs::write(&pass_lock, "").unwrap();
+    let PassLock::Held(dry) = w.dir.pass_lock(false).unwrap() else {
+        panic!("a dry run did not get the pass lock")
+    };
+    assert!(matches!(w.dir.pass_lock(false).unwrap(), PassLock::Held(_)));
+    assert!(matches!(w.dir.pass_lock(true).unwrap(), PassLock::Busy));
+    drop(dry);
+    assert!(matches!(w.dir.pass_lock(true).unwrap(), PassLock::Held(_)));
+}
+
 #[test]
 fn a_directory_where_a_lockfile_should_be_is_a_warning() {
     let w = World::new();
@@ -311,7 +448,7 @@ fn a_directory_where_a_lockfile_should_be_is_a_warning() {
     assert_eq!(outcomes(&seen), [("dir.example", Outcome::Skipped)]);
     assert_eq!(seen[0].level, Level::Warning);
     assert!(seen[0].detail.contains("a directory"), "{}", seen[0].detail);
-    assert_eq!(summary.status(), 0);
+    assert_eq!(summary.ended(), Ended::Code(0));
 }
 
 #[test]
@@ -365,7 +502,7 @@ fn a_stop_signal_ends_the_pass_after_the_current_reap() {
     });
     assert_eq!(reaped, ["a.example"]);
     assert_eq!(seen.len(), 1);
-    assert_eq!(summary.status(), 143);
+    assert_eq!(summary.ended(), Ended::Signal(libc::SIGTERM));
     assert!(w.lockfile("b.example").exists());
 }
 
@@ -413,10 +550,10 @@ fn lists_drop_comments_blanks_and_invalid_domains() {
         "{warnings:?}"
     );
 
-    let globs = read_warm("warm-*\n# comment\n\nexact.example\n", "f").unwrap();
+    let globs = read_patterns("warm-*\n# comment\n\nexact.example\n", "f").unwrap();
     assert_eq!(globs.len(), 2);
     assert!(globs[1].matches("exact.example"));
-    let e = read_warm("ok-*\nwarm-[0-9\n", "--warm-file 'w'")
+    let e = read_patterns("ok-*\nwarm-[0-9\n", "--warm-file 'w'")
         .unwrap_err()
         .0;
     assert!(e.contains("line 2") && e.contains("'warm-[0-9'"), "{e}");
@@ -460,6 +597,10 @@ impl Backend for Racy {
 
     fn list(&self) -> anyhow::Result<Vec<ccci_lock::Status>> {
         self.inner.list()
+    }
+
+    fn pass_lock(&self, create: bool) -> anyhow::Result<PassLock> {
+        self.inner.pass_lock(create)
     }
 }
 
@@ -529,4 +670,79 @@ fn a_deployed_claim_created_by_a_run_first_is_settled_as_an_existing_one() {
         ]
     );
     drop(live);
+}
+
+/// The lock dir, but `probe` (which takes a lock) panics: for the claims
+/// that a pass must only look at.
+struct NoProbes(FlockDir);
+
+impl Backend for NoProbes {
+    type Claim = FlockClaim;
+
+    fn acquire(
+        &self,
+        domain: &str,
+        wait: Wait,
+        waiting: &mut dyn FnMut(Option<&Holder>),
+    ) -> anyhow::Result<Acquired<FlockClaim>> {
+        self.0.acquire(domain, wait, waiting)
+    }
+
+    fn probe(&self, domain: &str) -> anyhow::Result<Probe<FlockClaim>> {
+        panic!("{domain} was locked to be looked at")
+    }
+
+    fn create(&self, domain: &str) -> anyhow::Result<Option<FlockClaim>> {
+        self.0.create(domain)
+    }
+
+    fn domains(&self) -> anyhow::Result<Vec<String>> {
+        self.0.domains()
+    }
+
+    fn list(&self) -> anyhow::Result<Vec<ccci_lock::Status>> {
+        self.0.list()
+    }
+
+    fn status(&self, domain: &str) -> anyhow::Result<Option<ccci_lock::Status>> {
+        self.0.status(domain)
+    }
+
+    fn peek_age(&self, domain: &str) -> anyhow::Result<Option<Duration>> {
+        self.0.peek_age(domain)
+    }
+}
+
+#[test]
+fn young_claims_are_told_live_or_young_without_taking_their_lock() {
+    let w = World::new();
+    w.orphan("a-free.example", Duration::from_secs(60));
+    let _live = w.hold("b-live.example");
+    let _stuck = w.hold("c-stuck.example");
+    w.set_age("c-stuck.example", 3 * HOUR);
+    let settings = Settings {
+        min_age: 4 * HOUR,
+        ..exact()
+    };
+    let backend = NoProbes(w.dir.clone());
+    let domains = candidates(&backend, None).unwrap();
+    let mut seen = Vec::new();
+    let mut reaper = |_: &str, _: &[(&'static str, OsString)]| -> ReapEnd { panic!("reaped") };
+    pass(&backend, &settings, &domains, &mut reaper, &mut |e| {
+        seen.push(e.clone());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        outcomes(&seen),
+        [
+            ("a-free.example", Outcome::Young),
+            ("b-live.example", Outcome::Live),
+            ("c-stuck.example", Outcome::Leaked),
+        ]
+    );
+    assert_eq!(
+        seen[1].holder.as_ref().unwrap().run_id.as_deref(),
+        Some("run-1")
+    );
 }

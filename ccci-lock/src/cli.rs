@@ -5,17 +5,23 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
 
+use ccci_common::args::{self, LockDirArg};
 use ccci_common::cli::UsageError;
+use ccci_common::dirs::LOCK_DIR;
+use ccci_common::exit::{self, Ended};
 use ccci_common::supervise::{self, Watch};
-use ccci_common::{dirs, duration, exit, names, say, sys};
+use ccci_common::{duration, names, proc, say, sys};
 
-use crate::{acquire_all, lockfile_name, Acquired, Backend, Claim, FlockDir, Holder, Wait};
+use crate::etcd::args::EtcdArgs;
+use crate::etcd::Etcd;
+use crate::{
+    acquire_all, lockfile_name, Acquired, Backend, BusyDomain, Claim, FlockDir, Holder, Wait,
+};
 
 const AFTER_HELP: &str = "\
 Several DOMAINs are all taken before COMMAND starts, in sorted order, so two
@@ -26,19 +32,51 @@ COMMAND runs as a child, with CCCI_LOCK_DOMAIN and CCCI_LOCK_FILE set and a
 parent-death signal of SIGTERM. The lock is never inherited by COMMAND. TERM,
 INT, HUP, QUIT, ALRM, USR1 and USR2 are forwarded to COMMAND; the lock is kept
 until COMMAND has exited. When COMMAND exits, the lockfile is removed while the
-lock is still held (unless --keep); when a signal killed it, the lockfile is
-left for ccci-janitor.
+lock is still held (unless --keep). When signal N killed it, the lockfile is
+left for ccci-janitor, and ccci-lock, once it has released the lock, ends by
+signal N itself (a shell sees 128+N), so a ccci-lock around this one keeps
+its lockfile too. A lockfile this ccci-lock created but did not end up holding
+(-n or -w gave up, another DOMAIN of the set was busy) is removed before it
+exits.
+
+Looking never blocks anyone: --list and -v take no lock (whether a lockfile is
+held, and by which pid, is read from /proc/locks). -v says so when the
+recorded holder is not running (a janitor reaping a dead run's claim, or a
+foreign flock(1) user) instead of naming a dead process.
+
+With --etcd (several hosts), the lock is etcd's lock on PREFIX/lock/DOMAIN
+under a lease this process keeps alive, and the lockfile's place is taken by
+the claim PREFIX/claim/DOMAIN. If the lease is lost while COMMAND runs (etcd
+unreachable for the TTL, lease revoked), COMMAND gets SIGTERM, SIGKILL after
+--lost-grace, and ccci-lock exits 125. See docs/etcd.md.
 
 Environment:
-  CCCI_APP_LOCK_DIR  the lock dir (like --lock-dir)
-  CCCI_RUN_ID        the run id recorded in the lockfile (like --run-id)
-  CCCI_LOCK_DOMAIN   set for COMMAND: the locked DOMAIN (several: sorted,
-                     separated by spaces)
-  CCCI_LOCK_FILE     set for COMMAND: the lockfile's absolute path (several:
-                     in the same order, separated by spaces)
+  CCCI_APP_LOCK_DIR   the lock dir (like --lock-dir)
+  CCCI_RUN_ID         the run id recorded in the lockfile (like --run-id)
+  CCCI_LOCK_DOMAIN    set for COMMAND: the locked DOMAIN (several: sorted,
+                      separated by spaces)
+  CCCI_LOCK_FILE      set for COMMAND: the lockfile's absolute path (several:
+                      in the same order, separated by spaces)
+  CCCI_LOCK_REVISION  set for COMMAND with --etcd: the lock key's create
+                      revision, a fencing token that grows with every holder
+                      (several: in the same order, separated by spaces)
+
+--hold takes the DOMAINs (sorted, all or nothing; -n and -w as usual) and
+returns 0 once a keeper process holds them for PID: the keeper has no terminal,
+no stdin, stdout or stderr, and is not in the caller's process group. It keeps
+the locks until `ccci-lock --release --parent PID DOMAIN...` (the lockfiles are
+removed while still held, then released) or until PID exits without releasing
+(the lockfiles stay, for ccci-janitor). PID is watched by a pidfd, never by its
+number. --release releases only domains held for PID: a domain held by anyone
+else is refused (125, nothing released), a domain not held is status 1.
+Holding a domain again for the same PID is status 0 and changes nothing.
+From a harness in another language:
+  subprocess.run([\"ccci-lock\", \"--hold\", \"--parent\", str(os.getpid()), domain], check=True)
 
 --list prints DOMAIN<TAB>held|free<TAB>PID<TAB>RUN_ID<TAB>SINCE per lockfile,
-'-' where unknown; for a free lock, PID, RUN_ID and SINCE are its last holder's.";
+'-' where unknown; for a free lock, PID, RUN_ID and SINCE are its last holder's.
+With --json, one object per line with the same fields, plus parent (the PID a
+--hold keeper holds it for) for a held domain.";
 
 /// Run COMMAND while holding the lock of an app domain: one holder per domain.
 #[derive(Debug, Parser)]
@@ -46,8 +84,9 @@ Environment:
     name = "ccci-lock",
     version,
     after_help = format!("{AFTER_HELP}\n\n{}", exit::help_section()),
-    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] [--keep] [-v] DOMAIN... -- COMMAND [ARG...]\n       ccci-lock --list [--json] [--lock-dir DIR]"
+    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR | --etcd URL[,URL...]] [--run-id ID] [--keep] [-v] DOMAIN... -- COMMAND [ARG...]\n       ccci-lock --hold --parent PID [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] DOMAIN...\n       ccci-lock --release --parent PID [--lock-dir DIR] DOMAIN...\n       ccci-lock --list [--json] [--lock-dir DIR | --etcd URL[,URL...]]"
 )]
+#[command(group = clap::ArgGroup::new("held").args(["hold", "release"]))]
 pub struct Cli {
     /// Fail with status 75 at once if the lock is held
     #[arg(
@@ -63,18 +102,19 @@ pub struct Cli {
           value_parser = duration::parse)]
     pub wait: Option<Duration>,
 
-    /// Lock dir [default: /run/lock/ccci-<uid>, or /tmp/ccci-<uid>/locks without /run/lock]
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "CCCI_APP_LOCK_DIR",
-        hide_env_values = true
-    )]
-    pub lock_dir: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub lock_dir: LockDirArg,
 
     /// Run id recorded in the lockfile
-    #[arg(long, value_name = "ID", env = "CCCI_RUN_ID", hide_env_values = true, value_parser = names::run_id)]
-    pub run_id: Option<String>,
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "CCCI_RUN_ID",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
+    pub run_id: Option<OsString>,
 
     /// Keep the lockfile when COMMAND exits
     #[arg(long)]
@@ -85,10 +125,27 @@ pub struct Cli {
     pub verbose: bool,
 
     /// List the lockfiles of the lock dir and whether each is held
-    #[arg(long, conflicts_with_all = ["nonblock", "wait", "keep", "run_id", "domains", "command"])]
+    #[arg(long, conflicts_with_all = ["nonblock", "wait", "keep", "run_id", "domains", "command", "held"])]
     pub list: bool,
 
-    /// With --list: one JSON object per line
+    /// Take the DOMAINs and return while a keeper process holds them for PID
+    #[arg(long, requires = "parent", conflicts_with_all = ["keep", "release", "command"])]
+    pub hold: bool,
+
+    /// Release DOMAINs held for PID by --hold (lockfiles removed while held)
+    #[arg(long, requires = "parent", conflicts_with_all = ["nonblock", "wait", "keep", "command"])]
+    pub release: bool,
+
+    /// With --hold or --release: the process the locks are held for
+    #[arg(long, value_name = "PID", requires = "held", allow_hyphen_values = true,
+          value_parser = crate::hold::parse_pid)]
+    pub parent: Option<u32>,
+
+    /// Internal: run as the keeper of --hold, with these inherited descriptors
+    #[arg(long, hide = true, requires = "hold", value_parser = crate::hold::parse_keeper_fds)]
+    pub keeper_fds: Option<(i32, i32)>,
+
+    /// With --list: one JSON object per line (status 2 without --list)
     #[arg(long, requires = "list")]
     pub json: bool,
 
@@ -96,21 +153,22 @@ pub struct Cli {
     #[arg(value_name = "DOMAIN", required_unless_present = "list", value_parser = names::domain)]
     pub domains: Vec<String>,
 
+    /// Where the locks live when several hosts share them
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+
+    /// With --etcd: how long COMMAND may take to stop after SIGTERM when the lock is lost [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = crate::etcd::args::positive)]
+    pub lost_grace: Option<Duration>,
+
     /// The command to run while holding the lock (after --)
-    #[arg(value_name = "COMMAND", last = true, required_unless_present = "list")]
+    #[arg(value_name = "COMMAND", last = true, required_unless_present_any = ["list", "hold", "release"])]
     pub command: Vec<OsString>,
 }
 
-/// The signals `ccci-lock` passes on to COMMAND.
-pub const FORWARDED: [libc::c_int; 7] = [
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGALRM,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
+/// The signals `ccci-lock` passes on to COMMAND (the one list, in
+/// `ccci_common::supervise`).
+pub use ccci_common::supervise::FORWARDED;
 
 /// How long COMMAND may take to stop after SIGTERM when the lock it runs
 /// under is lost, before it gets SIGKILL.
@@ -118,28 +176,36 @@ pub const DEFAULT_LOST_GRACE: Duration = Duration::from_secs(10);
 
 /// Where locks live, chosen once per command line (SPEC §8).
 ///
-/// Only the local flock backend exists today. The etcd backend adds a
-/// variant here, selected in [`Locks::from_cli`] by `--etcd` or
-/// `CCCI_ETCD_ENDPOINTS`, plus an arm in [`Locks::check_domain`] and
-/// [`Locks::run`]; everything else is written against [`Backend`] and runs
+/// The local flock backend, or etcd when `--etcd` or `CCCI_ETCD_ENDPOINTS`
+/// names endpoints; everything else is written against [`Backend`] and runs
 /// unchanged on either.
 #[derive(Debug, Clone)]
 pub enum Locks {
     /// `flock(2)` on `<DOMAIN>.lock` in this lock dir.
     Flock(PathBuf),
+    /// Etcd's lock on `<prefix>/lock/<DOMAIN>`, claims at `<prefix>/claim/<DOMAIN>`.
+    Etcd(crate::etcd::Config),
 }
 
 /// Work that needs a backend, whichever [`Locks`] picked.
 pub trait Job {
     /// Does the work on `backend`; returns the exit status.
-    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<u8>;
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Ended>;
 }
 
 impl Locks {
-    /// The backend the command line asks for.
-    pub fn from_cli(cli: &Cli) -> Locks {
-        // The etcd backend is selected here.
-        Locks::Flock(cli.lock_dir.clone().unwrap_or_else(dirs::default_lock_dir))
+    /// The backend the command line asks for: etcd when endpoints are
+    /// given (then the lock dir is not used), else the lock dir. A bad or
+    /// empty `--lock-dir` (or `CCCI_APP_LOCK_DIR`) is a usage error naming
+    /// its source; a lock dir that coincides with the state or runs dir is
+    /// refused (125).
+    pub fn from_cli(cli: &Cli) -> anyhow::Result<Locks> {
+        if let Some(config) = cli.etcd.config()? {
+            return Ok(Locks::Etcd(config));
+        }
+        let lock_dir = cli.lock_dir.resolve()?;
+        args::check_apart(&LOCK_DIR, &lock_dir)?;
+        Ok(Locks::Flock(lock_dir))
     }
 
     /// Checks `domain` as the chosen backend will (see
@@ -147,57 +213,126 @@ impl Locks {
     pub fn check_domain(&self, domain: &str) -> Result<(), UsageError> {
         match self {
             Locks::Flock(_) => lockfile_name(domain).map(drop),
+            Locks::Etcd(_) => crate::etcd::check_domain(domain),
         }
     }
 
     /// Opens the backend and runs `job` on it. With `create`, the lock dir
     /// is made when missing; without, a missing one means nothing was ever
     /// locked, and the answer is `None` without running `job`.
-    pub fn run<J: Job>(&self, create: bool, job: J) -> anyhow::Result<Option<u8>> {
+    pub fn run<J: Job>(&self, create: bool, job: J) -> anyhow::Result<Option<Ended>> {
         match self {
             Locks::Flock(dir) => match FlockDir::open(dir, create)? {
                 Some(backend) => job.run(&backend).map(Some),
                 None => Ok(None),
             },
+            Locks::Etcd(config) => job.run(&Etcd::new(config.clone())).map(Some),
         }
     }
 }
 
-/// Runs a parsed command line; returns the exit status.
-pub fn run(cli: Cli) -> anyhow::Result<u8> {
-    let locks = Locks::from_cli(&cli);
+/// Runs a parsed command line; returns how to end: an exit status, or
+/// COMMAND's signal (SPEC §1 "Signal deaths propagate").
+pub fn run(cli: Cli) -> anyhow::Result<Ended> {
+    if cli.json && !cli.list {
+        // clap's `requires` counts --list's default value as present.
+        return Err(UsageError("--json needs --list".into()).into());
+    }
+    let run_id = ccci_common::cli::checked("run_id", cli.run_id.as_deref(), names::run_id)?;
+    let locks = Locks::from_cli(&cli)?;
     if cli.list {
         let listed = locks.run(false, List { json: cli.json })?;
-        return Ok(listed.unwrap_or(exit::SUCCESS)); // no lock dir: no locks
+        return Ok(listed.unwrap_or(Ended::Code(exit::SUCCESS))); // no lock dir: no locks
     }
+    // `--hold` and `--release` are dispatched below, after the domain check
+    // (flock backend only for now: their keeper's socket lives in the lock dir).
     for domain in &cli.domains {
         locks.check_domain(domain)?; // a bad one fails before anything is created
     }
+    if let Some(parent) = cli.parent {
+        return hold_or_release(&cli, &locks, parent, run_id).map(Ended::Code);
+    }
     let job = LockAndRun {
         cli: &cli,
+        run_id,
         domains: &cli.domains,
-        lost_grace: DEFAULT_LOST_GRACE,
+        lost_grace: cli.lost_grace.unwrap_or(DEFAULT_LOST_GRACE),
     };
     locks
         .run(true, job)?
         .ok_or_else(|| anyhow::anyhow!("the lock dir vanished"))
 }
 
+/// `--hold` (or, with `--keeper-fds`, the keeper it starts) and
+/// `--release`: see [`crate::hold`].
+fn hold_or_release(
+    cli: &Cli,
+    locks: &Locks,
+    parent: u32,
+    run_id: Option<String>,
+) -> anyhow::Result<u8> {
+    let Locks::Flock(lock_dir) = locks else {
+        return Err(UsageError(
+            "--hold and --release do not work with --etcd (CCCI_ETCD_ENDPOINTS) yet".into(),
+        )
+        .into());
+    };
+    let mut domains = cli.domains.clone();
+    domains.sort();
+    domains.dedup();
+    if cli.release {
+        return crate::hold::release(parent, lock_dir, &domains);
+    }
+    let req = crate::hold::HoldRequest {
+        parent,
+        domains,
+        wait: wait_of(cli),
+        lock_dir: lock_dir.clone(),
+        run_id,
+        verbose: cli.verbose,
+    };
+    match cli.keeper_fds {
+        Some(fds) => crate::hold::keeper(&req, fds),
+        None => crate::hold::hold(&req),
+    }
+}
+
+/// How long `-n` / `-w` / neither says to wait.
+fn wait_of(cli: &Cli) -> Wait {
+    match (cli.nonblock, cli.wait) {
+        (true, _) => Wait::Never,
+        (false, Some(limit)) => Wait::AtMost(limit),
+        (false, None) => Wait::Forever,
+    }
+}
+
+/// Says that `busy.domain` is held, by whom, and that we give up; `of_set`:
+/// it was one of several DOMAINs (and none of them is held now).
+pub(crate) fn say_busy(busy: &BusyDomain, of_set: bool, locker: Option<u32>) {
+    let others = if of_set {
+        " (holding none of the domains)"
+    } else {
+        ""
+    };
+    say!(
+        "{} is locked by {}; giving up{others}",
+        busy.domain,
+        describe(busy.holder.as_ref(), locker)
+    );
+}
+
 /// Takes the locks, then runs COMMAND under them.
 struct LockAndRun<'a> {
     cli: &'a Cli,
+    run_id: Option<String>,
     domains: &'a [String],
     lost_grace: Duration,
 }
 
 impl Job for LockAndRun<'_> {
-    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<u8> {
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Ended> {
         let cli = self.cli;
-        let wait = match (cli.nonblock, cli.wait) {
-            (true, _) => Wait::Never,
-            (false, Some(limit)) => Wait::AtMost(limit),
-            (false, None) => Wait::Forever,
-        };
+        let wait = wait_of(cli);
         // Before anything that can be lost is taken: see supervise::Loss.
         let loss = supervise::Loss::new().context("cannot block the lost-lock signal")?;
         let started = Instant::now();
@@ -206,23 +341,18 @@ impl Job for LockAndRun<'_> {
         let acquired = acquire_all(backend, self.domains, wait, &mut |domain, holder| {
             waited = true;
             if verbose {
-                say!("waiting for {domain}: held by {}", describe(holder));
+                say!(
+                    "waiting for {domain}: held by {}",
+                    describe(holder, locker_of(backend, domain))
+                );
             }
         })?;
         let mut claims = match acquired {
             Acquired::Held(claims) => claims,
             Acquired::Busy(busy) => {
-                let others = if self.domains.len() > 1 {
-                    " (holding none of the domains)"
-                } else {
-                    ""
-                };
-                say!(
-                    "{} is locked by {}; giving up{others}",
-                    busy.domain,
-                    describe(busy.holder.as_ref())
-                );
-                return Ok(exit::BUSY);
+                let locker = locker_of(backend, &busy.domain);
+                say_busy(&busy, self.domains.len() > 1, locker);
+                return Ok(Ended::Code(exit::BUSY));
             }
         };
         if verbose && waited {
@@ -232,9 +362,14 @@ impl Job for LockAndRun<'_> {
                 started.elapsed().as_secs_f64()
             );
         }
-        let holder = Holder::this_process(cli.run_id.clone());
+        let holder = Holder::this_process(self.run_id.clone());
+        if let Err(e) = claims.iter_mut().try_for_each(|c| c.stamp(&holder)) {
+            for claim in claims {
+                let _ = claim.give_up(); // nothing ran: leave nothing we made
+            }
+            return Err(e);
+        }
         for claim in &mut claims {
-            claim.stamp(&holder)?;
             claim.watch_loss(loss.notifier());
         }
         let how = RunHow {
@@ -246,8 +381,43 @@ impl Job for LockAndRun<'_> {
     }
 }
 
-fn describe(holder: Option<&Holder>) -> String {
-    holder.map_or_else(|| "an unknown process".into(), Holder::describe)
+/// The pid the backend names as holding `domain` (a lookup that takes no
+/// lock), for messages.
+pub(crate) fn locker_of<B: Backend>(backend: &B, domain: &str) -> Option<u32> {
+    backend.status(domain).ok().flatten().and_then(|s| s.locker)
+}
+
+/// Who holds a lock, for messages: the holder record when it names the
+/// process that holds the lock (a `--hold` keeper says for which pid);
+/// otherwise what is known, saying that the recorded holder is not running
+/// instead of naming a dead process. `locker` is the pid the backend names
+/// as holding it ([`locker_of`]).
+pub(crate) fn describe(holder: Option<&Holder>, locker: Option<u32>) -> String {
+    let this_host = proc::hostname();
+    let Some(h) = holder.filter(|h| h.pid.is_some()) else {
+        return match locker {
+            Some(pid) => format!("pid {pid} (no holder record)"),
+            None => "an unknown process".into(),
+        };
+    };
+    let elsewhere = h.host.as_deref().is_some_and(|host| host != this_host);
+    let current = locker.is_none_or(|l| h.pid == Some(l));
+    if elsewhere || (current && h.pid.is_some_and(proc::alive)) {
+        return match (h.reaper, h.parent) {
+            (Some(true), _) => format!("a janitor reaping it ({})", h.describe()),
+            (_, Some(parent)) => format!("a keeper for pid {parent} ({})", h.describe()),
+            _ => h.describe(),
+        };
+    }
+    let who = match locker {
+        Some(pid) if !current => format!("pid {pid}"),
+        _ => "a process".into(),
+    };
+    format!(
+        "{who} that is not its recorded holder ({}, not running): a janitor \
+         reaping a dead run's claim, or a foreign flock(1) user",
+        h.describe()
+    )
 }
 
 /// How [`run_holding`] runs COMMAND and settles its claims.
@@ -288,28 +458,27 @@ fn domains_of<C: Claim>(claims: &[C]) -> String {
 /// Runs `argv` as a child while holding `claims`, forwarding signals, and
 /// settles the claims when it ends: removed (unlinked while held) after a
 /// normal exit unless `keep`, left in place when a signal killed the child.
-/// Returns the child's status (128+N for signal N; 126/127 when it could not
-/// be started), or 125 when a lock was lost (before COMMAND started, which
-/// is then not started, or while it ran, which stops it: SIGTERM, then
-/// SIGKILL after the grace); lost claims are left in place.
+/// Returns how to end: the child's exit status, or `Ended::Signal(N)` when
+/// signal N killed it, which the caller turns into its own death by N once
+/// the claims are released (they are, when this returns); 126/127 when it
+/// could not be started; 125 when a lock was lost (before COMMAND started,
+/// which is then not started, or while it ran, which stops it: SIGTERM,
+/// then SIGKILL after the grace), with the lost claims left in place.
 pub fn run_holding<C: Claim>(
     claims: Vec<C>,
     argv: &[OsString],
     how: &RunHow<'_>,
-) -> anyhow::Result<u8> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| anyhow::anyhow!("no COMMAND given"))?;
+) -> anyhow::Result<Ended> {
+    let mut cmd = supervise::command(argv)?;
     let lost = || how.loss.is_some_and(supervise::Loss::is_lost);
     if lost() {
         say!(
             "lost the lock of {} before COMMAND started; not running it",
             domains_of(&claims)
         );
-        return Ok(exit::TOOL_FAILED);
+        return Ok(Ended::Code(exit::TOOL_FAILED));
     }
-    let mut cmd = Command::new(program);
-    cmd.args(args).envs(merged_env(&claims));
+    cmd.envs(merged_env(&claims));
     let watch = Watch {
         forward: FORWARDED.to_vec(),
         own_group: false,
@@ -318,7 +487,7 @@ pub fn run_holding<C: Claim>(
         kill_after: None,
         death_signal: Some(libc::SIGTERM),
     };
-    let (status, signaled) = match supervise::spawn(&mut cmd, watch) {
+    let ended = match supervise::spawn(&mut cmd, watch) {
         Ok(child) => {
             let outcome = child.wait_or_lose(how.loss.map(|l| (l, how.lost_grace)))?;
             if outcome.lost {
@@ -331,19 +500,13 @@ pub fn run_holding<C: Claim>(
                             format!("it exited with {}", exit::from_wait_status(outcome.status)),
                     }
                 );
-                return Ok(exit::TOOL_FAILED);
+                return Ok(Ended::Code(exit::TOOL_FAILED));
             }
-            (
-                exit::from_wait_status(outcome.status),
-                outcome.status.signal().is_some(),
-            )
+            Ended::from_wait_status(outcome.status)
         }
-        Err(e) => {
-            let program = names::shell_quote(&program.to_string_lossy());
-            say!("cannot run {program}: {e}");
-            (exit::from_spawn_error(&e), false)
-        }
+        Err(e) => Ended::Code(supervise::cannot_start(&cmd, &e)),
     };
+    let signaled = matches!(ended, Ended::Signal(_));
     if !(signaled || how.keep || lost()) {
         for claim in claims {
             if let Err(e) = claim.remove() {
@@ -351,7 +514,7 @@ pub fn run_holding<C: Claim>(
             }
         }
     }
-    Ok(status)
+    Ok(ended)
 }
 
 /// One line of `--list --json`: the fields of the tab-separated form.
@@ -362,6 +525,9 @@ struct ListLine<'a> {
     pid: Option<u32>,
     run_id: Option<&'a str>,
     since: Option<&'a str>,
+    /// For a held domain: the process a `--hold` keeper holds it for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent: Option<u32>,
 }
 
 /// `--list`.
@@ -370,8 +536,8 @@ struct List {
 }
 
 impl Job for List {
-    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<u8> {
-        list(backend, self.json)
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Ended> {
+        list(backend, self.json).map(Ended::Code)
     }
 }
 
@@ -387,6 +553,7 @@ fn list<B: Backend>(backend: &B, json: bool) -> anyhow::Result<u8> {
                 pid: holder.pid,
                 run_id: holder.run_id.as_deref(),
                 since: holder.since.as_deref(),
+                parent: holder.parent.filter(|_| status.held),
             };
             writeln!(out, "{}", serde_json::to_string(&line)?)?;
         } else {
@@ -528,11 +695,12 @@ mod tests {
         };
         let job = LockAndRun {
             cli: &cli,
+            run_id: None,
             domains: &["d".to_string()],
             lost_grace: grace,
         };
         let status = job.run(&backend).unwrap();
-        (status, locks.join("d.lock").exists())
+        (status.shell_status(), locks.join("d.lock").exists())
     }
 
     #[test]
@@ -569,6 +737,42 @@ mod tests {
         let (status, _) = run_losing(tmp.path(), true, script, Duration::from_millis(200));
         assert_eq!(status, exit::TOOL_FAILED);
         assert!(started.elapsed() < Duration::from_secs(60));
+    }
+
+    #[test]
+    fn describe_never_names_a_dead_process_as_the_holder() {
+        let me = std::process::id();
+        let live = Holder {
+            pid: Some(me),
+            run_id: Some("r1".into()),
+            ..Holder::default()
+        };
+        assert!(describe(Some(&live), Some(me)).starts_with("pid "));
+        assert!(describe(Some(&live), None).starts_with("pid "));
+        let reaper = Holder {
+            reaper: Some(true),
+            ..live.clone()
+        };
+        assert!(describe(Some(&reaper), Some(me)).starts_with("a janitor reaping it"));
+        // The record names us, but the kernel names another process.
+        let stale = describe(Some(&live), Some(1));
+        assert!(
+            stale.starts_with("pid 1 that is not its recorded holder"),
+            "{stale}"
+        );
+        // A recorded pid that no longer exists (pid_max is at most 2^22).
+        let dead = Holder {
+            pid: Some(1 << 23),
+            ..Holder::default()
+        };
+        let said = describe(Some(&dead), None);
+        assert!(said.contains("not running"), "{said}");
+        assert_eq!(describe(None, Some(7)), "pid 7 (no holder record)");
+        let keeper = Holder {
+            parent: Some(42),
+            ..live.clone()
+        };
+        assert!(describe(Some(&keeper), Some(me)).starts_with("a keeper for pid 42 (pid "));
     }
 
     #[test]

@@ -3,46 +3,82 @@
 //! Domain names are checked here ([`lockfile_name`]: a valid DOMAIN whose
 //! lockfile name fits in 255 bytes); callers never build file names.
 //!
+//! # Nothing left behind by a run that gave up
+//!
+//! A lockfile this process created but did not end up holding (`-n` lost,
+//! `-w` ran out, another domain of the set was busy) is removed before the
+//! answer, so the janitor never reaps a claim nobody held. Removing obeys
+//! invariant 2, unlink only while holding: the file is removed only when
+//! its lock can be taken without waiting, the path still names it, and it
+//! is still empty (nobody stamped a record into it since). A file that
+//! another process locked in between is that process's claim now and is
+//! left alone. A claim acquired by waiting is "ours" in this sense only
+//! when we created the file and it is still empty: whoever held it
+//! meanwhile never stamped it (a looker, or a run killed before stamping).
+//!
 //! # The `Wait::AtMost` waiting thread
 //!
 //! A blocking `flock` cannot be given a timeout, and the alarm timer belongs
 //! to whoever exec'd us (ccci-guard's deadline), so `-w` first tries without
 //! waiting, then runs the blocking acquire loop in a thread named
-//! `lock-wait` while the calling thread waits on a channel with a timeout.
-//! The thread owns the descriptor it waits on (opened by itself, close-on-exec
-//! like every lockfile descriptor, so no child ever inherits it).
-//! - If it gets the lock in time, it sends the claim (descriptor included)
-//!   over the channel and ends: the caller owns the claim.
-//! - If time runs out first, the caller answers `Busy` and the thread keeps
-//!   waiting, blocked in `flock`, until the process exits: its descriptor
-//!   is closed then, with any lock it holds. `ccci-lock` exits right after
-//!   a `Busy`; a long-lived caller must know the thread (one descriptor)
-//!   outlives the call.
+//! `lock-wait` while the calling thread waits on a condition variable with
+//! a timeout. The thread lives no longer than the [`Backend::acquire`] call
+//! that started it, and the descriptor it waits on (opened by the thread,
+//! close-on-exec like every lockfile descriptor, so no child inherits it)
+//! no longer than the thread, unless it becomes the returned claim:
+//! - It gets the lock in time: it hands the claim (with its descriptor) to
+//!   the caller and ends.
+//! - Time runs out first: under the shared mutex, the caller marks the wait
+//!   as given up, so the thread can no longer hand anything over; then it
+//!   wakes the thread out of `flock` with a dedicated signal
+//!   ([`sys::wake_signal`], sent to that thread only, whose handler does
+//!   nothing, installed without `SA_RESTART`), re-sending it every 10 ms
+//!   in case it arrived just before the thread entered `flock`, and joins
+//!   the thread. A thread that got the lock after the caller gave up
+//!   settles it first (removes the lockfile if this process created it,
+//!   as above). So after a `Busy` answer no thread, no descriptor and no
+//!   lock of this call remain.
+//! - The non-blocking steps of each round (open, `LOCK_NB`, identity
+//!   check) run under the mutex, so the caller's "given up" and the thread's
+//!   "got it" are ordered: exactly one of them wins.
+//!
+//! # Looking never blocks anyone
+//!
+//! [`Backend::list`], [`Backend::status`] and the holder record shown by
+//! `-v` take no lock at all: the record is read with `pread`, and whether a
+//! lockfile is held, and by which pid, comes from `/proc/locks`
+//! ([`flock_holder`], matched by device and inode). A shared probe lock, as
+//! before, made a concurrent `-n` on a free domain fail with 75.
 
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use ccci_common::cli::UsageError;
 use ccci_common::dirs::LOCK_DIR;
 use ccci_common::fs::{FileErrorKind, OpenHow, SafeDir};
 use ccci_common::names::shell_quote;
-use ccci_common::sys::{flock, FlockOp};
+use ccci_common::sys::{self, flock, FlockOp};
 
-use crate::protocol::{Acquired, Backend, Claim, Holder, Probe, Status, Wait};
+use crate::protocol::{Acquired, Backend, Claim, Holder, PassLock, Probe, Status, Wait};
 
 /// Longest lockfile name the file system takes (`NAME_MAX`).
 const FILE_NAME_MAX: usize = 255;
 /// The lockfile suffix.
 pub const SUFFIX: &str = ".lock";
+/// The pass lock of `ccci-janitor` in a lock dir; not a domain's lockfile
+/// (no domain starts with a dot), so never listed or reaped.
+pub const PASS_LOCK: &str = ".janitor.lock";
 /// The most of a lockfile that is read for its holder record.
 const RECORD_MAX: usize = 4096;
+/// How often a given-up wait re-sends the wake-up signal until its thread ends.
+const REWAKE: Duration = Duration::from_millis(10);
 
 /// The lockfile name of `domain`: `<DOMAIN>.lock`. A domain that is valid
 /// but too long for a file name (over 250 bytes) is a usage error.
@@ -66,6 +102,80 @@ pub fn domain_of(file_name: &OsStr) -> Option<String> {
     lockfile_name(domain).ok().map(|_| domain.to_string())
 }
 
+/// A `flock(2)` lock found in `/proc/locks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelLock {
+    /// The pid that took it, as the kernel reports it (`None`: not visible
+    /// from this pid namespace). The lock belongs to an open file, so this
+    /// process may have ended while a child that inherited the descriptor
+    /// keeps it.
+    pub pid: Option<u32>,
+    /// `LOCK_EX` rather than `LOCK_SH`.
+    pub exclusive: bool,
+}
+
+/// Who holds a `flock(2)` lock on `file`, per `/proc/locks`, found without
+/// taking or waiting for any lock. `None`: nobody. Locks are matched by the
+/// file's device and inode, so this needs a file system whose `stat` device
+/// is the one the kernel's lock table shows (tmpfs, ext4, xfs: yes; a
+/// btrfs subvolume or overlayfs may not be).
+///
+/// The kernel hands `/proc/locks` out a page at a time and walks its table
+/// again for each page, so a table longer than a page that changes while it
+/// is read can skip entries: a lock held all along may be missing from one
+/// reading. An entry is never made up, so "held" is believed at once and
+/// "free" only after [`TABLE_READS`] readings agree.
+pub fn flock_holder(file: &File) -> io::Result<Option<KernelLock>> {
+    let meta = file.metadata()?;
+    for _ in 0..TABLE_READS {
+        let table = std::fs::read_to_string("/proc/locks")?;
+        if let Some(lock) = find_flock(&table, meta.dev(), meta.ino()) {
+            return Ok(Some(lock));
+        }
+        if table.len() < TABLE_PAGE {
+            break; // read in one piece: nothing was skipped
+        }
+    }
+    Ok(None)
+}
+
+/// How many readings of a long `/proc/locks` must miss a lock before
+/// [`flock_holder`] calls it free.
+const TABLE_READS: usize = 3;
+
+/// Below this many bytes `/proc/locks` arrives in one read (one page).
+const TABLE_PAGE: usize = 4096;
+
+/// The first granted `FLOCK` entry of a `/proc/locks` text for the file
+/// `dev`/`ino` (entries marked `->` are waiters, not holders).
+fn find_flock(table: &str, dev: u64, ino: u64) -> Option<KernelLock> {
+    let want = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev), ino);
+    table.lines().find_map(|line| {
+        let mut fields = line.split_whitespace().skip(1).peekable();
+        if fields.peek() == Some(&"->") {
+            return None;
+        }
+        let (kind, _, access, pid, id) = (
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+        );
+        if kind != "FLOCK" {
+            return None;
+        }
+        let mut parts = id.split(':');
+        let major = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let minor = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let inode: u64 = parts.next()?.parse().ok()?;
+        ((major, minor, inode) == want).then(|| KernelLock {
+            pid: pid.parse::<u32>().ok().filter(|&p| p > 0),
+            exclusive: access == "WRITE",
+        })
+    })
+}
+
 /// The local backend: one lockfile per domain in a lock dir.
 #[derive(Debug, Clone)]
 pub struct FlockDir {
@@ -79,6 +189,9 @@ pub struct FlockClaim {
     file: File,
     name: String,
     domain: String,
+    /// This process created the lockfile, and nobody stamped a record into
+    /// it before we took it: giving it up may remove it.
+    created: bool,
 }
 
 fn read_holder(file: &File) -> Option<Holder> {
@@ -99,6 +212,44 @@ fn age_since(modified: SystemTime) -> Duration {
         .unwrap_or(Duration::ZERO)
 }
 
+/// One non-blocking round of acquiring.
+enum Round {
+    /// We hold it, and the path names it.
+    Held(FlockClaim),
+    /// We locked a file that is no longer at the path: start over.
+    Moved,
+    /// Somebody holds it.
+    Busy {
+        file: File,
+        created: bool,
+        holder: Option<Holder>,
+    },
+}
+
+/// What the caller of a `Wait::AtMost` and its waiting thread share.
+#[derive(Default)]
+struct WaitState {
+    /// The caller stopped waiting: the thread must hand nothing over.
+    gave_up: bool,
+    /// The thread ended; with what, unless the caller gave up.
+    finished: bool,
+    outcome: Option<anyhow::Result<FlockClaim>>,
+    /// Wakes the thread out of a blocking `flock`.
+    wake: Option<sys::ThreadSignaller>,
+}
+
+#[derive(Default)]
+struct WaitShared {
+    state: Mutex<WaitState>,
+    changed: Condvar,
+}
+
+impl WaitShared {
+    fn lock(&self) -> MutexGuard<'_, WaitState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl FlockDir {
     /// Opens the lock dir at `path` (see [`SafeDir`]); with `create`, makes
     /// it 0700 when missing. `None`: missing and not created.
@@ -111,62 +262,265 @@ impl FlockDir {
         self.dir.path()
     }
 
-    fn claim(&self, file: File, name: String, domain: &str) -> FlockClaim {
+    /// The lock dir itself, for the keeper of `--hold` (its socket lives
+    /// there; see [`crate::hold`]).
+    pub(crate) fn safe_dir(&self) -> &SafeDir {
+        &self.dir
+    }
+
+    fn claim(&self, file: File, name: &str, domain: &str, created: bool) -> FlockClaim {
         FlockClaim {
             dir: Arc::clone(&self.dir),
             file,
-            name,
+            name: name.to_string(),
             domain: domain.to_string(),
+            created,
         }
     }
 
-    /// One round of the acquire loop: open (creating), lock, check identity.
-    /// `Ok(None)`: the lockfile moved under us; start over.
-    fn attempt(
-        &self,
-        domain: &str,
-        name: &str,
-        block: bool,
-        waiting: &mut dyn FnMut(Option<&Holder>),
-    ) -> anyhow::Result<Option<Acquired<FlockClaim>>> {
-        let file = self.dir.open_file(name, OpenHow::Create)?;
+    /// Opens the lockfile `name`, creating it when missing; `true` when
+    /// this call created it.
+    fn open_or_create(&self, name: &str) -> anyhow::Result<(File, bool)> {
+        loop {
+            match self.dir.open_file(name, OpenHow::CreateNew) {
+                Ok(file) => return Ok((file, true)),
+                Err(e) if matches!(e.kind, FileErrorKind::Exists) => {}
+                Err(e) => return Err(e.into()),
+            }
+            match self.dir.open_file(name, OpenHow::ReadWrite) {
+                Ok(file) => return Ok((file, false)),
+                // Removed between the two opens: create it after all.
+                Err(e) if matches!(e.kind, FileErrorKind::Missing) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Removes the lockfile `name` that this process created but will not
+    /// hold, if nobody else took it since (see the module doc).
+    fn discard_created(&self, name: &str, file: &File) -> anyhow::Result<()> {
+        if flock(file.as_fd(), FlockOp::ExclusiveNonblock)?
+            && self.dir.names_file(name, file)?
+            && file.metadata()?.len() == 0
+        {
+            self.dir.remove_file(name).with_context(|| {
+                format!("cannot remove lockfile {}", self.dir.join(name).display())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Open (creating), lock without waiting, check identity.
+    fn round(&self, domain: &str, name: &str) -> anyhow::Result<Round> {
+        let (file, created) = self.open_or_create(name)?;
         if !flock(file.as_fd(), FlockOp::ExclusiveNonblock)? {
             let holder = read_holder(&file);
-            if !block {
-                return Ok(Some(Acquired::Busy(holder)));
-            }
-            waiting(holder.as_ref());
-            flock(file.as_fd(), FlockOp::Exclusive)?;
-        }
-        if self.dir.names_file(name, &file)? {
-            Ok(Some(Acquired::Held(self.claim(
+            return Ok(Round::Busy {
                 file,
-                name.to_string(),
-                domain,
-            ))))
+                created,
+                holder,
+            });
+        }
+        Ok(if self.dir.names_file(name, &file)? {
+            Round::Held(self.claim(file, name, domain, created))
         } else {
-            Ok(None)
+            Round::Moved
+        })
+    }
+
+    /// Without waiting: held, or busy (after discarding a lockfile we
+    /// created and lost), with the holder's record.
+    fn try_acquire(&self, domain: &str, name: &str) -> anyhow::Result<Acquired<FlockClaim>> {
+        loop {
+            match self.round(domain, name)? {
+                Round::Held(claim) => return Ok(Acquired::Held(claim)),
+                Round::Moved => continue,
+                Round::Busy {
+                    file,
+                    created,
+                    holder,
+                } => {
+                    if created {
+                        self.discard_created(name, &file)?;
+                    }
+                    return Ok(Acquired::Busy(holder));
+                }
+            }
         }
     }
 
-    fn acquire_loop(
+    /// Waiting as long as it takes (a blocking `flock`, no polling).
+    fn acquire_forever(
         &self,
         domain: &str,
         name: &str,
-        block: bool,
         waiting: &mut dyn FnMut(Option<&Holder>),
-    ) -> anyhow::Result<Acquired<FlockClaim>> {
+    ) -> anyhow::Result<FlockClaim> {
         let mut reported = false;
-        let mut report_once = |holder: Option<&Holder>| {
-            if !std::mem::replace(&mut reported, true) {
-                waiting(holder)
-            }
-        };
         loop {
-            if let Some(outcome) = self.attempt(domain, name, block, &mut report_once)? {
-                return Ok(outcome);
+            match self.round(domain, name)? {
+                Round::Held(claim) => return Ok(claim),
+                Round::Moved => continue,
+                Round::Busy {
+                    file,
+                    created,
+                    holder,
+                } => {
+                    if !std::mem::replace(&mut reported, true) {
+                        waiting(holder.as_ref());
+                    }
+                    flock(file.as_fd(), FlockOp::Exclusive)?;
+                    if self.dir.names_file(name, &file)? {
+                        let ours = created && file.metadata()?.len() == 0;
+                        return Ok(self.claim(file, name, domain, ours));
+                    }
+                }
             }
         }
+    }
+
+    /// The body of the `lock-wait` thread (see the module doc).
+    fn wait_in_thread(&self, domain: &str, name: &str, shared: &WaitShared) {
+        let wake = sys::ThreadSignal::new(sys::wake_signal());
+        let outcome = sys::unblock_signals(&[sys::wake_signal()])
+            .context("cannot unblock the wake-up signal")
+            .and_then(|()| {
+                shared.lock().wake = Some(wake.signaller());
+                self.wait_rounds(domain, name, shared)
+            });
+        let mut state = shared.lock();
+        match outcome {
+            Ok(Some(claim)) if state.gave_up => {
+                if let Err(e) = claim.give_up() {
+                    ccci_common::say!("{e:#}");
+                }
+            }
+            Ok(Some(claim)) => state.outcome = Some(Ok(claim)),
+            Ok(None) => {}
+            Err(e) => state.outcome = Some(Err(e)),
+        }
+        state.finished = true;
+        shared.changed.notify_all();
+    }
+
+    /// `Ok(None)`: the caller gave up first.
+    fn wait_rounds(
+        &self,
+        domain: &str,
+        name: &str,
+        shared: &WaitShared,
+    ) -> anyhow::Result<Option<FlockClaim>> {
+        loop {
+            let (file, created) = {
+                let state = shared.lock();
+                if state.gave_up {
+                    return Ok(None);
+                }
+                match self.round(domain, name)? {
+                    Round::Held(claim) => return Ok(Some(claim)),
+                    Round::Moved => continue,
+                    Round::Busy { file, created, .. } => (file, created),
+                }
+            };
+            if !sys::flock_or_interrupted(file.as_fd())? {
+                continue; // woken: the next round reads `gave_up`
+            }
+            if !self.dir.names_file(name, &file)? {
+                continue;
+            }
+            // Someone else held it meanwhile: "ours" only if it is still
+            // the empty file we made.
+            let ours = created && file.metadata()?.len() == 0;
+            return Ok(Some(self.claim(file, name, domain, ours)));
+        }
+    }
+
+    fn acquire_at_most(
+        &self,
+        domain: &str,
+        name: &str,
+        limit: Duration,
+        waiting: &mut dyn FnMut(Option<&Holder>),
+    ) -> anyhow::Result<Acquired<FlockClaim>> {
+        let holder = match self.try_acquire(domain, name)? {
+            Acquired::Busy(holder) => holder,
+            held => return Ok(held),
+        };
+        if limit.is_zero() {
+            return Ok(Acquired::Busy(holder)); // `-w 0`: try once, like `-n`
+        }
+        waiting(holder.as_ref());
+        sys::interrupt_on(sys::wake_signal()).context("cannot set up the wake-up signal")?;
+        let shared = Arc::new(WaitShared::default());
+        let thread = {
+            let (this, shared) = (self.clone(), Arc::clone(&shared));
+            let (domain, name) = (domain.to_string(), name.to_string());
+            std::thread::Builder::new()
+                .name("lock-wait".into())
+                .spawn(move || this.wait_in_thread(&domain, &name, &shared))
+                .context("cannot start the waiting thread")?
+        };
+        let until = Instant::now().checked_add(limit);
+        let mut state = shared.lock();
+        while !state.finished {
+            let left = match until {
+                Some(until) => until.saturating_duration_since(Instant::now()),
+                None => Duration::MAX,
+            };
+            if left.is_zero() {
+                break;
+            }
+            state = shared
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let outcome = if state.finished {
+            state.outcome.take()
+        } else {
+            state.gave_up = true;
+            while !state.finished {
+                if let Some(wake) = &state.wake {
+                    wake.send();
+                }
+                state = shared
+                    .changed
+                    .wait_timeout(state, REWAKE)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            None
+        };
+        drop(state);
+        let _ = thread.join();
+        match outcome {
+            Some(got) => got.map(Acquired::Held),
+            None => Ok(Acquired::Busy(holder)),
+        }
+    }
+
+    /// The state of the lockfile `name`, read without taking any lock;
+    /// `None` when it is missing or not a usable lockfile.
+    fn look(&self, domain: &str, name: &str) -> anyhow::Result<Option<Status>> {
+        let file = match self.dir.open_file(name, OpenHow::Read) {
+            Ok(file) => file,
+            Err(e) => match e.kind {
+                FileErrorKind::Missing => return Ok(None),
+                FileErrorKind::Symlink | FileErrorKind::NotRegular(_) => {
+                    ccci_common::say!("skipping {e}");
+                    return Ok(None);
+                }
+                _ => return Err(e.into()),
+            },
+        };
+        let lock = flock_holder(&file).context("cannot read /proc/locks")?;
+        Ok(Some(Status {
+            domain: domain.to_string(),
+            held: lock.is_some(),
+            holder: read_holder(&file),
+            locker: lock.and_then(|l| l.pid),
+        }))
     }
 }
 
@@ -184,39 +538,27 @@ impl Backend for FlockDir {
         waiting: &mut dyn FnMut(Option<&Holder>),
     ) -> anyhow::Result<Acquired<FlockClaim>> {
         let name = lockfile_name(domain)?;
-        let limit = match wait {
-            Wait::Forever => return self.acquire_loop(domain, &name, true, waiting),
-            Wait::Never => return self.acquire_loop(domain, &name, false, waiting),
-            Wait::AtMost(limit) => limit,
-        };
-        let holder = match self.acquire_loop(domain, &name, false, waiting)? {
-            Acquired::Busy(holder) => holder,
-            held => return Ok(held),
-        };
-        waiting(holder.as_ref());
-        // A blocking flock cannot be given a timeout, and the alarm timer
-        // belongs to whoever exec'd us (ccci-guard's deadline), so the wait
-        // runs in a thread while this one waits on the clock. When time runs
-        // out the caller exits, which ends the thread and any lock it got.
-        let (tx, rx) = mpsc::channel();
-        let this = self.clone();
-        let domain_owned = domain.to_string();
-        std::thread::Builder::new()
-            .name("lock-wait".into())
-            .spawn(move || {
-                let got = this.acquire_loop(&domain_owned, &name, true, &mut |_| {});
-                let _ = tx.send(got);
-            })
-            .context("cannot start the waiting thread")?;
-        match rx.recv_timeout(limit) {
-            Ok(got) => got,
-            Err(_) => Ok(Acquired::Busy(holder)),
+        match wait {
+            Wait::Forever => self
+                .acquire_forever(domain, &name, waiting)
+                .map(Acquired::Held),
+            Wait::Never => self.try_acquire(domain, &name),
+            Wait::AtMost(limit) => self.acquire_at_most(domain, &name, limit, waiting),
         }
     }
 
     fn probe(&self, domain: &str) -> anyhow::Result<Probe<FlockClaim>> {
         let name = lockfile_name(domain)?;
-        let file = match self.dir.open_file(&name, OpenHow::Read) {
+        // Opened for writing, so that a janitor that takes the claim can
+        // stamp its own record while it reaps; a lockfile we may only read
+        // (made read-only by hand) is still probed and settled.
+        let opened = match self.dir.open_file(&name, OpenHow::ReadWrite) {
+            Err(e) if matches!(&e.kind, FileErrorKind::Io(io) if io.kind() == io::ErrorKind::PermissionDenied) => {
+                self.dir.open_file(&name, OpenHow::Read)
+            }
+            other => other,
+        };
+        let file = match opened {
             Ok(file) => file,
             Err(e) => match e.kind {
                 FileErrorKind::Missing => return Ok(Probe::Missing),
@@ -235,7 +577,7 @@ impl Backend for FlockDir {
         if !self.dir.names_file(&name, &file)? {
             return Ok(Probe::Moved);
         }
-        Ok(Probe::Acquired(self.claim(file, name, domain)))
+        Ok(Probe::Acquired(self.claim(file, &name, domain, false)))
     }
 
     fn create(&self, domain: &str) -> anyhow::Result<Option<FlockClaim>> {
@@ -248,7 +590,7 @@ impl Backend for FlockDir {
         // The file is new, but another process may have opened and locked
         // it, or locked and removed it, since; the identity check covers both.
         if flock(file.as_fd(), FlockOp::ExclusiveNonblock)? && self.dir.names_file(&name, &file)? {
-            Ok(Some(self.claim(file, name, domain)))
+            Ok(Some(self.claim(file, &name, domain, true)))
         } else {
             Ok(None)
         }
@@ -268,26 +610,14 @@ impl Backend for FlockDir {
         let mut out = Vec::new();
         for domain in self.domains()? {
             let name = lockfile_name(&domain)?;
-            let file = match self.dir.open_file(&name, OpenHow::Read) {
-                Ok(file) => file,
-                Err(e) => match e.kind {
-                    FileErrorKind::Missing => continue,
-                    FileErrorKind::Symlink | FileErrorKind::NotRegular(_) => {
-                        ccci_common::say!("skipping {e}");
-                        continue;
-                    }
-                    _ => return Err(e.into()),
-                },
-            };
-            // A shared probe conflicts with a holder but never with another probe.
-            let held = !flock(file.as_fd(), FlockOp::SharedNonblock)?;
-            out.push(Status {
-                domain,
-                held,
-                holder: read_holder(&file),
-            });
+            out.extend(self.look(&domain, &name)?);
         }
         Ok(out)
+    }
+
+    fn status(&self, domain: &str) -> anyhow::Result<Option<Status>> {
+        let name = lockfile_name(domain)?;
+        self.look(domain, &name)
     }
 
     fn peek_age(&self, domain: &str) -> anyhow::Result<Option<Duration>> {
@@ -306,6 +636,45 @@ impl Backend for FlockDir {
             SystemTime::UNIX_EPOCH - since_epoch
         };
         Ok(Some(age_since(modified)))
+    }
+
+    fn pass_lock(&self, create: bool) -> anyhow::Result<PassLock> {
+        if create {
+            return Ok(match self.try_acquire(PASS_LOCK, PASS_LOCK)? {
+                Acquired::Held(claim) => PassLock::Held(Box::new(PassGuard(Some(claim)))),
+                Acquired::Busy(_) => PassLock::Busy,
+            });
+        }
+        let file = match self.dir.open_file(PASS_LOCK, OpenHow::Read) {
+            Ok(file) => file,
+            Err(e) if matches!(e.kind, FileErrorKind::Missing) => return Ok(PassLock::Missing),
+            Err(e) => return Err(e.into()),
+        };
+        if !flock(file.as_fd(), FlockOp::SharedNonblock)? {
+            return Ok(PassLock::Busy);
+        }
+        // Removed meanwhile by the pass that held it: no pass runs now.
+        Ok(if self.dir.names_file(PASS_LOCK, &file)? {
+            PassLock::Held(Box::new(file))
+        } else {
+            PassLock::Missing
+        })
+    }
+}
+
+/// The pass lock of a real pass: like a domain's lockfile, it is removed
+/// while still held when the pass ends (invariant 2), so a lock dir holds
+/// nothing between passes; a pass that locked the removed file fails the
+/// identity check and starts over (invariant 1).
+struct PassGuard(Option<FlockClaim>);
+
+impl Drop for PassGuard {
+    fn drop(&mut self) {
+        if let Some(claim) = self.0.take() {
+            if let Err(e) = claim.remove() {
+                ccci_common::say!("{e:#}");
+            }
+        }
     }
 }
 
@@ -356,6 +725,16 @@ impl Claim for FlockClaim {
         ]
     }
 
+    fn give_up(self) -> anyhow::Result<()> {
+        if self.created && self.dir.names_file(&self.name, &self.file)? {
+            // Held since we created it; check it is still unstamped anyway.
+            if self.file.metadata()?.len() == 0 {
+                return self.remove();
+            }
+        }
+        Ok(())
+    }
+
     fn remove(self) -> anyhow::Result<()> {
         // By invariant 2 the path still names our file; check anyway, so a
         // lockfile replaced by hand is never removed by someone not holding it.
@@ -373,6 +752,7 @@ impl Claim for FlockClaim {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use std::sync::mpsc;
 
     fn lock_dir() -> (tempfile::TempDir, FlockDir) {
         let tmp = tempfile::tempdir().unwrap();
@@ -532,5 +912,165 @@ mod tests {
             Some(std::process::id())
         );
         assert!(!list[1].held && list[1].holder.is_none());
+    }
+
+    #[test]
+    fn proc_locks_lines_are_matched_by_device_and_inode_and_skip_waiters() {
+        let dev = libc::makedev(0xfe, 0x01);
+        let table = "\
+1: POSIX  ADVISORY  WRITE 10 fe:01:77 0 EOF
+2: FLOCK  ADVISORY  READ  11 fe:02:77 0 EOF
+3: FLOCK  ADVISORY  WRITE 12 fe:01:77 0 EOF
+3: -> FLOCK  ADVISORY  WRITE 13 fe:01:78 0 EOF
+";
+        assert_eq!(
+            find_flock(table, dev, 77),
+            Some(KernelLock {
+                pid: Some(12),
+                exclusive: true
+            })
+        );
+        assert_eq!(find_flock(table, dev, 78), None, "a waiter holds nothing");
+        assert_eq!(
+            find_flock(table, libc::makedev(0xfe, 0x02), 77).map(|l| l.exclusive),
+            Some(false)
+        );
+        assert_eq!(find_flock("garbage\n\n1: FLOCK", dev, 77), None);
+    }
+
+    /// Whether `/proc/locks` shows a waiter on the file `meta` names.
+    fn has_waiter(meta: &std::fs::Metadata) -> bool {
+        let (major, minor) = (
+            nix::sys::stat::major(meta.dev()),
+            nix::sys::stat::minor(meta.dev()),
+        );
+        let id = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+        std::fs::read_to_string("/proc/locks")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains(" -> ") && l.contains(&id))
+    }
+
+    #[test]
+    fn looking_takes_no_lock_and_names_the_locking_pid() {
+        let (_t, dir) = lock_dir();
+        let mut claim = held(dir.acquire("d", Wait::Never, &mut |_| {}).unwrap());
+        claim.stamp(&Holder::this_process(None)).unwrap();
+        let held_by = flock_holder(&claim.file).unwrap().unwrap();
+        assert_eq!(held_by.pid, Some(std::process::id()));
+        assert!(held_by.exclusive);
+        let status = dir.status("d").unwrap().unwrap();
+        assert!(status.held);
+        assert_eq!(status.locker, Some(std::process::id()));
+        drop(claim);
+        let status = dir.status("d").unwrap().unwrap();
+        assert!(!status.held && status.locker.is_none());
+        // Looking at a free lockfile holds nothing: a -n right after gets it.
+        let listed = dir.list().unwrap();
+        assert!(!listed[0].held);
+        held(dir.acquire("d", Wait::Never, &mut |_| {}).unwrap());
+        assert!(dir.status("none").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_wait_that_runs_out_leaves_no_thread_waiting_and_nothing_behind() {
+        // The holder removes its lockfile and releases after the waiter gave
+        // up: a waiting thread left behind would then create and take a new
+        // lockfile that nobody holds for long, and nobody removes.
+        let (_t, dir) = lock_dir();
+        let first = held(dir.acquire("d", Wait::Never, &mut |_| {}).unwrap());
+        let meta = first.file.metadata().unwrap();
+        let again = dir
+            .acquire("d", Wait::AtMost(Duration::from_millis(50)), &mut |_| {})
+            .unwrap();
+        assert!(matches!(again, Acquired::Busy(_)));
+        assert!(!has_waiter(&meta), "a waiting thread outlived the call");
+        let path = first.path();
+        first.remove().unwrap();
+        assert!(!path.exists());
+        held(dir.acquire("d", Wait::Never, &mut |_| {}).unwrap())
+            .remove()
+            .unwrap();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_busy_set_member_taken_first_is_removed_only_if_we_created_it() {
+        let (_t, dir) = lock_dir();
+        let busy = held(dir.acquire("c", Wait::Never, &mut |_| {}).unwrap());
+        // "a" exists already (a claim the janitor may have to reap); "b" does not.
+        drop(held(dir.acquire("a", Wait::Never, &mut |_| {}).unwrap()));
+        let set: Vec<String> = ["c", "b", "a"].map(String::from).to_vec();
+        for wait in [Wait::Never, Wait::AtMost(Duration::from_millis(30))] {
+            let mut told = Vec::new();
+            match crate::acquire_all(&dir, &set, wait, &mut |d, _| told.push(d.to_string()))
+                .unwrap()
+            {
+                Acquired::Busy(b) => assert_eq!(b.domain, "c"),
+                Acquired::Held(_) => panic!("c is held"),
+            }
+            assert!(
+                dir.path().join("a.lock").exists(),
+                "a pre-existing claim was removed"
+            );
+            assert!(
+                !dir.path().join("b.lock").exists(),
+                "our own b.lock was left behind"
+            );
+            assert!(dir.status("a").unwrap().is_some_and(|s| !s.held));
+        }
+        drop(busy);
+    }
+
+    #[test]
+    fn a_claim_got_by_waiting_is_not_ours_to_give_up() {
+        let (_t, dir) = lock_dir();
+        let mut first = held(dir.acquire("d", Wait::Never, &mut |_| {}).unwrap());
+        assert!(first.created);
+        first.stamp(&Holder::this_process(None)).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let waiter = {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                held(
+                    dir.acquire("d", Wait::AtMost(Duration::from_secs(600)), &mut |_| {
+                        tx.send(()).unwrap()
+                    })
+                    .unwrap(),
+                )
+            })
+        };
+        rx.recv().unwrap();
+        drop(first); // released, lockfile kept (as after a killed COMMAND)
+        let second = waiter.join().unwrap();
+        assert!(!second.created);
+        let path = second.path();
+        second.give_up().unwrap();
+        assert!(path.exists(), "gave up someone else's claim by removing it");
+    }
+
+    #[test]
+    fn a_created_lockfile_is_discarded_only_while_held_at_the_path_and_unstamped() {
+        let (_t, dir) = lock_dir();
+        let (file, created) = dir.open_or_create("d.lock").unwrap();
+        assert!(created);
+        let (again, created_again) = dir.open_or_create("d.lock").unwrap();
+        assert!(!created_again);
+        let path = dir.path().join("d.lock");
+        // Someone else holds it: it is theirs now.
+        assert!(flock(again.as_fd(), FlockOp::ExclusiveNonblock).unwrap());
+        dir.discard_created("d.lock", &file).unwrap();
+        assert!(path.exists());
+        // Someone stamped a record into it and left it (a killed run): kept.
+        again.write_all_at(b"{}\n", 0).unwrap();
+        drop(again);
+        dir.discard_created("d.lock", &file).unwrap();
+        assert!(path.exists());
+        drop(file);
+        // Empty and free: removed.
+        let (file, _) = dir.open_or_create("d.lock").unwrap();
+        file.set_len(0).unwrap();
+        dir.discard_created("d.lock", &file).unwrap();
+        assert!(!path.exists());
     }
 }

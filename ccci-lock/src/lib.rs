@@ -23,7 +23,15 @@
 //! 4. **A leftover lockfile means "maybe an app to reap".** A holder whose
 //!    command exits normally removes the lockfile (unless `--keep`); one
 //!    whose command was killed by a signal, or that was itself killed,
-//!    leaves it for `ccci-janitor`.
+//!    leaves it for `ccci-janitor`; so does one whose lock was lost (a
+//!    lease backend). A run that gave up (busy, or a set with one busy
+//!    domain) removes any lockfile it created and never held for others:
+//!    nobody ran, so nothing is left to reap.
+//! 5. **Sets in one order.** Several domains are taken in sorted order, all
+//!    or none ([`acquire_all`]): overlapping sets never deadlock.
+//! 6. **Looking never blocks anyone.** Listing, `-v` and a janitor's check of
+//!    a live domain take no lock ([`Backend::status`], [`flock::flock_holder`]),
+//!    so they never make a concurrent `-n` on a free domain fail.
 //!
 //! The protocol is expressed by the [`Backend`] and [`Claim`] traits in
 //! [`protocol`], so that a second backend (etcd, for several hosts) can
@@ -32,10 +40,12 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod etcd;
 pub mod flock;
+pub mod hold;
 pub mod protocol;
 
-pub use flock::{domain_of, lockfile_name, FlockClaim, FlockDir, SUFFIX};
+pub use flock::{domain_of, lockfile_name, FlockClaim, FlockDir, PASS_LOCK, SUFFIX};
 pub use protocol::{
-    acquire_all, Acquired, Backend, BusyDomain, Claim, Holder, Probe, Status, Wait,
+    acquire_all, Acquired, Backend, BusyDomain, Claim, Holder, PassLock, Probe, Status, Wait,
 };

@@ -39,9 +39,7 @@ impl Holder {
             pid: Some(std::process::id()),
             run_id,
             since: Some(ccci_common::cli::now_rfc3339()),
-            host: nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok()),
+            host: Some(ccci_common::proc::hostname()).filter(|h| h != "-"),
             parent: None,
             reaper: None,
         }
@@ -119,6 +117,31 @@ pub struct Status {
     pub held: bool,
     /// The last holder record, when readable (for a free lock: the last holder).
     pub holder: Option<Holder>,
+    /// The process the backend itself names as holding the lock (for
+    /// flock: the pid in `/proc/locks`), when it can tell. It differs from
+    /// the record's pid when the record is stale: a janitor reaping a dead
+    /// run's claim before stamping, or a foreign `flock(1)` user.
+    pub locker: Option<u32>,
+}
+
+/// The answer of [`Backend::pass_lock`].
+pub enum PassLock {
+    /// This process holds the pass lock until the value is dropped.
+    Held(Box<dyn std::any::Any + Send>),
+    /// Another pass holds it.
+    Busy,
+    /// There is no pass lock and none was made (`create` was false).
+    Missing,
+}
+
+impl std::fmt::Debug for PassLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PassLock::Held(_) => "Held",
+            PassLock::Busy => "Busy",
+            PassLock::Missing => "Missing",
+        })
+    }
 }
 
 /// A place where domain locks live. `ccci-lock` and `ccci-janitor` are
@@ -155,8 +178,16 @@ pub trait Backend {
     /// Every domain that has a claim, sorted. Names that are not valid
     /// domains are not listed.
     fn domains(&self) -> anyhow::Result<Vec<String>>;
-    /// The state of every claim, sorted by domain.
+    /// The state of every claim, sorted by domain. Looking never blocks
+    /// anyone: this takes no lock and never makes a concurrent acquirer of
+    /// a free domain find it busy.
     fn list(&self) -> anyhow::Result<Vec<Status>>;
+    /// The state of `domain`'s claim (`None`: no claim), found as
+    /// [`Backend::list`] finds it, without taking any lock: for `-v` and
+    /// for a janitor's check of a live domain.
+    fn status(&self, domain: &str) -> anyhow::Result<Option<Status>> {
+        Ok(self.list()?.into_iter().find(|s| s.domain == domain))
+    }
     /// Time since `domain`'s claim was last stamped, read without opening
     /// or locking it, when the backend can tell cheaply (a `stat`). `None`:
     /// no usable claim, or the backend cannot tell. Only a hint, for
@@ -164,6 +195,17 @@ pub trait Backend {
     fn peek_age(&self, domain: &str) -> anyhow::Result<Option<Duration>> {
         let _ = domain;
         Ok(None)
+    }
+    /// Takes, without waiting, the lock that lets one `ccci-janitor` pass
+    /// run at a time (SPEC §4), with the same protocol as a domain's lock,
+    /// and removes it while still held when the value is dropped. With
+    /// `create` false (a dry run) a missing pass lock is not made, and an
+    /// existing one is taken shared: dry runs exclude real passes but not
+    /// each other. A backend without one cannot serve the janitor: the
+    /// default refuses.
+    fn pass_lock(&self, create: bool) -> anyhow::Result<PassLock> {
+        let _ = create;
+        anyhow::bail!("this lock backend has no janitor pass lock")
     }
 }
 

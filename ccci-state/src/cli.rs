@@ -2,16 +2,18 @@
 //! that runs it. The file protocol is in the library.
 
 use std::ffi::OsString;
-use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use ccci_common::{dirs, exit, names, say};
+use ccci_common::args::{self, StateDirArg};
+use ccci_common::cli::print_all;
+use ccci_common::dirs::STATE_DIR;
+use ccci_common::run::{RunArgs, RunKey};
+use ccci_common::{exit, names, say};
 
-use crate::identity::{Harness, RunArgs, RunKey};
-use crate::{file_var, Begun, Location, StateDir, Swept, HARNESS_FILES};
+use crate::{file_var, Begun, Location, StateDir, HARNESS_FILES};
 
 const AFTER_HELP: &str = "\
 A run's files live in <state dir>/<run-id>-<harness pid>/NAME, so two runs
@@ -29,8 +31,13 @@ Environment:
   CCCI_RUN_ID        the run id (like --run-id)
   CCCI_HARNESS_PID   the harness pid (like --pid)
   CCCI_<NAME>_FILE   the exact path of state file NAME (upper-cased, '-' as
-                     '_'); when set, it wins over the run key
-Empty variables count as unset.";
+                     '_'); when set, it wins over the run key, unless the run
+                     is named on the command line (--run-id or --pid): a
+                     nested run never touches the outer run's files
+Empty variables count as unset. clean removes <state dir>/<run key>/ and
+nothing else, whatever a CCCI_<NAME>_FILE names. The lock, state and runs dirs
+(CCCI_APP_LOCK_DIR, CCCI_STATE_DIR, CCCI_RUNS_DIR) must be three different
+directories, none inside another: otherwise status 125.";
 
 /// Run-keyed state files that two CI runs never share.
 #[derive(Debug, Parser)]
@@ -47,15 +54,9 @@ pub struct Cli {
     #[command(flatten)]
     pub run: RunArgs,
 
-    /// State dir [default: /tmp/ccci-<uid>/state]
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "CCCI_STATE_DIR",
-        hide_env_values = true,
-        global = true
-    )]
-    pub state_dir: Option<PathBuf>,
+    /// Where the run dirs are
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
 
     /// What to do
     #[command(subcommand)]
@@ -113,7 +114,7 @@ pub enum Command {
         #[arg(value_name = "LINE", allow_hyphen_values = true)]
         line: OsString,
     },
-    /// Remove this run's files and directory; missing ones are fine
+    /// Remove this run's directory <state dir>/<run key>/ and its files; a missing one is fine
     Clean,
     /// Remove the directories of runs whose harness process is gone
     Gc {
@@ -125,21 +126,19 @@ pub enum Command {
 
 /// Runs a parsed command line; returns the exit status.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
-    let state_dir = dirs::absolute(
-        &cli.state_dir
-            .clone()
-            .unwrap_or_else(dirs::default_state_dir),
-    );
-    let key = cli.run.resolve();
-    let locate = |name: &str| Location::resolve(name, &state_dir, &key);
+    let key = cli.run.resolve()?;
+    let state_dir = cli.state_dir.resolve()?;
+    args::check_apart(&STATE_DIR, &state_dir)?;
+    // A run named on the command line is another run than the one whose
+    // exact paths we may have inherited.
+    let inherit = !cli.run.explicit();
+    let locate = |name: &str| Location::resolve(name, &state_dir, &key, inherit);
     match cli.command {
         Command::Env { json } => env(&state_dir, &key, json),
         Command::Path { name } => {
-            let path = locate(&name)?.path();
-            let mut out = std::io::stdout().lock();
-            out.write_all(path.as_os_str().as_bytes())?;
-            out.write_all(b"\n")?;
-            out.flush()?;
+            let mut line = locate(&name)?.path().into_os_string().into_vec();
+            line.push(b'\n');
+            print_all(&line)?;
             Ok(exit::SUCCESS)
         }
         Command::Get { name, default } => {
@@ -152,9 +151,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
                 (None, None) => return Ok(exit::FAILURE),
             };
-            let mut out = std::io::stdout().lock();
-            out.write_all(&content)?;
-            out.flush()?;
+            print_all(&content)?;
             Ok(exit::SUCCESS)
         }
         Command::Set { name, value } => {
@@ -165,9 +162,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Incr { name, by } => {
             let loc = locate(&name)?;
             let value = lock(&loc)?.locked.incr(loc.file_name(), by)?;
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{value}")?;
-            out.flush()?;
+            print_all(format!("{value}\n").as_bytes())?;
             Ok(exit::SUCCESS)
         }
         Command::Append { name, line } => {
@@ -179,13 +174,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::SUCCESS)
         }
         Command::Clean => {
-            let exact = HARNESS_FILES
-                .iter()
-                .map(|name| locate(name))
-                .collect::<Result<Vec<_>, _>>()?;
-            for loc in &exact {
-                loc.remove_exact()?;
-            }
+            // Only the run's own directory: never a file a variable names.
             if let Some(state) = StateDir::open(&state_dir, false)? {
                 state.clean(&key)?;
             }
@@ -249,7 +238,7 @@ fn env(state_dir: &Path, key: &RunKey, json: bool) -> anyhow::Result<u8> {
         text.push('\n');
     } else {
         let mut export = |var: &str, value: &str| {
-            text.push_str(&format!("export {var}={}\n", names::shell_quote(value)));
+            text.push_str(&format!("export {var}={}\n", names::export_quote(value)));
         };
         export("CCCI_RUN_ID", &key.run_id);
         export("CCCI_HARNESS_PID", &key.pid.to_string());
@@ -257,9 +246,7 @@ fn env(state_dir: &Path, key: &RunKey, json: bool) -> anyhow::Result<u8> {
             export(&file_var(name), &path.to_string_lossy());
         }
     }
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())?;
-    out.flush()?;
+    print_all(text.as_bytes())?;
     Ok(exit::SUCCESS)
 }
 
@@ -267,25 +254,7 @@ fn gc(state_dir: &Path, dry_run: bool) -> anyhow::Result<u8> {
     let Some(state) = StateDir::open(state_dir, false)? else {
         return Ok(exit::SUCCESS); // no state dir: nothing to collect
     };
-    let mut status = exit::SUCCESS;
-    let why = |fate: &Harness, pid: u32| match fate {
-        Harness::Replaced => format!("harness pid {pid} now names another process"),
-        _ => format!("harness pid {pid} has exited"),
-    };
-    for entry in state.gc(dry_run)? {
-        let path = entry.path.display();
-        match &entry.outcome {
-            Swept::Removed(fate) => say!("removed {path}: {}", why(fate, entry.pid)),
-            Swept::WouldRemove(fate) => say!("would remove {path}: {}", why(fate, entry.pid)),
-            Swept::Skipped(reason) => say!("skipped {path}: {reason}"),
-            Swept::Failed(error) => {
-                say!("{error}");
-                status = exit::TOOL_FAILED;
-            }
-            Swept::Live | Swept::InUse | Swept::Unrecorded | Swept::Vanished => {}
-        }
-    }
-    Ok(status)
+    Ok(ccci_common::run::report_gc(&state.gc(dry_run)?))
 }
 
 #[cfg(test)]
@@ -303,17 +272,22 @@ mod tests {
         let cli =
             Cli::try_parse_from(["ccci-state", "incr", "deploys", "-2", "--run-id", "r"]).unwrap();
         assert!(matches!(cli.command, Command::Incr { by: -2, .. }));
-        assert_eq!(cli.run.run_id.as_deref(), Some("r"));
+        assert_eq!(cli.run.resolve().unwrap().run_id, "r");
         let cli = Cli::try_parse_from(["ccci-state", "set", "opstate", "--x"]).unwrap();
         assert!(matches!(cli.command, Command::Set { value, .. } if value == "--x"));
         for bad in [
             &["ccci-state", "get", "Bad"][..],
             &["ccci-state", "incr", "deploys", "1.5"],
-            &["ccci-state", "--run-id", "a/b", "env"],
-            &["ccci-state", "--pid", "0", "env"],
             &["ccci-state", "clean", "extra"],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        for bad in [
+            &["ccci-state", "--run-id", "a/b", "env"][..],
+            &["ccci-state", "--pid", "0", "env"],
+        ] {
+            let cli = Cli::try_parse_from(bad).unwrap();
+            assert!(cli.run.resolve().is_err(), "{bad:?}");
         }
     }
 }

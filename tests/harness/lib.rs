@@ -9,12 +9,14 @@
 //!   channels, so a test waits for "ready" with a deadline instead of
 //!   sleeping. Dropping it kills its process group and reaps it.
 //! - [`bin`]: the path of a tool, built once per test process from this
-//!   workspace (or taken from `CCCI_TEST_BIN_DIR`, to test an install).
+//!   workspace wherever cargo puts it (or taken from `CCCI_TEST_BIN_DIR`, to
+//!   test an install).
 //!
 //! Nothing here sleeps to synchronise: waits are for lines, files or
 //! kernel state (see [`wait_until`], [`blocked_in_flock`]), bounded by
 //! [`deadline`] and failing with the captured output.
 
+pub mod etcd;
 mod proc;
 mod sandbox;
 
@@ -34,6 +36,9 @@ pub const TOOLS: [&str; 5] = [
     "ccci-abradir",
     "ccci-state",
 ];
+
+/// The stub `abra` (see [`Sandbox::install_abra_stub`]).
+pub const ABRA_STUB: &str = include_str!("abra-stub.sh");
 
 /// How long any single wait may take before the test fails
 /// (`CCCI_TEST_DEADLINE` seconds, default 30).
@@ -65,64 +70,73 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn workspace_root() -> PathBuf {
+/// The workspace this harness belongs to.
+pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the tests crate is inside the workspace")
         .to_path_buf()
 }
 
-/// The directory our test binary's profile builds into (`target/debug`).
-fn profile_dir() -> PathBuf {
+/// The cargo profile the tools are built with: the one this test binary was
+/// built with, read from its path (`…/<profile>/deps/suite-<hash>`), which
+/// cargo keeps under both the target dir and a separate build dir.
+fn profile() -> String {
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/suite-<hash>
-    exe.parent()
+    let named = exe
+        .parent()
+        .filter(|deps| deps.file_name().is_some_and(|n| n == "deps"))
         .and_then(Path::parent)
-        .expect("test binary under target/<profile>/deps")
-        .to_path_buf()
-}
-
-/// The directory holding the tools: `CCCI_TEST_BIN_DIR`, or this workspace's
-/// build output.
-pub fn bin_dir() -> PathBuf {
-    match std::env::var_os("CCCI_TEST_BIN_DIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => profile_dir(),
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str())
+        .map(String::from);
+    match named {
+        Some(p) if p == "debug" => "dev".into(),
+        Some(p) => p,
+        None if cfg!(debug_assertions) => "dev".into(),
+        None => "release".into(),
     }
 }
 
-/// Builds the five tools of this workspace, once per test process (unless
-/// `CCCI_TEST_BIN_DIR` names an install to test instead).
+/// The directory holding the tools: `CCCI_TEST_BIN_DIR`, or where cargo put
+/// this workspace's build of them (see [`ensure_built`]).
+pub fn bin_dir() -> PathBuf {
+    match std::env::var_os("CCCI_TEST_BIN_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => ensure_built().to_path_buf(),
+    }
+}
+
+/// Builds the five tools of this workspace, once per test process, and
+/// returns the directory cargo put them in.
 ///
 /// `cargo test` builds only the binaries of the package under test, so the
 /// harness asks cargo for all five tools, in one call, before the first
 /// command of any test starts: shell scripts that find the tools on `PATH`
 /// then never run a stale binary. When they are up to date this costs a
 /// fraction of a second.
-pub fn ensure_built() {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    if std::env::var_os("CCCI_TEST_BIN_DIR").is_some_and(|d| !d.is_empty()) {
-        return;
-    }
+///
+/// Where the tools land is cargo's answer, never a guess: the paths come from
+/// the `executable` fields of `cargo build --message-format=json`, so a
+/// `CARGO_TARGET_DIR`, a `CARGO_BUILD_BUILD_DIR` (test binaries and final
+/// artifacts in different trees) or a `build.target-dir` in a config file all
+/// work. With `CCCI_TEST_BIN_DIR` set, nothing is built.
+pub fn ensure_built() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let dir = profile_dir();
+        if let Some(dir) = std::env::var_os("CCCI_TEST_BIN_DIR").filter(|d| !d.is_empty()) {
+            return PathBuf::from(dir);
+        }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.arg("build")
             .arg("--quiet")
+            .arg("--message-format=json-render-diagnostics")
             .arg("--manifest-path")
-            .arg(workspace_root().join("Cargo.toml"));
+            .arg(workspace_root().join("Cargo.toml"))
+            .args(["--profile", &profile()]);
         for tool in TOOLS {
             cmd.args(["-p", tool, "--bin", tool]);
-        }
-        match dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => {}
-            Some("release") => {
-                cmd.arg("--release");
-            }
-            Some(other) => {
-                cmd.args(["--profile", other]);
-            }
         }
         let out = cmd.output().expect("cannot run cargo to build the tools");
         assert!(
@@ -130,16 +144,74 @@ pub fn ensure_built() {
             "building the tools failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-    });
+        let exes = executables(&String::from_utf8_lossy(&out.stdout));
+        let mut dirs = TOOLS.iter().map(|tool| {
+            let exe = exes
+                .iter()
+                .find(|e| e.file_name().is_some_and(|n| n == *tool))
+                .unwrap_or_else(|| panic!("cargo reported no executable for {tool}"));
+            exe.parent()
+                .expect("an executable has a directory")
+                .to_path_buf()
+        });
+        let dir = dirs.next().unwrap();
+        assert!(
+            dirs.all(|d| d == dir),
+            "cargo put the tools in different directories"
+        );
+        dir
+    })
+}
+
+/// The `executable` paths in the JSON messages of a `cargo build`.
+fn executables(messages: &str) -> Vec<PathBuf> {
+    messages
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact")
+        .filter_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+        .collect()
 }
 
 /// The path of `tool`, built first (see [`ensure_built`]).
 pub fn bin(tool: &str) -> PathBuf {
     assert!(TOOLS.contains(&tool), "unknown tool {tool}");
-    ensure_built();
     let path = bin_dir().join(tool);
     assert!(path.is_file(), "{} does not exist", path.display());
     path
+}
+
+/// The target directory cargo uses for this workspace (`cargo metadata`'s
+/// `target_directory`: `CARGO_TARGET_DIR`, a config file, or `./target`).
+pub fn target_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--no-deps",
+                "--offline",
+            ])
+            .arg("--manifest-path")
+            .arg(workspace_root().join("Cargo.toml"))
+            .output()
+            .expect("cannot run cargo metadata");
+        assert!(
+            out.status.success(),
+            "cargo metadata failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata JSON");
+        PathBuf::from(
+            meta["target_directory"]
+                .as_str()
+                .expect("metadata names the target directory"),
+        )
+    })
+    .clone()
 }
 
 /// Whether process `pid` is waiting for a flock (a `->` line in /proc/locks).

@@ -92,7 +92,7 @@ impl Sandbox {
         }
         crate::ensure_built(); // scripts find the tools on PATH
         let path = std::env::var_os("PATH").unwrap_or_default();
-        let mut paths = vec![crate::bin_dir()];
+        let mut paths = vec![self.stub_dir(), crate::bin_dir()];
         paths.extend(std::env::split_paths(&path));
         cmd.env("PATH", std::env::join_paths(paths).unwrap())
             .env("HOME", self.path("home"))
@@ -108,6 +108,35 @@ impl Sandbox {
             desc,
             input: None,
         }
+    }
+
+    /// The directory for stub programs (first on every command's `PATH`).
+    pub fn stub_dir(&self) -> PathBuf {
+        self.path("stubs")
+    }
+
+    /// Puts the stub `abra` (`tests/harness/abra-stub.sh`: abra's documented
+    /// command line, app state in files) first on `PATH`, and returns the
+    /// directory of its swarm state (`ABRA_STUB_SWARM`, under `HOME`).
+    pub fn install_abra_stub(&self) -> PathBuf {
+        let dir = self.stub_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let abra = dir.join("abra");
+        std::fs::write(&abra, crate::ABRA_STUB).unwrap();
+        std::fs::set_permissions(&abra, std::fs::Permissions::from_mode(0o755)).unwrap();
+        self.path("home/.abra-stub-swarm")
+    }
+
+    /// A command like [`Sandbox::command`], but as a newcomer's shell has it:
+    /// no directory on `PATH` holds a ccci tool (neither this build nor an
+    /// install), so a script must find or build the tools itself.
+    pub fn command_without_tools(&self, program: impl AsRef<OsStr>) -> Cmd {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let bare: Vec<PathBuf> = std::env::split_paths(&path)
+            .filter(|dir| !crate::TOOLS.iter().any(|tool| dir.join(tool).exists()))
+            .collect();
+        self.command(program)
+            .env("PATH", std::env::join_paths(bare).unwrap())
     }
 
     /// A command running one of the five tools.
@@ -222,6 +251,12 @@ impl Cmd {
         self
     }
 
+    /// Runs the command in `dir` (default: the sandbox root).
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Cmd {
+        self.cmd.current_dir(dir);
+        self
+    }
+
     /// Removes a variable.
     pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Cmd {
         self.cmd.env_remove(key);
@@ -285,5 +320,11 @@ impl Cmd {
     /// Runs the command to its end (within the deadline) and returns its output.
     pub fn run(self) -> Output {
         self.spawn().wait()
+    }
+
+    /// Runs a long script (the demo, a build) to its end, within `n`
+    /// deadlines, and returns its output.
+    pub fn run_within_deadlines(self, n: u32) -> Output {
+        self.spawn().wait_within(crate::deadline() * n)
     }
 }

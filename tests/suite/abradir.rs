@@ -720,3 +720,237 @@ fn a_canonical_dir_without_servers_is_refused() {
         .expect_stderr("has no servers/ directory");
     assert!(!sb.runs_dir().exists());
 }
+
+/// A stand-in harness: a live process whose pid names a run.
+fn harness(sb: &Sandbox) -> ccci_tests::Proc {
+    let mut p = sb.sh("echo ready; exec sleep 1000").spawn();
+    p.expect_stdout("ready");
+    p
+}
+
+/// Builds the tree of run `<run_id>-<pid>` (with the wp recipe).
+fn build_run(sb: &Sandbox, run_id: &str, pid: u32) -> PathBuf {
+    sb.tool("ccci-abradir")
+        .args([
+            "--run-id",
+            run_id,
+            "--pid",
+            &pid.to_string(),
+            "--recipe",
+            RECIPE,
+        ])
+        .run()
+        .expect_code(0);
+    let dir = sb.runs_dir().join(format!("{run_id}-{pid}"));
+    assert!(
+        dir.join(".harness").is_file(),
+        "no harness record\n{}",
+        sb.listing()
+    );
+    dir
+}
+
+#[test]
+fn gc_removes_the_trees_of_gone_harnesses_and_killed_calls_and_keeps_live_ones() {
+    let sb = Sandbox::new();
+    let canonical = canonical(&sb);
+    std::fs::write(
+        canonical.join("servers").join(SERVER).join("a.env"),
+        "X=1\n",
+    )
+    .unwrap();
+
+    // A live run, with a recipe clone that one of its killed calls left.
+    let live = harness(&sb);
+    let live_dir = build_run(&sb, "ci-live", live.pid());
+    let dead_maker = {
+        let p = sb.sh("exit 0").spawn();
+        let pid = p.pid();
+        p.wait();
+        pid
+    };
+    let stray_clone = live_dir.join(format!("abra/recipes/.wp.{dead_maker}.tmp"));
+    std::fs::create_dir_all(stray_clone.join("objects")).unwrap();
+
+    // A run whose harness has exited.
+    let gone = harness(&sb);
+    let gone_pid = gone.pid();
+    let gone_dir = build_run(&sb, "ci-gone", gone_pid);
+    drop(gone); // killed and reaped
+    wait_until("the harness is gone", || !ccci_tests::alive(gone_pid));
+
+    // A run whose recorded start time does not match what its pid is now
+    // (a reused pid): recorded for a live process, then the record altered.
+    let reused = harness(&sb);
+    let reused_dir = build_run(&sb, "ci-reused", reused.pid());
+    let record = std::fs::read_to_string(reused_dir.join(".harness")).unwrap();
+    let mut record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    let started = record["start_time"].as_u64().unwrap();
+    record["start_time"] = (started + 1).into();
+    std::fs::write(reused_dir.join(".harness"), record.to_string()).unwrap();
+
+    // A temporary of a killed first call, whose servers link must not be
+    // followed, and one of a call still at work (this process).
+    let dead_tmp = sb.runs_dir().join(format!(".ci-x-5.{dead_maker}.tmp"));
+    std::fs::create_dir_all(dead_tmp.join("abra")).unwrap();
+    symlink(canonical.join("servers"), dead_tmp.join("abra/servers")).unwrap();
+    let busy_tmp = sb
+        .runs_dir()
+        .join(format!(".ci-y-6.{}.tmp", std::process::id()));
+    std::fs::create_dir_all(&busy_tmp).unwrap();
+    // Not ours: left alone.
+    std::fs::write(sb.runs_dir().join("notes.txt"), "x").unwrap();
+
+    let before = snapshot(&canonical);
+    let all = runs_entries(&sb);
+    let dry = sb.tool("ccci-abradir").args(["gc", "--dry-run"]).run();
+    dry.expect_code(0)
+        .expect_stderr(&format!("would remove {}", gone_dir.display()))
+        .expect_stderr(&format!("would remove {}", reused_dir.display()))
+        .expect_stderr(&format!("would remove {}", dead_tmp.display()));
+    assert_eq!(runs_entries(&sb), all, "--dry-run removed something");
+    assert!(stray_clone.exists());
+
+    let out = sb.tool("ccci-abradir").arg("gc").run();
+    out.expect_code(0)
+        .expect_stderr(&format!(
+            "removed {}: harness pid {gone_pid} has exited",
+            gone_dir.display()
+        ))
+        .expect_stderr(&format!(
+            "removed {}: harness pid {} now names another process",
+            reused_dir.display(),
+            reused.pid()
+        ));
+    let mut expect = vec![
+        busy_tmp.file_name().unwrap().to_string_lossy().into_owned(),
+        format!("ci-live-{}", live.pid()),
+        "notes.txt".to_string(),
+    ];
+    expect.sort();
+    assert_eq!(runs_entries(&sb), expect, "{out}");
+    assert!(
+        !stray_clone.exists(),
+        "the killed call's clone is still there"
+    );
+    assert!(live_dir.join("abra/recipes/wp/VERSION").is_file());
+    assert_unchanged(&before, &canonical);
+    drop(live);
+    drop(reused);
+}
+
+#[test]
+fn gc_skips_and_clean_refuses_a_run_dir_owned_by_another_uid() {
+    if nix_uid() != 0 {
+        eprintln!("skipped: needs root to make a directory of another uid");
+        return;
+    }
+    let sb = Sandbox::new();
+    canonical(&sb);
+    let dir = build_run(&sb, "ci-f", 4_000_000);
+    let other = 65534;
+    std::os::unix::fs::lchown(&dir, Some(other), Some(other)).unwrap();
+    let before = snapshot(&dir);
+    sb.tool("ccci-abradir")
+        .args(["clean", "--run-id", "ci-f", "--pid", "4000000"])
+        .run()
+        .expect_code(125)
+        .expect_stderr(&format!("refusing to remove {}", dir.display()))
+        .expect_stderr("is owned by uid 65534");
+    sb.tool("ccci-abradir")
+        .arg("gc")
+        .run()
+        .expect_code(0)
+        .expect_stderr(&format!("skipped {}", dir.display()));
+    assert_eq!(snapshot(&dir), before, "the foreign run dir was touched");
+    std::os::unix::fs::lchown(&dir, Some(0), Some(0)).unwrap();
+}
+
+fn nix_uid() -> u32 {
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
+
+#[test]
+fn a_run_dir_whose_pid_was_reused_is_rebuilt_fresh() {
+    let sb = Sandbox::new();
+    canonical(&sb);
+    let h = harness(&sb);
+    let dir = build_run(&sb, "ci-r", h.pid());
+    std::fs::write(dir.join("abra/recipes/leftover"), "old run").unwrap();
+    let record = std::fs::read_to_string(dir.join(".harness")).unwrap();
+    let mut record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    record["start_time"] = (record["start_time"].as_u64().unwrap() + 1).into();
+    std::fs::write(dir.join(".harness"), record.to_string()).unwrap();
+    let out = sb
+        .tool("ccci-abradir")
+        .args(["--run-id", "ci-r", "--pid", &h.pid().to_string()])
+        .run();
+    out.expect_code(0).expect_stderr("replaced stale run dir");
+    assert!(
+        !dir.join("abra/recipes/leftover").exists(),
+        "{}",
+        sb.listing()
+    );
+    assert!(dir.join("abra/servers").is_symlink());
+}
+
+#[test]
+fn abradir_names_the_source_of_a_bad_value_and_refuses_coinciding_dirs() {
+    let sb = Sandbox::new();
+    canonical(&sb);
+    sb.tool("ccci-abradir")
+        .env("CCCI_RUN_ID", "build 42")
+        .run()
+        .expect_code(2)
+        .expect_stderr("CCCI_RUN_ID='build 42' is not a valid run id");
+    sb.tool("ccci-abradir")
+        .args(["clean", "--pid", "x1"])
+        .run()
+        .expect_code(2)
+        .expect_stderr("invalid value 'x1' for --pid: not a valid pid");
+    assert!(!sb.runs_dir().exists());
+    // The runs dir is the state dir: refused before anything is built, and
+    // no `clean` is advised (it would delete the run's state).
+    for args in [&[][..], &["clean"], &["gc"]] {
+        let out = sb
+            .tool("ccci-abradir")
+            .env("CCCI_RUNS_DIR", sb.state_dir())
+            .args(args)
+            .run();
+        out.expect_code(125)
+            .expect_stderr("runs dir")
+            .expect_stderr("must be three different directories");
+        assert!(!out.stderr.contains("clean"), "{out}");
+        assert!(!sb.state_dir().exists(), "{}", sb.listing());
+    }
+}
+
+#[test]
+fn the_export_line_cut_short_by_a_closed_stdout_is_125() {
+    let sb = Sandbox::new();
+    canonical(&sb);
+    ccci_tests::mkfifo(&sb.path("gate"));
+    let out = sb
+        .sh(
+            "{ read _ < gate; ccci-abradir --run-id ci-p --pid 9; echo $? > status; } \
+             | { exec 0<&-; echo go > gate; }\ncat status",
+        )
+        .run();
+    assert_eq!(out.stdout, "125\n", "{out}");
+    out.expect_stderr("stdout was closed before all output was written");
+}
+
+#[test]
+fn a_refusal_says_what_clean_removes() {
+    let sb = Sandbox::new();
+    canonical(&sb);
+    let dir = build_run(&sb, "ci-t", 1);
+    std::fs::remove_file(dir.join("abra/servers")).unwrap();
+    sb.tool("ccci-abradir")
+        .args(["--run-id", "ci-t", "--pid", "1"])
+        .run()
+        .expect_code(125)
+        .expect_stderr(&format!("refusing to use run dir {}", dir.display()))
+        .expect_stderr("removes that directory and everything in it")
+        .expect_stderr("and nothing else");
+}

@@ -617,3 +617,29 @@ fn a_deadline_below_a_nanosecond_fires_at_once_and_zero_or_overflow_is_refused()
         assert!(!sb.path("ran").exists());
     }
 }
+
+#[test]
+fn a_non_utf8_argument_is_named_by_its_flag_and_quoted() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let sb = sandbox();
+    for (flag, value, shown) in [
+        ("--deadline", &b"5\xffs"[..], r"$'5\xffs'"),
+        ("--parent", b"1\xfe", r"$'1\xfe'"),
+        ("--pdeathsig", b"TERM\r", r"$'TERM\r'"),
+    ] {
+        let out = sb
+            .tool("ccci-guard")
+            .arg(flag)
+            .arg(OsStr::from_bytes(value))
+            .args(["--", "touch", "ran"])
+            .run();
+        out.expect_code(2);
+        if std::str::from_utf8(value).is_err() {
+            out.expect_stderr(&format!(
+                "ccci-guard: invalid value {shown} for {flag}: not valid UTF-8"
+            ));
+        }
+        assert!(!sb.path("ran").exists());
+    }
+}

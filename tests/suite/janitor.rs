@@ -213,15 +213,24 @@ fn case_08_two_overlapping_janitors_exactly_one_reaps() {
     let mut first = janitor(&sb, &[], &script).spawn();
     first.expect_stderr(&format!("reaping-{D}"));
 
-    // The second pass runs entirely while the first reap holds the lock.
+    // The second pass runs entirely while the first one reaps: it examines
+    // nothing (one pass at a time, SPEC §4).
     let second = janitor(&sb, &["-v", "--json"], &script).run();
     second
         .expect_code(0)
-        .expect_stderr(&format!("{D}: live"))
-        .expect_stderr("the recorded holder is not running");
-    let lines = json_lines(&second.stdout);
-    assert_eq!(lines.len(), 1, "{second}");
-    assert_eq!(lines[0]["outcome"], "live");
+        .expect_stderr("another janitor pass is running");
+    assert_eq!(second.stdout, "", "the second pass examined a domain");
+    // While it reaps, the claim carries the janitor's own record.
+    let record = std::fs::read_to_string(sb.lockfile(D)).unwrap();
+    assert!(record.contains(r#""reaper":true"#), "{record}");
+    assert!(
+        record.contains(&format!(r#""pid":{}"#, first.pid())),
+        "{record}"
+    );
+    sb.tool("ccci-lock")
+        .args(["-n", "-v", D, "--", "true"])
+        .run()
+        .expect_code(75);
 
     release(&fifo);
     first
@@ -258,9 +267,13 @@ fn case_09_a_deployed_domain_without_a_lockfile_is_reaped_at_once() {
     let sb = Sandbox::new();
     make_lock_dir(&sb); // the host rebooted: the lock dir is back, its lockfiles are not
     let script = reap_script(&sb, "test -e \"$CCCI_LOCK_FILE\" || exit 9");
-    let out = janitor(&sb, &["--deployed", "-", "--min-age", "1h"], &script)
-        .stdin_bytes(format!("# from abra app ls\n\n{D}\n"))
-        .run();
+    let out = janitor(
+        &sb,
+        &["--deployed", "-", "--only", "*", "--min-age", "1h"],
+        &script,
+    )
+    .stdin_bytes(format!("# from abra app ls\n\n{D}\n"))
+    .run();
     out.expect_code(0)
         .expect_stderr(&format!("{D}: reaped (deployed, no lockfile)"));
     assert_eq!(calls(&sb), [format!("{D}|{D}")]);
@@ -319,6 +332,8 @@ fn case_11_warm_names_are_never_probed() {
             "warm.list",
             "--deployed",
             "-",
+            "--only",
+            "*",
             "--json",
         ],
         &script,
@@ -452,19 +467,78 @@ fn case_12_a_directory_as_lockfile_is_skipped_and_logged() {
     assert_eq!(calls(&sb), ["other.example|other.example"]);
 }
 
+/// The type of the file system `path` is on (`stat -f`): "tmpfs", "ext2/ext3"…
+fn fs_type(path: &Path) -> String {
+    let out = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stat -f {}: {out:?}", path.display());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A fresh directory on a disk file system (not a tmpfs), removed on drop.
+fn disk_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    assert_ne!(
+        fs_type(dir.path()),
+        "tmpfs",
+        "the target dir {} is on a tmpfs; this test needs a disk there",
+        dir.path().display()
+    );
+    dir
+}
+
+/// A fresh directory on a tmpfs (under /dev/shm), removed on drop.
+fn tmpfs_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("ccci-test-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    assert_eq!(fs_type(dir.path()), "tmpfs", "{}", dir.path().display());
+    dir
+}
+
+/// Each line of `stderr` starts with an RFC 3339 timestamp (SPEC §4), the
+/// first one then with the tool's name.
+#[track_caller]
+fn assert_stamped(stderr: &str) {
+    assert!(!stderr.is_empty());
+    for (i, line) in stderr.lines().enumerate() {
+        let (stamp, rest) = line.split_at(line.find(' ').unwrap_or(0));
+        let shape = stamp
+            .bytes()
+            .map(|b| if b.is_ascii_digit() { b'9' } else { b })
+            .collect::<Vec<u8>>();
+        assert!(
+            shape == b"9999-99-99T99:99:99Z",
+            "line {i} has no timestamp: {line:?}\n{stderr}"
+        );
+        if i == 0 {
+            assert!(rest.starts_with(" ccci-janitor: "), "{stderr}");
+        }
+    }
+}
+
+/// SPEC §7 cases 12 and 25: a missing lock dir on a disk file system (a
+/// typo, an unmounted disk) reaps nothing and creates nothing.
 #[test]
-fn case_12_a_missing_lock_dir_is_logged_and_nothing_is_created() {
+fn case_12_and_25_a_missing_lock_dir_on_a_disk_is_logged_and_nothing_is_created() {
     let sb = Sandbox::new();
+    let disk = disk_dir();
+    let lock_dir = disk.path().join("locks");
     let script = reap_script(&sb, "exit 0");
-    let out = janitor(&sb, &["--deployed", "-", "--json"], &script)
+    let out = janitor(&sb, &["--deployed", "-", "--only", "*", "--json"], &script)
+        .env("CCCI_APP_LOCK_DIR", &lock_dir)
         .stdin_bytes(format!("{D}\n"))
         .run();
-    out.expect_code(0).expect_stderr(&format!(
-        "lock dir {} does not exist",
-        sb.lock_dir().display()
-    ));
+    out.expect_code(0)
+        .expect_stderr(&format!("lock dir {} does not exist", lock_dir.display()))
+        .expect_stderr("not on a tmpfs")
+        .expect_stderr("nothing probed, nothing reaped");
     assert_eq!(out.stdout, "");
-    assert!(!sb.lock_dir().exists(), "the janitor created the lock dir");
+    assert!(!lock_dir.exists(), "the janitor created the lock dir");
     assert!(calls(&sb).is_empty());
 }
 
@@ -477,7 +551,7 @@ fn a_symlinked_lockfile_is_never_followed() {
     touch(&sb, &victim, "5 hours ago");
     symlink(&victim, sb.lockfile(D)).unwrap();
     let script = reap_script(&sb, "exit 0");
-    let out = janitor(&sb, &["--deployed", "-"], &script)
+    let out = janitor(&sb, &["--deployed", "-", "--only", "*"], &script)
         .stdin_bytes(format!("{D}\n"))
         .run();
     out.expect_code(0)
@@ -556,7 +630,7 @@ fn the_reap_timeout_kills_the_reaps_process_group() {
 }
 
 #[test]
-fn a_stopped_janitor_stops_the_reap_keeps_the_lockfile_and_exits_128_plus_n() {
+fn a_stopped_janitor_stops_the_reap_keeps_the_lockfile_and_ends_by_the_signal() {
     let sb = Sandbox::new();
     orphan(&sb, "a.example");
     orphan(&sb, "b.example");
@@ -568,6 +642,15 @@ fn a_stopped_janitor_stops_the_reap_keeps_the_lockfile_and_exits_128_plus_n() {
     out.expect_code(143)
         .expect_stderr("a.example: reap failed: killed by SIGTERM")
         .expect_stderr("stopped by SIGTERM");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(libc::SIGTERM),
+        "the janitor must end by the signal itself (SPEC §1)\n{out}"
+    );
+    assert!(
+        !sb.lock_dir().join(".janitor.lock").exists(),
+        "the pass lock outlived the pass"
+    );
     assert_eq!(calls(&sb).len(), 1, "the pass went on after being stopped");
     assert!(sb.lockfile("a.example").exists());
     assert!(sb.lockfile("b.example").exists());
@@ -580,9 +663,13 @@ fn a_dry_run_changes_nothing() {
     orphan(&sb, "stale.example");
     let script = reap_script(&sb, "exit 0");
     let before = listing(&sb.lock_dir());
-    let out = janitor(&sb, &["--dry-run", "--deployed", "-", "--json"], &script)
-        .stdin_bytes("orphan.example\nrebooted.example\n")
-        .run();
+    let out = janitor(
+        &sb,
+        &["--dry-run", "--deployed", "-", "--only", "*", "--json"],
+        &script,
+    )
+    .stdin_bytes("orphan.example\nrebooted.example\n")
+    .run();
     out.expect_code(0)
         .expect_stderr("orphan.example: dry run: would reap")
         .expect_stderr("rebooted.example: dry run: would reap")
@@ -606,6 +693,22 @@ fn a_dry_run_changes_nothing() {
         .expect_code(0)
         .expect_stderr("would reap");
     assert_eq!(listing(&sb.lock_dir()), before);
+}
+
+/// Every entry under `dir` with its size and mtime, sorted: a snapshot to
+/// show that nothing was created, removed or written.
+fn tree(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+        out.push((entry.path(), meta.len(), meta.modified().unwrap()));
+        if meta.is_dir() {
+            out.extend(tree(&entry.path()));
+        }
+    }
+    out.sort();
+    out
 }
 
 fn listing(dir: &Path) -> Vec<(String, std::time::SystemTime)> {
@@ -685,7 +788,7 @@ fn a_stale_lockfile_of_an_undeployed_domain_is_unlinked_without_a_reap() {
     orphan(&sb, "gone.example");
     orphan(&sb, D);
     let script = reap_script(&sb, "exit 0");
-    let out = janitor(&sb, &["--deployed", "-"], &script)
+    let out = janitor(&sb, &["--deployed", "-", "--only", "*"], &script)
         .stdin_bytes(format!("{D}\nnot/a/domain\n"))
         .run();
     out.expect_code(0)
@@ -702,23 +805,40 @@ fn bad_input_is_status_2_and_nothing_happens() {
     orphan(&sb, D);
     let script = reap_script(&sb, "exit 0");
     std::fs::write(sb.path("bad-warm"), "warm-*\nwarm-[0-9\n").unwrap();
-    let cases: [&[&str]; 7] = [
+    std::fs::write(sb.path("empty"), "# nothing\n").unwrap();
+    let cases: [&[&str]; 14] = [
         &["--warm", "warm-[0-9"],
+        &["--warm", "w[[:digits:]].x"],
+        &["--only", "[z-a]*"],
+        &["--only", "a\\"],
         &["--min-age", "5x"],
         &["--leak-after=-1m"],
         &["--reap-timeout", ""],
-        &["--deployed", "/nonexistent/list"],
+        &["--deployed", "/nonexistent/list", "--only", "*"],
         &["--warm-file", "bad-warm"],
+        &["--only-file", "bad-warm"],
+        &["--only-file", "empty"],
+        &["--deployed", "-", "--only-file", "-"],
+        &["--deployed", "-", "--only", "*", "--warm-file", "-"],
         &["--bogus"],
     ];
+    let before = tree(sb.root());
     for flags in cases {
         let out = janitor(&sb, flags, &script).run();
         out.expect_code(2);
-        assert!(out.stderr.starts_with("ccci-janitor: "), "{out}");
+        assert_stamped(&out.stderr);
+        assert_eq!(tree(sb.root()), before, "{flags:?} changed something");
     }
     janitor(&sb, &["--warm-file", "bad-warm"], &script)
         .run()
         .expect_stderr("'warm-[0-9'");
+    janitor(&sb, &["--warm", "w[[:digits:]].x"], &script)
+        .run()
+        .expect_stderr("'w[[:digits:]].x'")
+        .expect_stderr("unknown character class [:digits:]");
+    janitor(&sb, &["--deployed", "-", "--only-file", "-"], &script)
+        .run()
+        .expect_stderr("--deployed and --only-file all read stdin");
     sb.tool("ccci-janitor").run().expect_code(2);
     assert!(calls(&sb).is_empty(), "bad input still reaped");
     assert!(sb.lockfile(D).exists());
@@ -735,4 +855,306 @@ fn an_unsafe_lock_dir_is_refused_with_125() {
         .expect_code(125)
         .expect_stderr("writable by group or others");
     assert!(calls(&sb).is_empty());
+}
+
+const PROXY: &str = "traefik.example.org";
+const WARM: &str = "wp-warm01.ci.example.org";
+const CI: &str = "*-??????.ci.example.org";
+const ORPHAN: &str = "wp-3f2a9c.ci.example.org";
+
+#[test]
+fn case_23_only_ci_apps_are_reaped() {
+    let sb = Sandbox::new();
+    orphan(&sb, ORPHAN);
+    // Deployed without a lockfile, like every app after a reboot: the proxy
+    // (no CI run deployed it), a warm CI app and the orphan.
+    let deployed = format!("{PROXY}\n{WARM}\n{ORPHAN}\n");
+    std::fs::write(sb.path("deployed.list"), &deployed).unwrap();
+    let script = reap_script(&sb, "exit 0");
+
+    let before = tree(sb.root());
+    let refused = janitor(&sb, &["--deployed", "deployed.list"], &script).run();
+    refused
+        .expect_code(2)
+        .expect_stderr("--deployed needs --only or --only-file")
+        .expect_stderr("--only '*'");
+    assert!(calls(&sb).is_empty(), "--deployed without --only reaped");
+    assert_eq!(
+        tree(sb.root()),
+        before,
+        "--deployed without --only changed something"
+    );
+
+    let watch = OpenWatch::new(&sb.lock_dir());
+    let out = janitor(
+        &sb,
+        &[
+            "--deployed",
+            "deployed.list",
+            "--only",
+            CI,
+            "--warm",
+            "wp-warm*",
+            "--json",
+            "-v",
+        ],
+        &script,
+    )
+    .run();
+    out.expect_code(0)
+        .expect_stderr(&format!("{ORPHAN}: reaped"))
+        .expect_stderr(&format!("{PROXY}: not a CI app"))
+        .expect_stderr(&format!("{WARM}: warm"));
+    assert_eq!(calls(&sb), [format!("{ORPHAN}|{ORPHAN}")], "{out}");
+    let opened: Vec<String> = watch
+        .names()
+        .into_iter()
+        .filter(|name| name != ".janitor.lock")
+        .collect();
+    assert_eq!(
+        opened,
+        [format!("{ORPHAN}.lock")],
+        "only the CI app's lockfile may be opened"
+    );
+    assert!(!sb.lockfile(PROXY).exists() && !sb.lockfile(WARM).exists());
+    let outcomes: Vec<(String, String)> = json_lines(&out.stdout)
+        .iter()
+        .map(|l| (l["domain"].to_string(), l["outcome"].to_string()))
+        .collect();
+    assert_eq!(outcomes.len(), 3, "{out}");
+
+    // A POSIX class protects w1.x; a domain it does not match is reaped.
+    orphan(&sb, "w1.x");
+    orphan(&sb, "wa.x");
+    janitor(&sb, &["--warm", "w[[:digit:]].x"], &script)
+        .run()
+        .expect_code(0)
+        .expect_stderr("wa.x: reaped");
+    assert!(sb.lockfile("w1.x").exists(), "the warm app w1.x was reaped");
+    assert_eq!(calls(&sb).len(), 2, "{:?}", calls(&sb));
+    assert_eq!(calls(&sb)[1], "wa.x|wa.x");
+}
+
+#[test]
+fn case_24_overlapping_passes_reap_each_deployed_domain_once() {
+    let sb = Sandbox::new();
+    make_lock_dir(&sb); // after a reboot: no lockfiles, apps still deployed
+    let domains = ["a.ci.example.org", "b.ci.example.org", "c.ci.example.org"];
+    std::fs::write(sb.path("deployed.list"), domains.join("\n")).unwrap();
+    let release_fifo = sb.path("release");
+    mkfifo(&release_fifo);
+    // The reap of the first domain waits for the test; the others are quick.
+    let script = reap_script(
+        &sb,
+        &format!(
+            "case $1 in a.*) echo \"reaping-$1\"; read _ < '{}';; esac",
+            release_fifo.display()
+        ),
+    );
+    let flags = ["--deployed", "deployed.list", "--only", "*.ci.example.org"];
+    let mut first = janitor(&sb, &flags, &script).spawn();
+    first.expect_stderr("reaping-a.ci.example.org");
+
+    // The deployed list still names every domain: without one pass at a
+    // time, this pass would reap b and c now and the first pass again.
+    let second = janitor(&sb, &flags, &script).run();
+    second
+        .expect_code(0)
+        .expect_stderr("another janitor pass is running");
+    assert_eq!(second.stderr.lines().count(), 1, "{second}");
+    assert_eq!(
+        calls(&sb).len(),
+        1,
+        "the second pass reaped: {:?}",
+        calls(&sb)
+    );
+
+    release(&release_fifo);
+    first.wait().expect_code(0);
+    let mut reaped: Vec<String> = calls(&sb)
+        .iter()
+        .map(|c| c.split('|').next().unwrap().to_string())
+        .collect();
+    reaped.sort();
+    assert_eq!(reaped, domains, "each domain must be reaped exactly once");
+
+    assert_eq!(
+        std::fs::read_dir(sb.lock_dir()).unwrap().count(),
+        0,
+        "the pass lock is removed when the pass ends"
+    );
+}
+
+#[test]
+fn case_25_after_a_reboot_the_next_pass_recreates_the_tmpfs_lock_dir_and_reaps_at_once() {
+    let sb = Sandbox::new();
+    let shm = tmpfs_dir();
+    let lock_dir = shm.path().join("locks");
+    // A run deployed two apps and held one; then the host rebooted.
+    sb.tool("ccci-lock")
+        .env("CCCI_APP_LOCK_DIR", &lock_dir)
+        .args(["a.ci.example.org", "--", "true"])
+        .run()
+        .expect_code(0);
+    std::fs::remove_dir_all(&lock_dir).unwrap();
+    std::fs::write(
+        sb.path("deployed.list"),
+        "a.ci.example.org\nb.ci.example.org\nproxy.example.org\n",
+    )
+    .unwrap();
+    let script = reap_script(&sb, "test -e \"$CCCI_LOCK_FILE\" || exit 9");
+    let pass = |extra: &[&str]| {
+        let mut flags = vec![
+            "--deployed",
+            "deployed.list",
+            "--only",
+            "*.ci.example.org",
+            "--min-age",
+            "1h",
+        ];
+        flags.extend(extra);
+        janitor(&sb, &flags, &script).env("CCCI_APP_LOCK_DIR", &lock_dir)
+    };
+
+    let dry = pass(&["--dry-run", "--json"]).run();
+    dry.expect_code(0)
+        .expect_stderr("a.ci.example.org: dry run: would reap")
+        .expect_stderr("b.ci.example.org: dry run: would reap");
+    assert!(!lock_dir.exists(), "a dry run created the lock dir");
+    assert!(calls(&sb).is_empty());
+
+    let out = pass(&[]).run();
+    out.expect_code(0)
+        .expect_stderr("its parent is on a tmpfs")
+        .expect_stderr("a.ci.example.org: reaped (deployed, no lockfile)")
+        .expect_stderr("b.ci.example.org: reaped (deployed, no lockfile)");
+    assert_stamped(&out.stderr);
+    assert_eq!(
+        calls(&sb),
+        [
+            "a.ci.example.org|a.ci.example.org",
+            "b.ci.example.org|b.ci.example.org"
+        ]
+    );
+    let meta = std::fs::symlink_metadata(&lock_dir).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o700);
+    let left: Vec<String> = std::fs::read_dir(&lock_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_pass_cut_short_by_a_write_error_says_so_and_exits_125() {
+    let sb = Sandbox::new();
+    orphan(&sb, "a.example");
+    orphan(&sb, "b.example");
+    let script = reap_script(&sb, "exit 0");
+    // /dev/full: every write to stdout fails (ENOSPC).
+    let out = sb
+        .sh(&format!(
+            "ccci-janitor --json -- sh '{}' > /dev/full",
+            script.display()
+        ))
+        .run();
+    out.expect_code(125)
+        .expect_stderr("pass cut short after 1 of 2 domains")
+        .expect_stderr("cannot write --json to stdout");
+    assert_eq!(calls(&sb), ["a.example|a.example"], "the pass went on");
+    assert!(sb.lockfile("b.example").exists());
+
+    // A closed pipe (`| head -1` that has exited): EPIPE is no success either.
+    orphan(&sb, "c.example");
+    let fifo = sb.path("pipe");
+    mkfifo(&fifo);
+    let out = sb
+        .sh(&format!(
+            "exec 4<> \"$pipe\" 5> \"$pipe\" 4<&-; ccci-janitor --json -- sh '{}' >&5",
+            script.display()
+        ))
+        .env("pipe", &fifo)
+        .run();
+    out.expect_code(125)
+        .expect_stderr("pass cut short after 1 of 2 domains")
+        .expect_stderr("Broken pipe");
+    assert_eq!(calls(&sb).len(), 2, "{:?}", calls(&sb));
+    assert!(sb.lockfile("c.example").exists());
+
+    // The log itself cannot be written: no reap goes unreported.
+    orphan(&sb, "d.example");
+    let out = sb
+        .sh(&format!(
+            "ccci-janitor -- sh '{}' 2> /dev/full",
+            script.display()
+        ))
+        .run();
+    out.expect_code(125);
+    assert_eq!(calls(&sb).len(), 3, "{:?}", calls(&sb));
+    assert!(sb.lockfile("d.example").exists(), "the pass went on");
+}
+
+#[test]
+fn stderr_lines_are_not_stamped_when_stderr_is_the_journal() {
+    let sb = Sandbox::new();
+    let script = reap_script(&sb, "exit 0");
+    let log = sb.path("journal");
+    std::fs::write(&log, "").unwrap();
+    // JOURNAL_STREAM names the file stderr is: the journal stamps lines
+    // itself. Naming another file changes nothing.
+    for stream in ["$(stat -c %d:%i \"$log\")", "1:1"] {
+        orphan(&sb, D);
+        sb.sh(&format!(
+            "JOURNAL_STREAM={stream} ccci-janitor -- sh \"$script\" 2>> \"$log\""
+        ))
+        .env("log", &log)
+        .env("script", &script)
+        .run()
+        .expect_code(0);
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with(&format!("ccci-janitor: {D}: reaped")),
+        "{text}"
+    );
+    assert_stamped(lines[1]);
+}
+
+/// SPEC §2 "Looking never blocks anyone", §7 case 29: janitor passes that
+/// report young claims (`-v`, `--json`) in a loop never make `ccci-lock -n`
+/// on a free domain fail: whether a young claim is held is read from the
+/// kernel's lock table, not found out by taking its lock.
+#[test]
+fn case_29_janitor_passes_in_a_loop_never_make_nonblock_fail() {
+    let sb = Sandbox::new();
+    let script = reap_script(&sb, "exit 0");
+    let passes: Vec<Proc> = ["-v", "--json"]
+        .iter()
+        .map(|flag| {
+            sb.sh(&format!(
+                "while :; do ccci-janitor --min-age 1h {flag} -- sh '{}' >/dev/null 2>&1 \
+                 || echo pass-failed; done",
+                script.display()
+            ))
+            .spawn()
+        })
+        .collect();
+    let out = sb
+        .sh(&format!(
+            "for i in $(seq 300); do \
+               ccci-lock -n --keep {D} -- true || echo \"-n failed with $?\"; \
+             done; echo done"
+        ))
+        .run();
+    for pass in passes {
+        pass.signal(libc::SIGKILL);
+        let ended = pass.wait();
+        assert!(!ended.stdout.contains("pass-failed"), "{ended}");
+    }
+    out.expect_code(0);
+    assert_eq!(out.stdout.trim(), "done", "{out}");
+    assert!(calls(&sb).is_empty(), "a young claim was reaped");
 }

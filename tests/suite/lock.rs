@@ -623,7 +623,19 @@ fn every_bad_input_is_status_2_quoted_and_creates_nothing() {
         .env("CCCI_RUN_ID", "bad/id")
         .args([D, "--", "touch", "ran"])
         .run();
-    out.expect_code(2).expect_stderr("'bad/id'");
+    // Blamed on where the value came from: the variable, not the flag.
+    out.expect_code(2).expect_stderr("CCCI_RUN_ID='bad/id'");
+    sb.tool("ccci-lock")
+        .args(["--run-id", "a\rb", D, "--", "touch", "ran"])
+        .run()
+        .expect_code(2)
+        .expect_stderr("--run-id")
+        .expect_stderr("$'a\\rb'");
+    sb.tool("ccci-lock")
+        .args(["--lock-dir", "", D, "--", "touch", "ran"])
+        .run()
+        .expect_code(2)
+        .expect_stderr("--lock-dir");
     sb.tool("ccci-lock").arg(D).run().expect_code(2);
     sb.tool("ccci-lock")
         .args([D, "touch", "ran"])
@@ -830,4 +842,287 @@ fn a_set_with_one_busy_domain_holds_none_and_runs_nothing() {
     }
     holder.send("");
     holder.wait().expect_code(0);
+}
+
+/// A process started without the harness (for a stderr the test controls);
+/// killed and reaped when dropped.
+struct Raw(std::process::Child);
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Case 29, `-w`: when the wait runs out, the waiting thread is already
+/// gone before ccci-lock says it gives up, so it can never take the lock
+/// (and create a lockfile nobody holds) between giving up and exiting. The
+/// give-up message is held up in a full pipe, freezing ccci-lock right
+/// there, while the test looks for a thread or a flock waiter.
+#[test]
+fn case_29_a_wait_that_runs_out_has_no_waiting_thread_left_and_leaves_no_lockfile() {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let sb = Sandbox::new();
+    let mut holder = hold(&sb, D, &[]);
+    let fifo = sb.path("stderr");
+    mkfifo(&fifo);
+    let mut drain = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let stderr = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    {
+        use std::io::Write;
+        let mut filler = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        while filler.write(&[b'.'; 4096]).is_ok_and(|n| n > 0) {}
+    }
+    let waiter = Raw(std::process::Command::new(ccci_tests::bin("ccci-lock"))
+        .env("CCCI_APP_LOCK_DIR", sb.lock_dir())
+        .args(["-w", "300ms", D, "--", "true"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap());
+    let pid = waiter.0.id();
+    wait_until("ccci-lock -w waits in flock", || blocked_in_flock(pid));
+    wait_until("ccci-lock -w gave up and is stuck writing why", || {
+        std::fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| w.contains("pipe"))
+    });
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    assert!(
+        !threads.iter().any(|c| c == "lock-wait"),
+        "the waiting thread outlived the wait: {threads:?}"
+    );
+    assert!(!blocked_in_flock(pid), "a flock waiter outlived the wait");
+    // The holder ends normally (removing its lockfile) while the waiter is
+    // frozen: a waiting thread left behind would now take a new lockfile.
+    holder.send("");
+    holder.wait().expect_code(0);
+    // Drain the pipe until ccci-lock, its only writer, has closed it.
+    let mut said = Vec::new();
+    let mut buf = [0u8; 65536];
+    let start = Instant::now();
+    loop {
+        match drain.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => said.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    start.elapsed() < ccci_tests::deadline(),
+                    "ccci-lock -w never ended"
+                );
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let mut waiter = waiter;
+    let status = waiter.0.wait().unwrap();
+    assert_eq!(status.code(), Some(75));
+    let said = String::from_utf8_lossy(&said);
+    assert!(
+        said.contains("giving up"),
+        "{}",
+        said.trim_start_matches('.')
+    );
+    assert!(!sb.lockfile(D).exists(), "a lockfile was left behind");
+}
+
+/// Case 29, `-n`: `--list` in a loop never makes `-n` on a free domain fail
+/// (it reads /proc/locks instead of taking a shared lock; `--keep` keeps
+/// the lockfile there for the listers to look at), and neither a `-n` nor
+/// two `-n`s racing each other leave a lockfile behind.
+#[test]
+fn case_29_list_in_a_loop_never_makes_nonblock_fail_and_nothing_is_left() {
+    let sb = Sandbox::new();
+    let listers: Vec<Proc> = (0..3)
+        .map(|_| {
+            sb.sh("while :; do ccci-lock --list >/dev/null || echo list-failed; done")
+                .spawn()
+        })
+        .collect();
+    let out = sb
+        .sh(&format!(
+            "for i in $(seq 300); do \
+               ccci-lock -n --keep {D} -- true || echo \"-n failed with $?\"; \
+             done; echo done"
+        ))
+        .run();
+    out.expect_code(0).expect_stdout("done");
+    assert_eq!(out.stdout.trim(), "done", "{out}");
+    for lister in listers {
+        assert_eq!(lister.stdout_so_far(), "", "{}", lister.report());
+        lister.signal(libc::SIGKILL);
+        lister.wait();
+    }
+
+    std::fs::remove_file(sb.lockfile(D)).unwrap();
+    let out = sb
+        .sh(&format!(
+            "for i in $(seq 100); do \
+               ccci-lock -n {D} -- true 2>/dev/null & ccci-lock -n {D} -- true 2>/dev/null; wait; \
+               [ -e {f} ] && echo left-after-race; \
+             done; echo done",
+            f = sb.lockfile(D).display()
+        ))
+        .run();
+    out.expect_code(0);
+    assert_eq!(out.stdout.trim(), "done", "{out}");
+}
+
+#[test]
+fn verbose_says_when_the_recorded_holder_is_not_running() {
+    let sb = Sandbox::new();
+    // A foreign flock(1) user holds a lockfile whose record names a run
+    // that has ended (its pid is that of a process already reaped).
+    let dead = sb.sh("true").spawn();
+    let dead_pid = dead.pid();
+    dead.wait().expect_code(0);
+    std::fs::create_dir_all(sb.lock_dir()).unwrap();
+    std::fs::set_permissions(sb.lock_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(
+        sb.lockfile(D),
+        format!("{{\"pid\":{dead_pid},\"run_id\":\"gone\",\"since\":null,\"host\":null}}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(sb.lockfile(D), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut foreign = sb
+        .command("flock")
+        .arg(sb.lockfile(D))
+        .args(["sh", "-c", "echo ready; read _"])
+        .piped_stdin()
+        .spawn();
+    foreign.expect_stdout("ready");
+    let out = sb
+        .tool("ccci-lock")
+        .args(["-v", "-w", "200ms", D, "--", "true"])
+        .run();
+    out.expect_code(75)
+        .expect_stderr("not its recorded holder")
+        .expect_stderr("not running")
+        .expect_stderr(&format!("pid {}", foreign.pid()));
+    foreign.send("");
+    foreign.wait().expect_code(0);
+}
+
+#[test]
+fn list_json_shows_the_parent_of_held_domains_and_misuse_is_status_2() {
+    let sb = Sandbox::new();
+    sb.tool("ccci-lock")
+        .args([D, "--", "true"])
+        .run()
+        .expect_code(0);
+    // A keeper's record, as `--hold` writes it, held by flock(1).
+    let mut keeper = sb
+        .command("flock")
+        .arg(sb.lockfile(D))
+        .args(["sh", "-c"])
+        .arg(
+            "printf '{\"pid\":%s,\"run_id\":\"r\",\"since\":null,\"host\":null,\"parent\":4242}\\n' \
+             $PPID > \"$0\"; echo ready; read _",
+        )
+        .arg(sb.lockfile(D))
+        .piped_stdin()
+        .spawn();
+    keeper.expect_stdout("ready");
+    let out = sb.tool("ccci-lock").args(["--list", "--json"]).run();
+    out.expect_code(0);
+    let line: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(line["state"], "held", "{out}");
+    assert_eq!(line["parent"], 4242, "{out}");
+    keeper.send("");
+    keeper.wait().expect_code(0);
+    let out = sb.tool("ccci-lock").args(["--list", "--json"]).run();
+    let line: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(line["state"], "free", "{out}");
+    assert!(line.get("parent").is_none(), "{out}");
+
+    for args in [
+        &["--json", D, "--", "true"][..],
+        &["--json"][..],
+        &["--list", "--", "true"][..],
+        &["--list", D][..],
+    ] {
+        sb.tool("ccci-lock").args(args).run().expect_code(2);
+    }
+    assert!(!sb.path("ran").exists());
+}
+
+/// Case 22: signal deaths compose through ccci-guard and nested ccci-locks:
+/// each ccci-lock keeps its lockfile, releases its lock, and ends by the
+/// same signal, so the one around it sees a signal death too.
+#[test]
+fn case_22_signal_deaths_compose_and_keep_every_lockfile() {
+    let sb = Sandbox::new();
+    let out = sb
+        .tool("ccci-lock")
+        .args([D, "--", "ccci-guard", "--supervise", "--deadline", "1s"])
+        .args(["--", "sleep", "30"])
+        .run();
+    out.expect_code(142).expect_ended_by(libc::SIGALRM);
+    assert!(sb.lockfile(D).exists(), "{}", sb.listing());
+    assert_eq!(sb.try_lock(D), 0, "the lock was not released");
+
+    let out = sb
+        .tool("ccci-lock")
+        .args([
+            "a",
+            "--",
+            "ccci-lock",
+            "b",
+            "--",
+            "sh",
+            "-c",
+            "kill -KILL $$",
+        ])
+        .run();
+    out.expect_code(137).expect_ended_by(libc::SIGKILL);
+    for d in ["a", "b"] {
+        assert!(
+            sb.lockfile(d).exists(),
+            "{d}.lock removed\n{}",
+            sb.listing()
+        );
+        assert_eq!(sb.try_lock(d), 0, "{d} was not released"); // and removes it
+    }
+
+    let out = sb
+        .tool("ccci-lock")
+        .args(["a", "--", "ccci-lock", "b", "--", "sh", "-c", "exit 3"])
+        .run();
+    out.expect_code(3);
+    for d in ["a", "b"] {
+        assert!(
+            !sb.lockfile(d).exists(),
+            "{d}.lock left after a normal exit"
+        );
+    }
+}
+
+#[test]
+fn a_lock_dir_that_is_the_state_or_runs_dir_is_refused() {
+    let sb = Sandbox::new();
+    for var in ["CCCI_STATE_DIR", "CCCI_RUNS_DIR"] {
+        let out = sb
+            .tool("ccci-lock")
+            .env(var, sb.lock_dir())
+            .args([D, "--", "touch", "ran"])
+            .run();
+        out.expect_code(125)
+            .expect_stderr(&sb.lock_dir().display().to_string());
+        assert!(!sb.path("ran").exists(), "{out}");
+    }
 }

@@ -3,7 +3,13 @@
 //! read side by side.
 
 mod abradir;
+mod attacks;
+mod chaos;
+mod etcd;
+mod field;
 mod guard;
+mod hold;
+mod hostile;
 mod janitor;
 mod lock;
 mod newcomer;

@@ -1,54 +1,122 @@
-//! A newcomer's path: the demo runs, and `make install` yields the tools,
-//! their man pages and their completions.
+//! A newcomer's path: the README's two commands work from a checkout with no
+//! tools on `PATH`, wherever cargo builds (`CARGO_TARGET_DIR`); `make` then
+//! `make install` yields the tools, their man pages, completions and the
+//! janitor's scripts and units, and `make install` never builds.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-use ccci_tests::{Sandbox, TOOLS};
+use ccci_tests::{Cmd, Output, Sandbox, TOOLS};
 
-fn workspace() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+fn workspace() -> PathBuf {
+    ccci_tests::workspace_root()
 }
 
-#[test]
-fn the_demo_plays_a_whole_ci_day() {
-    let sb = Sandbox::new();
-    let out = sb
-        .command(workspace().join("examples/demo.sh"))
+/// A command as a newcomer's shell runs it: no ccci tool on `PATH`, `HOME`
+/// in the sandbox, but cargo's and rustup's own homes kept, since a
+/// newcomer has a Rust toolchain.
+fn newcomer(sb: &Sandbox, program: impl AsRef<std::ffi::OsStr>) -> Cmd {
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()));
+    let keep = |var: &str, default: PathBuf| std::env::var_os(var).map_or(default, PathBuf::from);
+    sb.command_without_tools(program)
+        .env("CARGO_HOME", keep("CARGO_HOME", home.join(".cargo")))
+        .env("RUSTUP_HOME", keep("RUSTUP_HOME", home.join(".rustup")))
         .env("TMPDIR", sb.root())
-        .run();
+}
+
+fn check_demo(out: &Output) {
     out.expect_code(0)
-        .expect_stdout("run 102 says: ccci-lock: waiting for wp.ci.example.org")
-        .expect_stdout("[102] holds wp.ci.example.org; deploys=1")
-        .expect_stdout("reaped nc.ci.example.org")
-        .expect_stdout("deployed now: (none)")
+        .expect_stdout("run 102 says: ccci-lock: waiting for word-3f2a01.ci.example.org")
+        .expect_stdout("[102] holds word-3f2a01.ci.example.org; deploys=1")
+        .expect_stdout("[103] holds next-c0ffee.ci.example.org and mari-c0ffee.ci.example.org")
         .expect_stdout("[104] teardown after the deadline")
         .expect_stdout("ended with status 142")
         .expect_stdout("the lock is free again");
+    for app in ["next-c0ffee.ci.example.org", "mari-c0ffee.ci.example.org"] {
+        let reaped = format!("ccci-reap-abra: {app}: undeployed and removed");
+        assert_eq!(
+            out.stdout.matches(&reaped).count(),
+            1,
+            "{app} not reaped exactly once\n{out}"
+        );
+    }
+    let last = out
+        .stdout
+        .lines()
+        .rfind(|l| l.contains("deployed now:"))
+        .unwrap_or_else(|| panic!("no deployed list\n{out}"));
     assert_eq!(
-        out.stdout.matches("reap-app.sh: reaped").count()
-            + out.stderr.matches("reap-app.sh: reaped").count(),
-        1,
-        "reaped exactly once\n{out}"
+        last.trim(),
+        "deployed now: traefik.ci.example.org (deployed), warm-wordpress.ci.example.org (deployed)",
+        "{out}"
     );
 }
 
 #[test]
-fn make_install_yields_tools_man_pages_and_completions_and_uninstall_removes_them() {
+fn the_demo_runs_as_the_readme_says_from_a_checkout_with_no_tools_on_path() {
+    let sb = Sandbox::new();
+    let out = newcomer(&sb, "./examples/demo.sh")
+        .current_dir(workspace())
+        .run_within_deadlines(10);
+    check_demo(&out);
+}
+
+#[test]
+fn the_demo_runs_with_cargo_target_dir_pointing_elsewhere() {
+    let sb = Sandbox::new();
+    // Elsewhere: a path outside the checkout that is not ./target. It names
+    // the suite's own build (through a symlink), so nothing is rebuilt.
+    let elsewhere = sb.path("elsewhere-target");
+    std::os::unix::fs::symlink(ccci_tests::target_dir(), &elsewhere).unwrap();
+    let out = newcomer(&sb, workspace().join("examples/demo.sh"))
+        .env("CARGO_TARGET_DIR", &elsewhere)
+        .run_within_deadlines(10);
+    check_demo(&out);
+    out.expect_stdout(&format!("the tools are in {}", elsewhere.display()));
+}
+
+/// Runs make in the checkout. Builds write the generated man pages into one
+/// directory of the shared target dir, so make tests take turns.
+fn make(sb: &Sandbox, args: &[&str], built: &Path) -> Output {
+    static TURN: Mutex<()> = Mutex::new(());
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    newcomer(sb, "make")
+        .arg("-C")
+        .arg(workspace())
+        .args(["--no-print-directory", "PROFILE=dev"])
+        .arg(format!("BUILT={}", built.display()))
+        .args(args)
+        .run_within_deadlines(10)
+}
+
+#[test]
+fn make_then_make_install_yields_tools_man_pages_completions_and_scripts() {
     let sb = Sandbox::new();
     let dest = sb.path("dest");
-    let make = |target: &str| {
-        sb.command("make")
-            .arg("-C")
-            .arg(workspace())
-            .args([target, "PREFIX=/opt/ccci", "PROFILE=dev"])
-            .arg(format!("DESTDIR={}", dest.display()))
-            .run()
-    };
-    make("install").expect_code(0);
+    let built = sb.path("built.mk");
+    let destdir = format!("DESTDIR={}", dest.display());
+    let install = [destdir.as_str(), "PREFIX=/opt/ccci", "CARGO=false"];
+
+    // Nothing built yet: install refuses, and builds nothing (CARGO=false).
+    let out = make(&sb, &[&["install"][..], &install].concat(), &built);
+    assert_ne!(out.code(), 0, "{out}");
+    out.expect_stderr("run 'make' first");
+    assert!(!dest.exists(), "install created files\n{out}");
+
+    make(&sb, &[], &built).expect_code(0);
+    // Man pages and completions are generated into cargo's target dir.
+    let record = std::fs::read_to_string(&built).unwrap();
+    let gen = format!("BUILT_GEN := {}/", ccci_tests::target_dir().display());
+    assert!(record.contains(&gen), "no {gen:?} in\n{record}");
+    // Installing never runs cargo (CARGO=false would fail it).
+    make(&sb, &[&["install"][..], &install].concat(), &built)
+        .expect_code(0)
+        .expect_stdout("no CI_USER given");
     let prefix = dest.join("opt/ccci");
     let count = |dir: &str| std::fs::read_dir(prefix.join(dir)).map_or(0, |d| d.count());
     assert_eq!(count("bin"), 5);
     assert_eq!(count("share/man/man1"), 5);
+    assert_eq!(count("lib/ccci"), 2, "ccci-janitor-pass and ccci-reap-abra");
     let completions = count("share/bash-completion/completions")
         + count("share/zsh/site-functions")
         + count("share/fish/vendor_completions.d");
@@ -80,6 +148,68 @@ fn make_install_yields_tools_man_pages_and_completions_and_uninstall_removes_the
             .expect_code(0)
             .expect_stdout(tool);
     }
-    make("uninstall").expect_code(0);
-    assert_eq!(count("bin") + count("share/man/man1"), 0);
+    make(&sb, &[&["uninstall"][..], &install].concat(), &built).expect_code(0);
+    assert_eq!(
+        count("bin") + count("share/man/man1") + count("lib/ccci"),
+        0
+    );
+}
+
+#[test]
+fn make_install_with_ci_user_fills_in_the_units() {
+    let sb = Sandbox::new();
+    let dest = sb.path("dest");
+    let built = sb.path("built.mk");
+    make(&sb, &[], &built).expect_code(0);
+    let destdir = format!("DESTDIR={}", dest.display());
+    let base = [destdir.as_str(), "PREFIX=/usr/local", "CARGO=false"];
+
+    // A user that does not exist here, with nothing given: refused clearly.
+    let out = make(
+        &sb,
+        &[&["install"][..], &base, &["CI_USER=no-such-ci-user"]].concat(),
+        &built,
+    );
+    assert_ne!(out.code(), 0, "{out}");
+    out.expect_stderr("unknown user 'no-such-ci-user'");
+
+    let user = [
+        "CI_USER=ci",
+        "CI_UID=1234",
+        "CI_GROUP=cigroup",
+        "CI_HOME=/home/ci",
+        "CCCI_ONLY=*-??????.ci.example.org",
+    ];
+    make(&sb, &[&["install"][..], &base, &user].concat(), &built).expect_code(0);
+    let read = |rel: &str| {
+        std::fs::read_to_string(dest.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    };
+    let service = read("usr/local/lib/systemd/system/ccci-janitor.service");
+    for line in [
+        "User=ci\n",
+        "Group=cigroup\n",
+        "Environment=HOME=/home/ci\n",
+        "Environment=PATH=/usr/local/bin:",
+        "EnvironmentFile=/etc/ccci/janitor.env\n",
+        "ExecStart=/usr/local/lib/ccci/ccci-janitor-pass\n",
+    ] {
+        assert!(service.contains(line), "no {line:?} in\n{service}");
+    }
+    read("usr/local/lib/systemd/system/ccci-janitor.timer");
+    let tmpfiles = read("usr/local/lib/tmpfiles.d/ccci.conf");
+    assert!(
+        tmpfiles.contains("d     /run/lock/ccci-1234 0700 ci cigroup -"),
+        "{tmpfiles}"
+    );
+    let cron = read("usr/local/share/ccci/cron.ccci-janitor");
+    assert!(cron.contains("HOME=/home/ci\n") && cron.contains(" ci . /etc/ccci/janitor.env"));
+    let env = read("etc/ccci/janitor.env");
+    assert!(env.contains("CCCI_ONLY='*-??????.ci.example.org'"), "{env}");
+    for text in [&service, &tmpfiles, &cron, &env] {
+        assert!(!text.contains('@'), "a placeholder is left:\n{text}");
+    }
+    // The site's own janitor.env is never overwritten.
+    std::fs::write(dest.join("etc/ccci/janitor.env"), "CCCI_ONLY='mine-*'\n").unwrap();
+    make(&sb, &[&["install"][..], &base, &user].concat(), &built).expect_code(0);
+    assert_eq!(read("etc/ccci/janitor.env"), "CCCI_ONLY='mine-*'\n");
 }

@@ -207,11 +207,13 @@ fn an_exact_path_from_the_environment_wins() {
     std::fs::create_dir(&elsewhere).unwrap();
     std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o700)).unwrap();
     let file = elsewhere.join("count");
+    // A child of run r-100: the run and its exact paths are inherited.
     let with_var = |args: &[&str]| {
         sb.tool("ccci-state")
             .env("CCCI_DEPLOYS_FILE", &file)
             .env("CCCI_MY_THING_FILE", elsewhere.join("thing"))
-            .args(["--run-id", "r", "--pid", "100"])
+            .env("CCCI_RUN_ID", "r")
+            .env("CCCI_HARNESS_PID", "100")
             .args(args)
             .run()
     };
@@ -228,9 +230,10 @@ fn an_exact_path_from_the_environment_wins() {
     assert!(!sb.state_dir().join("r-100").exists(), "{}", sb.listing());
     // Without the variable, the run key decides.
     state(&sb, &["--run-id", "r", "--pid", "100", "get", "deploys"]).expect_code(1);
-    // `clean` removes the exact files too.
+    // `clean` removes <state dir>/<run key>/ only, never a file a variable
+    // names outside it.
     with_var(&["clean"]).expect_code(0);
-    assert!(!file.exists());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "3\n");
     // An exact path whose directory is missing is not created behind the run's back.
     let out = sb
         .tool("ccci-state")
@@ -240,6 +243,70 @@ fn an_exact_path_from_the_environment_wins() {
     out.expect_code(125)
         .expect_stderr("CCCI_DEPLOYS_FILE names");
     assert!(!sb.path("gone").exists());
+}
+
+#[test]
+fn an_explicit_run_on_the_command_line_wins_over_inherited_exact_paths() {
+    let sb = Sandbox::new();
+    let outer = sb.path("outer");
+    std::fs::create_dir(&outer).unwrap();
+    std::fs::set_permissions(&outer, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(outer.join("deploys"), "7\n").unwrap();
+    // A nested run inside a run that exported its exact paths.
+    let nested = |flags: &[&str], args: &[&str]| {
+        sb.tool("ccci-state")
+            .env("CCCI_DEPLOYS_FILE", outer.join("deploys"))
+            .env("CCCI_RUN_ID", "outer")
+            .env("CCCI_HARNESS_PID", "100")
+            .args(flags)
+            .args(args)
+            .run()
+    };
+    for flags in [&["--run-id", "inner"][..], &["--pid", "200"]] {
+        nested(flags, &["incr", "deploys"]).expect_stdout("1\n");
+        nested(flags, &["get", "deploys"]).expect_stdout("1\n");
+        let path = nested(flags, &["path", "deploys"]);
+        assert!(
+            path.stdout.starts_with(sb.state_dir().to_str().unwrap()),
+            "{path}"
+        );
+        nested(flags, &["clean"]).expect_code(0);
+    }
+    assert_eq!(
+        std::fs::read_to_string(outer.join("deploys")).unwrap(),
+        "7\n",
+        "the nested run touched the outer run's file"
+    );
+    // Flags after the subcommand count as given on the command line too.
+    nested(&[], &["incr", "deploys", "--run-id", "inner"]).expect_stdout("1\n");
+    assert_eq!(
+        std::fs::read_to_string(outer.join("deploys")).unwrap(),
+        "7\n"
+    );
+    // The inherited run itself still uses the exact path.
+    nested(&[], &["incr", "deploys"]).expect_stdout("8\n");
+}
+
+#[test]
+fn clean_never_removes_a_file_a_variable_names_outside_the_run_dir() {
+    let sb = Sandbox::new();
+    let precious = sb.path("precious");
+    std::fs::write(&precious, "keep\n").unwrap();
+    sb.tool("ccci-state")
+        .env("CCCI_DEPLOYS_FILE", &precious)
+        .env("CCCI_OPSTATE_FILE", "/etc/hostname")
+        .args(["--run-id", "r", "--pid", "100", "env"])
+        .run()
+        .expect_code(0);
+    sb.tool("ccci-state")
+        .env("CCCI_DEPLOYS_FILE", &precious)
+        .env("CCCI_RUN_ID", "r")
+        .env("CCCI_HARNESS_PID", "100")
+        .arg("clean")
+        .run()
+        .expect_code(0);
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep\n");
+    assert!(!sb.state_dir().join("r-100").exists(), "{}", sb.listing());
 }
 
 #[test]
@@ -857,7 +924,7 @@ fn bad_names_run_ids_and_values_are_2_and_create_nothing() {
         (&["--pid", "0", "env"], &[], "'0'"),
         (&["env"], &[("CCCI_RUN_ID", "../up")], "'../up'"),
         (&["env"], &[("CCCI_HARNESS_PID", "12x")], "'12x'"),
-        (&["append", "deps", "two\nlines"], &[], "'two\nlines'"),
+        (&["append", "deps", "two\nlines"], &[], r"$'two\nlines'"),
         (
             &["incr", "deploys"],
             &[("CCCI_DEPLOYS_FILE", "/tmp/")],
@@ -927,4 +994,178 @@ fn unsafe_dirs_and_symlinks_are_refused_never_followed() {
         .expect_stderr("writable by group or others")
         .expect_stderr("CCCI_OPSTATE_FILE");
     assert!(!open_dir.join("opstate").exists());
+}
+
+#[test]
+fn a_bad_value_is_blamed_on_the_variable_or_the_flag_it_came_from() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let sb = Sandbox::new();
+    let from_env =
+        |var: &str, value: &OsStr| sb.tool("ccci-state").env(var, value).arg("env").run();
+    from_env("CCCI_RUN_ID", OsStr::new("build 42"))
+        .expect_code(2)
+        .expect_stderr("ccci-state: CCCI_RUN_ID='build 42' is not a valid run id");
+    from_env("CCCI_HARNESS_PID", OsStr::new("12x"))
+        .expect_code(2)
+        .expect_stderr("CCCI_HARNESS_PID='12x' is not a valid pid");
+    from_env("CCCI_RUN_ID", OsStr::from_bytes(b"b\xff"))
+        .expect_code(2)
+        .expect_stderr(r"CCCI_RUN_ID=$'b\xff' is not valid UTF-8");
+    from_env("CCCI_RUN_ID", OsStr::new("true\r"))
+        .expect_code(2)
+        .expect_stderr(r"CCCI_RUN_ID=$'true\r' is not a valid run id");
+    for args in [
+        &["--run-id", "build 42", "env"][..],
+        &["env", "--run-id", "build 42"],
+    ] {
+        let out = sb
+            .tool("ccci-state")
+            .env("CCCI_RUN_ID", "fine")
+            .args(args)
+            .run();
+        out.expect_code(2)
+            .expect_stderr("invalid value 'build 42' for --run-id: not a valid run id");
+        assert!(!out.stderr.contains("CCCI_RUN_ID"), "{out}");
+    }
+    sb.tool("ccci-state")
+        .arg("--pid")
+        .arg(OsStr::from_bytes(b"1\xff"))
+        .arg("env")
+        .run()
+        .expect_code(2)
+        .expect_stderr(r"invalid value $'1\xff' for --pid: not valid UTF-8");
+    sb.tool("ccci-state")
+        .arg("get")
+        .arg(OsStr::from_bytes(b"n\xff"))
+        .run()
+        .expect_code(2)
+        .expect_stderr(r"argument $'n\xff' is not valid UTF-8");
+    assert!(!sb.state_dir().exists(), "{}", sb.listing());
+}
+
+#[test]
+fn state_dir_that_is_the_runs_dir_or_holds_it_is_refused_with_125() {
+    let sb = Sandbox::new();
+    let same = sb.path("shared");
+    for (state_dir, runs_dir, lock_dir) in [
+        (same.clone(), same.clone(), sb.lock_dir()),
+        (same.clone(), same.join("runs"), sb.lock_dir()),
+        (same.join("state"), same.clone(), sb.lock_dir()),
+        (same.clone(), sb.runs_dir(), same.clone()),
+        (same.join("."), same.join("x/.."), sb.lock_dir()),
+    ] {
+        for args in [&["env"][..], &["incr", "deploys"], &["clean"], &["gc"]] {
+            let out = sb
+                .tool("ccci-state")
+                .env("CCCI_STATE_DIR", &state_dir)
+                .env("CCCI_RUNS_DIR", &runs_dir)
+                .env("CCCI_APP_LOCK_DIR", &lock_dir)
+                .args(["--run-id", "r", "--pid", "100"])
+                .args(args)
+                .run();
+            out.expect_code(125)
+                .expect_stderr("must be three different directories");
+            // The refusal never advises a clean that would delete more.
+            assert!(!out.stderr.contains("clean"), "{out}");
+            assert!(!same.exists(), "{args:?} created {}", same.display());
+        }
+    }
+}
+
+/// Runs `command` in a shell with its stdout a pipe that has no reader left
+/// by the time it writes (deterministically: the reader closes its end,
+/// then lets the writer start); prints the command's status.
+fn status_with_stdout_closed(sb: &Sandbox, command: &str) -> Output {
+    ccci_tests::mkfifo(&sb.path("gate"));
+    let script = format!(
+        "{{ read _ < gate; {command}; echo $? > status; }} | {{ exec 0<&-; echo go > gate; }}\n\
+         cat status"
+    );
+    sb.sh(&script).run()
+}
+
+#[test]
+fn env_or_a_value_cut_short_by_a_closed_stdout_is_125() {
+    let sb = Sandbox::new();
+    for args in ["env", "env --json", "path deploys", "incr deploys"] {
+        let command = format!("ccci-state --run-id r --pid 100 {args}");
+        let out = status_with_stdout_closed(&sb, &command);
+        assert!(out.stdout == "125\n", "{args}: {out}");
+        out.expect_stderr("stdout was closed before all output was written");
+        std::fs::remove_file(sb.path("gate")).unwrap();
+    }
+}
+
+/// `ccci-state --run-id RUN_ID --pid PID ARGS...`, run to its end.
+fn run_r_as(sb: &Sandbox, run_id: &str, pid: &str, args: &[&str]) -> Output {
+    sb.tool("ccci-state")
+        .args(["--run-id", run_id, "--pid", pid])
+        .args(args)
+        .run()
+}
+
+/// Rewrites field `key` of the harness record in `run_dir` with `f`.
+fn edit_record(run_dir: &Path, key: &str, f: impl FnOnce(&serde_json::Value) -> serde_json::Value) {
+    let path = run_dir.join(".harness");
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    record[key] = f(&record[key]);
+    std::fs::write(&path, record.to_string()).unwrap();
+}
+
+#[test]
+fn gc_never_judges_a_record_of_another_pid_namespace_and_drops_earlier_boots() {
+    let sb = Sandbox::new();
+    // Two runs whose harness pids are dead here.
+    let dead = {
+        let p = sb.sh("exit 0").spawn();
+        let pid = p.pid();
+        p.wait();
+        pid.to_string()
+    };
+    for run_id in ["container", "before-reboot"] {
+        run_r_as(&sb, run_id, &dead, &["incr", "deploys"]).expect_code(0);
+    }
+    let container = sb.state_dir().join(format!("container-{dead}"));
+    let before_reboot = sb.state_dir().join(format!("before-reboot-{dead}"));
+    // One written in another pid namespace (a container sharing the state
+    // dir), one before the last reboot.
+    edit_record(&container, "pid_ns", |ns| (ns.as_u64().unwrap() + 1).into());
+    edit_record(&before_reboot, "boot_id", |_| {
+        "00000000-0000-0000-0000-000000000000".into()
+    });
+    let out = state(&sb, &["gc"]);
+    out.expect_code(0)
+        .expect_stderr(&format!(
+            "kept {}: recorded in another pid namespace",
+            container.display()
+        ))
+        .expect_stderr(&format!("removed {}", before_reboot.display()));
+    assert!(container.join("deploys").is_file(), "{}", sb.listing());
+    assert!(!before_reboot.exists(), "{}", sb.listing());
+}
+
+#[test]
+fn gc_removes_temporaries_killed_writers_left_in_a_live_run_dir() {
+    let sb = Sandbox::new();
+    let harness = live_harness(&sb);
+    let pid = harness.pid().to_string();
+    run_r(&sb, &pid, &["set", "opstate", "up"]).expect_code(0);
+    let run_dir = sb.state_dir().join(format!("r-{pid}"));
+    let leftover = run_dir.join(".opstate.999999.tmp");
+    std::fs::write(&leftover, "half").unwrap();
+    state(&sb, &["gc", "--dry-run"])
+        .expect_code(0)
+        .expect_stderr(&format!("would remove {}", leftover.display()));
+    assert!(leftover.exists());
+    state(&sb, &["gc"])
+        .expect_code(0)
+        .expect_stderr(&format!("removed {}: a temporary", leftover.display()));
+    assert!(!leftover.exists());
+    assert_eq!(
+        run_r(&sb, &pid, &["get", "opstate"]).stdout,
+        "up\n",
+        "the live run's files were touched"
+    );
 }

@@ -1,0 +1,395 @@
+//! The state dir and its run dirs: created with a record of the harness,
+//! replaced when stale, removed only under their lock (guarantees 1, 4 and
+//! 5 of the crate doc).
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context};
+use ccci_common::dirs::{self, STATE_DIR};
+use ccci_common::fs::SafeDir;
+use ccci_common::locked::Name;
+use ccci_common::run::{judge, temporary_maker, GcEntry, Harness, Record, RunKey, Swept};
+
+use crate::files::Locked;
+use crate::RUN_DIR;
+
+/// How often [`StateDir::begin`] replaces a stale dir and starts over.
+const ATTEMPTS: usize = 100;
+
+/// A run dir opened for writing ([`StateDir::begin`], [`crate::Location::lock`]).
+#[derive(Debug)]
+pub struct Begun {
+    /// The locked directory.
+    pub locked: Locked,
+    /// The record of an earlier run whose stale dir was replaced on the way.
+    pub replaced: Option<Record>,
+}
+
+/// The state dir: one subdirectory per run key.
+#[derive(Debug)]
+pub struct StateDir {
+    dir: SafeDir,
+}
+
+impl StateDir {
+    /// Opens the state dir at `path` (made absolute, so the paths handed to
+    /// children work from any directory). With `create`, a missing one is
+    /// made 0700; without, a missing one is `Ok(None)`.
+    pub fn open(path: &Path, create: bool) -> anyhow::Result<Option<StateDir>> {
+        let path = dirs::absolute(path);
+        Ok(SafeDir::open(&STATE_DIR, &path, create)?.map(|dir| StateDir { dir }))
+    }
+
+    /// The state dir's path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `<state dir>/<run key>`.
+    pub fn run_path(&self, key: &RunKey) -> PathBuf {
+        self.dir.join(&key.key())
+    }
+
+    /// Locks the run dir `name` (created first with `create`), verified by
+    /// descriptor to be what the name names; `None` when there is none
+    /// (with `create`: it was removed between its creation and the open).
+    fn lock_run(&self, name: &str, create: bool) -> anyhow::Result<Option<Locked>> {
+        let path = self.dir.join(name);
+        let got = Locked::acquire(Name::At(self.dir.as_fd(), name), &path, true, || {
+            self.dir.subdir(&RUN_DIR, name, create)
+        })?;
+        match got {
+            Some(Ok(locked)) => Ok(Some(locked)),
+            Some(Err(_)) => unreachable!("a waiting lock is never busy"),
+            None => Ok(None),
+        }
+    }
+
+    /// Opens the run dir of `key` for writing: created (0700, with its
+    /// record) when missing, replaced by a fresh one when it is stale (its
+    /// recorded harness pid now names another process), locked either way.
+    pub fn begin(&self, key: &RunKey) -> anyhow::Result<Begun> {
+        let name = key.key();
+        let mut replaced = None;
+        for _ in 0..ATTEMPTS {
+            let Some(locked) = self.lock_run(&name, true)? else {
+                continue; // removed between mkdir and open
+            };
+            match Record::read(locked.dir()) {
+                Some(record) if record.is_for(key) => {
+                    if record.harness() == Harness::Replaced {
+                        locked.remove(&self.dir, &name)?;
+                        replaced = Some(record);
+                        continue;
+                    }
+                }
+                _ => {
+                    Record::write(locked.dir(), key)?;
+                }
+            }
+            return Ok(Begun { locked, replaced });
+        }
+        Err(anyhow!(
+            "{} kept being replaced while it was being opened; try again",
+            self.dir.join(&name).display()
+        ))
+    }
+
+    /// The run dir of `key` for reading; `None` when it is missing or stale.
+    pub fn lookup(&self, key: &RunKey) -> anyhow::Result<Option<SafeDir>> {
+        let Some(dir) = self.dir.subdir(&RUN_DIR, &key.key(), false)? else {
+            return Ok(None);
+        };
+        Ok(match Record::read(&dir) {
+            Some(record) if record.is_for(key) && record.harness() == Harness::Replaced => None,
+            _ => Some(dir),
+        })
+    }
+
+    /// Removes the run dir of `key` and its files, and nothing else;
+    /// `Ok(false)` when there was none.
+    pub fn clean(&self, key: &RunKey) -> anyhow::Result<bool> {
+        let name = key.key();
+        match self.lock_run(&name, false)? {
+            Some(locked) => {
+                locked.remove(&self.dir, &name)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Removes (or with `dry_run` only reports) every run dir whose harness
+    /// has exited or whose pid now names another process. Dirs whose harness
+    /// runs, dirs a writer holds, dirs recorded in another pid namespace and
+    /// entries that are not run dirs are kept. The entries are reported in
+    /// name order.
+    pub fn gc(&self, dry_run: bool) -> anyhow::Result<Vec<GcEntry>> {
+        let mut names: Vec<String> = self
+            .dir
+            .names()
+            .with_context(|| format!("cannot list {}", self.path().display()))?
+            .into_iter()
+            .filter_map(|name| name.into_string().ok())
+            .collect();
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            let Some(key) = RunKey::parse(&name) else {
+                continue; // not a run dir of ours
+            };
+            let outcome = self
+                .sweep(&name, &key, dry_run, &mut out)
+                .unwrap_or_else(|e| Swept::Failed(format!("{e:#}")));
+            out.push(GcEntry {
+                path: self.dir.join(&name),
+                pid: key.pid,
+                outcome,
+            });
+        }
+        Ok(out)
+    }
+
+    fn sweep(
+        &self,
+        name: &str,
+        key: &RunKey,
+        dry_run: bool,
+        out: &mut Vec<GcEntry>,
+    ) -> anyhow::Result<Swept> {
+        match self.dir.stat(name)? {
+            None => return Ok(Swept::Vanished),
+            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => {
+                return Ok(Swept::Skipped("is a symlink".into()))
+            }
+            Some(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => {
+                return Ok(Swept::Skipped("is not a directory".into()))
+            }
+            Some(_) => {}
+        }
+        let path = self.dir.join(name);
+        let mut unsafe_dir = None;
+        let got = Locked::acquire(
+            Name::At(self.dir.as_fd(), name),
+            &path,
+            false,
+            || match self.dir.subdir(&RUN_DIR, name, false) {
+                Ok(dir) => Ok(dir),
+                Err(e) => {
+                    unsafe_dir = Some(format!("{e:#}"));
+                    Ok(None)
+                }
+            },
+        )?;
+        let locked = match got {
+            Some(Ok(locked)) => locked,
+            Some(Err(_)) => return Ok(Swept::InUse),
+            None => return Ok(unsafe_dir.map_or(Swept::Vanished, Swept::Skipped)),
+        };
+        let fate = match judge(Record::read(locked.dir()), key) {
+            Ok(fate) => fate,
+            Err(kept) => {
+                if matches!(kept, Swept::Live | Swept::Unrecorded) {
+                    sweep_temporaries(&locked, dry_run, out);
+                }
+                return Ok(kept);
+            }
+        };
+        if dry_run {
+            return Ok(Swept::WouldRemove(fate));
+        }
+        match locked.remove(&self.dir, name) {
+            Ok(()) => Ok(Swept::Removed(fate)),
+            Err(e) => Ok(Swept::Failed(format!("{e:#}"))),
+        }
+    }
+}
+
+/// Removes the temporaries in a kept run dir: every writer holds the dir's
+/// lock while its temporary exists, and we hold it now, so each one left is
+/// from a writer that was killed mid-write.
+fn sweep_temporaries(locked: &Locked, dry_run: bool, out: &mut Vec<GcEntry>) {
+    let dir = locked.dir();
+    let Ok(names) = dir.names() else { return };
+    for name in names {
+        let Some(name) = name.to_str() else { continue };
+        let Some(pid) = temporary_maker(name) else {
+            continue;
+        };
+        let outcome = if dry_run {
+            Swept::WouldRemoveTemporary
+        } else {
+            match dir.remove_file(name) {
+                Ok(()) => Swept::TemporaryRemoved,
+                Err(e) => Swept::Failed(format!("cannot remove {}: {e}", dir.join(name).display())),
+            }
+        };
+        out.push(GcEntry {
+            path: dir.join(name),
+            pid,
+            outcome,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn tmp() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        dir
+    }
+
+    fn me() -> RunKey {
+        RunKey {
+            run_id: "t".into(),
+            pid: std::process::id(),
+        }
+    }
+
+    #[test]
+    fn begin_records_the_harness_and_reuses_a_live_dir() {
+        let t = tmp();
+        let state = StateDir::open(t.path(), true).unwrap().unwrap();
+        let key = me();
+        let begun = state.begin(&key).unwrap();
+        assert!(begun.replaced.is_none());
+        begun.locked.set("opstate", b"up").unwrap();
+        drop(begun);
+        let record = Record::read(&state.lookup(&key).unwrap().unwrap()).unwrap();
+        assert_eq!(record.pid, key.pid);
+        assert_eq!(record.start_time, ccci_common::proc::start_time(key.pid));
+        let again = state.begin(&key).unwrap();
+        assert!(again.replaced.is_none());
+        assert_eq!(again.locked.read("opstate").unwrap().unwrap(), b"up\n");
+    }
+
+    #[test]
+    fn a_stale_dir_is_replaced_and_ignored_by_readers() {
+        let t = tmp();
+        let state = StateDir::open(t.path(), true).unwrap().unwrap();
+        let key = me();
+        let begun = state.begin(&key).unwrap();
+        begun.locked.incr("deploys", 5).unwrap();
+        let mut stale = Record::now(&key);
+        stale.start_time = stale.start_time.map(|t| t + 1);
+        begun
+            .locked
+            .dir()
+            .replace(
+                ccci_common::run::RECORD,
+                &serde_json::to_vec(&stale).unwrap(),
+            )
+            .unwrap();
+        drop(begun);
+        assert!(state.lookup(&key).unwrap().is_none());
+        let fresh = state.begin(&key).unwrap();
+        assert_eq!(fresh.replaced, Some(stale));
+        assert_eq!(fresh.locked.read("deploys").unwrap(), None);
+    }
+
+    #[test]
+    fn locked_operations() {
+        let t = tmp();
+        let state = StateDir::open(t.path(), true).unwrap().unwrap();
+        let begun = state.begin(&me()).unwrap();
+        let l = &begun.locked;
+        assert_eq!(l.incr("deploys", 1).unwrap(), 1);
+        assert_eq!(l.incr("deploys", 41).unwrap(), 42);
+        assert_eq!(l.incr("deploys", -2).unwrap(), 40);
+        assert_eq!(l.read("deploys").unwrap().unwrap(), b"40\n");
+        l.append("deps", b"a").unwrap();
+        l.append("deps", b"b c").unwrap();
+        assert_eq!(l.read("deps").unwrap().unwrap(), b"a\nb c\n");
+        l.dir().replace("deps", b"no newline").unwrap();
+        l.append("deps", b"d").unwrap();
+        assert_eq!(l.read("deps").unwrap().unwrap(), b"no newline\nd\n");
+        l.set("opstate", b"").unwrap();
+        l.set("opstate", b"done").unwrap();
+        assert_eq!(l.read("opstate").unwrap().unwrap(), b"done\n");
+        let e = l.incr("opstate", 1).unwrap_err().to_string();
+        assert!(e.contains("opstate holds no number ('done')"), "{e}");
+        l.set("big", i64::MAX.to_string().as_bytes()).unwrap();
+        assert!(l.incr("big", 1).is_err());
+        assert_eq!(
+            l.read("big").unwrap().unwrap(),
+            format!("{}\n", i64::MAX).as_bytes()
+        );
+    }
+
+    #[test]
+    fn clean_removes_everything_and_is_idempotent() {
+        let t = tmp();
+        let state = StateDir::open(t.path(), true).unwrap().unwrap();
+        let key = me();
+        state.begin(&key).unwrap().locked.set("x", b"1").unwrap();
+        assert!(state.run_path(&key).is_dir());
+        assert!(state.clean(&key).unwrap());
+        assert!(!state.run_path(&key).exists());
+        assert!(!state.clean(&key).unwrap());
+    }
+
+    #[test]
+    fn gc_keeps_the_live_and_the_foreign_and_removes_the_gone() {
+        let t = tmp();
+        let state = StateDir::open(t.path(), true).unwrap().unwrap();
+        let live = me();
+        drop(state.begin(&live).unwrap());
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = RunKey {
+            run_id: "t".into(),
+            pid: child.id(),
+        };
+        drop(state.begin(&gone).unwrap());
+        child.wait().unwrap();
+        // A run of another pid namespace whose pid happens to be dead here.
+        let foreign = RunKey {
+            run_id: "other-ns".into(),
+            pid: gone.pid,
+        };
+        let begun = state.begin(&foreign).unwrap();
+        let mut record = Record::now(&foreign);
+        record.pid_ns = record.pid_ns.map(|ns| ns + 1);
+        begun
+            .locked
+            .dir()
+            .replace(
+                ccci_common::run::RECORD,
+                &serde_json::to_vec(&record).unwrap(),
+            )
+            .unwrap();
+        drop(begun);
+        std::fs::write(t.path().join("not-a-run"), "x").unwrap();
+
+        // A writer of the live run killed mid-write left its temporary.
+        let leftover = state.run_path(&live).join(".deploys.999999999.tmp");
+        std::fs::write(&leftover, "4").unwrap();
+
+        let dry = state.gc(true).unwrap();
+        assert_eq!(dry.len(), 4, "{dry:?}");
+        assert!(leftover.exists());
+        assert!(state.run_path(&gone).exists());
+        let swept = state.gc(false).unwrap();
+        let outcome = |key: &RunKey| {
+            swept
+                .iter()
+                .find(|e| e.path == state.run_path(key))
+                .map(|e| e.outcome.clone())
+        };
+        assert_eq!(outcome(&live), Some(Swept::Live));
+        assert_eq!(outcome(&gone), Some(Swept::Removed(Harness::Gone)));
+        assert_eq!(outcome(&foreign), Some(Swept::Foreign));
+        assert!(!leftover.exists(), "{swept:?}");
+        assert!(swept
+            .iter()
+            .any(|e| e.path == leftover && e.outcome == Swept::TemporaryRemoved));
+        assert!(!state.run_path(&gone).exists());
+        assert!(state.run_path(&live).exists());
+        assert!(state.run_path(&foreign).exists());
+        assert!(t.path().join("not-a-run").exists());
+    }
+}
