@@ -66,6 +66,17 @@ pub fn parse(value: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(nanos))
 }
 
+/// [`parse`], refusing zero: for every duration that bounds a wait or a
+/// kill (`--deadline`, `--kill-after`, `--reap-timeout`; SPEC §1
+/// "Durations"). A zero bound is refused rather than read as "at once" or
+/// as timeout(1)'s "no bound": either reading surprises someone.
+pub fn positive(value: &str) -> Result<Duration, String> {
+    match parse(value)? {
+        d if d.is_zero() => Err("must be more than 0 (to have none, leave the flag out)".into()),
+        d => Ok(d),
+    }
+}
+
 /// `number` (digits with an optional fraction) times `scale` nanoseconds.
 fn scaled(number: &str, scale: u128) -> Option<u128> {
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
@@ -110,6 +121,19 @@ mod tests {
         assert_eq!(parse("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(parse("1.5h"), Ok(s(5400)));
         assert_eq!(parse("1d2h3m4s5ms"), Ok(Duration::new(93784, 5_000_000)));
+    }
+
+    #[test]
+    fn a_bound_is_never_zero() {
+        assert_eq!(positive("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(positive("0.0000000001"), Ok(Duration::from_nanos(1)));
+        for zero in ["0", "0s", "0ms", "0.000", "0h0m"] {
+            assert!(
+                positive(zero).unwrap_err().contains("more than 0"),
+                "{zero}"
+            );
+        }
+        assert_eq!(positive("1x"), parse("1x"));
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub struct Cli {
 
     /// Send SIGALRM after DURATION (90s, 2m, 1h30m, 500ms, bare seconds; more than 0)
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
-          value_parser = positive_duration)]
+          value_parser = duration::positive)]
     pub deadline: Option<Duration>,
 
     /// Stay COMMAND's parent: own process group, forwarded signals, end by ALRM (142) at the deadline
@@ -75,24 +75,12 @@ pub struct Cli {
 
     /// Send SIGKILL to COMMAND's group DURATION after the deadline (implies --supervise)
     #[arg(long, value_name = "DURATION", requires = "deadline", allow_hyphen_values = true,
-          value_parser = positive_duration)]
+          value_parser = duration::positive)]
     pub kill_after: Option<Duration>,
 
     /// The command to run (after --)
     #[arg(value_name = "COMMAND", last = true, required = true)]
     pub command: Vec<OsString>,
-}
-
-/// A duration above zero. A zero deadline is refused rather than read as
-/// "fire at once" or as timeout(1)'s "no timeout": either reading surprises
-/// someone.
-fn positive_duration(value: &str) -> Result<Duration, String> {
-    match duration::parse(value)? {
-        d if d.is_zero() => {
-            Err("must be more than 0 (to have none, leave the flag out)".to_string())
-        }
-        d => Ok(d),
-    }
 }
 
 /// The whole of `ccci-guard`'s `main`: the parent is read before anything

@@ -129,7 +129,7 @@ pub struct Cli {
     pub leak_after: Duration,
 
     /// Kill a reap's process group after this long
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse, default_value = "10m")]
+    #[arg(long, value_name = "DURATION", value_parser = duration::positive, default_value = "10m")]
     pub reap_timeout: Duration,
 
     /// Probe and report; reap, unlink and create nothing
@@ -378,6 +378,8 @@ mod tests {
             "--min-age=1x",
             "--leak-after=-5m",
             "--reap-timeout=",
+            "--reap-timeout=0",
+            "--reap-timeout=0ms",
         ] {
             let e = Cli::try_parse_from(["ccci-janitor", flag, "--", "true"]).unwrap_err();
             assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{flag}");
