@@ -1,7 +1,10 @@
 //! The frame every tool's `main` runs in: parse, run, map to an exit status.
 //!
 //! - `--help` and `--version` print to stdout and exit 0.
-//! - Usage errors are clap's messages, prefixed with the tool's name, status 2.
+//! - Usage errors are clap's messages, prefixed with the tool's name, status 2,
+//!   except for a bad value: clap would print it raw, so it is reported as
+//!   `invalid value <quoted> for <--flag or POSITIONAL>: <reason>` or
+//!   `CCCI_X=<quoted> is …`, quoted by [`quote`] (see `clap_error`).
 //! - [`UsageError`] (bad input found after parsing) is status 2.
 //! - Any other error is printed as `tool: what: why` and is status 125.
 //! - A closed pipe on stdout (`ccci-lock --list | head -1`) is not an error

@@ -3,7 +3,9 @@
 //! Every name is checked before anything is opened or created, so a bad name
 //! costs status 2 and leaves no trace. The functions have the shape clap's
 //! `value_parser` wants, so flags, positionals and environment variables are
-//! all checked by the same code; clap quotes the rejected value in its message.
+//! all checked by the same code. A rejected value is quoted by
+//! [`shell_quote_os`], the one quoting of messages (`ccci_common::cli`
+//! re-renders clap's errors with it, so invisible characters show).
 
 /// Longest DOMAIN, in bytes (a DNS name's limit).
 pub const DOMAIN_MAX: usize = 253;

@@ -603,37 +603,31 @@ fn hostile_ccci_guard_inputs_are_2_and_create_nothing() {
 }
 
 #[test]
-#[ignore = "needs the janitor to refuse a zero --reap-timeout (SPEC §1 Durations)"]
 fn hostile_ccci_janitor_inputs_are_2_and_create_nothing() {
     assert_matrix("ccci-janitor", false);
 }
 
 #[test]
-#[ignore = "needs usage errors to quote values visibly ($'…', \\xNN) and to name the flag or the variable (SPEC §1 Names)"]
 fn hostile_ccci_lock_inputs_are_quoted_visibly_and_blamed_on_their_source() {
     assert_matrix("ccci-lock", true);
 }
 
 #[test]
-#[ignore = "needs usage errors to quote values visibly ($'…', \\xNN) and to name the flag or the variable (SPEC §1 Names)"]
 fn hostile_ccci_state_inputs_are_quoted_visibly_and_blamed_on_their_source() {
     assert_matrix("ccci-state", true);
 }
 
 #[test]
-#[ignore = "needs usage errors to quote values visibly ($'…', \\xNN) and to name the flag or the variable (SPEC §1 Names)"]
 fn hostile_ccci_abradir_inputs_are_quoted_visibly_and_blamed_on_their_source() {
     assert_matrix("ccci-abradir", true);
 }
 
 #[test]
-#[ignore = "needs usage errors to quote values visibly ($'…', \\xNN) and to name the flag or the variable (SPEC §1 Names)"]
 fn hostile_ccci_guard_inputs_are_quoted_visibly_and_blamed_on_their_source() {
     assert_matrix("ccci-guard", true);
 }
 
 #[test]
-#[ignore = "needs usage errors to quote values visibly ($'…', \\xNN) and to name the flag or the variable (SPEC §1 Names)"]
 fn hostile_ccci_janitor_inputs_are_quoted_visibly_and_blamed_on_their_source() {
     assert_matrix("ccci-janitor", true);
 }
