@@ -17,6 +17,8 @@ use ccci_common::exit::{self, Ended};
 use ccci_common::supervise::{self, Watch};
 use ccci_common::{duration, names, proc, say, sys};
 
+use crate::etcd::args::EtcdArgs;
+use crate::etcd::Etcd;
 use crate::{
     acquire_all, lockfile_name, Acquired, Backend, BusyDomain, Claim, FlockDir, Holder, Wait,
 };
@@ -42,13 +44,22 @@ held, and by which pid, is read from /proc/locks). -v says so when the
 recorded holder is not running (a janitor reaping a dead run's claim, or a
 foreign flock(1) user) instead of naming a dead process.
 
+With --etcd (several hosts), the lock is etcd's lock on PREFIX/lock/DOMAIN
+under a lease this process keeps alive, and the lockfile's place is taken by
+the claim PREFIX/claim/DOMAIN. If the lease is lost while COMMAND runs (etcd
+unreachable for the TTL, lease revoked), COMMAND gets SIGTERM, SIGKILL after
+--lost-grace, and ccci-lock exits 125. See docs/etcd.md.
+
 Environment:
-  CCCI_APP_LOCK_DIR  the lock dir (like --lock-dir)
-  CCCI_RUN_ID        the run id recorded in the lockfile (like --run-id)
-  CCCI_LOCK_DOMAIN   set for COMMAND: the locked DOMAIN (several: sorted,
-                     separated by spaces)
-  CCCI_LOCK_FILE     set for COMMAND: the lockfile's absolute path (several:
-                     in the same order, separated by spaces)
+  CCCI_APP_LOCK_DIR   the lock dir (like --lock-dir)
+  CCCI_RUN_ID         the run id recorded in the lockfile (like --run-id)
+  CCCI_LOCK_DOMAIN    set for COMMAND: the locked DOMAIN (several: sorted,
+                      separated by spaces)
+  CCCI_LOCK_FILE      set for COMMAND: the lockfile's absolute path (several:
+                      in the same order, separated by spaces)
+  CCCI_LOCK_REVISION  set for COMMAND with --etcd: the lock key's create
+                      revision, a fencing token that grows with every holder
+                      (several: in the same order, separated by spaces)
 
 --hold takes the DOMAINs (sorted, all or nothing; -n and -w as usual) and
 returns 0 once a keeper process holds them for PID: the keeper has no terminal,
@@ -73,7 +84,7 @@ With --json, one object per line with the same fields, plus parent (the PID a
     name = "ccci-lock",
     version,
     after_help = format!("{AFTER_HELP}\n\n{}", exit::help_section()),
-    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] [--keep] [-v] DOMAIN... -- COMMAND [ARG...]\n       ccci-lock --hold --parent PID [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] DOMAIN...\n       ccci-lock --release --parent PID [--lock-dir DIR] DOMAIN...\n       ccci-lock --list [--json] [--lock-dir DIR]"
+    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR | --etcd URL[,URL...]] [--run-id ID] [--keep] [-v] DOMAIN... -- COMMAND [ARG...]\n       ccci-lock --hold --parent PID [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] DOMAIN...\n       ccci-lock --release --parent PID [--lock-dir DIR] DOMAIN...\n       ccci-lock --list [--json] [--lock-dir DIR | --etcd URL[,URL...]]"
 )]
 #[command(group = clap::ArgGroup::new("held").args(["hold", "release"]))]
 pub struct Cli {
@@ -142,6 +153,14 @@ pub struct Cli {
     #[arg(value_name = "DOMAIN", required_unless_present = "list", value_parser = names::domain)]
     pub domains: Vec<String>,
 
+    /// Where the locks live when several hosts share them
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+
+    /// With --etcd: how long COMMAND may take to stop after SIGTERM when the lock is lost [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = crate::etcd::args::positive)]
+    pub lost_grace: Option<Duration>,
+
     /// The command to run while holding the lock (after --)
     #[arg(value_name = "COMMAND", last = true, required_unless_present_any = ["list", "hold", "release"])]
     pub command: Vec<OsString>,
@@ -157,15 +176,15 @@ pub const DEFAULT_LOST_GRACE: Duration = Duration::from_secs(10);
 
 /// Where locks live, chosen once per command line (SPEC §8).
 ///
-/// Only the local flock backend exists today. The etcd backend adds a
-/// variant here, selected in [`Locks::from_cli`] by `--etcd` or
-/// `CCCI_ETCD_ENDPOINTS`, plus an arm in [`Locks::check_domain`] and
-/// [`Locks::run`]; everything else is written against [`Backend`] and runs
+/// The local flock backend, or etcd when `--etcd` or `CCCI_ETCD_ENDPOINTS`
+/// names endpoints; everything else is written against [`Backend`] and runs
 /// unchanged on either.
 #[derive(Debug, Clone)]
 pub enum Locks {
     /// `flock(2)` on `<DOMAIN>.lock` in this lock dir.
     Flock(PathBuf),
+    /// Etcd's lock on `<prefix>/lock/<DOMAIN>`, claims at `<prefix>/claim/<DOMAIN>`.
+    Etcd(crate::etcd::Config),
 }
 
 /// Work that needs a backend, whichever [`Locks`] picked.
@@ -175,11 +194,15 @@ pub trait Job {
 }
 
 impl Locks {
-    /// The backend the command line asks for. A bad or empty `--lock-dir`
-    /// (or `CCCI_APP_LOCK_DIR`) is a usage error naming its source; a lock
-    /// dir that coincides with the state or runs dir is refused (125).
+    /// The backend the command line asks for: etcd when endpoints are
+    /// given (then the lock dir is not used), else the lock dir. A bad or
+    /// empty `--lock-dir` (or `CCCI_APP_LOCK_DIR`) is a usage error naming
+    /// its source; a lock dir that coincides with the state or runs dir is
+    /// refused (125).
     pub fn from_cli(cli: &Cli) -> anyhow::Result<Locks> {
-        // The etcd backend is selected here.
+        if let Some(config) = cli.etcd.config()? {
+            return Ok(Locks::Etcd(config));
+        }
         let lock_dir = cli.lock_dir.resolve()?;
         args::check_apart(&LOCK_DIR, &lock_dir)?;
         Ok(Locks::Flock(lock_dir))
@@ -190,6 +213,7 @@ impl Locks {
     pub fn check_domain(&self, domain: &str) -> Result<(), UsageError> {
         match self {
             Locks::Flock(_) => lockfile_name(domain).map(drop),
+            Locks::Etcd(_) => crate::etcd::check_domain(domain),
         }
     }
 
@@ -202,6 +226,7 @@ impl Locks {
                 Some(backend) => job.run(&backend).map(Some),
                 None => Ok(None),
             },
+            Locks::Etcd(config) => job.run(&Etcd::new(config.clone())).map(Some),
         }
     }
 }
@@ -219,7 +244,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
         let listed = locks.run(false, List { json: cli.json })?;
         return Ok(listed.unwrap_or(Ended::Code(exit::SUCCESS))); // no lock dir: no locks
     }
-    // Further actions (`--hold`, `--release`) are Jobs too, dispatched here.
+    // `--hold` and `--release` are dispatched below, after the domain check
+    // (flock backend only for now: their keeper's socket lives in the lock dir).
     for domain in &cli.domains {
         locks.check_domain(domain)?; // a bad one fails before anything is created
     }
@@ -230,7 +256,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
         cli: &cli,
         run_id,
         domains: &cli.domains,
-        lost_grace: DEFAULT_LOST_GRACE,
+        lost_grace: cli.lost_grace.unwrap_or(DEFAULT_LOST_GRACE),
     };
     locks
         .run(true, job)?
@@ -245,7 +271,12 @@ fn hold_or_release(
     parent: u32,
     run_id: Option<String>,
 ) -> anyhow::Result<u8> {
-    let Locks::Flock(lock_dir) = locks;
+    let Locks::Flock(lock_dir) = locks else {
+        return Err(UsageError(
+            "--hold and --release do not work with --etcd (CCCI_ETCD_ENDPOINTS) yet".into(),
+        )
+        .into());
+    };
     let mut domains = cli.domains.clone();
     domains.sort();
     domains.dedup();

@@ -119,11 +119,32 @@ pub struct KernelLock {
 /// file's device and inode, so this needs a file system whose `stat` device
 /// is the one the kernel's lock table shows (tmpfs, ext4, xfs: yes; a
 /// btrfs subvolume or overlayfs may not be).
+///
+/// The kernel hands `/proc/locks` out a page at a time and walks its table
+/// again for each page, so a table longer than a page that changes while it
+/// is read can skip entries: a lock held all along may be missing from one
+/// reading. An entry is never made up, so "held" is believed at once and
+/// "free" only after [`TABLE_READS`] readings agree.
 pub fn flock_holder(file: &File) -> io::Result<Option<KernelLock>> {
     let meta = file.metadata()?;
-    let table = std::fs::read_to_string("/proc/locks")?;
-    Ok(find_flock(&table, meta.dev(), meta.ino()))
+    for _ in 0..TABLE_READS {
+        let table = std::fs::read_to_string("/proc/locks")?;
+        if let Some(lock) = find_flock(&table, meta.dev(), meta.ino()) {
+            return Ok(Some(lock));
+        }
+        if table.len() < TABLE_PAGE {
+            break; // read in one piece: nothing was skipped
+        }
+    }
+    Ok(None)
 }
+
+/// How many readings of a long `/proc/locks` must miss a lock before
+/// [`flock_holder`] calls it free.
+const TABLE_READS: usize = 3;
+
+/// Below this many bytes `/proc/locks` arrives in one read (one page).
+const TABLE_PAGE: usize = 4096;
 
 /// The first granted `FLOCK` entry of a `/proc/locks` text for the file
 /// `dev`/`ino` (entries marked `->` are waiters, not holders).
@@ -528,7 +549,16 @@ impl Backend for FlockDir {
 
     fn probe(&self, domain: &str) -> anyhow::Result<Probe<FlockClaim>> {
         let name = lockfile_name(domain)?;
-        let file = match self.dir.open_file(&name, OpenHow::Read) {
+        // Opened for writing, so that a janitor that takes the claim can
+        // stamp its own record while it reaps; a lockfile we may only read
+        // (made read-only by hand) is still probed and settled.
+        let opened = match self.dir.open_file(&name, OpenHow::ReadWrite) {
+            Err(e) if matches!(&e.kind, FileErrorKind::Io(io) if io.kind() == io::ErrorKind::PermissionDenied) => {
+                self.dir.open_file(&name, OpenHow::Read)
+            }
+            other => other,
+        };
+        let file = match opened {
             Ok(file) => file,
             Err(e) => match e.kind {
                 FileErrorKind::Missing => return Ok(Probe::Missing),

@@ -164,10 +164,17 @@ impl Proc {
     }
 
     /// Waits (within the deadline) for the child to end; returns its output.
-    pub fn wait(mut self) -> Output {
+    pub fn wait(self) -> Output {
+        self.wait_within(crate::deadline())
+    }
+
+    /// Waits at most `limit` for the child to end (for a whole script such
+    /// as the demo, which is many steps of a deadline each); returns its
+    /// output.
+    pub fn wait_within(mut self, limit: std::time::Duration) -> Output {
         let start = Instant::now();
         while !self.has_exited() {
-            if start.elapsed() > crate::deadline() {
+            if start.elapsed() > limit {
                 panic!(
                     "timed out waiting for the process to end\n{}",
                     self.report()
