@@ -603,7 +603,7 @@ fn hostile_ccci_guard_inputs_are_2_and_create_nothing() {
 }
 
 #[test]
-#[ignore = "needs the janitor to refuse a zero --reap-timeout and an unparsable pattern such as [[:nope:]] (SPEC §1, §4)"]
+#[ignore = "needs the janitor to refuse a zero --reap-timeout (SPEC §1 Durations)"]
 fn hostile_ccci_janitor_inputs_are_2_and_create_nothing() {
     assert_matrix("ccci-janitor", false);
 }
