@@ -740,6 +740,33 @@ fn nix_euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Waits for each of `procs` to end while it makes progress: each round of
+/// its loop appends to `progress`. Fails only when no round ends for a whole
+/// deadline (a hang, or a deadlock), however slow a loaded machine makes the
+/// rounds.
+fn wait_progressing(procs: Vec<Proc>, progress: &std::path::Path) -> Vec<ccci_tests::Output> {
+    let mut procs = procs;
+    let len = || std::fs::metadata(progress).map_or(0, |m| m.len());
+    let (mut seen, mut since) = (len(), Instant::now());
+    while !procs.iter_mut().all(|p| p.has_exited()) {
+        if len() != seen {
+            (seen, since) = (len(), Instant::now());
+        }
+        assert!(
+            since.elapsed() < ccci_tests::deadline(),
+            "no progress for {:?}: stuck\n{}",
+            ccci_tests::deadline(),
+            procs
+                .iter()
+                .map(Proc::report)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    procs.into_iter().map(Proc::wait).collect()
+}
+
 /// Case 27: two runs take the sets {a, b} and {b, a} at the same time, many
 /// times over. Taken in the order given, they would soon deadlock (each
 /// holding one and waiting for the other); taken sorted, they never do.
@@ -756,17 +783,19 @@ fn case_27_overlapping_sets_never_deadlock_and_never_overlap() {
         m = marks.display(),
         log = log.display(),
     );
+    let progress = sb.path("progress");
     let run = |order: &str| {
         let script = format!(
-            "for i in $(seq 60); do ccci-lock {order} -- sh -c '{inside}' || exit 1; done; echo done"
+            "for i in $(seq 60); do ccci-lock {order} -- sh -c '{inside}' || exit 1; \
+             echo >> {progress}; done; echo done",
+            progress = progress.display(),
         );
         sb.sh(&script).spawn()
     };
-    let one = run("a b");
-    let two = run("b a");
-    // Proc::wait fails the test after the deadline: that is the deadlock check.
-    one.wait().expect_code(0).expect_stdout("done");
-    two.wait().expect_code(0).expect_stdout("done");
+    // Stuck for a whole deadline fails the test: that is the deadlock check.
+    for out in wait_progressing(vec![run("a b"), run("b a")], &progress) {
+        out.expect_code(0).expect_stdout("done");
+    }
     assert!(
         !log.exists(),
         "two holders overlapped: {:?}",
@@ -954,13 +983,17 @@ fn case_29_list_in_a_loop_never_makes_nonblock_fail_and_nothing_is_left() {
                 .spawn()
         })
         .collect();
-    let out = sb
+    let progress = sb.path("progress");
+    let runs = sb
         .sh(&format!(
             "for i in $(seq 300); do \
                ccci-lock -n --keep {D} -- true || echo \"-n failed with $?\"; \
-             done; echo done"
+               echo >> {p}; \
+             done; echo done",
+            p = progress.display()
         ))
-        .run();
+        .spawn();
+    let out = wait_progressing(vec![runs], &progress).remove(0);
     out.expect_code(0).expect_stdout("done");
     assert_eq!(out.stdout.trim(), "done", "{out}");
     for lister in listers {
@@ -970,15 +1003,18 @@ fn case_29_list_in_a_loop_never_makes_nonblock_fail_and_nothing_is_left() {
     }
 
     std::fs::remove_file(sb.lockfile(D)).unwrap();
-    let out = sb
+    let races = sb
         .sh(&format!(
             "for i in $(seq 100); do \
                ccci-lock -n {D} -- true 2>/dev/null & ccci-lock -n {D} -- true 2>/dev/null; wait; \
                [ -e {f} ] && echo left-after-race; \
+               echo >> {p}; \
              done; echo done",
-            f = sb.lockfile(D).display()
+            f = sb.lockfile(D).display(),
+            p = progress.display()
         ))
-        .run();
+        .spawn();
+    let out = wait_progressing(vec![races], &progress).remove(0);
     out.expect_code(0);
     assert_eq!(out.stdout.trim(), "done", "{out}");
 }
