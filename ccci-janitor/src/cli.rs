@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use ccci_common::args::{self, LockDirArg};
 use ccci_common::cli::UsageError;
 use ccci_common::exit::{self, Ended};
 use ccci_common::names::shell_quote;
@@ -95,14 +96,9 @@ Environment:
     override_usage = "ccci-janitor [--lock-dir DIR] [--deployed FILE|-] [--only GLOB]... [--only-file FILE]\n                    [--warm GLOB]... [--warm-file FILE]\n                    [--min-age DURATION] [--leak-after DURATION] [--reap-timeout DURATION]\n                    [--dry-run] [--json] [-v] -- REAP_COMMAND [ARG...]"
 )]
 pub struct Cli {
-    /// Lock dir [default: /run/lock/ccci-<uid>, or /tmp/ccci-<uid>/locks without /run/lock]
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "CCCI_APP_LOCK_DIR",
-        hide_env_values = true
-    )]
-    pub lock_dir: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub lock_dir: LockDirArg,
 
     /// The deployed domains, one per line ('-': stdin); needs --only or --only-file. Lockfiles of others are unlinked without a reap
     #[arg(long, value_name = "FILE|-")]
@@ -264,7 +260,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
     if let Some(config) = etcd {
         return run_pass(&cli, &settings, &ccci_lock::etcd::Etcd::new(config));
     }
-    let lock_dir = cli.lock_dir.clone().unwrap_or_else(dirs::default_lock_dir);
+    let lock_dir = cli.lock_dir.resolve()?;
+    args::check_apart(&dirs::LOCK_DIR, &lock_dir)?;
     if let Some(backend) = FlockDir::open(&lock_dir, false)? {
         return run_pass(&cli, &settings, &backend);
     }

@@ -1158,3 +1158,17 @@ fn case_29_janitor_passes_in_a_loop_never_make_nonblock_fail() {
     assert_eq!(out.stdout.trim(), "done", "{out}");
     assert!(calls(&sb).is_empty(), "a young claim was reaped");
 }
+
+#[test]
+fn a_lock_dir_that_is_the_state_dir_is_refused_with_125() {
+    let sb = Sandbox::new();
+    orphan(&sb, D);
+    let script = reap_script(&sb, "exit 0");
+    janitor(&sb, &[], &script)
+        .env("CCCI_STATE_DIR", sb.lock_dir())
+        .run()
+        .expect_code(125)
+        .expect_stderr("state dir");
+    assert!(calls(&sb).is_empty());
+    assert!(sb.lockfile(D).exists());
+}
