@@ -104,8 +104,20 @@ fn kill_one(slots: &[Slot], held_alone: &[bool], rng: &mut Rng) -> bool {
     if kids.is_empty() != held_alone[i] {
         return false; // not holding now
     }
-    for kid in kids {
+    for &kid in &kids {
         ccci_tests::kill(kid, libc::SIGKILL);
+    }
+    // A SIGKILL takes effect when the victim next runs, and a process's
+    // descriptors close when its last thread has exited, which can be after
+    // its main thread shows as a zombie. Killing the run before that would
+    // free its domains while its COMMAND still holds a witness: a false
+    // overlap (seen under load). The run reaps its COMMAND only when every
+    // thread is gone, so wait for that.
+    for &kid in &kids {
+        let proc_dir = format!("/proc/{kid}");
+        ccci_tests::wait_until("a killed COMMAND is reaped", || {
+            !Path::new(&proc_dir).exists()
+        });
     }
     proc.signal(libc::SIGKILL);
     true
