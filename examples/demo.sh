@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # A whole CI day with ccci, played on this machine in a temporary directory
-# with a stub `abra`: two runs of one app domain (the second waits, then runs),
-# private state and ABRA_DIR per run, a run killed mid-deploy, the janitor
-# reaping it exactly once, and a deadline firing with teardown.
+# with a stub `abra`: a proxy and a warm app that no janitor pass touches, two
+# runs of one app domain (the second waits, then runs), private state and
+# ABRA_DIR per run, a run that holds a dependency app with --hold and is
+# SIGKILLed mid-test, the janitor pass reaping both its apps exactly once
+# with ccci-reap-abra, and a deadline firing with teardown.
 #
 #   ./examples/demo.sh          (builds the tools first; nothing is installed)
+#
+# Needs: cargo, git, jq, setsid and coreutils.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,68 +48,83 @@ await() {
     echo "demo: ${2:+'$2' in }$1 never appeared" >&2
     exit 1
 }
-deployed() { local apps; apps=$(ls "$work/deployed"); echo "${apps:-(none)}"; }
+# the apps abra lists, with their deployment status
+deployed() {
+    abra app ls --status | awk 'NR > 1 { printf "%s%s (%s)", sep, $2, $3; sep = ", " } END { if (!NR || NR == 1) printf "(none)"; print "" }'
+}
 
-step "The server: a canonical abra dir with one recipe, and a stub abra"
-mkdir -p "$work/abra/servers/ci.example.org" "$work/abra/recipes" "$work/bin" "$work/deployed"
-(
-    cd "$work/abra/recipes" && git init -q wordpress && cd wordpress
-    git config user.email ci@example.org && git config user.name ci
-    echo "version: 1.0.0" > compose.yml && git add . && git commit -qm 1.0.0 && git tag 1.0.0
-    echo "version: 1.1.0" > compose.yml && git commit -qam 1.1.0 && git tag 1.1.0
-)
-cat > "$work/bin/abra" <<'ABRA'
-#!/bin/sh
-# stub abra: deploy writes the app's .env through $ABRA_DIR/servers and marks it deployed
-set -eu
-deployed=$(dirname "$0")/../deployed
-case "$1 $2" in
-    "app deploy")   printf 'DOMAIN=%s\n' "$3" > "$ABRA_DIR/servers/ci.example.org/$3.env"
-                    touch "$deployed/$3"; echo "abra: deployed $3" ;;
-    "app undeploy") rm -f "$deployed/$3"; echo "abra: undeployed $3" ;;
-    "app ls")       ls "$deployed" ;;
-    *)              echo "abra: $*" ;;
-esac
-ABRA
-chmod +x "$work/bin/abra"
-export PATH="$work/bin:$PATH"
-note "recipe wordpress has tags 1.0.0 and 1.1.0; abra deploys by writing servers/ci.example.org/DOMAIN.env"
+step "The server: abra with a proxy and a warm app deployed, and one recipe per app"
+mkdir -p "$work/abra/servers/ci.example.org" "$work/abra/recipes" "$work/bin"
+for recipe in wordpress nextcloud mariadb; do
+    (
+        cd "$work/abra/recipes" && git init -q "$recipe" && cd "$recipe"
+        git config user.email ci@example.org && git config user.name ci
+        echo "version: 1.0.0" > compose.yml && git add . && git commit -qm 1.0.0 && git tag 1.0.0
+        echo "version: 1.1.0" > compose.yml && git commit -qam 1.1.0 && git tag 1.1.0
+    )
+done
+# The stub abra of the test suite: abra's documented command line (app new,
+# deploy, undeploy, remove, ls), apps as .env files, the swarm in files.
+install -m 0755 "$top/tests/harness/abra-stub.sh" "$work/bin/abra"
+export PATH="$work/bin:$PATH" ABRA_DIR=$work/abra ABRA_STUB_SWARM=$work/swarm CCCI_REAP_POLL=0
+abra app new traefik --server ci.example.org --domain traefik.ci.example.org --no-input >/dev/null
+abra app deploy traefik.ci.example.org --no-input >/dev/null
+abra app new wordpress --server ci.example.org --domain warm-wordpress.ci.example.org --no-input >/dev/null
+abra app deploy warm-wordpress.ci.example.org --no-input >/dev/null
+note "deployed: $(deployed)"
+note "CI runs deploy <4 letters of the recipe>-<6 hex>.ci.example.org; nothing else is theirs"
 
-# One CI run: the harness from the README, with a recipe test that deploys,
-# announces itself and waits for "$work/go.<run>" (or its deadline).
+# One CI run: the harness from the README, with a recipe test that deploys
+# the app (and its dependencies, each held with --hold), announces itself and
+# waits for "$work/go.<run>" (or its deadline), then tears down.
 cat > "$work/ci-run.sh" <<'RUN'
 #!/bin/sh
-# ci-run.sh RUN_ID DOMAIN TAG [DEADLINE]
+# ci-run.sh RUN_ID RECIPE DOMAIN TAG [DEADLINE] [DEPENDENCY_RECIPE DEPENDENCY_DOMAIN]
 set -eu
-export CCCI_RUN_ID=$1 DOMAIN=$2 TAG=$3 WORK=$(dirname "$0")
+export CCCI_RUN_ID=$1 RECIPE=$2 DOMAIN=$3 TAG=$4 WORK=$(dirname "$0")
+export DEP_RECIPE=${6:-} DEP_DOMAIN=${7:-}
 eval "$(ccci-state env)"
-out=$(ccci-abradir --recipe wordpress); eval "$out"
+out=$(ccci-abradir --recipe "$RECIPE"); eval "$out"
 ccci-state incr deploys >/dev/null          # counted BEFORE the app lock, per run
-ccci-guard --parent $$ --deadline "${4:-60s}" -- \
+ccci-guard --parent $$ --deadline "${5:-60s}" -- \
     ccci-lock -v --run-id "$CCCI_RUN_ID" "$DOMAIN" -- "$WORK/recipe-test.sh"
 RUN
 cat > "$work/recipe-test.sh" <<'TEST'
 #!/bin/sh
-# runs under the app lock: deploy, test, tear down
+# runs under the app lock: deploy (with the dependency), test, tear down
 set -eu
-teardown() { abra app undeploy "$DOMAIN" >/dev/null; echo "   [$CCCI_RUN_ID] teardown after $1: undeployed $DOMAIN"; exit "$2"; }
-trap 'teardown SIGTERM 143' TERM
-trap 'teardown "the deadline (SIGALRM)" 142' ALRM
-git -C "$ABRA_DIR/recipes/wordpress" checkout -q "$TAG"
-abra app deploy "$DOMAIN" >/dev/null
-echo "   [$CCCI_RUN_ID] holds $DOMAIN; deploys=$(ccci-state get deploys); recipe at $(cat "$ABRA_DIR/recipes/wordpress/compose.yml")"
+reap=$TOP/contrib/ccci-reap-abra      # undeploy, wait until gone, remove
+teardown() {
+    if [ -n "$DEP_DOMAIN" ]; then
+        "$reap" "$DEP_DOMAIN" 2>/dev/null && ccci-lock --release --parent $$ "$DEP_DOMAIN"
+    fi
+    "$reap" "$DOMAIN" 2>/dev/null
+}
+trap 'teardown; echo "   [$CCCI_RUN_ID] teardown after SIGTERM"; exit 143' TERM
+trap 'teardown; echo "   [$CCCI_RUN_ID] teardown after the deadline (SIGALRM): $DOMAIN removed"; exit 142' ALRM
+git -C "$ABRA_DIR/recipes/$RECIPE" checkout -q "$TAG"
+if [ -n "$DEP_DOMAIN" ]; then
+    ccci-lock --hold --parent $$ "$DEP_DOMAIN"     # held while this shell lives
+    abra app new "$DEP_RECIPE" --server ci.example.org --domain "$DEP_DOMAIN" --no-input >/dev/null
+    abra app deploy "$DEP_DOMAIN" --no-input >/dev/null
+fi
+abra app new "$RECIPE" --server ci.example.org --domain "$DOMAIN" --no-input >/dev/null
+abra app deploy "$DOMAIN" --no-input >/dev/null
+echo "   [$CCCI_RUN_ID] holds $DOMAIN${DEP_DOMAIN:+ and $DEP_DOMAIN}; deploys=$(ccci-state get deploys); recipe at $(cat "$ABRA_DIR/recipes/$RECIPE/compose.yml")"
 touch "$WORK/in.$CCCI_RUN_ID"
 while [ ! -e "$WORK/go.$CCCI_RUN_ID" ]; do sleep 0.05; done
-abra app undeploy "$DOMAIN" >/dev/null
+teardown
 echo "   [$CCCI_RUN_ID] done; tests passed"
 TEST
 chmod +x "$work/ci-run.sh" "$work/recipe-test.sh"
+export TOP=$top
+wp=word-3f2a01.ci.example.org nc=next-c0ffee.ci.example.org db=mari-c0ffee.ci.example.org
 
 step "1. Two runs of the same app domain"
-note "run 101 and run 102 both test wp.ci.example.org; 102 must wait for 101"
-"$work/ci-run.sh" 101 wp.ci.example.org 1.0.0 & pids+=($!); r101=$!
+note "run 101 and run 102 both test $wp; 102 must wait for 101"
+"$work/ci-run.sh" 101 wordpress $wp 1.0.0 & pids+=($!); r101=$!
 await "$work/in.101"
-"$work/ci-run.sh" 102 wp.ci.example.org 1.1.0 2> "$work/102.err" & pids+=($!); r102=$!
+"$work/ci-run.sh" 102 wordpress $wp 1.1.0 2> "$work/102.err" & pids+=($!); r102=$!
 await "$work/102.err" waiting
 note "run 102 says: $(grep waiting "$work/102.err")"
 show "ccci-lock --list"
@@ -116,40 +135,48 @@ touch "$work/go.101"; wait "$r101"
 await "$work/in.102"; touch "$work/go.102"; wait "$r102"
 note "both runs counted exactly one deploy each, and ran one after the other"
 
-step "2. A run killed mid-deploy"
+step "2. A run with a dependency, killed mid-test"
+note "run 103 tests nextcloud on $nc; it deploys mariadb on $db first,"
+note "holding that domain with: ccci-lock --hold --parent \$\$ $db"
 # in a session of its own, so that the whole run can be killed at once
-setsid "$work/ci-run.sh" 103 nc.ci.example.org 1.1.0 2>/dev/null & pids+=($!); r103=$!
+setsid "$work/ci-run.sh" 103 nextcloud $nc 1.1.0 60s mariadb $db 2>/dev/null & pids+=($!); r103=$!
 await "$work/in.103"
-note "run 103 holds nc.ci.example.org and has deployed it; now its runner is SIGKILLed"
-note "(every process of the run at once, as when a CI runner's container is killed)"
-kill -KILL -- "-$r103"; wait "$r103" 2>/dev/null || true
-note "left behind: the deployed app ($(deployed)) and its lockfile:"
 show "ccci-lock --list"
 ccci-lock --list | sed 's/^/   /'
+note "now its runner is SIGKILLed: every process of the run at once, as when a"
+note "CI runner's container is killed; the keeper of the --hold sees its parent die"
+kill -KILL -- "-$r103"; wait "$r103" 2>/dev/null || true
+for i in $(seq 600); do
+    ! ccci-lock --list | grep -q held && break
+    sleep 0.05
+done
+note "left behind: both apps, deployed; both claims (free lockfiles):"
+show "ccci-lock --list"
+ccci-lock --list | sed 's/^/   /'
+note "deployed: $(deployed)"
 
-step "3. The janitor (from cron, every 5 minutes) reaps it exactly once"
-cat > "$work/reap-app.sh" <<'REAP'
-#!/bin/sh
-abra app undeploy "$1" >/dev/null && echo "   reap-app.sh: reaped $1" >&2
-REAP
-chmod +x "$work/reap-app.sh"
-abra app ls > "$work/deployed.list"
-show "ccci-janitor --deployed deployed.list --only '*.ci.example.org' --warm 'warm-*' -- reap-app.sh"
-ccci-janitor --deployed "$work/deployed.list" --only '*.ci.example.org' --warm 'warm-*' -- "$work/reap-app.sh" 2>&1 | sed 's/^/   /'
-abra app ls > "$work/deployed.list"
+step "3. The janitor pass (cron or systemd, every 5 minutes) reaps them exactly once"
+show "CCCI_ONLY='*-??????.ci.example.org' CCCI_WARM='warm-*' ccci-janitor-pass"
+CCCI_ONLY='*-??????.ci.example.org' CCCI_WARM='warm-*' "$top/contrib/ccci-janitor-pass" 2>&1 | sed 's/^/   /'
 note "second pass, five minutes later: nothing left to do"
-ccci-janitor --deployed "$work/deployed.list" --only '*.ci.example.org' -- "$work/reap-app.sh" 2>&1 | sed 's/^/   /'
+CCCI_ONLY='*-??????.ci.example.org' CCCI_WARM='warm-*' "$top/contrib/ccci-janitor-pass" 2>&1 | sed 's/^/   /'
 note "deployed now: $(deployed)"
+note "the proxy and the warm app were never candidates: they do not match CCCI_ONLY"
+note "it also ran ccci-state gc and ccci-abradir gc: the state files and ABRA_DIRs of"
+note "runs whose harness process is gone (101, 102, 103) are collected:"
+show "ls state runs"
+ls "$work/state" "$work/runs" | sed 's/^/   /'
 
 step "4. A hung test hits its deadline"
 note "run 104 gets a 2 s deadline and never finishes"
 set +e
-"$work/ci-run.sh" 104 wp.ci.example.org 1.0.0 2s 2>/dev/null
+"$work/ci-run.sh" 104 wordpress $wp 1.0.0 2s 2>/dev/null
 status=$?
 set -e
 note "run 104 ended with status $status (142 = SIGALRM deadline); its teardown ran under the lock"
-show "ccci-lock -n wp.ci.example.org -- true"
-ccci-lock -n wp.ci.example.org -- true && note "the lock is free again"
+show "ccci-lock -n $wp -- true"
+ccci-lock -n $wp -- true && note "the lock is free again"
+note "deployed now: $(deployed)"
 
 step "Done"
 note "see docs/concurrency.md for why each step is safe"

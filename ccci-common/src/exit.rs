@@ -44,7 +44,7 @@ pub const TABLE: &[(&str, &str)] = &[
     ),
     (
         "125",
-        "the tool itself failed (unsafe or unusable directory, I/O error, refused to run)",
+        "the tool itself failed (unsafe or unusable directory, I/O error, etcd unreachable, lock lost, refused to run)",
     ),
     ("126", "COMMAND found but not executable"),
     ("127", "COMMAND not found"),

@@ -505,23 +505,41 @@ pub fn poll(
 
 /// Arranges for `cmd`'s child, between fork and exec, to get an empty
 /// signal mask and default dispositions (as [`prepare_command`]), to start a
-/// new session (`setsid`: no controlling terminal, not in our process group, so
-/// a signal to our group or a hang-up of our terminal never reaches it) and
-/// to inherit the descriptors `keep` (their close-on-exec flag is cleared in
-/// the child only, so no other child of ours can inherit them). Only
-/// async-signal-safe calls run in the child.
+/// new session (`setsid`: no controlling terminal, not in our process group,
+/// so a signal to our group or a hang-up of our terminal never reaches it)
+/// and to inherit exactly stdin, stdout, stderr and the descriptors `keep`:
+/// every other descriptor, including any this process inherited without
+/// close-on-exec (a pipe a CI runner waits on, say), is made close-on-exec
+/// in the child, and `keep` loses the flag in the child only, so no other
+/// child of ours can inherit them. Only async-signal-safe calls run in the
+/// child.
 pub fn detach_command(cmd: &mut Command, keep: &[BorrowedFd<'_>]) {
     let keep: Vec<libc::c_int> = keep.iter().map(|fd| fd.as_raw_fd()).collect();
-    // SAFETY: the closure runs in the forked child and calls only setsid and
-    // fcntl, both async-signal-safe; it reads the vector allocated before the
-    // fork and allocates nothing. The descriptors stay open in the parent
-    // (the caller borrows them until `spawn` returns), so they are open in
-    // the child too.
+    // SAFETY: the closure runs in the forked child and calls only
+    // sigprocmask/signal (reset_signals), setsid, syscall(close_range),
+    // sysconf and fcntl, all async-signal-safe; it reads the vector
+    // allocated before the fork and allocates nothing. The descriptors stay
+    // open in the parent (the caller borrows them until `spawn` returns), so
+    // they are open in the child too; marking descriptors close-on-exec in
+    // the child changes nothing in the parent.
     unsafe {
         cmd.pre_exec(move || {
             reset_signals();
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
+            }
+            let all_cloexec = libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+            ) == 0;
+            if !all_cloexec {
+                // Before Linux 5.11: mark them one by one.
+                let max = libc::sysconf(libc::_SC_OPEN_MAX).clamp(3, 1 << 16) as libc::c_int;
+                for fd in 3..max {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
             }
             for &fd in &keep {
                 if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
@@ -552,37 +570,6 @@ pub fn adopt_inherited_fd(fd: libc::c_int) -> io::Result<std::os::fd::OwnedFd> {
     // SAFETY: the descriptor is open (fcntl succeeded) and, per this
     // function's contract, inherited and owned by nothing else in this process.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
-}
-
-/// Closes every descriptor of this process numbered 3 or more except `keep`:
-/// whatever a caller leaked to us (a pipe a CI runner waits on, say) must
-/// not stay open for the lifetime of a long-lived process. Call it at
-/// start-up, before this process opens anything it means to keep.
-pub fn close_inherited_fds(keep: &[BorrowedFd<'_>]) -> io::Result<()> {
-    let keep: Vec<libc::c_int> = keep.iter().map(|fd| fd.as_raw_fd()).collect();
-    let mut open = Vec::new();
-    for entry in std::fs::read_dir("/proc/self/fd")? {
-        if let Some(fd) = entry?
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<libc::c_int>().ok())
-        {
-            open.push(fd);
-        }
-    }
-    // The listing's own descriptor is closed by now, and a number it used
-    // is gone from the list or no longer open: close() then fails with EBADF.
-    for fd in open {
-        if fd >= 3 && !keep.contains(&fd) {
-            // SAFETY: at start-up nothing in this process owns these
-            // inherited descriptors (the caller's contract); closing an
-            // unused number only returns EBADF.
-            unsafe {
-                libc::close(fd);
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Points stdin, stdout and stderr at `/dev/null`, so that a long-lived

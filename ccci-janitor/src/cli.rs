@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use ccci_common::args::{self, LockDirArg};
 use ccci_common::cli::UsageError;
 use ccci_common::exit::{self, Ended};
 use ccci_common::names::shell_quote;
@@ -74,12 +75,17 @@ A domain that cannot be examined (an I/O error) is reported and the pass goes
 on; the status is then 125. A pass cut short (stdout or stderr cannot be
 written) says so and exits 125.
 
+With --etcd (several hosts; or CCCI_ETCD_ENDPOINTS) the claims are the etcd
+keys PREFIX/claim/DOMAIN instead of lockfiles, the pass lock is PREFIX/janitor,
+and no lock dir is used; every rule above holds. See docs/etcd.md.
+
 Environment:
-  CCCI_APP_LOCK_DIR  the lock dir (like --lock-dir)
-  JOURNAL_STREAM     set by systemd: stderr lines are then not timestamped
-  CCCI_DOMAIN        set for REAP_COMMAND: the domain being reaped
-  CCCI_LOCK_DOMAIN   set for REAP_COMMAND: the same, as under ccci-lock
-  CCCI_LOCK_FILE     set for REAP_COMMAND: the lockfile's absolute path";
+  CCCI_APP_LOCK_DIR   the lock dir (like --lock-dir)
+  JOURNAL_STREAM      set by systemd: stderr lines are then not timestamped
+  CCCI_DOMAIN         set for REAP_COMMAND: the domain being reaped
+  CCCI_LOCK_DOMAIN    set for REAP_COMMAND: the same, as under ccci-lock
+  CCCI_LOCK_FILE      set for REAP_COMMAND: the lockfile's absolute path
+  CCCI_LOCK_REVISION  set for REAP_COMMAND with --etcd: the fencing token";
 
 /// Settle abandoned claims: reap apps whose run died, under the domain's lock.
 #[derive(Debug, Parser)]
@@ -90,14 +96,9 @@ Environment:
     override_usage = "ccci-janitor [--lock-dir DIR] [--deployed FILE|-] [--only GLOB]... [--only-file FILE]\n                    [--warm GLOB]... [--warm-file FILE]\n                    [--min-age DURATION] [--leak-after DURATION] [--reap-timeout DURATION]\n                    [--dry-run] [--json] [-v] -- REAP_COMMAND [ARG...]"
 )]
 pub struct Cli {
-    /// Lock dir [default: /run/lock/ccci-<uid>, or /tmp/ccci-<uid>/locks without /run/lock]
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "CCCI_APP_LOCK_DIR",
-        hide_env_values = true
-    )]
-    pub lock_dir: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub lock_dir: LockDirArg,
 
     /// The deployed domains, one per line ('-': stdin); needs --only or --only-file. Lockfiles of others are unlinked without a reap
     #[arg(long, value_name = "FILE|-")]
@@ -142,6 +143,10 @@ pub struct Cli {
     /// Also report live, young, warm and not-CI domains on stderr
     #[arg(short, long)]
     pub verbose: bool,
+
+    /// Where the locks live when several hosts share them
+    #[command(flatten)]
+    pub etcd: ccci_lock::etcd::args::EtcdArgs,
 
     /// The command that reaps one app, given the domain as its last argument (after --)
     #[arg(
@@ -229,6 +234,7 @@ fn check_flags(cli: &Cli) -> Result<(), UsageError> {
 pub fn run(cli: Cli) -> anyhow::Result<Ended> {
     // Every input is read and checked before the lock dir is touched.
     check_flags(&cli)?;
+    let etcd = cli.etcd.config()?;
     let only = patterns(&cli.only, cli.only_file.as_deref(), "--only-file")?;
     let warm = patterns(&cli.warm, cli.warm_file.as_deref(), "--warm-file")?.unwrap_or_default();
     let deployed = match &cli.deployed {
@@ -251,7 +257,11 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
         dry_run: cli.dry_run,
         exact: cli.verbose || cli.json,
     };
-    let lock_dir = cli.lock_dir.clone().unwrap_or_else(dirs::default_lock_dir);
+    if let Some(config) = etcd {
+        return run_pass(&cli, &settings, &ccci_lock::etcd::Etcd::new(config));
+    }
+    let lock_dir = cli.lock_dir.resolve()?;
+    args::check_apart(&dirs::LOCK_DIR, &lock_dir)?;
     if let Some(backend) = FlockDir::open(&lock_dir, false)? {
         return run_pass(&cli, &settings, &backend);
     }

@@ -15,14 +15,27 @@
 //!   ([`Probe::Moved`]): it never reaps the same claim again.
 //! - **A new run waits for the reap.** `ccci-lock` blocks on the same lock,
 //!   so a run of a domain being reaped starts only when the reap is over.
-//! - **Warm names are never touched.** They are matched before any backend
-//!   call, so no claim of theirs is opened, locked or created.
-//! - **A failed or timed-out reap keeps the claim**, for the next pass.
+//! - **Warm names, and names that are not CI apps, are never touched.**
+//!   `--warm` and `--only` are matched before any backend call, so no claim
+//!   of theirs is opened, locked or created; the proxy a shared server runs
+//!   is never reaped because `abra app ls` lists it.
+//! - **One pass at a time.** The command line holds the backend's pass lock
+//!   ([`Backend::pass_lock`]) from before the candidates are listed until
+//!   after the last is settled; a pass that finds it held examines nothing.
+//!   Passes whose `--deployed` lists were read at different times would
+//!   otherwise reap a domain twice: the later list still names a domain the
+//!   earlier pass just reaped and whose claim it removed.
+//! - **A failed or timed-out reap keeps the claim**, for the next pass, with
+//!   the last holder's record put back. While a reap runs the claim carries
+//!   the janitor's own record (`"reaper": true`).
 //! - **Nothing is created but a deployed domain's missing claim**, made with
 //!   `O_EXCL` ([`Backend::create`]) and reaped at once: after a reboot
 //!   emptied a tmpfs lock dir, the apps still deployed are reaped without
 //!   waiting for `--min-age`. If a run created the claim first, the domain is
-//!   settled as an existing claim.
+//!   settled as an existing claim. A missing lock dir is created only when
+//!   its parent is on a tmpfs ([`missing_lock_dir`]): then a reboot removed
+//!   it; anywhere else it is a mistake, and creating it would make every
+//!   deployed app look orphaned while its run holds its real lock.
 //!
 //! The pass is written against [`Backend`] and [`Claim`] (ccci-lock's
 //! protocol), so a second backend gets the same decisions. Skipping a young
@@ -426,17 +439,33 @@ impl<B: Backend> Pass<'_, B> {
                 detail.into(),
             ));
         }
-        if !s.exact {
-            // Held or not, a claim this young is left alone and cannot be a
-            // leak; nobody asked which of the two it is.
-            if let Some(age) = self.backend.peek_age(domain)? {
-                if age < s.min_age && age <= s.leak_after {
+        // A claim younger than --min-age is never reaped, so it is never
+        // locked either: whether it is held (for -v, --json and the leak
+        // warning) is read without taking any lock (Backend::status), so a
+        // run's `ccci-lock -n` of that domain never finds it busy because a
+        // janitor was looking (SPEC §2 "Looking never blocks anyone").
+        if let Some(age) = self.backend.peek_age(domain)? {
+            if age < s.min_age {
+                if !s.exact && age <= s.leak_after {
+                    // Held or not, it is left alone and cannot be a leak;
+                    // nobody asked which of the two it is.
                     let detail = "young: younger than --min-age by its mtime (not probed)";
                     return Ok(
                         Examined::new(domain, Outcome::Young, Level::Info, detail.into())
                             .with(None, Some(age)),
                     );
                 }
+                return Ok(match self.backend.status(domain)? {
+                    Some(st) if st.held => self.held(domain, st.holder, age, st.locker),
+                    Some(st) => self.young(domain, st.holder, age),
+                    None => Examined::new(
+                        domain,
+                        Outcome::Skipped,
+                        Level::Info,
+                        "skipped: its lockfile vanished before it was looked at (its run ended)"
+                            .into(),
+                    ),
+                });
             }
         }
         let probe = self.backend.probe(domain)?;
@@ -469,7 +498,7 @@ impl<B: Backend> Pass<'_, B> {
                 Level::Warning,
                 format!("skipped: {why}"),
             )),
-            Probe::Held { holder, age } => Ok(self.held(domain, holder, age)),
+            Probe::Held { holder, age } => Ok(self.held(domain, holder, age, None)),
             Probe::Moved => Ok(Examined::new(
                 domain,
                 Outcome::Skipped,
@@ -503,14 +532,28 @@ impl<B: Backend> Pass<'_, B> {
         }
     }
 
-    fn held(&mut self, domain: &str, holder: Option<Holder>, age: Duration) -> Examined {
+    /// A held claim: `locker` is the pid the backend names as holding the
+    /// lock, when it can tell.
+    fn held(
+        &mut self,
+        domain: &str,
+        holder: Option<Holder>,
+        age: Duration,
+        locker: Option<u32>,
+    ) -> Examined {
         let who = describe(holder.as_ref());
-        let note = match &holder {
-            Some(h) if self.recorded_holder_gone(h) => {
+        let note = match (&holder, locker) {
+            (Some(h), _) if h.reaper == Some(true) => "; a janitor is reaping it".to_string(),
+            (Some(h), Some(pid)) if h.pid.is_some() && h.pid != Some(pid) => format!(
+                "; the lock is held by pid {pid}, not by the recorded holder (a janitor \
+                 reaping it, or another flock user)"
+            ),
+            (Some(h), None) if self.recorded_holder_gone(h) => {
                 "; the recorded holder is not running, so another process (a janitor \
                  reaping it?) holds the lock"
+                    .to_string()
             }
-            _ => "",
+            _ => String::new(),
         };
         let (outcome, level, detail) = if age > self.settings.leak_after {
             (
@@ -534,21 +577,11 @@ impl<B: Backend> Pass<'_, B> {
     }
 
     fn recorded_holder_gone(&mut self, holder: &Holder) -> bool {
-        let host = self.host.get_or_insert_with(|| {
-            nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_default()
-        });
+        let host = self.host.get_or_insert_with(ccci_common::proc::hostname);
         let (Some(pid), Some(recorded_host)) = (holder.pid, holder.host.as_deref()) else {
             return false;
         };
-        let Ok(pid) = i32::try_from(pid) else {
-            return false;
-        };
-        recorded_host == host.as_str()
-            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
-                == Err(nix::errno::Errno::ESRCH)
+        recorded_host == host.as_str() && !ccci_common::proc::alive(pid)
     }
 
     fn young(&self, domain: &str, holder: Option<Holder>, age: Duration) -> Examined {
@@ -602,10 +635,13 @@ impl<B: Backend> Pass<'_, B> {
         Ok(self.reap(claim, holder.clone(), Some(age), &last))
     }
 
-    /// Runs the reap while holding `claim`; removes the claim on success.
+    /// Runs the reap while holding `claim`, with our own record in it
+    /// (`"reaper": true`, so that a run waiting for the domain is told a
+    /// janitor is reaping it); removes the claim on success, and puts the
+    /// last holder's record back on failure, for the next pass's report.
     fn reap(
         &mut self,
-        claim: B::Claim,
+        mut claim: B::Claim,
         holder: Option<Holder>,
         age: Option<Duration>,
         why: &str,
@@ -613,6 +649,13 @@ impl<B: Backend> Pass<'_, B> {
         let domain = claim.domain().to_string();
         let mut env = claim.env();
         env.push(("CCCI_DOMAIN", domain.clone().into()));
+        let reaper = Holder {
+            reaper: Some(true),
+            ..Holder::this_process(None)
+        };
+        // The record is diagnostics only: a claim we cannot write is still
+        // ours to reap.
+        let _ = claim.stamp(&reaper);
         let end = self.reaper.reap(&domain, &env);
         if end.stop.is_some() {
             self.summary.stopped_by = end.stop;
@@ -630,6 +673,9 @@ impl<B: Backend> Pass<'_, B> {
                 }
             }
         } else {
+            if let Some(last) = &holder {
+                let _ = claim.stamp(last);
+            }
             drop(claim);
             self.summary.reap_failed = true;
             (

@@ -39,14 +39,9 @@ pub struct ReapCommand {
 
 impl ReapCommand {
     fn command(&self, domain: &str, env: &[(&'static str, OsString)]) -> std::io::Result<Command> {
-        let (program, args) = self
-            .argv
-            .split_first()
-            .ok_or_else(|| std::io::Error::other("no REAP_COMMAND given"))?;
-        let mut cmd = Command::new(program);
+        let mut cmd = supervise::command(&self.argv).map_err(std::io::Error::other)?;
         let stdout = std::io::stderr().as_fd().try_clone_to_owned()?;
-        cmd.args(args)
-            .arg(domain)
+        cmd.arg(domain)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout));
@@ -76,7 +71,7 @@ impl Reaper for ReapCommand {
             Err(e) => return failed(format!("cannot prepare {}: {e}", self.program())),
         };
         let watch = Watch {
-            forward: ccci_lock::cli::FORWARDED.to_vec(),
+            forward: supervise::FORWARDED.to_vec(),
             own_group: true,
             deadline: Some(self.timeout),
             deadline_signal: libc::SIGKILL,

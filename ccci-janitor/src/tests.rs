@@ -117,11 +117,14 @@ fn an_orphan_is_reaped_once_under_its_lock_and_unlinked() {
     w.orphan("a.example", HOUR);
     let lockfile = w.lockfile("a.example");
     let (seen, reaped, summary) = w.pass_with(&exact(), &mut |_: &str, _: &[_]| {
-        // While the reap runs, the domain is locked and the lockfile is there.
-        assert!(matches!(
-            w.dir.probe("a.example").unwrap(),
-            Probe::Held { .. }
-        ));
+        // While the reap runs, the domain is locked and the lockfile is there,
+        // with the janitor's own record.
+        let Probe::Held { holder, .. } = w.dir.probe("a.example").unwrap() else {
+            panic!("not held during the reap")
+        };
+        let holder = holder.unwrap();
+        assert_eq!(holder.reaper, Some(true));
+        assert_eq!(holder.pid, Some(std::process::id()));
         ReapEnd {
             ok: true,
             detail: String::new(),
@@ -280,6 +283,13 @@ fn a_failed_reap_keeps_the_lockfile_and_fails_the_pass() {
     );
     assert!(w.lockfile("a.example").exists());
     assert_eq!(summary.ended(), Ended::Code(1));
+    // The dead run's record is back, for the next pass's report.
+    let Probe::Acquired(claim) = w.dir.probe("a.example").unwrap() else {
+        panic!("the failed reap kept the lock")
+    };
+    let record = claim.holder().unwrap();
+    assert_eq!(record.run_id.as_deref(), Some("run-1"));
+    assert_eq!(record.reaper, None);
 }
 
 #[test]
@@ -660,4 +670,79 @@ fn a_deployed_claim_created_by_a_run_first_is_settled_as_an_existing_one() {
         ]
     );
     drop(live);
+}
+
+/// The lock dir, but `probe` (which takes a lock) panics: for the claims
+/// that a pass must only look at.
+struct NoProbes(FlockDir);
+
+impl Backend for NoProbes {
+    type Claim = FlockClaim;
+
+    fn acquire(
+        &self,
+        domain: &str,
+        wait: Wait,
+        waiting: &mut dyn FnMut(Option<&Holder>),
+    ) -> anyhow::Result<Acquired<FlockClaim>> {
+        self.0.acquire(domain, wait, waiting)
+    }
+
+    fn probe(&self, domain: &str) -> anyhow::Result<Probe<FlockClaim>> {
+        panic!("{domain} was locked to be looked at")
+    }
+
+    fn create(&self, domain: &str) -> anyhow::Result<Option<FlockClaim>> {
+        self.0.create(domain)
+    }
+
+    fn domains(&self) -> anyhow::Result<Vec<String>> {
+        self.0.domains()
+    }
+
+    fn list(&self) -> anyhow::Result<Vec<ccci_lock::Status>> {
+        self.0.list()
+    }
+
+    fn status(&self, domain: &str) -> anyhow::Result<Option<ccci_lock::Status>> {
+        self.0.status(domain)
+    }
+
+    fn peek_age(&self, domain: &str) -> anyhow::Result<Option<Duration>> {
+        self.0.peek_age(domain)
+    }
+}
+
+#[test]
+fn young_claims_are_told_live_or_young_without_taking_their_lock() {
+    let w = World::new();
+    w.orphan("a-free.example", Duration::from_secs(60));
+    let _live = w.hold("b-live.example");
+    let _stuck = w.hold("c-stuck.example");
+    w.set_age("c-stuck.example", 3 * HOUR);
+    let settings = Settings {
+        min_age: 4 * HOUR,
+        ..exact()
+    };
+    let backend = NoProbes(w.dir.clone());
+    let domains = candidates(&backend, None).unwrap();
+    let mut seen = Vec::new();
+    let mut reaper = |_: &str, _: &[(&'static str, OsString)]| -> ReapEnd { panic!("reaped") };
+    pass(&backend, &settings, &domains, &mut reaper, &mut |e| {
+        seen.push(e.clone());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        outcomes(&seen),
+        [
+            ("a-free.example", Outcome::Young),
+            ("b-live.example", Outcome::Live),
+            ("c-stuck.example", Outcome::Leaked),
+        ]
+    );
+    assert_eq!(
+        seen[1].holder.as_ref().unwrap().run_id.as_deref(),
+        Some("run-1")
+    );
 }

@@ -5,18 +5,23 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
 
+use ccci_common::args::{self, LockDirArg};
 use ccci_common::cli::UsageError;
+use ccci_common::dirs::LOCK_DIR;
 use ccci_common::exit::{self, Ended};
 use ccci_common::supervise::{self, Watch};
-use ccci_common::{dirs, duration, names, say, sys};
+use ccci_common::{duration, names, proc, say, sys};
 
-use crate::{acquire_all, lockfile_name, Acquired, Backend, Claim, FlockDir, Holder, Wait};
+use crate::etcd::args::EtcdArgs;
+use crate::etcd::Etcd;
+use crate::{
+    acquire_all, lockfile_name, Acquired, Backend, BusyDomain, Claim, FlockDir, Holder, Wait,
+};
 
 const AFTER_HELP: &str = "\
 Several DOMAINs are all taken before COMMAND starts, in sorted order, so two
@@ -39,13 +44,22 @@ held, and by which pid, is read from /proc/locks). -v says so when the
 recorded holder is not running (a janitor reaping a dead run's claim, or a
 foreign flock(1) user) instead of naming a dead process.
 
+With --etcd (several hosts), the lock is etcd's lock on PREFIX/lock/DOMAIN
+under a lease this process keeps alive, and the lockfile's place is taken by
+the claim PREFIX/claim/DOMAIN. If the lease is lost while COMMAND runs (etcd
+unreachable for the TTL, lease revoked), COMMAND gets SIGTERM, SIGKILL after
+--lost-grace, and ccci-lock exits 125. See docs/etcd.md.
+
 Environment:
-  CCCI_APP_LOCK_DIR  the lock dir (like --lock-dir)
-  CCCI_RUN_ID        the run id recorded in the lockfile (like --run-id)
-  CCCI_LOCK_DOMAIN   set for COMMAND: the locked DOMAIN (several: sorted,
-                     separated by spaces)
-  CCCI_LOCK_FILE     set for COMMAND: the lockfile's absolute path (several:
-                     in the same order, separated by spaces)
+  CCCI_APP_LOCK_DIR   the lock dir (like --lock-dir)
+  CCCI_RUN_ID         the run id recorded in the lockfile (like --run-id)
+  CCCI_LOCK_DOMAIN    set for COMMAND: the locked DOMAIN (several: sorted,
+                      separated by spaces)
+  CCCI_LOCK_FILE      set for COMMAND: the lockfile's absolute path (several:
+                      in the same order, separated by spaces)
+  CCCI_LOCK_REVISION  set for COMMAND with --etcd: the lock key's create
+                      revision, a fencing token that grows with every holder
+                      (several: in the same order, separated by spaces)
 
 --hold takes the DOMAINs (sorted, all or nothing; -n and -w as usual) and
 returns 0 once a keeper process holds them for PID: the keeper has no terminal,
@@ -70,7 +84,7 @@ With --json, one object per line with the same fields, plus parent (the PID a
     name = "ccci-lock",
     version,
     after_help = format!("{AFTER_HELP}\n\n{}", exit::help_section()),
-    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] [--keep] [-v] DOMAIN... -- COMMAND [ARG...]\n       ccci-lock --hold --parent PID [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] DOMAIN...\n       ccci-lock --release --parent PID [--lock-dir DIR] DOMAIN...\n       ccci-lock --list [--json] [--lock-dir DIR]"
+    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR | --etcd URL[,URL...]] [--run-id ID] [--keep] [-v] DOMAIN... -- COMMAND [ARG...]\n       ccci-lock --hold --parent PID [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] DOMAIN...\n       ccci-lock --release --parent PID [--lock-dir DIR] DOMAIN...\n       ccci-lock --list [--json] [--lock-dir DIR | --etcd URL[,URL...]]"
 )]
 #[command(group = clap::ArgGroup::new("held").args(["hold", "release"]))]
 pub struct Cli {
@@ -88,18 +102,19 @@ pub struct Cli {
           value_parser = duration::parse)]
     pub wait: Option<Duration>,
 
-    /// Lock dir [default: /run/lock/ccci-<uid>, or /tmp/ccci-<uid>/locks without /run/lock]
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "CCCI_APP_LOCK_DIR",
-        hide_env_values = true
-    )]
-    pub lock_dir: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub lock_dir: LockDirArg,
 
     /// Run id recorded in the lockfile
-    #[arg(long, value_name = "ID", env = "CCCI_RUN_ID", hide_env_values = true, value_parser = names::run_id)]
-    pub run_id: Option<String>,
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "CCCI_RUN_ID",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
+    pub run_id: Option<OsString>,
 
     /// Keep the lockfile when COMMAND exits
     #[arg(long)]
@@ -138,21 +153,22 @@ pub struct Cli {
     #[arg(value_name = "DOMAIN", required_unless_present = "list", value_parser = names::domain)]
     pub domains: Vec<String>,
 
+    /// Where the locks live when several hosts share them
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+
+    /// With --etcd: how long COMMAND may take to stop after SIGTERM when the lock is lost [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = crate::etcd::args::positive)]
+    pub lost_grace: Option<Duration>,
+
     /// The command to run while holding the lock (after --)
     #[arg(value_name = "COMMAND", last = true, required_unless_present_any = ["list", "hold", "release"])]
     pub command: Vec<OsString>,
 }
 
-/// The signals `ccci-lock` passes on to COMMAND.
-pub const FORWARDED: [libc::c_int; 7] = [
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGALRM,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
+/// The signals `ccci-lock` passes on to COMMAND (the one list, in
+/// `ccci_common::supervise`).
+pub use ccci_common::supervise::FORWARDED;
 
 /// How long COMMAND may take to stop after SIGTERM when the lock it runs
 /// under is lost, before it gets SIGKILL.
@@ -160,15 +176,15 @@ pub const DEFAULT_LOST_GRACE: Duration = Duration::from_secs(10);
 
 /// Where locks live, chosen once per command line (SPEC §8).
 ///
-/// Only the local flock backend exists today. The etcd backend adds a
-/// variant here, selected in [`Locks::from_cli`] by `--etcd` or
-/// `CCCI_ETCD_ENDPOINTS`, plus an arm in [`Locks::check_domain`] and
-/// [`Locks::run`]; everything else is written against [`Backend`] and runs
+/// The local flock backend, or etcd when `--etcd` or `CCCI_ETCD_ENDPOINTS`
+/// names endpoints; everything else is written against [`Backend`] and runs
 /// unchanged on either.
 #[derive(Debug, Clone)]
 pub enum Locks {
     /// `flock(2)` on `<DOMAIN>.lock` in this lock dir.
     Flock(PathBuf),
+    /// Etcd's lock on `<prefix>/lock/<DOMAIN>`, claims at `<prefix>/claim/<DOMAIN>`.
+    Etcd(crate::etcd::Config),
 }
 
 /// Work that needs a backend, whichever [`Locks`] picked.
@@ -178,10 +194,18 @@ pub trait Job {
 }
 
 impl Locks {
-    /// The backend the command line asks for.
-    pub fn from_cli(cli: &Cli) -> Locks {
-        // The etcd backend is selected here.
-        Locks::Flock(cli.lock_dir.clone().unwrap_or_else(dirs::default_lock_dir))
+    /// The backend the command line asks for: etcd when endpoints are
+    /// given (then the lock dir is not used), else the lock dir. A bad or
+    /// empty `--lock-dir` (or `CCCI_APP_LOCK_DIR`) is a usage error naming
+    /// its source; a lock dir that coincides with the state or runs dir is
+    /// refused (125).
+    pub fn from_cli(cli: &Cli) -> anyhow::Result<Locks> {
+        if let Some(config) = cli.etcd.config()? {
+            return Ok(Locks::Etcd(config));
+        }
+        let lock_dir = cli.lock_dir.resolve()?;
+        args::check_apart(&LOCK_DIR, &lock_dir)?;
+        Ok(Locks::Flock(lock_dir))
     }
 
     /// Checks `domain` as the chosen backend will (see
@@ -189,6 +213,7 @@ impl Locks {
     pub fn check_domain(&self, domain: &str) -> Result<(), UsageError> {
         match self {
             Locks::Flock(_) => lockfile_name(domain).map(drop),
+            Locks::Etcd(_) => crate::etcd::check_domain(domain),
         }
     }
 
@@ -201,6 +226,7 @@ impl Locks {
                 Some(backend) => job.run(&backend).map(Some),
                 None => Ok(None),
             },
+            Locks::Etcd(config) => job.run(&Etcd::new(config.clone())).map(Some),
         }
     }
 }
@@ -212,21 +238,25 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
         // clap's `requires` counts --list's default value as present.
         return Err(UsageError("--json needs --list".into()).into());
     }
-    let locks = Locks::from_cli(&cli);
+    let run_id = ccci_common::cli::checked("run_id", cli.run_id.as_deref(), names::run_id)?;
+    let locks = Locks::from_cli(&cli)?;
     if cli.list {
         let listed = locks.run(false, List { json: cli.json })?;
         return Ok(listed.unwrap_or(Ended::Code(exit::SUCCESS))); // no lock dir: no locks
     }
+    // `--hold` and `--release` are dispatched below, after the domain check
+    // (flock backend only for now: their keeper's socket lives in the lock dir).
     for domain in &cli.domains {
         locks.check_domain(domain)?; // a bad one fails before anything is created
     }
     if let Some(parent) = cli.parent {
-        return hold_or_release(&cli, &locks, parent).map(Ended::Code);
+        return hold_or_release(&cli, &locks, parent, run_id).map(Ended::Code);
     }
     let job = LockAndRun {
         cli: &cli,
+        run_id,
         domains: &cli.domains,
-        lost_grace: DEFAULT_LOST_GRACE,
+        lost_grace: cli.lost_grace.unwrap_or(DEFAULT_LOST_GRACE),
     };
     locks
         .run(true, job)?
@@ -235,8 +265,18 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
 
 /// `--hold` (or, with `--keeper-fds`, the keeper it starts) and
 /// `--release`: see [`crate::hold`].
-fn hold_or_release(cli: &Cli, locks: &Locks, parent: u32) -> anyhow::Result<u8> {
-    let Locks::Flock(lock_dir) = locks;
+fn hold_or_release(
+    cli: &Cli,
+    locks: &Locks,
+    parent: u32,
+    run_id: Option<String>,
+) -> anyhow::Result<u8> {
+    let Locks::Flock(lock_dir) = locks else {
+        return Err(UsageError(
+            "--hold and --release do not work with --etcd (CCCI_ETCD_ENDPOINTS) yet".into(),
+        )
+        .into());
+    };
     let mut domains = cli.domains.clone();
     domains.sort();
     domains.dedup();
@@ -246,13 +286,9 @@ fn hold_or_release(cli: &Cli, locks: &Locks, parent: u32) -> anyhow::Result<u8> 
     let req = crate::hold::HoldRequest {
         parent,
         domains,
-        wait: match (cli.nonblock, cli.wait) {
-            (true, _) => Wait::Never,
-            (false, Some(limit)) => Wait::AtMost(limit),
-            (false, None) => Wait::Forever,
-        },
+        wait: wait_of(cli),
         lock_dir: lock_dir.clone(),
-        run_id: cli.run_id.clone(),
+        run_id,
         verbose: cli.verbose,
     };
     match cli.keeper_fds {
@@ -261,9 +297,34 @@ fn hold_or_release(cli: &Cli, locks: &Locks, parent: u32) -> anyhow::Result<u8> 
     }
 }
 
+/// How long `-n` / `-w` / neither says to wait.
+fn wait_of(cli: &Cli) -> Wait {
+    match (cli.nonblock, cli.wait) {
+        (true, _) => Wait::Never,
+        (false, Some(limit)) => Wait::AtMost(limit),
+        (false, None) => Wait::Forever,
+    }
+}
+
+/// Says that `busy.domain` is held, by whom, and that we give up; `of_set`:
+/// it was one of several DOMAINs (and none of them is held now).
+pub(crate) fn say_busy(busy: &BusyDomain, of_set: bool, locker: Option<u32>) {
+    let others = if of_set {
+        " (holding none of the domains)"
+    } else {
+        ""
+    };
+    say!(
+        "{} is locked by {}; giving up{others}",
+        busy.domain,
+        describe(busy.holder.as_ref(), locker)
+    );
+}
+
 /// Takes the locks, then runs COMMAND under them.
 struct LockAndRun<'a> {
     cli: &'a Cli,
+    run_id: Option<String>,
     domains: &'a [String],
     lost_grace: Duration,
 }
@@ -271,11 +332,7 @@ struct LockAndRun<'a> {
 impl Job for LockAndRun<'_> {
     fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Ended> {
         let cli = self.cli;
-        let wait = match (cli.nonblock, cli.wait) {
-            (true, _) => Wait::Never,
-            (false, Some(limit)) => Wait::AtMost(limit),
-            (false, None) => Wait::Forever,
-        };
+        let wait = wait_of(cli);
         // Before anything that can be lost is taken: see supervise::Loss.
         let loss = supervise::Loss::new().context("cannot block the lost-lock signal")?;
         let started = Instant::now();
@@ -293,16 +350,8 @@ impl Job for LockAndRun<'_> {
         let mut claims = match acquired {
             Acquired::Held(claims) => claims,
             Acquired::Busy(busy) => {
-                let others = if self.domains.len() > 1 {
-                    " (holding none of the domains)"
-                } else {
-                    ""
-                };
-                say!(
-                    "{} is locked by {}; giving up{others}",
-                    busy.domain,
-                    describe(busy.holder.as_ref(), locker_of(backend, &busy.domain))
-                );
+                let locker = locker_of(backend, &busy.domain);
+                say_busy(&busy, self.domains.len() > 1, locker);
                 return Ok(Ended::Code(exit::BUSY));
             }
         };
@@ -313,9 +362,14 @@ impl Job for LockAndRun<'_> {
                 started.elapsed().as_secs_f64()
             );
         }
-        let holder = Holder::this_process(cli.run_id.clone());
+        let holder = Holder::this_process(self.run_id.clone());
+        if let Err(e) = claims.iter_mut().try_for_each(|c| c.stamp(&holder)) {
+            for claim in claims {
+                let _ = claim.give_up(); // nothing ran: leave nothing we made
+            }
+            return Err(e);
+        }
         for claim in &mut claims {
-            claim.stamp(&holder)?;
             claim.watch_loss(loss.notifier());
         }
         let how = RunHow {
@@ -329,42 +383,30 @@ impl Job for LockAndRun<'_> {
 
 /// The pid the backend names as holding `domain` (a lookup that takes no
 /// lock), for messages.
-fn locker_of<B: Backend>(backend: &B, domain: &str) -> Option<u32> {
+pub(crate) fn locker_of<B: Backend>(backend: &B, domain: &str) -> Option<u32> {
     backend.status(domain).ok().flatten().and_then(|s| s.locker)
 }
 
-/// Whether `pid` names a running process (a zombie counts: it still holds
-/// its pid).
-fn running(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    !matches!(
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-        Err(nix::errno::Errno::ESRCH)
-    )
-}
-
 /// Who holds a lock, for messages: the holder record when it names the
-/// process that holds the lock; otherwise what is known, saying that the
-/// recorded holder is not running instead of naming a dead process.
-fn describe(holder: Option<&Holder>, locker: Option<u32>) -> String {
-    let this_host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok());
+/// process that holds the lock (a `--hold` keeper says for which pid);
+/// otherwise what is known, saying that the recorded holder is not running
+/// instead of naming a dead process. `locker` is the pid the backend names
+/// as holding it ([`locker_of`]).
+pub(crate) fn describe(holder: Option<&Holder>, locker: Option<u32>) -> String {
+    let this_host = proc::hostname();
     let Some(h) = holder.filter(|h| h.pid.is_some()) else {
         return match locker {
             Some(pid) => format!("pid {pid} (no holder record)"),
             None => "an unknown process".into(),
         };
     };
-    let elsewhere = h.host.is_some() && h.host != this_host;
+    let elsewhere = h.host.as_deref().is_some_and(|host| host != this_host);
     let current = locker.is_none_or(|l| h.pid == Some(l));
-    if elsewhere || (current && h.pid.is_some_and(running)) {
-        return if h.reaper == Some(true) {
-            format!("a janitor reaping it ({})", h.describe())
-        } else {
-            h.describe()
+    if elsewhere || (current && h.pid.is_some_and(proc::alive)) {
+        return match (h.reaper, h.parent) {
+            (Some(true), _) => format!("a janitor reaping it ({})", h.describe()),
+            (_, Some(parent)) => format!("a keeper for pid {parent} ({})", h.describe()),
+            _ => h.describe(),
         };
     }
     let who = match locker {
@@ -427,9 +469,7 @@ pub fn run_holding<C: Claim>(
     argv: &[OsString],
     how: &RunHow<'_>,
 ) -> anyhow::Result<Ended> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| anyhow::anyhow!("no COMMAND given"))?;
+    let mut cmd = supervise::command(argv)?;
     let lost = || how.loss.is_some_and(supervise::Loss::is_lost);
     if lost() {
         say!(
@@ -438,8 +478,7 @@ pub fn run_holding<C: Claim>(
         );
         return Ok(Ended::Code(exit::TOOL_FAILED));
     }
-    let mut cmd = Command::new(program);
-    cmd.args(args).envs(merged_env(&claims));
+    cmd.envs(merged_env(&claims));
     let watch = Watch {
         forward: FORWARDED.to_vec(),
         own_group: false,
@@ -465,11 +504,7 @@ pub fn run_holding<C: Claim>(
             }
             Ended::from_wait_status(outcome.status)
         }
-        Err(e) => {
-            let program = names::shell_quote(&program.to_string_lossy());
-            say!("cannot run {program}: {e}");
-            Ended::Code(exit::from_spawn_error(&e))
-        }
+        Err(e) => Ended::Code(supervise::cannot_start(&cmd, &e)),
     };
     let signaled = matches!(ended, Ended::Signal(_));
     if !(signaled || how.keep || lost()) {
@@ -660,6 +695,7 @@ mod tests {
         };
         let job = LockAndRun {
             cli: &cli,
+            run_id: None,
             domains: &["d".to_string()],
             lost_grace: grace,
         };
@@ -732,6 +768,11 @@ mod tests {
         let said = describe(Some(&dead), None);
         assert!(said.contains("not running"), "{said}");
         assert_eq!(describe(None, Some(7)), "pid 7 (no holder record)");
+        let keeper = Holder {
+            parent: Some(42),
+            ..live.clone()
+        };
+        assert!(describe(Some(&keeper), Some(me)).starts_with("a keeper for pid 42 (pid "));
     }
 
     #[test]

@@ -18,13 +18,15 @@
 //! 3. The keeper is a fresh `exec` of our own binary (`/proc/self/exe`, a
 //!    hidden `--keeper-fds` mode), never a `fork` that goes on running Rust
 //!    code in a copy of a possibly multi-threaded process. It inherits
-//!    exactly two descriptors: the pidfd and the write end of a readiness
-//!    pipe. Between fork and exec it starts a new session (`setsid`): no
+//!    exactly two descriptors besides `/dev/null` on stdin and stdout and
+//!    the caller's stderr: the pidfd and the write end of a readiness pipe;
+//!    every other descriptor is made close-on-exec between fork and exec,
+//!    including any the caller leaked to us (a pipe a CI runner waits on).
+//!    Between fork and exec it also starts a new session (`setsid`): no
 //!    controlling terminal, not in the caller's process group, so a signal
 //!    to the job's group or a terminal hang-up never reaches it; nothing
 //!    ties it to the `--hold` process's own death either (no parent-death
-//!    signal). At start-up it closes every other inherited descriptor and
-//!    leaves the caller's working directory.
+//!    signal). At start-up it leaves the caller's working directory.
 //! 4. The keeper takes the locks itself, all or nothing, in sorted order,
 //!    with `-n`/`-w` as usual; so `/proc/locks` names the keeper as the
 //!    holder. The lock descriptors are close-on-exec. While it waits it
@@ -99,6 +101,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use ccci_common::{exit, say, sys};
 
+use crate::cli::{describe, locker_of, say_busy};
 use crate::{
     acquire_all, Acquired, Backend, BusyDomain, Claim, FlockClaim, FlockDir, Holder, Wait,
 };
@@ -182,11 +185,12 @@ enum State {
         /// The record left in the lockfile, if any.
         last: Option<Holder>,
     },
-    /// Held by keeper `pid`, whose record names our parent.
+    /// Claimed by keeper `pid` for our parent, per its record and the
+    /// kernel; only the keeper can say whether it still holds it.
     Keeper(u32),
     /// Held by someone else (another parent's keeper, a `ccci-lock` running
     /// a command, the janitor, a foreign flock user).
-    Other(Option<Holder>),
+    Other(Option<Holder>, Option<u32>),
 }
 
 fn state(dir: &FlockDir, domain: &str, parent: u32) -> anyhow::Result<State> {
@@ -195,16 +199,26 @@ fn state(dir: &FlockDir, domain: &str, parent: u32) -> anyhow::Result<State> {
     let Some(status) = dir.status(domain)? else {
         return Ok(State::Free { last: None });
     };
-    if !status.held {
-        return Ok(State::Free {
-            last: status.holder,
-        });
-    }
-    Ok(match (&status.holder, status.locker) {
-        (Some(h), Some(pid)) if h.parent == Some(parent) && h.pid == Some(pid) => {
-            State::Keeper(pid)
+    if let Some(Holder {
+        parent: Some(p),
+        pid: Some(keeper),
+        ..
+    }) = status.holder
+    {
+        // A record naming a keeper for PID: the keeper itself is asked,
+        // unless the kernel names another holder. (Where `/proc/locks`
+        // cannot be matched to the file, on some overlay file systems, the
+        // keeper's answer still decides.)
+        if p == parent && status.locker.is_none_or(|l| l == keeper) {
+            return Ok(State::Keeper(keeper));
         }
-        _ => State::Other(status.holder),
+    }
+    Ok(if status.held {
+        State::Other(status.holder, status.locker)
+    } else {
+        State::Free {
+            last: status.holder,
+        }
     })
 }
 
@@ -222,19 +236,30 @@ enum Answer {
 }
 
 /// Sends `op parent domains` to keeper `keeper` and returns its answers, in
-/// the order of `domains`. An error when the keeper cannot be reached or
-/// does not finish its answer.
+/// the order of `domains`; `None` when no keeper listens (it is gone: no
+/// socket, or nobody accepting on it). An error when the keeper does not
+/// finish its answer.
 fn ask(
     dir: &FlockDir,
     keeper: u32,
     op: &str,
     parent: u32,
     domains: &[&str],
-) -> anyhow::Result<Vec<Answer>> {
+) -> anyhow::Result<Option<Vec<Answer>>> {
     let name = socket_name(keeper);
     let shown = dir.safe_dir().join(&name);
-    let stream = UnixStream::connect(via_fd(dir, &name))
-        .with_context(|| format!("cannot reach keeper {keeper} at {}", shown.display()))?;
+    let stream = match UnixStream::connect(via_fd(dir, &name)) {
+        Ok(stream) => stream,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ECONNREFUSED)) => {
+            return Ok(None)
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot reach keeper {keeper} at {}",
+                shown.display()
+            )))
+        }
+    };
     let (pid, uid) = sys::peer_cred(stream.as_fd())
         .with_context(|| format!("cannot check keeper {keeper}'s credentials"))?;
     let me = nix::unistd::geteuid().as_raw();
@@ -266,7 +291,8 @@ fn ask(
                 .map(|(a, d)| {
                     a.ok_or_else(|| anyhow::anyhow!("keeper {keeper} said nothing about {d}"))
                 })
-                .collect();
+                .collect::<anyhow::Result<_>>()
+                .map(Some);
         }
         let (word, rest) = reply.split_once(' ').unwrap_or((&reply, ""));
         let (domain, why) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -283,16 +309,6 @@ fn ask(
         }
     }
     bail!("keeper {keeper} ended its answer early (killed?)")
-}
-
-fn describe(holder: Option<&Holder>) -> String {
-    match holder {
-        None => "an unknown process".into(),
-        Some(h) => match h.parent {
-            Some(parent) => format!("a keeper for pid {parent} ({})", h.describe()),
-            None => h.describe(),
-        },
-    }
 }
 
 /// `ccci-lock --hold`: see the module doc. Returns 0 once a keeper holds
@@ -315,10 +331,8 @@ pub fn hold(req: &HoldRequest) -> anyhow::Result<u8> {
             State::Keeper(keeper) => {
                 // The keeper is the authority: it checks its own pidfd.
                 matches!(
-                    ask(&dir, keeper, "held", req.parent, &[domain])
-                        .as_deref()
-                        .unwrap_or_default(),
-                    [Answer::Held]
+                    ask(&dir, keeper, "held", req.parent, &[domain]),
+                    Ok(Some(answers)) if answers == [Answer::Held]
                 )
             }
             _ => false,
@@ -423,11 +437,11 @@ pub fn release(parent: u32, lock_dir: &Path, domains: &[String]) -> anyhow::Resu
                     None => say!("{domain} is not held"),
                 }
             }
-            State::Other(holder) => {
+            State::Other(holder, locker) => {
                 refused = true;
                 say!(
                     "{domain} is held by {}, not for pid {parent}; refusing to release it",
-                    describe(holder.as_ref())
+                    describe(holder.as_ref(), locker)
                 );
             }
         }
@@ -439,7 +453,17 @@ pub fn release(parent: u32, lock_dir: &Path, domains: &[String]) -> anyhow::Resu
     let mut failed = false;
     for (keeper, list) in by_keeper {
         let answers = match ask(&dir, keeper, "release", parent, &list) {
-            Ok(answers) => answers,
+            Ok(Some(answers)) => answers,
+            Ok(None) => {
+                not_held = true;
+                for domain in &list {
+                    say!(
+                        "{domain} is not held: its keeper for pid {parent} (pid {keeper}) is \
+                         gone; the lockfile stays for ccci-janitor"
+                    );
+                }
+                continue;
+            }
             Err(e) => {
                 say!("{e:#}");
                 failed = true;
@@ -495,8 +519,6 @@ pub fn keeper(req: &HoldRequest, fds: (i32, i32)) -> anyhow::Result<u8> {
     let _ = sys::set_process_name("ccci-lock");
     let pidfd = sys::adopt_inherited_fd(fds.0).context("no pidfd inherited")?;
     let ready = sys::adopt_inherited_fd(fds.1).context("no readiness pipe inherited")?;
-    sys::close_inherited_fds(&[pidfd.as_fd(), ready.as_fd()])
-        .context("cannot close inherited descriptors")?;
     std::env::set_current_dir("/").context("cannot change to /")?;
     match pidfd_pid(pidfd.as_fd())? {
         Some(pid) if pid == req.parent => {}
@@ -606,16 +628,8 @@ fn acquire_watching(
     {
         Acquired::Held(claims) => Ok(Some(claims)),
         Acquired::Busy(busy) => {
-            let others = if req.domains.len() > 1 {
-                " (holding none of the domains)"
-            } else {
-                ""
-            };
-            say!(
-                "{} is locked by {}; giving up{others}",
-                busy.domain,
-                describe(busy.holder.as_ref())
-            );
+            let locker = locker_of(dir, &busy.domain);
+            say_busy(&busy, req.domains.len() > 1, locker);
             Ok(None)
         }
     }
@@ -630,7 +644,8 @@ fn acquire_sorted(
     let verbose = req.verbose;
     acquire_all(dir, &req.domains, req.wait, &mut |domain, holder| {
         if verbose {
-            say!("waiting for {domain}: held by {}", describe(holder));
+            let locker = locker_of(dir, domain);
+            say!("waiting for {domain}: held by {}", describe(holder, locker));
         }
     })
 }

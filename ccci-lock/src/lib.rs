@@ -40,6 +40,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod etcd;
 pub mod flock;
 pub mod hold;
 pub mod protocol;

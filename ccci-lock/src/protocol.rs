@@ -39,9 +39,7 @@ impl Holder {
             pid: Some(std::process::id()),
             run_id,
             since: Some(ccci_common::cli::now_rfc3339()),
-            host: nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok()),
+            host: Some(ccci_common::proc::hostname()).filter(|h| h != "-"),
             parent: None,
             reaper: None,
         }

@@ -102,13 +102,13 @@ case $cmd in
         apps=
         for f in "$abra_dir"/servers/*/*.env; do
             [ -f "$f" ] || continue
-            s=$(basename "$(dirname "$f")")
+            s=${f%/*}; s=${s##*/}
             [ -z "$server" ] || [ "$server" = "$s" ] || continue
-            d=$(basename "$f" .env)
+            d=${f##*/}; d=${d%.env}
             st=unknown
             if [ -n "$status" ]; then
                 if [ -e "$swarm/$d.stopping" ]; then
-                    left=$(cat "$swarm/$d.stopping")
+                    read -r left < "$swarm/$d.stopping"
                     if [ "$left" -le 0 ]; then
                         rm -f "$swarm/$d.stack" "$swarm/$d.stopping"
                     else

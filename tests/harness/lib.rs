@@ -16,6 +16,7 @@
 //! kernel state (see [`wait_until`], [`blocked_in_flock`]), bounded by
 //! [`deadline`] and failing with the captured output.
 
+pub mod etcd;
 mod proc;
 mod sandbox;
 

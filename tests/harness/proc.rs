@@ -164,10 +164,17 @@ impl Proc {
     }
 
     /// Waits (within the deadline) for the child to end; returns its output.
-    pub fn wait(mut self) -> Output {
+    pub fn wait(self) -> Output {
+        self.wait_within(crate::deadline())
+    }
+
+    /// Waits at most `limit` for the child to end (for a whole script such
+    /// as the demo, which is many steps of a deadline each); returns its
+    /// output.
+    pub fn wait_within(mut self, limit: std::time::Duration) -> Output {
         let start = Instant::now();
         while !self.has_exited() {
-            if start.elapsed() > crate::deadline() {
+            if start.elapsed() > limit {
                 panic!(
                     "timed out waiting for the process to end\n{}",
                     self.report()
@@ -235,6 +242,19 @@ impl Output {
     #[track_caller]
     pub fn expect_code(&self, code: i32) -> &Output {
         assert_eq!(self.code(), code, "unexpected status\n{self}");
+        self
+    }
+
+    /// Panics unless the process itself ended by signal `sig` (not by
+    /// `exit(128+N)`), without a core dump.
+    #[track_caller]
+    pub fn expect_ended_by(&self, sig: libc::c_int) -> &Output {
+        assert_eq!(
+            self.status.signal(),
+            Some(sig),
+            "expected an end by signal {sig}\n{self}"
+        );
+        assert!(!self.status.core_dumped(), "dumped core\n{self}");
         self
     }
 

@@ -321,4 +321,10 @@ impl Cmd {
     pub fn run(self) -> Output {
         self.spawn().wait()
     }
+
+    /// Runs a long script (the demo, a build) to its end, within `n`
+    /// deadlines, and returns its output.
+    pub fn run_within_deadlines(self, n: u32) -> Output {
+        self.spawn().wait_within(crate::deadline() * n)
+    }
 }

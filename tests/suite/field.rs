@@ -65,6 +65,13 @@ fn case_30_reap_abra_undeploys_waits_and_removes_the_app() {
         log[undeploy..remove].matches("app ls").count() >= 3,
         "no wait for the services to go\n{log}"
     );
+    // Only the app's own server is asked for deployment status.
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("--status"))
+            .all(|l| l.ends_with("--server ci.example.org")),
+        "{log}"
+    );
     for gone in ["volume", "secret", "stack"] {
         assert!(
             !swarm.join(format!("{app}.{gone}")).exists(),
@@ -291,6 +298,8 @@ fn stand_in_server(sb: &Sandbox) -> (PathBuf, PathBuf) {
     ] {
         deploy(sb, app);
     }
+    // The server has cron installed.
+    std::fs::create_dir_all(sb.path("dest/etc/cron.d")).unwrap();
     let work = sb.path("work");
     std::fs::create_dir(&work).unwrap();
     std::os::unix::fs::symlink(ccci_tests::workspace_root(), work.join("ccci")).unwrap();
@@ -298,7 +307,6 @@ fn stand_in_server(sb: &Sandbox) -> (PathBuf, PathBuf) {
 }
 
 #[test]
-#[ignore = "needs ccci-lock --hold and ccci-janitor --only, not merged yet"]
 fn every_snippet_of_the_adoption_guide_runs() {
     let doc = ccci_tests::workspace_root().join("docs/adopting.md");
     let markdown = std::fs::read_to_string(&doc).unwrap();
@@ -345,7 +353,7 @@ fn every_snippet_of_the_adoption_guide_runs() {
             .env("RUSTUP_HOME", keep("RUSTUP_HOME", home.join(".rustup")))
             .env("CCCI_REAP_POLL", "0")
             .env("TMPDIR", sb.root())
-            .run();
+            .run_within_deadlines(10); // a build, or several CI runs
         assert_eq!(
             out.code(),
             0,
@@ -433,4 +441,77 @@ fn janitor_pass_does_nothing_when_abra_fails() {
     let list = args.split_whitespace().nth(1).unwrap();
     assert!(args.starts_with("--deployed "), "{args}");
     assert!(!Path::new(list).exists(), "the list file was left behind");
+}
+
+#[test]
+fn janitor_pass_reaps_only_abandoned_ci_apps_and_collects_dead_runs() {
+    let sb = Sandbox::new();
+    let swarm = sb.install_abra_stub();
+    for app in [
+        "traefik.ci.example.org",
+        "warm-wordpress.ci.example.org",
+        "word-000001.ci.example.org", // its run was killed: a claim is left
+        "word-000002.ci.example.org", // deployed, no claim (a reboot)
+        "word-000003.ci.example.org", // its run is alive
+    ] {
+        deploy(&sb, app);
+    }
+    sb.tool("ccci-lock")
+        .args([
+            "word-000001.ci.example.org",
+            "--",
+            "sh",
+            "-c",
+            "kill -KILL $$",
+        ])
+        .run()
+        .expect_code(137);
+    let mut live = sb
+        .tool("ccci-lock")
+        .args([
+            "word-000003.ci.example.org",
+            "--",
+            "sh",
+            "-c",
+            "echo ready; exec sleep 600",
+        ])
+        .spawn();
+    live.expect_stdout("ready");
+    // A dead run's state and ABRA_DIR (its harness, the sh, has exited).
+    sb.sh("ccci-state --run-id dead env >/dev/null && ccci-abradir --run-id dead >/dev/null")
+        .env("CCCI_CANONICAL_ABRA_DIR", sb.path("home/.abra"))
+        .run()
+        .expect_code(0);
+    let dirs = |dir: PathBuf| std::fs::read_dir(dir).map_or(0, |d| d.count());
+    assert_eq!((dirs(sb.state_dir()), dirs(sb.runs_dir())), (1, 1));
+
+    let out = pass(&sb)
+        .env("CCCI_ONLY", "*-??????.ci.example.org")
+        .run_within_deadlines(4);
+    out.expect_code(0);
+    let apps = listed(&sb);
+    for gone in ["word-000001", "word-000002"] {
+        assert!(!apps.contains(gone), "{gone} not reaped\n{apps}\n{out}");
+    }
+    for kept in ["traefik", "warm-wordpress", "word-000003"] {
+        assert!(apps.contains(kept), "{kept} reaped\n{apps}\n{out}");
+    }
+    assert!(swarm.join("word-000003.ci.example.org.stack").exists());
+    assert!(!live.has_exited(), "the live run was disturbed\n{out}");
+    assert_eq!(
+        (dirs(sb.state_dir()), dirs(sb.runs_dir())),
+        (0, 0),
+        "the dead run was not collected\n{out}"
+    );
+    // Each app reaped once: a second pass finds nothing to do.
+    let log = calls(&swarm);
+    let out = pass(&sb)
+        .env("CCCI_ONLY", "*-??????.ci.example.org")
+        .run_within_deadlines(4);
+    out.expect_code(0);
+    let again = &calls(&swarm)[log.len()..];
+    assert!(
+        !again.contains("undeploy") && !again.contains("remove"),
+        "{again}\n{out}"
+    );
 }

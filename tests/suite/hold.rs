@@ -167,6 +167,32 @@ fn hold_and_release_round_trip_leaves_nothing() {
 }
 
 #[test]
+fn the_keeper_keeps_no_descriptor_its_caller_leaked() {
+    // Inside `$(...)`, fd 7 is the substitution's pipe, open without
+    // close-on-exec: the shell waits until every writer has closed it. A
+    // keeper that kept it would hang the harness until the hold ends.
+    let sb = Sandbox::new();
+    let mut h = sb
+        .sh(&format!(
+            "x=$(ccci-lock --hold --parent $$ {DEP} 7>&1 >/dev/null) || exit 9\n\
+             echo held; read _; ccci-lock --release --parent $$ {DEP}"
+        ))
+        .piped_stdin()
+        .spawn();
+    h.expect_stdout("held");
+    let keeper = keeper_of(&sb, DEP);
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{keeper}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!fds.contains(&"7".to_string()), "{fds:?}");
+    h.send("");
+    h.wait().expect_code(0);
+    assert_eq!(lock_dir_names(&sb), Vec::<String>::new());
+}
+
+#[test]
 fn sigkill_of_the_parent_frees_the_locks_and_keeps_the_lockfiles() {
     let sb = Sandbox::new();
     let (h, pid) = harness(&sb);

@@ -220,7 +220,13 @@ fn case_08_two_overlapping_janitors_exactly_one_reaps() {
         .expect_code(0)
         .expect_stderr("another janitor pass is running");
     assert_eq!(second.stdout, "", "the second pass examined a domain");
-    // A run waiting for the domain is told who holds it.
+    // While it reaps, the claim carries the janitor's own record.
+    let record = std::fs::read_to_string(sb.lockfile(D)).unwrap();
+    assert!(record.contains(r#""reaper":true"#), "{record}");
+    assert!(
+        record.contains(&format!(r#""pid":{}"#, first.pid())),
+        "{record}"
+    );
     sb.tool("ccci-lock")
         .args(["-n", "-v", D, "--", "true"])
         .run()
@@ -1115,4 +1121,54 @@ fn stderr_lines_are_not_stamped_when_stderr_is_the_journal() {
         "{text}"
     );
     assert_stamped(lines[1]);
+}
+
+/// SPEC §2 "Looking never blocks anyone", §7 case 29: janitor passes that
+/// report young claims (`-v`, `--json`) in a loop never make `ccci-lock -n`
+/// on a free domain fail: whether a young claim is held is read from the
+/// kernel's lock table, not found out by taking its lock.
+#[test]
+fn case_29_janitor_passes_in_a_loop_never_make_nonblock_fail() {
+    let sb = Sandbox::new();
+    let script = reap_script(&sb, "exit 0");
+    let passes: Vec<Proc> = ["-v", "--json"]
+        .iter()
+        .map(|flag| {
+            sb.sh(&format!(
+                "while :; do ccci-janitor --min-age 1h {flag} -- sh '{}' >/dev/null 2>&1 \
+                 || echo pass-failed; done",
+                script.display()
+            ))
+            .spawn()
+        })
+        .collect();
+    let out = sb
+        .sh(&format!(
+            "for i in $(seq 300); do \
+               ccci-lock -n --keep {D} -- true || echo \"-n failed with $?\"; \
+             done; echo done"
+        ))
+        .run();
+    for pass in passes {
+        pass.signal(libc::SIGKILL);
+        let ended = pass.wait();
+        assert!(!ended.stdout.contains("pass-failed"), "{ended}");
+    }
+    out.expect_code(0);
+    assert_eq!(out.stdout.trim(), "done", "{out}");
+    assert!(calls(&sb).is_empty(), "a young claim was reaped");
+}
+
+#[test]
+fn a_lock_dir_that_is_the_state_dir_is_refused_with_125() {
+    let sb = Sandbox::new();
+    orphan(&sb, D);
+    let script = reap_script(&sb, "exit 0");
+    janitor(&sb, &[], &script)
+        .env("CCCI_STATE_DIR", sb.lock_dir())
+        .run()
+        .expect_code(125)
+        .expect_stderr("state dir");
+    assert!(calls(&sb).is_empty());
+    assert!(sb.lockfile(D).exists());
 }

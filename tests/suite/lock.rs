@@ -623,7 +623,19 @@ fn every_bad_input_is_status_2_quoted_and_creates_nothing() {
         .env("CCCI_RUN_ID", "bad/id")
         .args([D, "--", "touch", "ran"])
         .run();
-    out.expect_code(2).expect_stderr("'bad/id'");
+    // Blamed on where the value came from: the variable, not the flag.
+    out.expect_code(2).expect_stderr("CCCI_RUN_ID='bad/id'");
+    sb.tool("ccci-lock")
+        .args(["--run-id", "a\rb", D, "--", "touch", "ran"])
+        .run()
+        .expect_code(2)
+        .expect_stderr("--run-id")
+        .expect_stderr("$'a\\rb'");
+    sb.tool("ccci-lock")
+        .args(["--lock-dir", "", D, "--", "touch", "ran"])
+        .run()
+        .expect_code(2)
+        .expect_stderr("--lock-dir");
     sb.tool("ccci-lock").arg(D).run().expect_code(2);
     sb.tool("ccci-lock")
         .args([D, "touch", "ran"])
@@ -728,6 +740,33 @@ fn nix_euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Waits for each of `procs` to end while it makes progress: each round of
+/// its loop appends to `progress`. Fails only when no round ends for a whole
+/// deadline (a hang, or a deadlock), however slow a loaded machine makes the
+/// rounds.
+fn wait_progressing(procs: Vec<Proc>, progress: &std::path::Path) -> Vec<ccci_tests::Output> {
+    let mut procs = procs;
+    let len = || std::fs::metadata(progress).map_or(0, |m| m.len());
+    let (mut seen, mut since) = (len(), Instant::now());
+    while !procs.iter_mut().all(|p| p.has_exited()) {
+        if len() != seen {
+            (seen, since) = (len(), Instant::now());
+        }
+        assert!(
+            since.elapsed() < ccci_tests::deadline(),
+            "no progress for {:?}: stuck\n{}",
+            ccci_tests::deadline(),
+            procs
+                .iter()
+                .map(Proc::report)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    procs.into_iter().map(Proc::wait).collect()
+}
+
 /// Case 27: two runs take the sets {a, b} and {b, a} at the same time, many
 /// times over. Taken in the order given, they would soon deadlock (each
 /// holding one and waiting for the other); taken sorted, they never do.
@@ -744,17 +783,19 @@ fn case_27_overlapping_sets_never_deadlock_and_never_overlap() {
         m = marks.display(),
         log = log.display(),
     );
+    let progress = sb.path("progress");
     let run = |order: &str| {
         let script = format!(
-            "for i in $(seq 60); do ccci-lock {order} -- sh -c '{inside}' || exit 1; done; echo done"
+            "for i in $(seq 60); do ccci-lock {order} -- sh -c '{inside}' || exit 1; \
+             echo >> {progress}; done; echo done",
+            progress = progress.display(),
         );
         sb.sh(&script).spawn()
     };
-    let one = run("a b");
-    let two = run("b a");
-    // Proc::wait fails the test after the deadline: that is the deadlock check.
-    one.wait().expect_code(0).expect_stdout("done");
-    two.wait().expect_code(0).expect_stdout("done");
+    // Stuck for a whole deadline fails the test: that is the deadlock check.
+    for out in wait_progressing(vec![run("a b"), run("b a")], &progress) {
+        out.expect_code(0).expect_stdout("done");
+    }
     assert!(
         !log.exists(),
         "two holders overlapped: {:?}",
@@ -942,13 +983,17 @@ fn case_29_list_in_a_loop_never_makes_nonblock_fail_and_nothing_is_left() {
                 .spawn()
         })
         .collect();
-    let out = sb
+    let progress = sb.path("progress");
+    let runs = sb
         .sh(&format!(
             "for i in $(seq 300); do \
                ccci-lock -n --keep {D} -- true || echo \"-n failed with $?\"; \
-             done; echo done"
+               echo >> {p}; \
+             done; echo done",
+            p = progress.display()
         ))
-        .run();
+        .spawn();
+    let out = wait_progressing(vec![runs], &progress).remove(0);
     out.expect_code(0).expect_stdout("done");
     assert_eq!(out.stdout.trim(), "done", "{out}");
     for lister in listers {
@@ -958,15 +1003,18 @@ fn case_29_list_in_a_loop_never_makes_nonblock_fail_and_nothing_is_left() {
     }
 
     std::fs::remove_file(sb.lockfile(D)).unwrap();
-    let out = sb
+    let races = sb
         .sh(&format!(
             "for i in $(seq 100); do \
                ccci-lock -n {D} -- true 2>/dev/null & ccci-lock -n {D} -- true 2>/dev/null; wait; \
                [ -e {f} ] && echo left-after-race; \
+               echo >> {p}; \
              done; echo done",
-            f = sb.lockfile(D).display()
+            f = sb.lockfile(D).display(),
+            p = progress.display()
         ))
-        .run();
+        .spawn();
+    let out = wait_progressing(vec![races], &progress).remove(0);
     out.expect_code(0);
     assert_eq!(out.stdout.trim(), "done", "{out}");
 }
@@ -1049,17 +1097,6 @@ fn list_json_shows_the_parent_of_held_domains_and_misuse_is_status_2() {
     assert!(!sb.path("ran").exists());
 }
 
-/// Panics unless the process itself ended by `sig` (not `exit(128+N)`).
-fn ended_by(out: &ccci_tests::Output, sig: libc::c_int) {
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(
-        out.status.signal(),
-        Some(sig),
-        "expected an end by signal {sig}\n{out}"
-    );
-    assert!(!out.status.core_dumped(), "dumped core\n{out}");
-}
-
 /// Case 22: signal deaths compose through ccci-guard and nested ccci-locks:
 /// each ccci-lock keeps its lockfile, releases its lock, and ends by the
 /// same signal, so the one around it sees a signal death too.
@@ -1071,8 +1108,7 @@ fn case_22_signal_deaths_compose_and_keep_every_lockfile() {
         .args([D, "--", "ccci-guard", "--supervise", "--deadline", "1s"])
         .args(["--", "sleep", "30"])
         .run();
-    out.expect_code(142);
-    ended_by(&out, libc::SIGALRM);
+    out.expect_code(142).expect_ended_by(libc::SIGALRM);
     assert!(sb.lockfile(D).exists(), "{}", sb.listing());
     assert_eq!(sb.try_lock(D), 0, "the lock was not released");
 
@@ -1089,8 +1125,7 @@ fn case_22_signal_deaths_compose_and_keep_every_lockfile() {
             "kill -KILL $$",
         ])
         .run();
-    out.expect_code(137);
-    ended_by(&out, libc::SIGKILL);
+    out.expect_code(137).expect_ended_by(libc::SIGKILL);
     for d in ["a", "b"] {
         assert!(
             sb.lockfile(d).exists(),
@@ -1110,5 +1145,20 @@ fn case_22_signal_deaths_compose_and_keep_every_lockfile() {
             !sb.lockfile(d).exists(),
             "{d}.lock left after a normal exit"
         );
+    }
+}
+
+#[test]
+fn a_lock_dir_that_is_the_state_or_runs_dir_is_refused() {
+    let sb = Sandbox::new();
+    for var in ["CCCI_STATE_DIR", "CCCI_RUNS_DIR"] {
+        let out = sb
+            .tool("ccci-lock")
+            .env(var, sb.lock_dir())
+            .args([D, "--", "touch", "ran"])
+            .run();
+        out.expect_code(125)
+            .expect_stderr(&sb.lock_dir().display().to_string());
+        assert!(!sb.path("ran").exists(), "{out}");
     }
 }

@@ -5,6 +5,7 @@
 mod abradir;
 mod attacks;
 mod chaos;
+mod etcd;
 mod field;
 mod guard;
 mod hold;

@@ -26,17 +26,29 @@ fn newcomer(sb: &Sandbox, program: impl AsRef<std::ffi::OsStr>) -> Cmd {
 
 fn check_demo(out: &Output) {
     out.expect_code(0)
-        .expect_stdout("run 102 says: ccci-lock: waiting for wp.ci.example.org")
-        .expect_stdout("[102] holds wp.ci.example.org; deploys=1")
-        .expect_stdout("reaped nc.ci.example.org")
+        .expect_stdout("run 102 says: ccci-lock: waiting for word-3f2a01.ci.example.org")
+        .expect_stdout("[102] holds word-3f2a01.ci.example.org; deploys=1")
+        .expect_stdout("[103] holds next-c0ffee.ci.example.org and mari-c0ffee.ci.example.org")
         .expect_stdout("[104] teardown after the deadline")
         .expect_stdout("ended with status 142")
         .expect_stdout("the lock is free again");
+    for app in ["next-c0ffee.ci.example.org", "mari-c0ffee.ci.example.org"] {
+        let reaped = format!("ccci-reap-abra: {app}: undeployed and removed");
+        assert_eq!(
+            out.stdout.matches(&reaped).count(),
+            1,
+            "{app} not reaped exactly once\n{out}"
+        );
+    }
+    let last = out
+        .stdout
+        .lines()
+        .rfind(|l| l.contains("deployed now:"))
+        .unwrap_or_else(|| panic!("no deployed list\n{out}"));
     assert_eq!(
-        out.stdout.matches("reap-app.sh: reaped").count()
-            + out.stderr.matches("reap-app.sh: reaped").count(),
-        1,
-        "reaped exactly once\n{out}"
+        last.trim(),
+        "deployed now: traefik.ci.example.org (deployed), warm-wordpress.ci.example.org (deployed)",
+        "{out}"
     );
 }
 
@@ -45,7 +57,7 @@ fn the_demo_runs_as_the_readme_says_from_a_checkout_with_no_tools_on_path() {
     let sb = Sandbox::new();
     let out = newcomer(&sb, "./examples/demo.sh")
         .current_dir(workspace())
-        .run();
+        .run_within_deadlines(10);
     check_demo(&out);
 }
 
@@ -58,7 +70,7 @@ fn the_demo_runs_with_cargo_target_dir_pointing_elsewhere() {
     std::os::unix::fs::symlink(ccci_tests::target_dir(), &elsewhere).unwrap();
     let out = newcomer(&sb, workspace().join("examples/demo.sh"))
         .env("CARGO_TARGET_DIR", &elsewhere)
-        .run();
+        .run_within_deadlines(10);
     check_demo(&out);
     out.expect_stdout(&format!("the tools are in {}", elsewhere.display()));
 }
@@ -74,7 +86,7 @@ fn make(sb: &Sandbox, args: &[&str], built: &Path) -> Output {
         .args(["--no-print-directory", "PROFILE=dev"])
         .arg(format!("BUILT={}", built.display()))
         .args(args)
-        .run()
+        .run_within_deadlines(10)
 }
 
 #[test]

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# What a wrap on etcd costs, side by side with its anchor, `etcdctl lock`
+# running the same command under the same lock name on the same etcd:
+#
+#   ccci-lock --etcd URL bench.example -- true
+#   etcdctl --endpoints URL lock /bench/lock/bench.example true
+#
+# Both grant a lease, take etcd's lock, run `true`, release and revoke.
+# ccci-lock also writes and deletes the claim (two guarded transactions) and
+# keeps the lease alive from a thread. Rounds are interleaved so that load
+# from elsewhere hits both alike; medians are reported, wall time measured
+# here, peak RSS by /usr/bin/time (%M). A single-member etcd is started on
+# free loopback ports in a temporary directory and stopped at the end.
+#
+#   bench/etcd.sh               # ROUNDS=31 by default
+#
+# Targets: ccci-lock <= 1.0x etcdctl's wall time and <= 0.5x its peak RSS.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+ROUNDS=${ROUNDS:-31}
+
+for tool in etcd etcdctl /usr/bin/time; do
+    command -v "$tool" >/dev/null || { echo "bench/etcd.sh: $tool is missing (etcd-server, etcd-client, time)" >&2; exit 1; }
+done
+# cargo says where the release build is (CARGO_TARGET_DIR, a config file's
+# target-dir or build-dir are all honoured)
+bin=$("$root/contrib/cargo-build-tools" --release)/ccci-lock
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/ccci-bench-etcd.XXXXXX")
+etcd_pid=
+cleanup() {
+    [ -n "$etcd_pid" ] && kill -KILL "$etcd_pid" 2>/dev/null && wait "$etcd_pid" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { # a port nobody answers on
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+    done
+}
+client=$(free_port)
+peer=$(free_port)
+url=http://127.0.0.1:$client
+etcd --name bench --data-dir "$work/data" \
+    --listen-client-urls "$url" --advertise-client-urls "$url" \
+    --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+    --initial-cluster "bench=http://127.0.0.1:$peer" >"$work/etcd.log" 2>&1 &
+etcd_pid=$!
+for _ in $(seq 200); do
+    etcdctl --endpoints "$url" endpoint health >/dev/null 2>&1 && break
+    sleep 0.05
+done
+etcdctl --endpoints "$url" endpoint health >/dev/null 2>&1 || { cat "$work/etcd.log" >&2; exit 1; }
+
+now() { echo "${EPOCHREALTIME/./}"; } # microseconds
+# run NAME CMD...: appends wall (us) and peak RSS (KiB) of one run.
+declare -A wall rss
+run() {
+    local name=$1 t0 t1
+    shift
+    t0=$(now)
+    /usr/bin/time -o "$work/time" -f '%M' "$@" >/dev/null
+    t1=$(now)
+    wall[$name]+="$((t1 - t0)) "
+    rss[$name]+="$(tail -1 "$work/time") "
+}
+# One warm-up each, not counted.
+"$bin" --etcd "$url" bench.example -- true
+etcdctl --endpoints "$url" lock /bench/lock/bench.example true >/dev/null
+for _ in $(seq "$ROUNDS"); do
+    run ccci "$bin" --etcd "$url" bench.example -- true
+    run etcdctl etcdctl --endpoints "$url" lock /bench/lock/bench.example true
+    run flock "$bin" --lock-dir "$work/locks" bench.example -- true
+done
+
+median() { printf '%s\n' $1 | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+w_c=$(median "${wall[ccci]}") w_e=$(median "${wall[etcdctl]}") w_f=$(median "${wall[flock]}")
+r_c=$(median "${rss[ccci]}") r_e=$(median "${rss[etcdctl]}") r_f=$(median "${rss[flock]}")
+
+echo "median of $ROUNDS rounds, interleaved, on one local etcd ($(etcd --version | head -1))"
+printf '%-44s %10s %10s %12s %10s\n' "" "wall (ms)" "vs etcdctl" "peak RSS KiB" "vs etcdctl"
+printf '%-44s %10.1f %10s %12s %10s\n' "etcdctl lock NAME true (anchor)" "$(ratio "$w_e" 1000)" 1.00 "$r_e" 1.00
+printf '%-44s %10.1f %10s %12s %10s\n' "ccci-lock --etcd URL D -- true" "$(ratio "$w_c" 1000)" "$(ratio "$w_c" "$w_e")" "$r_c" "$(ratio "$r_c" "$r_e")"
+printf '%-44s %10.1f %10s %12s %10s\n' "ccci-lock D -- true (flock, for scale)" "$(ratio "$w_f" 1000)" "$(ratio "$w_f" "$w_e")" "$r_f" "$(ratio "$r_f" "$r_e")"
+echo
+echo "ccci-lock --etcd / etcdctl lock: wall $(ratio "$w_c" "$w_e") (target <= 1.00), peak RSS $(ratio "$r_c" "$r_e") (target <= 0.50)"

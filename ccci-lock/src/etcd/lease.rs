@@ -1,0 +1,232 @@
+//! One lease per process, kept alive by a thread.
+//!
+//! - **Lost is decided by our own clock, early.** A keep-alive sent at `t`
+//!   and answered with TTL `T` means the server will not expire the lease
+//!   before `t + T` (it renewed it at or after `t`). The thread counts the
+//!   lease lost at that point unless a later keep-alive was answered, so
+//!   COMMAND is told to stop no later than the server can hand the lock to
+//!   someone else. The clock is `CLOCK_BOOTTIME`: it never jumps with the
+//!   wall clock and keeps counting while the host is suspended, when etcd's
+//!   clock keeps counting too.
+//! - **A server that says the lease is gone is believed at once** (a
+//!   keep-alive answered with no TTL: expired or revoked).
+//! - **Reported once, to everyone who asked.** Each listener is called once,
+//!   from the keep-alive thread; one that registers after the loss is
+//!   called at once, so no loss is missed.
+//! - **Revoked on drop**, after the thread has stopped: a clean exit frees
+//!   every lock of the process at once instead of after the TTL.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::client::{int, CallError, Client};
+
+/// A listener told when the lease is lost.
+pub type OnLost = Box<dyn FnOnce() + Send>;
+
+/// Time on `CLOCK_BOOTTIME`.
+pub fn boottime() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+#[derive(Default)]
+struct State {
+    /// Boot time until which the lease is certainly alive on the server.
+    alive_until: Duration,
+    lost: bool,
+    stop: bool,
+    listeners: Vec<OnLost>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+/// A granted lease and its keep-alive thread.
+pub struct Lease {
+    client: Arc<Client>,
+    id: i64,
+    ttl: Duration,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("id", &self.id)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl Lease {
+    /// Grants a lease of `ttl` (whole seconds) and starts keeping it alive.
+    pub fn grant(
+        client: Arc<Client>,
+        ttl: Duration,
+        deadline: Instant,
+    ) -> Result<Lease, CallError> {
+        let sent = boottime();
+        let answer = client.call(
+            "/v3/lease/grant",
+            &json!({"TTL": ttl.as_secs().to_string()}),
+            deadline,
+        )?;
+        let id = int(&answer["ID"]);
+        let granted = int(&answer["TTL"]);
+        if id == 0 || granted <= 0 {
+            let why = answer["error"].as_str().unwrap_or("no lease in the answer");
+            return Err(CallError::Refused(format!("cannot grant a lease: {why}")));
+        }
+        // The server may raise a TTL below its minimum; its answer is the truth.
+        let ttl = Duration::from_secs(granted as u64);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                alive_until: sent + ttl,
+                ..State::default()
+            }),
+            wake: Condvar::new(),
+        });
+        let thread = {
+            let client = Arc::clone(&client);
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("etcd-keepalive".into())
+                .spawn(move || keep_alive(&client, id, ttl, &shared))
+                .map_err(|e| {
+                    CallError::Refused(format!("cannot start the keep-alive thread: {e}"))
+                })?
+        };
+        Ok(Lease {
+            client,
+            id,
+            ttl,
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// The lease id.
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// The granted TTL.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Whether the lease is lost (or may already be, by our clock).
+    pub fn is_lost(&self) -> bool {
+        let st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.lost || boottime() >= st.alive_until
+    }
+
+    /// Calls `listener` once when the lease is lost (at once if it is).
+    pub fn on_lost(&self, listener: OnLost) {
+        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.lost {
+            drop(st);
+            listener();
+        } else {
+            st.listeners.push(listener);
+        }
+    }
+}
+
+fn lose(shared: &Shared) {
+    let listeners = {
+        let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.lost = true;
+        if st.stop {
+            return; // revoked by us: nobody is listening any more
+        }
+        std::mem::take(&mut st.listeners)
+    };
+    for listener in listeners {
+        listener();
+    }
+}
+
+fn keep_alive(client: &Client, id: i64, ttl: Duration, shared: &Shared) {
+    let every = (ttl / 3).max(Duration::from_millis(200));
+    let retry = (ttl / 10).clamp(Duration::from_millis(50), Duration::from_millis(500));
+    let mut next = boottime() + every;
+    loop {
+        let alive_until = {
+            let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                let now = boottime();
+                if st.stop {
+                    return;
+                }
+                if now >= st.alive_until {
+                    drop(st);
+                    return lose(shared);
+                }
+                if now >= next {
+                    break;
+                }
+                let wait = next.min(st.alive_until) - now;
+                st = shared
+                    .wake
+                    .wait_timeout(st, wait)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            st.alive_until
+        };
+        let sent = boottime();
+        let deadline = Instant::now() + alive_until.saturating_sub(sent);
+        match client.call(
+            "/v3/lease/keepalive",
+            &json!({"ID": id.to_string()}),
+            deadline,
+        ) {
+            Ok(answer) => {
+                let granted = int(&answer["result"]["TTL"]);
+                if granted <= 0 {
+                    return lose(shared); // expired or revoked on the server
+                }
+                let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+                st.alive_until = st
+                    .alive_until
+                    .max(sent + Duration::from_secs(granted as u64));
+                next = sent + every;
+            }
+            Err(CallError::Refused(_)) => return lose(shared),
+            Err(CallError::Unreachable(_)) => next = boottime() + retry,
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let lost = self.is_lost();
+        {
+            let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.stop = true;
+        }
+        self.shared.wake.notify_all();
+        // Not joined: a keep-alive in flight to an unreachable etcd must not
+        // delay the exit. A stopped thread reports nothing.
+        drop(self.thread.take());
+        if lost {
+            return; // nothing to revoke, and etcd may not answer
+        }
+        // Best effort: if etcd cannot be reached the lease expires by itself.
+        let deadline = Instant::now() + self.ttl.min(Duration::from_secs(2));
+        let _ = self.client.call(
+            "/v3/lease/revoke",
+            &json!({"ID": self.id.to_string()}),
+            deadline,
+        );
+    }
+}

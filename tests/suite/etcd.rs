@@ -1,0 +1,892 @@
+//! The etcd backend (SPEC §8) against a real etcd: SPEC §7 cases 1-4 on
+//! etcd, several hosts, lease loss, restarts, fencing and a cluster.
+//!
+//! Each test starts its own etcd (see `ccci_tests::etcd`), with a 2 s lease
+//! TTL so that expiry is quick to observe.
+
+use std::time::{Duration, Instant};
+
+use ccci_tests::etcd::{Cluster, Etcd};
+use ccci_tests::{alive, wait_until, Cmd, Proc, Sandbox};
+
+const D: &str = "wp-3f2a.ci.example.org";
+const TTL: Duration = Duration::from_secs(2);
+const PREFIX: &str = "/t";
+
+/// A sandbox whose `ccci-lock` uses `endpoints`.
+struct World {
+    sb: Sandbox,
+    endpoints: String,
+}
+
+impl World {
+    fn new(endpoints: String) -> World {
+        World {
+            sb: Sandbox::new(),
+            endpoints,
+        }
+    }
+
+    fn on(etcd: &Etcd) -> World {
+        World::new(etcd.endpoint())
+    }
+
+    fn tool(&self, tool: &str) -> Cmd {
+        self.setup(self.sb.tool(tool))
+    }
+
+    fn setup(&self, cmd: Cmd) -> Cmd {
+        cmd.env("CCCI_ETCD_ENDPOINTS", &self.endpoints)
+            .env("CCCI_ETCD_PREFIX", PREFIX)
+            .env("CCCI_ETCD_TTL", format!("{}s", TTL.as_secs()))
+    }
+
+    fn lock(&self) -> Cmd {
+        self.tool("ccci-lock")
+    }
+
+    fn try_lock(&self, domain: &str) -> i32 {
+        self.lock().args(["-n", domain, "--", "true"]).run().code()
+    }
+
+    /// A holder whose COMMAND prints "ready rev=N" and waits for a line.
+    fn hold(&self, domain: &str, flags: &[&str]) -> (Proc, i64) {
+        let mut p = self
+            .lock()
+            .args(flags)
+            .arg(domain)
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "echo ready rev=$CCCI_LOCK_REVISION; read _",
+            ])
+            .piped_stdin()
+            .spawn();
+        let line = p.expect_stdout("ready");
+        let rev = line.trim_start_matches("ready rev=").parse().unwrap();
+        (p, rev)
+    }
+}
+
+fn claim_key(domain: &str) -> String {
+    format!("{PREFIX}/claim/{domain}")
+}
+
+#[test]
+fn case_01_sigkill_of_a_holder_frees_the_lock_within_the_ttl() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (holder, rev) = w.hold(D, &["--run-id", "r1"]);
+    assert!(rev > 0);
+    assert_eq!(w.try_lock(D), 75);
+    holder.signal(libc::SIGKILL);
+    holder.wait().expect_code(137);
+    let killed = Instant::now();
+    assert_eq!(etcd.dump(&claim_key(D)).len(), 1, "the claim stays");
+    wait_until("the lock is free again", || w.try_lock(D) == 0);
+    let took = killed.elapsed();
+    assert!(
+        took <= TTL + Duration::from_secs(1),
+        "the lock was free only after {took:?} (TTL {TTL:?})"
+    );
+    // The -n that got the lock exited normally: it removed the claim.
+    let dump = etcd.dump(PREFIX);
+    assert!(
+        dump.iter().all(|kv| !kv.starts_with(&claim_key(D))),
+        "{dump:?}"
+    );
+}
+
+#[test]
+fn a_killed_holder_leaves_its_claim() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (holder, _) = w.hold(D, &["--run-id", "r1"]);
+    holder.signal(libc::SIGKILL);
+    holder.wait();
+    let dump = etcd.dump(&claim_key(D));
+    assert_eq!(dump.len(), 1, "{dump:?}");
+    assert!(dump[0].contains("\"run_id\":\"r1\""), "{dump:?}");
+    // A killed COMMAND leaves it too.
+    let out = w
+        .lock()
+        .args(["-w", "10s", "x.example", "--", "sh", "-c", "kill -KILL $$"])
+        .run();
+    out.expect_code(137);
+    assert_eq!(etcd.dump(&claim_key("x.example")).len(), 1);
+}
+
+#[test]
+fn case_02_nonblock_is_75_while_held_and_0_when_free() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    assert_eq!(w.try_lock(D), 0);
+    let (mut holder, _) = w.hold(D, &["--run-id", "run-a"]);
+    let busy = w.lock().args(["-n", D, "--", "touch", "ran"]).run();
+    busy.expect_code(75)
+        .expect_stderr(&format!("pid {}", holder.pid()))
+        .expect_stderr("'run-a'");
+    assert!(!w.sb.path("ran").exists(), "COMMAND ran without the lock");
+    holder.send("");
+    holder.wait().expect_code(0);
+    // A clean exit removed the claim and freed the lock at once.
+    assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
+    assert_eq!(w.try_lock(D), 0);
+}
+
+#[test]
+fn case_03_the_lock_is_not_inherited_by_the_holders_child() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let mut holder = w
+        .lock()
+        .args([D, "--", "sh", "-c"])
+        .arg("trap '' TERM; echo pid=$$; exec sleep 1000 >/dev/null")
+        .spawn();
+    let line = holder.expect_stdout("pid=");
+    let child: u32 = line.trim_start_matches("pid=").parse().unwrap();
+    assert_eq!(w.try_lock(D), 75);
+    holder.signal(libc::SIGKILL);
+    holder.wait();
+    wait_until("the lock is free again", || w.try_lock(D) == 0);
+    assert!(alive(child), "the holder's child should have outlived it");
+    ccci_tests::kill(child, libc::SIGKILL);
+}
+
+#[test]
+fn case_04_a_second_acquirer_waits_until_the_first_exits() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut first, rev1) = w.hold(D, &[]);
+    let mut second = w
+        .lock()
+        .args([
+            "-v",
+            D,
+            "--",
+            "sh",
+            "-c",
+            "echo second rev=$CCCI_LOCK_REVISION",
+        ])
+        .spawn();
+    second.expect_stderr("waiting for");
+    assert!(!second.has_exited(), "{}", second.report());
+    first.send("");
+    first.wait().expect_code(0);
+    let line = second.expect_stdout("second");
+    let rev2: i64 = line.trim_start_matches("second rev=").parse().unwrap();
+    assert!(
+        rev2 > rev1,
+        "fencing token did not grow: {rev1} then {rev2}"
+    );
+    second.wait().expect_code(0);
+}
+
+#[test]
+fn wait_gives_up_with_75_and_leaves_nothing() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut holder, _) = w.hold(D, &[]);
+    let before = etcd.dump(PREFIX);
+    let start = Instant::now();
+    w.lock()
+        .args(["-w", "1s", D, "--", "touch", "ran"])
+        .run()
+        .expect_code(75);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    assert!(!w.sb.path("ran").exists());
+    assert_eq!(etcd.dump(PREFIX), before, "the waiter left a key behind");
+    holder.send("");
+    holder.wait().expect_code(0);
+}
+
+#[test]
+fn fencing_revisions_strictly_increase() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let mut last = 0;
+    for _ in 0..5 {
+        let out = w
+            .lock()
+            .args([D, "--", "sh", "-c", "echo $CCCI_LOCK_REVISION"])
+            .run();
+        out.expect_code(0);
+        let rev: i64 = out.stdout.trim().parse().unwrap();
+        assert!(rev > last, "{last} then {rev}");
+        last = rev;
+    }
+}
+
+#[test]
+fn two_hosts_never_hold_one_domain_at_once() {
+    // Two "hosts": shells in UTS namespaces of their own with distinct
+    // host names, each running ccci-lock in a loop against one etcd. Every
+    // COMMAND enters a critical section marked by a directory; an overlap
+    // would find it there. Each logs host and fencing token.
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let rounds = 8;
+    // The claim names this host while its COMMAND runs.
+    let claim = format!(
+        "etcdctl --endpoints {} get --print-value-only {}",
+        etcd.endpoint(),
+        claim_key(D)
+    );
+    let script = format!(
+        "hostname \"$1\"; i=0; while [ $i -lt {rounds} ]; do \
+           ccci-lock {D} -- sh -c 'mkdir inside || {{ echo OVERLAP; exit 99; }}; \
+             {claim} | grep -q \"\\\"host\\\":\\\"$(hostname)\\\"\" || {{ echo WRONG CLAIM; exit 98; }}; \
+             echo \"$(hostname) $CCCI_LOCK_REVISION\" >> log; rmdir inside' || exit $?; \
+           i=$((i+1)); done"
+    );
+    let hosts: Vec<Proc> = ["host-a", "host-b"]
+        .iter()
+        .map(|h| {
+            w.setup(w.sb.command("unshare"))
+                .args(["--uts", "sh", "-c", &script, "sh", h])
+                .spawn()
+        })
+        .collect();
+    for host in hosts {
+        host.wait().expect_code(0);
+    }
+    let log = std::fs::read_to_string(w.sb.path("log")).unwrap();
+    let entries: Vec<(&str, i64)> = log
+        .lines()
+        .map(|l| {
+            let (h, r) = l.split_once(' ').unwrap();
+            (h, r.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(entries.len(), 2 * rounds, "{log}");
+    assert!(entries.iter().any(|e| e.0 == "host-a") && entries.iter().any(|e| e.0 == "host-b"));
+    assert!(
+        entries.windows(2).all(|p| p[0].1 < p[1].1),
+        "fencing tokens not increasing in lock order:\n{log}"
+    );
+}
+
+#[test]
+fn case_22_on_etcd_signal_deaths_compose_and_keep_the_claims() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    w.lock()
+        .args([
+            D,
+            "--",
+            "ccci-guard",
+            "--supervise",
+            "--deadline",
+            "1s",
+            "--",
+            "sleep",
+            "30",
+        ])
+        .run()
+        .expect_code(142);
+    assert_eq!(etcd.dump(&claim_key(D)).len(), 1, "the claim must stay");
+    w.lock()
+        .args([
+            "a.example",
+            "--",
+            "ccci-lock",
+            "b.example",
+            "--",
+            "sh",
+            "-c",
+            "kill -KILL $$",
+        ])
+        .run()
+        .expect_code(137);
+    assert_eq!(etcd.dump(&claim_key("a.example")).len(), 1);
+    assert_eq!(etcd.dump(&claim_key("b.example")).len(), 1);
+    w.lock()
+        .args(["a.example", "--", "ccci-lock", "b.example", "--", "true"])
+        .run()
+        .expect_code(0);
+    assert_eq!(etcd.dump(&claim_key("a.example")), Vec::<String>::new());
+    assert_eq!(etcd.dump(&claim_key("b.example")), Vec::<String>::new());
+    // Nothing is left held: both locks are free at once.
+    assert_eq!(w.try_lock("a.example"), 0);
+}
+
+#[test]
+fn case_27_on_etcd_crossed_sets_never_deadlock_or_overlap() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let rounds = 6;
+    let body = "mkdir inside || { echo OVERLAP; exit 99; }; rmdir inside";
+    let runs: Vec<Proc> = [["a.example", "b.example"], ["b.example", "a.example"]]
+        .iter()
+        .map(|set| {
+            w.setup(w.sb.command("sh"))
+                .arg("-c")
+                .arg(format!(
+                    "i=0; while [ $i -lt {rounds} ]; do ccci-lock {} {} -- sh -c '{body}' || exit $?; i=$((i+1)); done",
+                    set[0], set[1]
+                ))
+                .spawn()
+        })
+        .collect();
+    for run in runs {
+        run.wait().expect_code(0);
+    }
+    assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
+}
+
+#[test]
+fn etcd_restarted_within_the_ttl_loses_nothing() {
+    let mut etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let ttl = Duration::from_secs(3);
+    let (mut holder, _) = w.hold(D, &["--ttl", "3s", "--run-id", "r1"]);
+    let held = Instant::now();
+    etcd.restart();
+    // The lease outlives the restart and keeps being renewed: for three
+    // TTLs, the lock stays taken and the holder keeps running.
+    while held.elapsed() < 3 * ttl {
+        assert_eq!(w.try_lock(D), 75, "the lock was lost over a restart");
+        assert!(!holder.has_exited(), "{}", holder.report());
+    }
+    holder.send("");
+    holder.wait().expect_code(0);
+    assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
+}
+
+#[test]
+fn a_three_member_cluster_losing_one_member_keeps_working() {
+    let mut cluster = Cluster::start();
+    let w = World::new(cluster.endpoints());
+    let (mut holder, rev1) = w.hold(D, &[]);
+    cluster.members[0].kill();
+    w.lock().args(["-n", D, "--", "true"]).run().expect_code(75);
+    holder.send("");
+    holder.wait().expect_code(0);
+    let out = w
+        .lock()
+        .args(["-w", "10s", D, "--", "sh", "-c", "echo $CCCI_LOCK_REVISION"])
+        .run();
+    out.expect_code(0);
+    let rev2: i64 = out.stdout.trim().parse().unwrap();
+    assert!(rev2 > rev1);
+}
+
+#[test]
+fn bad_input_is_status_2_and_creates_nothing() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    for (args, needle) in [
+        (vec!["--etcd", "localhost:2379"], "'localhost:2379'"),
+        (vec!["--etcd", "https://127.0.0.1:1"], "https"),
+        (vec!["--ttl", "0"], "'0'"),
+        (vec!["--ttl", "500ms"], "'500ms'"),
+        (vec!["--etcd-prefix", "/"], "prefix"),
+    ] {
+        w.lock()
+            .args(&args)
+            .args([D, "--", "touch", "ran"])
+            .run()
+            .expect_code(2)
+            .expect_stderr(needle);
+    }
+    w.lock()
+        .env("CCCI_ETCD_ENDPOINTS", "ftp://x")
+        .args([D, "--", "touch", "ran"])
+        .run()
+        .expect_code(2)
+        .expect_stderr("CCCI_ETCD_ENDPOINTS");
+    let me = std::process::id().to_string();
+    w.lock()
+        .args(["--hold", "--parent", &me, D])
+        .run()
+        .expect_code(2)
+        .expect_stderr("--etcd");
+    assert!(!w.sb.path("ran").exists());
+    assert_eq!(etcd.dump("/"), Vec::<String>::new());
+}
+
+#[test]
+fn unreachable_endpoints_are_125_and_never_hang_past_wait() {
+    let sb = Sandbox::new();
+    // A port nobody listens on, and one that accepts but never answers.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    for endpoints in [
+        closed_url.clone(),
+        silent_url.clone(),
+        format!("{closed_url},{silent_url}"),
+    ] {
+        let start = Instant::now();
+        sb.tool("ccci-lock")
+            .args(["--etcd", &endpoints, "-w", "1s", D, "--", "touch", "ran"])
+            .run()
+            .expect_code(125)
+            .expect_stderr("cannot reach etcd");
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(3), "{endpoints}: took {took:?}");
+    }
+    assert!(!sb.path("ran").exists());
+}
+
+#[test]
+fn list_shows_held_and_free_claims() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut holder, _) = w.hold("a.example", &["--run-id", "ra"]);
+    let dead = w
+        .lock()
+        .args(["b.example", "--", "sh", "-c", "kill -KILL $$"])
+        .env("CCCI_RUN_ID", "rb")
+        .run();
+    dead.expect_code(137);
+    let out = w.lock().arg("--list").run();
+    out.expect_code(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", out.stdout);
+    assert!(
+        lines[0].starts_with(&format!("a.example\theld\t{}\tra\t", holder.pid())),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[1].starts_with("b.example\tfree\t") && lines[1].contains("\trb\t"),
+        "{}",
+        out.stdout
+    );
+    holder.send("");
+    holder.wait().expect_code(0);
+}
+
+#[test]
+fn etcd_paused_past_the_ttl_stops_command_and_exits_125() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let mut holder = w
+        .lock()
+        .args(["--run-id", "r1", D, "--", "sh", "-c"])
+        .arg("trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.05; done")
+        .spawn();
+    holder.expect_stdout("ready");
+    etcd.pause();
+    let paused = Instant::now();
+    holder.expect_stdout("got TERM");
+    let took = paused.elapsed();
+    assert!(
+        took <= TTL + Duration::from_secs(1),
+        "COMMAND was told to stop only after {took:?} (TTL {TTL:?})"
+    );
+    let out = holder.wait();
+    out.expect_code(125).expect_stderr("lost the lock of");
+    etcd.resume();
+    // The claim stays for the janitor.
+    assert_eq!(etcd.dump(&claim_key(D)).len(), 1);
+}
+
+#[test]
+fn a_command_that_ignores_term_after_a_loss_is_killed_after_the_grace() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let mut holder = w
+        .lock()
+        .args(["--lost-grace", "1s", D, "--", "sh", "-c"])
+        .arg("trap 'echo got TERM' TERM; echo ready; while :; do sleep 0.05; done")
+        .spawn();
+    holder.expect_stdout("ready");
+    // Revoking the lease behind the holder's back is a loss too.
+    let lease = etcd.ctl(&["lease", "list"]);
+    let id = lease.lines().nth(1).expect("one lease").trim().to_string();
+    etcd.ctl(&["lease", "revoke", &id]);
+    holder.expect_stdout("got TERM");
+    let out = holder.wait();
+    out.expect_code(125).expect_stderr("SIGKILL");
+}
+
+#[test]
+fn etcdctl_lock_and_ccci_lock_exclude_each_other() {
+    // The same lock recipe and key layout as etcd's own lock service.
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let name = format!("{PREFIX}/lock/{D}");
+    // etcdctl gives its command no stdin: it waits on a FIFO instead.
+    let fifo = w.sb.path("release");
+    ccci_tests::mkfifo(&fifo);
+    let mut theirs =
+        w.sb.command("etcdctl")
+            .args(["--endpoints", &etcd.endpoint(), "lock", &name, "--"])
+            .args([
+                "sh",
+                "-c",
+                &format!("echo held; read _ < '{}'", fifo.display()),
+            ])
+            .spawn();
+    theirs.expect_stdout("held");
+    assert_eq!(w.try_lock(D), 75);
+    std::fs::write(&fifo, "go\n").unwrap();
+    theirs.wait().expect_code(0);
+    assert_eq!(w.try_lock(D), 0);
+
+    let (mut ours, _) = w.hold(D, &[]);
+    let mut theirs =
+        w.sb.command("etcdctl")
+            .args(["--endpoints", &etcd.endpoint(), "lock", &name, "--"])
+            .args(["echo", "etcdctl got it"])
+            .spawn();
+    // etcdctl waits in etcd for our key to go; it must not get the lock.
+    wait_until("etcdctl queues behind us", || {
+        etcd.ctl(&["get", "--prefix", "--keys-only", &format!("{name}/")])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count()
+            == 2
+    });
+    assert_eq!(theirs.stdout_so_far(), "", "etcdctl got a held lock");
+    ours.send("");
+    ours.wait().expect_code(0);
+    theirs.expect_stdout("etcdctl got it");
+    theirs.wait().expect_code(0);
+}
+
+// ccci-janitor on etcd: SPEC §7 cases 5-11 with claims in place of lockfiles.
+
+/// Leaves an orphaned claim: its holder's COMMAND is killed by a signal.
+fn orphan(w: &World, etcd: &Etcd, domain: &str) {
+    w.lock()
+        .args([
+            "--run-id",
+            "dead-run",
+            domain,
+            "--",
+            "sh",
+            "-c",
+            "kill -TERM $$",
+        ])
+        .run()
+        .expect_code(143);
+    assert_eq!(etcd.dump(&claim_key(domain)).len(), 1);
+}
+
+/// A reap script recording `$*|$CCCI_DOMAIN` in `calls`, then running `then`.
+fn reap_script(w: &World, then: &str) -> std::path::PathBuf {
+    let script = w.sb.path("reap.sh");
+    let calls = w.sb.path("calls");
+    std::fs::write(
+        &script,
+        format!(
+            "echo \"$*|$CCCI_DOMAIN\" >> '{}'\n{then}\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    script
+}
+
+fn calls(w: &World) -> Vec<String> {
+    std::fs::read_to_string(w.sb.path("calls"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn janitor(w: &World, flags: &[&str], script: &std::path::Path) -> Cmd {
+    w.tool("ccci-janitor")
+        .args(flags)
+        .args(["--", "sh"])
+        .arg(script)
+}
+
+/// A reap that says `reaping-<domain>` and waits for a line in a FIFO.
+fn slow_reap(w: &World) -> (std::path::PathBuf, std::path::PathBuf) {
+    let release = w.sb.path("release");
+    ccci_tests::mkfifo(&release);
+    let script = reap_script(
+        w,
+        &format!("echo \"reaping-$1\"; read _ < '{}'", release.display()),
+    );
+    (script, release)
+}
+
+#[test]
+fn case_05_on_etcd_an_orphan_is_reaped_exactly_once_and_its_claim_deleted() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    orphan(&w, &etcd, D);
+    let script = reap_script(&w, "exit 0");
+    let out = janitor(&w, &[], &script).run();
+    out.expect_code(0)
+        .expect_stderr(&format!("{D}: reaped"))
+        .expect_stderr("'dead-run'");
+    assert_eq!(calls(&w), [format!("{D}|{D}")]);
+    assert_eq!(etcd.dump(PREFIX), Vec::<String>::new(), "{out}");
+    janitor(&w, &[], &script).run().expect_code(0);
+    assert_eq!(calls(&w).len(), 1, "reaped a second time");
+}
+
+#[test]
+fn case_06_on_etcd_a_live_holder_is_never_reaped_and_is_logged() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut holder, _) = w.hold(D, &["--run-id", "live-run"]);
+    let script = reap_script(&w, "exit 0");
+    let out = janitor(&w, &["-v"], &script).run();
+    out.expect_code(0)
+        .expect_stderr(&format!("{D}: live"))
+        .expect_stderr("'live-run'");
+    assert!(calls(&w).is_empty(), "a live run was reaped");
+    assert_eq!(w.try_lock(D), 75, "the holder lost its lock");
+    holder.send("");
+    holder.wait().expect_code(0);
+}
+
+#[test]
+fn case_07_on_etcd_a_new_run_waits_until_the_slow_reap_completes() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    orphan(&w, &etcd, D);
+    let (script, fifo) = slow_reap(&w);
+    let done = w.sb.path("reap-done");
+    std::fs::write(
+        &script,
+        std::fs::read_to_string(&script).unwrap() + &format!("touch '{}'\n", done.display()),
+    )
+    .unwrap();
+    let mut jan = janitor(&w, &[], &script).spawn();
+    jan.expect_stderr(&format!("reaping-{D}"));
+    let mut run = w
+        .lock()
+        .args(["-v", D, "--", "sh", "-c"])
+        .arg(format!(
+            "test -e '{}' && echo run-in-after-reap || echo run-in-during-reap",
+            done.display()
+        ))
+        .spawn();
+    run.expect_stderr("waiting for");
+    assert_eq!(run.stdout_so_far(), "", "the run started during the reap");
+    std::fs::write(&fifo, "go\n").unwrap();
+    jan.expect_stderr(&format!("{D}: reaped"));
+    jan.wait().expect_code(0);
+    run.expect_stdout("run-in-after-reap");
+    run.wait().expect_code(0);
+}
+
+#[test]
+fn case_08_on_etcd_two_overlapping_janitors_exactly_one_reaps() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    orphan(&w, &etcd, D);
+    let (script, fifo) = slow_reap(&w);
+    let mut first = janitor(&w, &[], &script).spawn();
+    first.expect_stderr(&format!("reaping-{D}"));
+    let second = janitor(&w, &["-v", "--json"], &script).run();
+    second
+        .expect_code(0)
+        .expect_stderr("another janitor pass is running");
+    assert_eq!(second.stdout, "", "the second pass examined a domain");
+    std::fs::write(&fifo, "go\n").unwrap();
+    first
+        .wait()
+        .expect_code(0)
+        .expect_stderr(&format!("{D}: reaped"));
+    assert_eq!(calls(&w).len(), 1, "reaped twice: {:?}", calls(&w));
+    assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
+}
+
+#[test]
+fn case_08_on_etcd_racing_janitors_on_two_hosts_reap_each_orphan_exactly_once() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let domains: Vec<String> = (0..8).map(|i| format!("app-{i:02}.example")).collect();
+    for d in &domains {
+        orphan(&w, &etcd, d);
+    }
+    let script = reap_script(&w, "exit 0");
+    // Janitors on three "hosts" (UTS namespaces), one pass after another as
+    // fast as they can, racing for the pass lock and the claims.
+    let janitors: Vec<Proc> = ["jan-a", "jan-b", "jan-c"]
+        .iter()
+        .map(|h| {
+            w.setup(w.sb.command("unshare"))
+                .args(["--uts", "sh", "-c"])
+                .arg(format!(
+                    "hostname {h}; for i in 1 2 3; do ccci-janitor -- sh '{}' || exit $?; done",
+                    script.display()
+                ))
+                .spawn()
+        })
+        .collect();
+    for j in janitors {
+        j.wait().expect_code(0);
+    }
+    let mut reaped: Vec<String> = calls(&w)
+        .iter()
+        .map(|c| c.split('|').next().unwrap().to_string())
+        .collect();
+    reaped.sort();
+    assert_eq!(reaped, domains, "each orphan must be reaped exactly once");
+    assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
+}
+
+#[test]
+fn case_09_on_etcd_a_deployed_domain_without_a_claim_is_reaped_at_once() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let script = reap_script(&w, "test -n \"$CCCI_LOCK_REVISION\" || exit 9");
+    let out = janitor(
+        &w,
+        &["--deployed", "-", "--only", "*", "--min-age", "1h"],
+        &script,
+    )
+    .stdin_bytes(format!("# from abra app ls\n\n{D}\n"))
+    .run();
+    out.expect_code(0).expect_stderr(&format!("{D}: reaped"));
+    assert_eq!(calls(&w), [format!("{D}|{D}")]);
+    assert_eq!(etcd.dump(PREFIX), Vec::<String>::new(), "{out}");
+}
+
+#[test]
+fn case_10_on_etcd_a_lock_held_past_leak_after_is_flagged_and_not_stolen() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut holder, _) = w.hold(D, &["--run-id", "stuck-run"]);
+    // The record says the lock was taken three hours ago.
+    let old = format!(
+        "{{\"pid\":{},\"run_id\":\"stuck-run\",\"since\":\"{}\",\"host\":null}}",
+        holder.pid(),
+        rfc3339_ago(3 * 3600)
+    );
+    etcd.ctl(&["put", &claim_key(D), &old]);
+    let script = reap_script(&w, "exit 0");
+    let out = janitor(&w, &["--json"], &script).run();
+    out.expect_code(0)
+        .expect_stderr(&format!("{D}: possible leaked run"))
+        .expect_stderr("'stuck-run'");
+    let line: serde_json::Value = serde_json::from_str(out.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(line["outcome"], "leaked");
+    assert!(line["age_s"].as_u64().unwrap() >= 3 * 3600 - 60, "{line}");
+    assert!(calls(&w).is_empty(), "a leaked run was reaped");
+    assert_eq!(w.try_lock(D), 75, "the lock was stolen");
+    holder.send("");
+    holder.wait().expect_code(0);
+}
+
+/// `date -u -d @(now - secs)` in RFC 3339, to the second.
+fn rfc3339_ago(secs: u64) -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ", "-d"])
+        .arg(format!(
+            "@{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                - secs
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn case_11_on_etcd_warm_names_are_never_probed() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    orphan(&w, &etcd, "warm-old.example");
+    orphan(&w, &etcd, "cold.example");
+    let before = revision(&etcd);
+    let script = reap_script(&w, "exit 0");
+    let out = janitor(
+        &w,
+        &["--warm", "warm-*", "--deployed", "-", "--only", "*"],
+        &script,
+    )
+    .stdin_bytes("warm-new.example\ncold.example\n")
+    .run();
+    out.expect_code(0).expect_stderr("cold.example: reaped");
+    assert_eq!(calls(&w), ["cold.example|cold.example"]);
+    // etcd keeps every revision: no key of a warm domain's lock ever existed.
+    let after = revision(&etcd);
+    assert!(after > before);
+    for rev in before..=after {
+        let keys = etcd.ctl(&[
+            "get",
+            "--prefix",
+            "--keys-only",
+            &format!("--rev={rev}"),
+            PREFIX,
+        ]);
+        assert!(
+            !keys.contains("/lock/warm-"),
+            "revision {rev} has a warm lock key:\n{keys}"
+        );
+    }
+    assert_eq!(
+        etcd.dump(&claim_key("warm-new.example")),
+        Vec::<String>::new()
+    );
+    assert_eq!(etcd.dump(&claim_key("warm-old.example")).len(), 1);
+}
+
+fn revision(etcd: &Etcd) -> i64 {
+    let out = etcd.ctl(&["get", "--write-out=json", "x"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["header"]["revision"].as_i64().unwrap()
+}
+
+#[test]
+fn a_waiter_keeps_its_place_while_etcd_is_unreachable_for_less_than_the_ttl() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut holder, rev1) = w.hold(D, &["--ttl", "20s"]);
+    let mut waiter = w
+        .lock()
+        .args([
+            "-v",
+            "--ttl",
+            "20s",
+            D,
+            "--",
+            "sh",
+            "-c",
+            "echo waiter rev=$CCCI_LOCK_REVISION",
+        ])
+        .spawn();
+    waiter.expect_stderr("waiting for");
+    // Unreachable for longer than a watch session and one request's deadline
+    // together (5 s + 5 s), well within the TTL: the waiter must neither give
+    // up nor lose its place.
+    etcd.pause();
+    std::thread::sleep(Duration::from_secs(11));
+    etcd.resume();
+    assert!(!waiter.has_exited(), "{}", waiter.report());
+    holder.send("");
+    holder.wait().expect_code(0);
+    let line = waiter.expect_stdout("waiter rev=");
+    let rev2: i64 = line.trim_start_matches("waiter rev=").parse().unwrap();
+    assert!(rev2 > rev1);
+    waiter.wait().expect_code(0);
+}
+
+#[test]
+fn a_clean_exit_while_etcd_is_briefly_unreachable_still_removes_the_claim() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut holder, _) = w.hold(D, &["--ttl", "20s"]);
+    etcd.pause();
+    holder.send(""); // COMMAND exits 0 while etcd answers nothing
+                     // Longer than one request's deadline (5 s), well within the TTL.
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(!holder.has_exited(), "{}", holder.report());
+    etcd.resume();
+    let out = holder.wait();
+    out.expect_code(0);
+    assert_eq!(out.stderr, "", "{out}");
+    assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
+}
