@@ -1,5 +1,7 @@
 //! Chaos: many runs, random SIGKILLs, a janitor every 100 ms, and state
-//! writers killed mid-write (issue 12). About a minute in all by default;
+//! writers killed mid-write (issue 12). About a minute of CPU in all by
+//! default (the parts run side by side: 20 s of wall time for each of the
+//! two lock parts, 12 s for the state writers, 8 s for `gc`);
 //! `CCCI_SOAK_S=600` makes each part run that many seconds instead.
 //!
 //! Overlaps and live reaps are seen by a kernel lock of their own: every
@@ -282,15 +284,13 @@ fn chaos_contenders_killer_and_janitor_never_overlap_or_reap_a_live_run() {
 /// The same with two of the contenders holding through `ccci-lock --hold`
 /// keepers (SPEC §2), killed while their keeper holds for them.
 #[test]
-#[ignore = "needs ccci-lock --release to report 0 when the keeper released: about 1 in 150 \
-            hold/release pairs (7 in 150 with a janitor running) says the keeper is gone"]
 fn chaos_with_hold_contenders_never_overlaps_or_reaps_a_live_run() {
     chaos_lock(true);
 }
 
 fn chaos_lock(with_hold: bool) {
     let sb = Sandbox::new();
-    let limit = soak(30);
+    let limit = soak(20);
     let bad = sb.path("violations");
     let reaps = sb.path("reaps");
     let witness = |d: &str| sb.path(&format!("witness.{d}"));
@@ -494,7 +494,7 @@ fn read_counter(file: &Path) -> Option<String> {
 #[test]
 fn chaos_state_writers_killed_mid_write_never_tear_or_overcount() {
     let sb = Sandbox::new();
-    let limit = soak(15);
+    let limit = soak(12);
     let me = std::process::id().to_string();
     let st = |args: &[&str]| {
         sb.tool("ccci-state")
