@@ -589,7 +589,12 @@ fn every_bad_input_is_status_2_quoted_and_creates_nothing() {
     ];
     for bad in bad_domains {
         let out = sb.tool("ccci-lock").args([bad, "--", "touch", "ran"]).run();
-        out.expect_code(2).expect_stderr(&format!("'{bad}'"));
+        // A newline shows as `\n` (SPEC §1 Names), the rest as typed.
+        let shown = match bad {
+            "x\ny" => r"$'x\ny'".to_string(),
+            _ => format!("'{bad}'"),
+        };
+        out.expect_code(2).expect_stderr(&shown);
         assert!(out.stderr.starts_with("ccci-lock: "), "{out}");
     }
     let bad_values: [&[&str]; 6] = [

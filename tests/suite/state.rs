@@ -1040,7 +1040,7 @@ fn a_bad_value_is_blamed_on_the_variable_or_the_flag_it_came_from() {
         .arg(OsStr::from_bytes(b"n\xff"))
         .run()
         .expect_code(2)
-        .expect_stderr(r"argument $'n\xff' is not valid UTF-8");
+        .expect_stderr(r"invalid value $'n\xff' for NAME: not valid UTF-8");
     assert!(!sb.state_dir().exists(), "{}", sb.listing());
 }
 
