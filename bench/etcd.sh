@@ -22,8 +22,9 @@ ROUNDS=${ROUNDS:-31}
 for tool in etcd etcdctl /usr/bin/time; do
     command -v "$tool" >/dev/null || { echo "bench/etcd.sh: $tool is missing (etcd-server, etcd-client, time)" >&2; exit 1; }
 done
-cargo build --release --quiet -p ccci-lock --manifest-path "$root/Cargo.toml"
-bin=${CARGO_TARGET_DIR:-$root/target}/release/ccci-lock
+# cargo says where the release build is (CARGO_TARGET_DIR, a config file's
+# target-dir or build-dir are all honoured)
+bin=$("$root/contrib/cargo-build-tools" --release)/ccci-lock
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/ccci-bench-etcd.XXXXXX")
 etcd_pid=

@@ -1,9 +1,9 @@
 /*
  * bench/run's process runner: `measure PROGRAM [ARG...]` starts PROGRAM
  * (an absolute path) with posix_spawn, reaps it with wait4(2), and writes
- * "WALL_NS CPU_NS MAXRSS_KB WAIT_STATUS\n" to fd 3: the wall time from spawn
- * to reap, the CPU time (user + system) of the process and its waited-for
- * children, and their peak RSS.
+ * "WALL_NS CPU_NS MAXRSS_KB MINFLT WAIT_STATUS\n" to fd 3: the wall time
+ * from spawn to reap, the CPU time (user + system) of the process and its
+ * waited-for children, their peak RSS and their minor page faults.
  *
  * Why not time and reap from Python directly: at exec the kernel records
  * the replaced address space's high-water RSS as the new program's peak
@@ -50,9 +50,9 @@ int main(int argc, char **argv)
     if (wait4(pid, &status, 0, &ru) != pid)
         return 125;
     end = ns();
-    n = snprintf(line, sizeof line, "%lld %lld %ld %d\n", end - start,
+    n = snprintf(line, sizeof line, "%lld %lld %ld %ld %d\n", end - start,
                  (long long)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000LL +
                      (long long)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000LL,
-                 ru.ru_maxrss, status);
+                 ru.ru_maxrss, ru.ru_minflt, status);
     return write(3, line, (size_t)n) == n ? 0 : 125;
 }

@@ -429,10 +429,6 @@ impl SafeDir {
         self.remove_file(&tmp)
             .with_context(|| format!("cannot remove {}", quote_path(&self.join(&tmp))))?;
         let mut file = self.open_file(&tmp, OpenHow::CreateNew)?;
-        // Held until the rename: `collect_temporaries` never takes a live
-        // writer's temporary.
-        crate::sys::flock(file.as_fd(), crate::sys::FlockOp::ExclusiveNonblock)
-            .with_context(|| format!("cannot lock {}", quote_path(&self.join(&tmp))))?;
         let written = file.write_all(content).and_then(|()| file.sync_data());
         if let Err(e) = written {
             let _ = self.remove_file(&tmp);
@@ -445,50 +441,6 @@ impl SafeDir {
                 .context(format!("cannot replace {}", quote_path(&self.join(name))))
         })
     }
-
-    /// Removes the temporaries that writers killed inside [`SafeDir::replace`]
-    /// left here (`.NAME.PID.tmp`), and returns their names.
-    ///
-    /// A temporary is taken only when its writer is gone on both counts: no
-    /// process PID exists, and nobody holds the flock a writer keeps on its
-    /// temporary until the rename (which also covers a pid from another pid
-    /// namespace). A live writer's temporary is never touched.
-    pub fn collect_temporaries(&self) -> io::Result<Vec<OsString>> {
-        let mut removed = Vec::new();
-        for name in self.names()? {
-            let Some(pid) = name.to_str().and_then(temporary_pid) else {
-                continue;
-            };
-            let name = name.to_str().unwrap_or_default();
-            let writer_alive = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-                Err(Errno::ESRCH) => false,
-                _ => pid > 0,
-            };
-            if writer_alive {
-                continue;
-            }
-            let Ok(file) = self.open_file(name, OpenHow::Read) else {
-                continue; // gone, or not a file we made: leave it
-            };
-            if crate::sys::flock(file.as_fd(), crate::sys::FlockOp::ExclusiveNonblock)?
-                && self.names_file(name, &file)?
-            {
-                self.remove_file(name)?;
-                removed.push(OsString::from(name));
-            }
-        }
-        Ok(removed)
-    }
-}
-
-/// The writer's pid of a [`SafeDir::replace`] temporary `.NAME.PID.tmp`.
-fn temporary_pid(name: &str) -> Option<i32> {
-    let stem = name.strip_prefix('.')?.strip_suffix(".tmp")?;
-    let (base, pid) = stem.rsplit_once('.')?;
-    if base.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    pid.parse().ok()
 }
 
 impl AsFd for SafeDir {
@@ -861,31 +813,6 @@ mod tests {
         dir.replace("v", b"22\n").unwrap();
         assert_eq!(std::fs::read(t.path().join("v")).unwrap(), b"22\n");
         assert_eq!(dir.names().unwrap(), vec![std::ffi::OsString::from("v")]);
-    }
-
-    #[test]
-    fn temporaries_of_dead_writers_are_collected_live_ones_kept() {
-        let t = tmp();
-        let dir = SafeDir::create(&LOCK_DIR, t.path()).unwrap();
-        dir.replace("v", b"1\n").unwrap();
-        // A dead writer's temporary: a pid that cannot exist.
-        let dead = format!(".v.{}.tmp", i32::MAX);
-        std::fs::write(t.path().join(&dead), "half").unwrap();
-        // A live writer's: this process, holding the flock.
-        let live = format!(".v.{}.tmp", std::process::id());
-        let held = dir.open_file(&live, OpenHow::CreateNew).unwrap();
-        crate::sys::flock(held.as_fd(), crate::sys::FlockOp::ExclusiveNonblock).unwrap();
-        // Names that only look similar are not ours to remove.
-        for other in [".v.12x.tmp", "v.1.tmp", "..1.tmp", ".v.tmp"] {
-            std::fs::write(t.path().join(other), "x").unwrap();
-        }
-        let removed = dir.collect_temporaries().unwrap();
-        assert_eq!(removed, vec![OsString::from(&dead)]);
-        assert!(t.path().join(&live).exists());
-        assert_eq!(std::fs::read(t.path().join("v")).unwrap(), b"1\n");
-        assert_eq!(temporary_pid(".deploys.123.tmp"), Some(123));
-        assert_eq!(temporary_pid(".a.b.7.tmp"), Some(7));
-        assert_eq!(temporary_pid(".v.-1.tmp"), None);
     }
 
     #[test]

@@ -1,10 +1,9 @@
-//! The record of a run's harness (`ccci-state`, SPEC §6), the run key of a
-//! directory name, counters and appended lines: never a panic; a record and
+//! The record of a run's harness (SPEC §5, §6), the run key of a directory
+//! name, temporary names, counters and appended lines: never a panic; a record and
 //! a key read back from what they write are the same.
 #![no_main]
 
-use ccci_state::identity::RunKey;
-use ccci_state::Record;
+use ccci_common::run::{temporary_maker, Record, RunKey};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -23,4 +22,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(ccci_state::parse_counter(again.as_bytes()), Some(n));
     }
     let _ = ccci_state::check_line(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Some(pid) = temporary_maker(text) {
+            assert!(text.starts_with('.') && text.ends_with(&format!(".{pid}.tmp")));
+        }
+    }
 });

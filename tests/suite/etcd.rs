@@ -231,9 +231,16 @@ fn two_hosts_never_hold_one_domain_at_once() {
     let etcd = Etcd::start();
     let w = World::on(&etcd);
     let rounds = 8;
+    // The claim names this host while its COMMAND runs.
+    let claim = format!(
+        "etcdctl --endpoints {} get --print-value-only {}",
+        etcd.endpoint(),
+        claim_key(D)
+    );
     let script = format!(
         "hostname \"$1\"; i=0; while [ $i -lt {rounds} ]; do \
            ccci-lock {D} -- sh -c 'mkdir inside || {{ echo OVERLAP; exit 99; }}; \
+             {claim} | grep -q \"\\\"host\\\":\\\"$(hostname)\\\"\" || {{ echo WRONG CLAIM; exit 98; }}; \
              echo \"$(hostname) $CCCI_LOCK_REVISION\" >> log; rmdir inside' || exit $?; \
            i=$((i+1)); done"
     );
@@ -393,6 +400,12 @@ fn bad_input_is_status_2_and_creates_nothing() {
         .run()
         .expect_code(2)
         .expect_stderr("CCCI_ETCD_ENDPOINTS");
+    let me = std::process::id().to_string();
+    w.lock()
+        .args(["--hold", "--parent", &me, D])
+        .run()
+        .expect_code(2)
+        .expect_stderr("--etcd");
     assert!(!w.sb.path("ran").exists());
     assert_eq!(etcd.dump("/"), Vec::<String>::new());
 }
@@ -825,4 +838,55 @@ fn revision(etcd: &Etcd) -> i64 {
     let out = etcd.ctl(&["get", "--write-out=json", "x"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v["header"]["revision"].as_i64().unwrap()
+}
+
+#[test]
+fn a_waiter_keeps_its_place_while_etcd_is_unreachable_for_less_than_the_ttl() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut holder, rev1) = w.hold(D, &["--ttl", "20s"]);
+    let mut waiter = w
+        .lock()
+        .args([
+            "-v",
+            "--ttl",
+            "20s",
+            D,
+            "--",
+            "sh",
+            "-c",
+            "echo waiter rev=$CCCI_LOCK_REVISION",
+        ])
+        .spawn();
+    waiter.expect_stderr("waiting for");
+    // Unreachable for longer than a watch session and one request's deadline
+    // together (5 s + 5 s), well within the TTL: the waiter must neither give
+    // up nor lose its place.
+    etcd.pause();
+    std::thread::sleep(Duration::from_secs(11));
+    etcd.resume();
+    assert!(!waiter.has_exited(), "{}", waiter.report());
+    holder.send("");
+    holder.wait().expect_code(0);
+    let line = waiter.expect_stdout("waiter rev=");
+    let rev2: i64 = line.trim_start_matches("waiter rev=").parse().unwrap();
+    assert!(rev2 > rev1);
+    waiter.wait().expect_code(0);
+}
+
+#[test]
+fn a_clean_exit_while_etcd_is_briefly_unreachable_still_removes_the_claim() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut holder, _) = w.hold(D, &["--ttl", "20s"]);
+    etcd.pause();
+    holder.send(""); // COMMAND exits 0 while etcd answers nothing
+                     // Longer than one request's deadline (5 s), well within the TTL.
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(!holder.has_exited(), "{}", holder.report());
+    etcd.resume();
+    let out = holder.wait();
+    out.expect_code(0);
+    assert_eq!(out.stderr, "", "{out}");
+    assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
 }

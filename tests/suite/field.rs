@@ -65,6 +65,13 @@ fn case_30_reap_abra_undeploys_waits_and_removes_the_app() {
         log[undeploy..remove].matches("app ls").count() >= 3,
         "no wait for the services to go\n{log}"
     );
+    // Only the app's own server is asked for deployment status.
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("--status"))
+            .all(|l| l.ends_with("--server ci.example.org")),
+        "{log}"
+    );
     for gone in ["volume", "secret", "stack"] {
         assert!(
             !swarm.join(format!("{app}.{gone}")).exists(),

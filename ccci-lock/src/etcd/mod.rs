@@ -41,7 +41,12 @@
 //!    because someone looked.
 //! 6. **Bounded.** Every request has a deadline (at most [`CALL_TIMEOUT`],
 //!    and never past `-w`); waiting uses etcd's watch, re-opened every few
-//!    seconds, never an unbounded request.
+//!    seconds, never an unbounded request. Taking a lock fails (125) when
+//!    etcd does not answer within the deadline; once a key is queued, a
+//!    waiter and a holder's guarded writes ask again for as long as the lease
+//!    lives, so an etcd outage shorter than the TTL (a restart, a leader
+//!    election) delays them without failing them. A write retried after a
+//!    timeout is safe: each is a compare-guarded transaction.
 
 pub mod args;
 pub mod client;
@@ -70,6 +75,8 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one watch stays open before the waiter looks again.
 const WATCH_SESSION: Duration = Duration::from_secs(5);
+/// The pause before a waiter asks again after etcd did not answer.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// Where and how: the checked settings of the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +137,7 @@ struct Queued {
     rev: i64,
 }
 
-fn unreachable(e: CallError) -> anyhow::Error {
+fn etcd_error(e: CallError) -> anyhow::Error {
     anyhow!(e)
 }
 
@@ -178,7 +185,7 @@ impl Etcd {
         self.inner
             .client
             .call(path, body, deadline)
-            .map_err(unreachable)
+            .map_err(etcd_error)
     }
 
     fn txn(
@@ -212,7 +219,7 @@ impl Etcd {
         }
         let lease = Arc::new(
             Lease::grant(Arc::clone(&self.inner.client), self.inner.ttl, deadline)
-                .map_err(unreachable)?,
+                .map_err(etcd_error)?,
         );
         *slot = Some(Arc::clone(&lease));
         Ok(lease)
@@ -260,18 +267,22 @@ impl Etcd {
     }
 
     /// Waits until `queued` is the oldest key of lock `name` or `limit`
-    /// passes (`Ok(false)`).
+    /// passes (`Ok(false)`). While the lease lives, etcd being briefly
+    /// unreachable (a restart, a leader election) only delays the wait:
+    /// the waiter keeps its place until the lease itself is lost.
     fn wait_turn(
         &self,
         name: &str,
         queued: &Queued,
+        lease: &Lease,
         limit: Option<Instant>,
         mut waiting: impl FnMut(),
     ) -> anyhow::Result<bool> {
         let pfx = format!("{name}/");
+        let can_retry = || !lease.is_lost() && limit.is_none_or(|l| Instant::now() < l);
         loop {
             // Our key (still ours?) and the newest key older than ours.
-            let answer = self.txn(
+            let answer = match self.txn(
                 json!([]),
                 json!([range(&queued.key), {"request_range": {
                     "key": b64(&pfx), "range_end": b64(prefix_end(&pfx)),
@@ -279,7 +290,14 @@ impl Etcd {
                     "sort_order": "DESCEND", "sort_target": "CREATE", "limit": "1", "keys_only": true}}]),
                 json!([]),
                 limit,
-            )?;
+            ) {
+                Ok(answer) => answer,
+                Err(_) if can_retry() => {
+                    std::thread::sleep(RETRY_PAUSE);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let ours = kvs(&answer["responses"][0]["response_range"])
                 .first()
                 .map(|kv| int(&kv["create_revision"]));
@@ -299,10 +317,11 @@ impl Etcd {
             }
             let key = String::from_utf8_lossy(&unb64(&before["key"])).into_owned();
             let from = int(&answer["header"]["revision"]) + 1;
-            self.inner
-                .client
-                .watch_once(&key, from, until)
-                .map_err(unreachable)?;
+            // A watch only tells us when to look again; a failed one means
+            // looking again a little later.
+            if self.inner.client.watch_once(&key, from, until).is_err() {
+                std::thread::sleep(RETRY_PAUSE);
+            }
         }
     }
 
@@ -430,7 +449,8 @@ impl Backend for Etcd {
     ) -> anyhow::Result<Acquired<EtcdClaim>> {
         check(domain)?;
         let limit = match wait {
-            Wait::AtMost(d) => Some(Instant::now() + d),
+            // An instant beyond the clock's range: as good as forever.
+            Wait::AtMost(d) => Instant::now().checked_add(d),
             _ => None,
         };
         let lease = self.lease(limit)?;
@@ -454,7 +474,7 @@ impl Backend for Etcd {
                 waiting(holder.as_ref());
             }
         };
-        match self.wait_turn(&name, &queued, limit, &mut tell) {
+        match self.wait_turn(&name, &queued, &lease, limit, &mut tell) {
             Ok(true) => Ok(Acquired::Held(self.claim(lease, domain, queued, None))),
             Ok(false) => busy(self, &queued),
             Err(e) => {
@@ -592,6 +612,21 @@ impl EtcdClaim {
         self.lease.on_lost(listener);
     }
 
+    /// A transaction doing `ops` only while we own the lock. While the
+    /// lease lives, etcd not answering (a restart, a leader election) is
+    /// waited out: the lock is ours until the lease is lost.
+    fn guarded(&self, ops: Value) -> anyhow::Result<Value> {
+        loop {
+            match self
+                .etcd
+                .txn(json!([self.ours()]), ops.clone(), json!([]), None)
+            {
+                Err(_) if !self.lease.is_lost() => std::thread::sleep(RETRY_PAUSE),
+                answer => return answer,
+            }
+        }
+    }
+
     fn ours(&self) -> Value {
         json!({"key": b64(&self.queued.key), "target": "CREATE", "result": "EQUAL",
                "create_revision": self.queued.rev.to_string()})
@@ -606,12 +641,8 @@ impl Claim for EtcdClaim {
     fn stamp(&mut self, holder: &Holder) -> anyhow::Result<()> {
         let key = self.etcd.claim_key(&self.domain);
         let value = serde_json::to_vec(holder)?;
-        let answer = self.etcd.txn(
-            json!([self.ours()]),
-            json!([{"request_put": {"key": b64(&key), "value": b64(value)}}]),
-            json!([]),
-            None,
-        )?;
+        let answer =
+            self.guarded(json!([{"request_put": {"key": b64(&key), "value": b64(value)}}]))?;
         if answer["succeeded"].as_bool() != Some(true) {
             bail!(
                 "lost the lock of {} before its claim could be written",
@@ -644,16 +675,18 @@ impl Claim for EtcdClaim {
     fn remove(mut self) -> anyhow::Result<()> {
         let claim_key = self.etcd.claim_key(&self.domain);
         let answer = self
-            .etcd
-            .txn(
-                json!([self.ours()]),
-                json!([{"request_delete_range": {"key": b64(&claim_key)}},
-                       {"request_delete_range": {"key": b64(&self.queued.key)}}]),
-                json!([]),
-                None,
-            )
+            .guarded(json!([{"request_delete_range": {"key": b64(&claim_key)}},
+                            {"request_delete_range": {"key": b64(&self.queued.key)}}]))
             .with_context(|| format!("cannot remove the claim of {}", self.domain))?;
         if answer["succeeded"].as_bool() != Some(true) {
+            // Our key is gone. Either an attempt that timed out was applied
+            // after all (etcd answered late), or the lease ended first. With
+            // the claim gone there is nothing left to say: nothing stays for
+            // the janitor.
+            if matches!(self.etcd.read_claim(&self.domain, None), Ok(None)) {
+                self.released = true;
+                return Ok(());
+            }
             bail!(
                 "lost the lock of {} before its claim could be removed; the claim stays for the janitor",
                 self.domain
