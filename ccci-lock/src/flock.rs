@@ -160,17 +160,26 @@ fn lock_table() -> io::Result<String> {
             PROC_LOCKS.get_or_init(|| opened)
         }
     };
-    let mut table = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 16384];
-    loop {
-        match file.read_at(&mut chunk, table.len() as u64) {
-            Ok(0) => break,
-            Ok(n) => table.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+    thread_local! {
+        // Zeroed once and reused: a fresh buffer per reading cost more than
+        // the reading itself.
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 16384]);
     }
-    String::from_utf8(table).map_err(io::Error::other)
+    BUF.with_borrow_mut(|buf| {
+        let mut len = 0;
+        loop {
+            if len == buf.len() {
+                buf.resize(buf.len() * 2, 0);
+            }
+            match file.read_at(&mut buf[len..], len as u64) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        String::from_utf8(buf[..len].to_vec()).map_err(io::Error::other)
+    })
 }
 
 /// The first granted `FLOCK` entry of a `/proc/locks` text for the file
