@@ -263,7 +263,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
     let lock_dir = cli.lock_dir.resolve()?;
     args::check_apart(&dirs::LOCK_DIR, &lock_dir)?;
     if let Some(backend) = FlockDir::open(&lock_dir, false)? {
-        return run_pass(&cli, &settings, &backend);
+        return run_pass(&cli, &settings, &backend.reuse_lock_table(LOCK_TABLE_AGE));
     }
     match missing_lock_dir(&lock_dir) {
         MissingLockDir::Leave(why) => {
@@ -292,10 +292,16 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
                 "lock dir {} did not exist (its parent is on a tmpfs: a reboot?); created it",
                 lock_dir.display()
             );
-            run_pass(&cli, &settings, &backend)
+            run_pass(&cli, &settings, &backend.reuse_lock_table(LOCK_TABLE_AGE))
         }
     }
 }
+
+/// How old the snapshot of the kernel's lock table may be that tells a
+/// young claim held (live) from free (young) in `-v` and `--json` reports:
+/// one reading per this long, not one per lockfile (see
+/// `ccci_lock::FlockDir::reuse_lock_table`). Reaping never depends on it.
+const LOCK_TABLE_AGE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// One pass over the lock dir `backend`, under its pass lock.
 /// The pass lock is released (and removed) when this returns, before the

@@ -186,7 +186,13 @@ fn lock_table() -> io::Result<String> {
 /// `dev`/`ino` (entries marked `->` are waiters, not holders).
 fn find_flock(table: &str, dev: u64, ino: u64) -> Option<KernelLock> {
     let want = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev), ino);
-    table.lines().find_map(|line| {
+    granted_flocks(table).find_map(|(id, lock)| (id == want).then_some(lock))
+}
+
+/// The granted `FLOCK` entries of a `/proc/locks` text, each with its
+/// file's (major, minor, inode).
+fn granted_flocks(table: &str) -> impl Iterator<Item = ((u64, u64, u64), KernelLock)> + '_ {
+    table.lines().filter_map(|line| {
         let mut fields = line.split_whitespace().skip(1).peekable();
         if fields.peek() == Some(&"->") {
             return None;
@@ -205,17 +211,54 @@ fn find_flock(table: &str, dev: u64, ino: u64) -> Option<KernelLock> {
         let major = u64::from_str_radix(parts.next()?, 16).ok()?;
         let minor = u64::from_str_radix(parts.next()?, 16).ok()?;
         let inode: u64 = parts.next()?.parse().ok()?;
-        ((major, minor, inode) == want).then(|| KernelLock {
+        let lock = KernelLock {
             pid: pid.parse::<u32>().ok().filter(|&p| p > 0),
             exclusive: access == "WRITE",
-        })
+        };
+        Some(((major, minor, inode), lock))
     })
+}
+
+/// `/proc/locks` read once and indexed, for a caller that looks at many
+/// lockfiles in a row (a janitor pass with `-v` over thousands of young
+/// claims): one reading every [`LockSnapshot::max_age`] instead of one per
+/// lockfile, so a pass stays linear in the number of lockfiles whatever the
+/// number of locks on the host. What it reports may be that old; it only
+/// ever feeds reports (held or free), never a decision to take or remove a
+/// lock, which `flock` itself makes.
+#[derive(Debug)]
+struct LockSnapshot {
+    max_age: Duration,
+    taken: Option<Instant>,
+    locks: std::collections::HashMap<(u64, u64, u64), KernelLock>,
+}
+
+impl LockSnapshot {
+    fn lookup(&mut self, file: &File) -> io::Result<Option<KernelLock>> {
+        let meta = file.metadata()?;
+        if self.taken.is_none_or(|t| t.elapsed() > self.max_age) {
+            let table = lock_table()?;
+            self.locks.clear();
+            for (id, lock) in granted_flocks(&table) {
+                self.locks.entry(id).or_insert(lock);
+            }
+            self.taken = Some(Instant::now());
+        }
+        let id = (
+            nix::sys::stat::major(meta.dev()),
+            nix::sys::stat::minor(meta.dev()),
+            meta.ino(),
+        );
+        Ok(self.locks.get(&id).copied())
+    }
 }
 
 /// The local backend: one lockfile per domain in a lock dir.
 #[derive(Debug, Clone)]
 pub struct FlockDir {
     dir: Arc<SafeDir>,
+    /// Set by [`FlockDir::reuse_lock_table`]: looks read a shared snapshot.
+    snapshot: Option<Arc<Mutex<LockSnapshot>>>,
 }
 
 /// A held lock of [`FlockDir`].
@@ -290,12 +333,28 @@ impl FlockDir {
     /// Opens the lock dir at `path` (see [`SafeDir`]); with `create`, makes
     /// it 0700 when missing. `None`: missing and not created.
     pub fn open(path: &Path, create: bool) -> anyhow::Result<Option<FlockDir>> {
-        Ok(SafeDir::open(&LOCK_DIR, path, create)?.map(|dir| FlockDir { dir: Arc::new(dir) }))
+        Ok(SafeDir::open(&LOCK_DIR, path, create)?.map(|dir| FlockDir {
+            dir: Arc::new(dir),
+            snapshot: None,
+        }))
     }
 
     /// The lock dir's path.
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// From now on, whether a lockfile is held ([`Backend::status`],
+    /// [`Backend::list`]) is read from a snapshot of `/proc/locks` at most
+    /// `max_age` old (see `LockSnapshot`): for a janitor pass that reports
+    /// on many lockfiles. Acquiring, probing and removing are unaffected.
+    pub fn reuse_lock_table(mut self, max_age: Duration) -> FlockDir {
+        self.snapshot = Some(Arc::new(Mutex::new(LockSnapshot {
+            max_age,
+            taken: None,
+            locks: Default::default(),
+        })));
+        self
     }
 
     /// The lock dir itself, for the keeper of `--hold` (its socket lives
@@ -550,7 +609,14 @@ impl FlockDir {
                 _ => return Err(e.into()),
             },
         };
-        let lock = flock_holder(&file).context("cannot read /proc/locks")?;
+        let lock = match &self.snapshot {
+            Some(snapshot) => snapshot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .lookup(&file),
+            None => flock_holder(&file),
+        }
+        .context("cannot read /proc/locks")?;
         Ok(Some(Status {
             domain: domain.to_string(),
             held: lock.is_some(),
@@ -985,6 +1051,28 @@ mod tests {
             .unwrap()
             .lines()
             .any(|l| l.contains(" -> ") && l.contains(&id))
+    }
+
+    #[test]
+    fn a_reused_lock_table_is_read_once_per_max_age() {
+        let (_t, dir) = lock_dir();
+        let fresh = dir.clone().reuse_lock_table(Duration::ZERO);
+        let stale = dir.clone().reuse_lock_table(Duration::from_secs(3600));
+        let mut a = held(dir.acquire("a", Wait::Never, &mut |_| {}).unwrap());
+        a.stamp(&Holder::this_process(None)).unwrap();
+        drop(held(dir.acquire("b", Wait::Never, &mut |_| {}).unwrap()));
+        for snapshot in [&fresh, &stale] {
+            let a_st = snapshot.status("a").unwrap().unwrap();
+            assert!(a_st.held && a_st.locker == Some(std::process::id()));
+            assert!(!snapshot.status("b").unwrap().unwrap().held);
+        }
+        drop(a);
+        // Read again at once when allowed no age; the hour-old one keeps
+        // what it read (it only ever feeds reports).
+        assert!(!fresh.status("a").unwrap().unwrap().held);
+        assert!(stale.status("a").unwrap().unwrap().held);
+        // Taking locks never goes through the snapshot.
+        held(stale.acquire("a", Wait::Never, &mut |_| {}).unwrap());
     }
 
     #[test]
