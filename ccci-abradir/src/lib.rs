@@ -322,13 +322,9 @@ pub fn gc(runs_dir: &Path, dry_run: bool) -> anyhow::Result<Vec<GcEntry>> {
     let Some(runs) = SafeDir::open(&RUNS_DIR, runs_dir, false)? else {
         return Ok(Vec::new());
     };
-    let mut names: Vec<String> = runs
-        .names()
-        .with_context(|| format!("cannot list runs dir {}", runs.path().display()))?
-        .into_iter()
-        .filter_map(|name| name.into_string().ok())
-        .collect();
-    names.sort();
+    let names = runs
+        .sorted_names()
+        .with_context(|| format!("cannot list runs dir {}", runs.path().display()))?;
     let mut out = Vec::new();
     for name in names {
         let path = runs.join(&name);

@@ -421,6 +421,18 @@ impl SafeDir {
         Ok(out)
     }
 
+    /// The names in this directory that are UTF-8, sorted: what a `gc`
+    /// walks (none of our own names is anything else).
+    pub fn sorted_names(&self) -> io::Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .names()?
+            .into_iter()
+            .filter_map(|name| name.into_string().ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Replaces `name` with `content`: written to a temporary file in this
     /// directory (mode 0600), then renamed over `name`. Readers and a SIGKILL
     /// at any point see the old content or the new, never a mix.

@@ -126,14 +126,10 @@ impl StateDir {
     /// entries that are not run dirs are kept. The entries are reported in
     /// name order.
     pub fn gc(&self, dry_run: bool) -> anyhow::Result<Vec<GcEntry>> {
-        let mut names: Vec<String> = self
+        let names = self
             .dir
-            .names()
-            .with_context(|| format!("cannot list {}", self.path().display()))?
-            .into_iter()
-            .filter_map(|name| name.into_string().ok())
-            .collect();
-        names.sort();
+            .sorted_names()
+            .with_context(|| format!("cannot list {}", self.path().display()))?;
         let mut out = Vec::new();
         for name in names {
             let Some(key) = RunKey::parse(&name) else {
