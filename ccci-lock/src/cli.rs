@@ -244,8 +244,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
         let listed = locks.run(false, List { json: cli.json })?;
         return Ok(listed.unwrap_or(Ended::Code(exit::SUCCESS))); // no lock dir: no locks
     }
-    // `--hold` and `--release` are dispatched below, after the domain check
-    // (flock backend only for now: their keeper's socket lives in the lock dir).
+    // `--hold` and `--release` are dispatched below, after the domain check.
     for domain in &cli.domains {
         locks.check_domain(domain)?; // a bad one fails before anything is created
     }
@@ -271,23 +270,27 @@ fn hold_or_release(
     parent: u32,
     run_id: Option<String>,
 ) -> anyhow::Result<u8> {
-    let Locks::Flock(lock_dir) = locks else {
-        return Err(UsageError(
-            "--hold and --release do not work with --etcd (CCCI_ETCD_ENDPOINTS) yet".into(),
-        )
-        .into());
+    // With etcd, the lock dir holds only the keeper's socket (SPEC §8).
+    let (lock_dir, etcd) = match locks {
+        Locks::Flock(dir) => (dir.clone(), None),
+        Locks::Etcd(config) => {
+            let dir = cli.lock_dir.resolve()?;
+            args::check_apart(&LOCK_DIR, &dir)?;
+            (dir, Some(config.clone()))
+        }
     };
     let mut domains = cli.domains.clone();
     domains.sort();
     domains.dedup();
     if cli.release {
-        return crate::hold::release(parent, lock_dir, &domains);
+        return crate::hold::release(parent, &lock_dir, etcd.as_ref(), &domains);
     }
     let req = crate::hold::HoldRequest {
         parent,
         domains,
         wait: wait_of(cli),
-        lock_dir: lock_dir.clone(),
+        lock_dir,
+        etcd,
         run_id,
         verbose: cli.verbose,
     };
