@@ -936,6 +936,7 @@ fn hold_and_release_on_etcd_round_trip_leaves_nothing() {
     let w = World::on(&etcd);
     let (mut h, pid) = harness(&w);
     hold_for(&w, pid, &["--run-id", "build-7", D, DEP]).expect_code(0);
+    let held = Instant::now();
     assert_eq!(w.try_lock(D), 75);
     assert_eq!(w.try_lock(DEP), 75);
     let rec = claim_record(&etcd, D);
@@ -953,6 +954,11 @@ fn hold_and_release_on_etcd_round_trip_leaves_nothing() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, [format!(".keeper-{keeper}.sock")]);
+    // The keeper keeps its lease alive: for three TTLs the locks stay taken.
+    while held.elapsed() < 3 * TTL {
+        assert_eq!(w.try_lock(D), 75, "the hold was lost");
+        assert!(alive(keeper), "the keeper has exited");
+    }
     // Holding again for the same PID is 0 and changes nothing.
     let before = etcd.dump(PREFIX);
     hold_for(&w, pid, &["-n", D]).expect_code(0);
@@ -1066,4 +1072,55 @@ fn a_keeper_whose_lease_is_lost_exits_and_leaves_the_claim() {
     wait_until("the lock is free", || w.try_lock(D) == 0);
     h.send("");
     h.wait().expect_code(0);
+}
+
+#[test]
+fn case_26_on_etcd_held_dependencies_are_never_reaped_while_the_harness_lives() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    // The etcd settings on the command line only, not in the environment:
+    // the keeper must be handed them.
+    let flags = format!(
+        "--etcd {} --etcd-prefix {PREFIX} --ttl {}s",
+        etcd.endpoint(),
+        TTL.as_secs()
+    );
+    let script = format!(
+        "ccci-lock {flags} --hold --parent $$ {DEP} || exit 9\n\
+         ccci-lock {flags} {D} -- sh -c 'echo ready; read _' || exit 8\n"
+    );
+    let mut h =
+        w.sb.sh(&script)
+            .env_remove("CCCI_ETCD_ENDPOINTS")
+            .env_remove("CCCI_ETCD_PREFIX")
+            .env_remove("CCCI_ETCD_TTL")
+            .piped_stdin()
+            .spawn();
+    h.expect_stdout("ready");
+    let rec = claim_record(&etcd, DEP);
+    assert_eq!(rec["parent"], h.pid());
+    let keeper = rec["pid"].as_u64().unwrap() as u32;
+
+    let reap = reap_script(&w, "exit 0");
+    janitor(&w, &[], &reap).run().expect_code(0);
+    assert_eq!(calls(&w), Vec::<String>::new(), "a live run was reaped");
+
+    // SIGKILL of the harness's whole process group, as a runner does: the
+    // keeper is not in it and ends by itself; the claims stay.
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", h.pid())])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until("the keeper ends with its harness", || !alive(keeper));
+    h.wait();
+    wait_until("both locks are free", || lock_keys(&etcd).is_empty());
+    assert_eq!(etcd.dump(&format!("{PREFIX}/claim/")).len(), 2);
+
+    janitor(&w, &[], &reap).run().expect_code(0);
+    janitor(&w, &[], &reap).run().expect_code(0);
+    let mut reaped = calls(&w);
+    reaped.sort();
+    assert_eq!(reaped, [format!("{DEP}|{DEP}"), format!("{D}|{D}")]);
+    assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
 }
