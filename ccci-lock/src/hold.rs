@@ -69,6 +69,24 @@
 //! line per domain and `done`. It serves one client at a time with I/O
 //! timeouts, so a stuck client cannot keep it from watching PID for long.
 //!
+//! # On etcd
+//!
+//! With `--etcd`, the keeper takes the locks on etcd ([`crate::etcd`]):
+//! `--hold` passes `--etcd`, `--etcd-prefix` and `--ttl` on to its re-exec,
+//! and the keeper's one lease is kept alive by its keep-alive thread. The
+//! control socket stays in the local lock dir (the keeper always runs on
+//! its caller's host); the lock dir holds nothing else then. Who holds a
+//! domain is read from its claim (`"parent"`, `"pid"`, `"host"`) and
+//! whether a lock key exists, the counterpart of `/proc/locks`; a claim
+//! for PID whose `"host"` is another host is refused (125): its keeper's
+//! socket is out of reach. A release deletes the claim and lock key in one
+//! transaction guarded by the keeper's lock key (so only while it still
+//! owns the lock); then the keeper revokes its lease when it exits.
+//! **Lease lost**: the keeper looks every `LOSS_TICK` (200 ms), answers "not
+//! held" from then on, removes its socket and exits; the claims stay for
+//! the janitor. PID exiting ends it as on flock: its lock keys are deleted
+//! and its lease revoked at once, the claims stay.
+//!
 //! # Races closed
 //!
 //! - **Pid reuse of PID**: watched by pidfd only, opened by `--hold` before
