@@ -117,9 +117,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use ccci_common::{exit, say, sys};
-
 use ccci_common::supervise::Loss;
+use ccci_common::{exit, say, sys};
 
 use crate::cli::{describe, locker_of, say_busy};
 use crate::etcd::{Config as EtcdConfig, Etcd};
