@@ -70,6 +70,11 @@ removed while still held, then released) or until PID exits without releasing
 number. --release releases only domains held for PID: a domain held by anyone
 else is refused (125, nothing released), a domain not held is status 1.
 Holding a domain again for the same PID is status 0 and changes nothing.
+With --etcd, the keeper holds the claims under its own lease and keeps it
+alive; its socket stays in the local lock dir (which holds nothing else then).
+If its lease is lost, the keeper exits and the claims stay, for ccci-janitor.
+--release finds the keeper through the claim's record; a hold whose record
+names another host is refused (125): release it on that host.
 From a harness in another language:
   subprocess.run([\"ccci-lock\", \"--hold\", \"--parent\", str(os.getpid()), domain], check=True)
 
@@ -84,7 +89,7 @@ With --json, one object per line with the same fields, plus parent (the PID a
     name = "ccci-lock",
     version,
     after_help = format!("{AFTER_HELP}\n\n{}", exit::help_section()),
-    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR | --etcd URL[,URL...]] [--run-id ID] [--keep] [-v] DOMAIN... -- COMMAND [ARG...]\n       ccci-lock --hold --parent PID [-n | -w DURATION] [--lock-dir DIR] [--run-id ID] DOMAIN...\n       ccci-lock --release --parent PID [--lock-dir DIR] DOMAIN...\n       ccci-lock --list [--json] [--lock-dir DIR | --etcd URL[,URL...]]"
+    override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR | --etcd URL[,URL...]] [--run-id ID] [--keep] [-v] DOMAIN... -- COMMAND [ARG...]\n       ccci-lock --hold --parent PID [-n | -w DURATION] [--lock-dir DIR] [--etcd URL[,URL...]] [--run-id ID] DOMAIN...\n       ccci-lock --release --parent PID [--lock-dir DIR] [--etcd URL[,URL...]] DOMAIN...\n       ccci-lock --list [--json] [--lock-dir DIR | --etcd URL[,URL...]]"
 )]
 #[command(group = clap::ArgGroup::new("held").args(["hold", "release"]))]
 pub struct Cli {
@@ -244,8 +249,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
         let listed = locks.run(false, List { json: cli.json })?;
         return Ok(listed.unwrap_or(Ended::Code(exit::SUCCESS))); // no lock dir: no locks
     }
-    // `--hold` and `--release` are dispatched below, after the domain check
-    // (flock backend only for now: their keeper's socket lives in the lock dir).
+    // `--hold` and `--release` are dispatched below, after the domain check.
     for domain in &cli.domains {
         locks.check_domain(domain)?; // a bad one fails before anything is created
     }
@@ -271,23 +275,27 @@ fn hold_or_release(
     parent: u32,
     run_id: Option<String>,
 ) -> anyhow::Result<u8> {
-    let Locks::Flock(lock_dir) = locks else {
-        return Err(UsageError(
-            "--hold and --release do not work with --etcd (CCCI_ETCD_ENDPOINTS) yet".into(),
-        )
-        .into());
+    // With etcd, the lock dir holds only the keeper's socket (SPEC §8).
+    let (lock_dir, etcd) = match locks {
+        Locks::Flock(dir) => (dir.clone(), None),
+        Locks::Etcd(config) => {
+            let dir = cli.lock_dir.resolve()?;
+            args::check_apart(&LOCK_DIR, &dir)?;
+            (dir, Some(config.clone()))
+        }
     };
     let mut domains = cli.domains.clone();
     domains.sort();
     domains.dedup();
     if cli.release {
-        return crate::hold::release(parent, lock_dir, &domains);
+        return crate::hold::release(parent, &lock_dir, etcd.as_ref(), &domains);
     }
     let req = crate::hold::HoldRequest {
         parent,
         domains,
         wait: wait_of(cli),
-        lock_dir: lock_dir.clone(),
+        lock_dir,
+        etcd,
         run_id,
         verbose: cli.verbose,
     };

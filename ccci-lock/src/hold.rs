@@ -69,6 +69,24 @@
 //! line per domain and `done`. It serves one client at a time with I/O
 //! timeouts, so a stuck client cannot keep it from watching PID for long.
 //!
+//! # On etcd
+//!
+//! With `--etcd`, the keeper takes the locks on etcd ([`crate::etcd`]):
+//! `--hold` passes `--etcd`, `--etcd-prefix` and `--ttl` on to its re-exec,
+//! and the keeper's one lease is kept alive by its keep-alive thread. The
+//! control socket stays in the local lock dir (the keeper always runs on
+//! its caller's host); the lock dir holds nothing else then. Who holds a
+//! domain is read from its claim (`"parent"`, `"pid"`, `"host"`) and
+//! whether a lock key exists, the counterpart of `/proc/locks`; a claim
+//! for PID whose `"host"` is another host is refused (125): its keeper's
+//! socket is out of reach. A release deletes the claim and lock key in one
+//! transaction guarded by the keeper's lock key (so only while it still
+//! owns the lock); then the keeper revokes its lease when it exits.
+//! **Lease lost**: the keeper looks every `LOSS_TICK` (200 ms), answers "not
+//! held" from then on, removes its socket and exits; the claims stay for
+//! the janitor. PID exiting ends it as on flock: its lock keys are deleted
+//! and its lease revoked at once, the claims stay.
+//!
 //! # Races closed
 //!
 //! - **Pid reuse of PID**: watched by pidfd only, opened by `--hold` before
@@ -99,12 +117,12 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use ccci_common::supervise::Loss;
 use ccci_common::{exit, say, sys};
 
 use crate::cli::{describe, locker_of, say_busy};
-use crate::{
-    acquire_all, Acquired, Backend, BusyDomain, Claim, FlockClaim, FlockDir, Holder, Wait,
-};
+use crate::etcd::{Config as EtcdConfig, Etcd};
+use crate::{acquire_all, Acquired, Backend, BusyDomain, Claim, FlockDir, Holder, Wait};
 
 /// How long the keeper waits for a client's request, and a client for the
 /// keeper's answer to each line.
@@ -113,6 +131,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_MAX: u64 = 64 * 1024;
 /// The readiness message.
 const READY: &[u8] = b"ready\n";
+/// How often a keeper whose locks can be lost (etcd) looks whether they were.
+const LOSS_TICK: Duration = Duration::from_millis(200);
 
 /// `--parent`'s value parser: a positive pid.
 pub fn parse_pid(value: &str) -> Result<u32, String> {
@@ -131,8 +151,11 @@ pub struct HoldRequest {
     pub domains: Vec<String>,
     /// `-n` / `-w`.
     pub wait: Wait,
-    /// The lock dir.
+    /// The lock dir: the locks' and the keeper's socket's place; with
+    /// `etcd`, only the socket's.
     pub lock_dir: PathBuf,
+    /// Lock on etcd instead of in the lock dir.
+    pub etcd: Option<EtcdConfig>,
     /// Recorded in the lockfiles.
     pub run_id: Option<String>,
     /// Report waiting on stderr.
@@ -191,20 +214,28 @@ enum State {
     /// Held by someone else (another parent's keeper, a `ccci-lock` running
     /// a command, the janitor, a foreign flock user).
     Other(Option<Holder>, Option<u32>),
+    /// Held by a keeper for a PID of the same number on another host (etcd):
+    /// its socket is out of reach.
+    Elsewhere(String),
 }
 
-fn state(dir: &FlockDir, domain: &str, parent: u32) -> anyhow::Result<State> {
-    // Read without taking any lock: the record, and `/proc/locks` for who
-    // holds the file.
-    let Some(status) = dir.status(domain)? else {
+fn state<B: Backend>(backend: &B, domain: &str, parent: u32) -> anyhow::Result<State> {
+    // Read without taking any lock: the record, and who holds the lock
+    // (flock: `/proc/locks`; etcd: whether a lock key exists).
+    let Some(status) = backend.status(domain)? else {
         return Ok(State::Free { last: None });
     };
     if let Some(Holder {
         parent: Some(p),
         pid: Some(keeper),
+        host,
         ..
-    }) = status.holder
+    }) = status.holder.clone()
     {
+        let here = ccci_common::proc::hostname();
+        if let Some(host) = host.filter(|h| p == parent && status.held && *h != here) {
+            return Ok(State::Elsewhere(host));
+        }
         // A record naming a keeper for PID: the keeper itself is asked,
         // unless the kernel names another holder. (Where `/proc/locks`
         // cannot be matched to the file, on some overlay file systems, the
@@ -240,12 +271,15 @@ enum Answer {
 /// socket, or nobody accepting on it). An error when the keeper does not
 /// finish its answer.
 fn ask(
-    dir: &FlockDir,
+    dir: Option<&FlockDir>,
     keeper: u32,
     op: &str,
     parent: u32,
     domains: &[&str],
 ) -> anyhow::Result<Option<Vec<Answer>>> {
+    let Some(dir) = dir else {
+        return Ok(None); // no lock dir: no keeper's socket either
+    };
     let name = socket_name(keeper);
     let shown = dir.safe_dir().join(&name);
     let stream = match UnixStream::connect(via_fd(dir, &name)) {
@@ -325,13 +359,29 @@ pub fn hold(req: &HoldRequest) -> anyhow::Result<u8> {
     let pidfd = open_parent(req.parent)?;
     let dir = FlockDir::open(&req.lock_dir, true)?
         .ok_or_else(|| anyhow::anyhow!("lock dir {} vanished", req.lock_dir.display()))?;
+    let todo = match &req.etcd {
+        None => not_held(&dir, &dir, req)?,
+        Some(config) => not_held(&Etcd::new(config.clone()), &dir, req)?,
+    };
+    if todo.is_empty() {
+        return Ok(exit::SUCCESS);
+    }
+    start_keeper(req, &todo, pidfd, &dir)
+}
+
+/// The domains of `req` that no live keeper holds for its parent yet.
+fn not_held<B: Backend>(
+    backend: &B,
+    dir: &FlockDir,
+    req: &HoldRequest,
+) -> anyhow::Result<Vec<String>> {
     let mut todo = Vec::new();
     for domain in &req.domains {
-        let held = match state(&dir, domain, req.parent)? {
+        let held = match state(backend, domain, req.parent)? {
             State::Keeper(keeper) => {
                 // The keeper is the authority: it checks its own pidfd.
                 matches!(
-                    ask(&dir, keeper, "held", req.parent, &[domain]),
+                    ask(Some(dir), keeper, "held", req.parent, &[domain]),
                     Ok(Some(answers)) if answers == [Answer::Held]
                 )
             }
@@ -341,10 +391,7 @@ pub fn hold(req: &HoldRequest) -> anyhow::Result<u8> {
             todo.push(domain.clone());
         }
     }
-    if todo.is_empty() {
-        return Ok(exit::SUCCESS);
-    }
-    start_keeper(req, &todo, pidfd, &dir)
+    Ok(todo)
 }
 
 /// Starts the keeper for `domains` and waits until it is ready or has failed.
@@ -380,6 +427,14 @@ fn start_keeper(
     if req.verbose {
         cmd.arg("-v");
     }
+    if let Some(etcd) = &req.etcd {
+        cmd.arg("--etcd")
+            .arg(etcd.endpoints.join(","))
+            .arg("--etcd-prefix")
+            .arg(&etcd.prefix)
+            .arg("--ttl")
+            .arg(format!("{}s", etcd.ttl.as_secs()));
+    }
     cmd.args(domains); // valid domains never start with "-"
                        // stderr stays the caller's until the keeper is ready, for its messages.
     cmd.stdin(Stdio::null()).stdout(Stdio::null());
@@ -410,18 +465,42 @@ fn start_keeper(
 /// `ccci-lock --release`: see the module doc. 0 when every domain was held
 /// for `parent` and is released; 1 when some were not held (the others are
 /// released); 125, releasing nothing, when any is held by someone else.
-pub fn release(parent: u32, lock_dir: &Path, domains: &[String]) -> anyhow::Result<u8> {
-    let Some(dir) = FlockDir::open(lock_dir, false)? else {
-        for domain in domains {
-            say!("{domain} is not held (no lock dir {})", lock_dir.display());
+///
+/// With `etcd`, who holds a domain is read from its claim on etcd, and its
+/// keeper is reached through its socket in the local `lock_dir`: a domain
+/// held by a keeper on another host is refused (125).
+pub fn release(
+    parent: u32,
+    lock_dir: &Path,
+    etcd: Option<&EtcdConfig>,
+    domains: &[String],
+) -> anyhow::Result<u8> {
+    let dir = FlockDir::open(lock_dir, false)?;
+    match (etcd, dir) {
+        (Some(config), dir) => {
+            release_on(&Etcd::new(config.clone()), dir.as_ref(), parent, domains)
         }
-        return Ok(exit::FAILURE);
-    };
+        (None, Some(dir)) => release_on(&dir, Some(&dir), parent, domains),
+        (None, None) => {
+            for domain in domains {
+                say!("{domain} is not held (no lock dir {})", lock_dir.display());
+            }
+            Ok(exit::FAILURE)
+        }
+    }
+}
+
+fn release_on<B: Backend>(
+    backend: &B,
+    dir: Option<&FlockDir>,
+    parent: u32,
+    domains: &[String],
+) -> anyhow::Result<u8> {
     let mut by_keeper: Vec<(u32, Vec<&str>)> = Vec::new();
     let mut not_held = false;
     let mut refused = false;
     for domain in domains {
-        match state(&dir, domain, parent)? {
+        match state(backend, domain, parent)? {
             State::Keeper(keeper) => match by_keeper.iter_mut().find(|(k, _)| *k == keeper) {
                 Some((_, list)) => list.push(domain),
                 None => by_keeper.push((keeper, vec![domain])),
@@ -444,6 +523,13 @@ pub fn release(parent: u32, lock_dir: &Path, domains: &[String]) -> anyhow::Resu
                     describe(holder.as_ref(), locker)
                 );
             }
+            State::Elsewhere(host) => {
+                refused = true;
+                say!(
+                    "{domain} is held by a keeper for pid {parent} on host {host}, not on this \
+                     host; run --release there; refusing to release it"
+                );
+            }
         }
     }
     if refused {
@@ -452,7 +538,7 @@ pub fn release(parent: u32, lock_dir: &Path, domains: &[String]) -> anyhow::Resu
     }
     let mut failed = false;
     for (keeper, list) in by_keeper {
-        let answers = match ask(&dir, keeper, "release", parent, &list) {
+        let answers = match ask(dir, keeper, "release", parent, &list) {
             Ok(Some(answers)) => answers,
             Ok(None) => {
                 not_held = true;
@@ -527,10 +613,44 @@ pub fn keeper(req: &HoldRequest, fds: (i32, i32)) -> anyhow::Result<u8> {
     }
     let dir = FlockDir::open(&req.lock_dir, true)?
         .ok_or_else(|| anyhow::anyhow!("lock dir {} vanished", req.lock_dir.display()))?;
+    // Before any thread starts: see supervise::Loss.
+    let loss = Loss::new().context("cannot block the lost-lock signal")?;
+    match &req.etcd {
+        None => keep(req, &dir, &dir, pidfd, ready, &loss, None),
+        Some(config) => keep(
+            req,
+            &Etcd::new(config.clone()),
+            &dir,
+            pidfd,
+            ready,
+            &loss,
+            Some(LOSS_TICK),
+        ),
+    }
+}
 
-    let Some(mut claims) = acquire_watching(req, &dir, pidfd.as_fd(), ready.as_fd())? else {
+/// The keeper's life on `backend`, once its lock dir (for its socket) is
+/// open. `tick`: how often to look whether a lock was lost (`None`: the
+/// backend's locks are never lost while held).
+fn keep<B>(
+    req: &HoldRequest,
+    backend: &B,
+    dir: &FlockDir,
+    pidfd: OwnedFd,
+    ready: OwnedFd,
+    loss: &Loss,
+    tick: Option<Duration>,
+) -> anyhow::Result<u8>
+where
+    B: Backend + Clone + Send + 'static,
+    B::Claim: Send + 'static,
+{
+    let Some(mut claims) = acquire_watching(req, backend, pidfd.as_fd(), ready.as_fd())? else {
         return Ok(exit::BUSY);
     };
+    for claim in &mut claims {
+        claim.watch_loss(loss.notifier());
+    }
     if sys::poll(&[(ready.as_fd(), 0)], Some(Duration::ZERO))?[0] != 0 {
         // The --hold process went away while we took the locks: give them
         // back unstamped (a lockfile we created is removed while held).
@@ -542,7 +662,7 @@ pub fn keeper(req: &HoldRequest, fds: (i32, i32)) -> anyhow::Result<u8> {
     // The socket exists before any record names this keeper, so whoever
     // reads a record can reach its keeper.
     let name = socket_name(std::process::id());
-    let listener = bind(&dir, &name)?;
+    let listener = bind(dir, &name)?;
     let mut holder = Holder::this_process(req.run_id.clone());
     holder.parent = Some(req.parent);
     for claim in &mut claims {
@@ -555,7 +675,13 @@ pub fn keeper(req: &HoldRequest, fds: (i32, i32)) -> anyhow::Result<u8> {
         let _ = dir.safe_dir().remove_file(&name);
         return Ok(exit::TOOL_FAILED);
     }
-    serve(req.parent, &dir, &name, &listener, pidfd.as_fd(), claims);
+    let lost = || loss.is_lost();
+    let watch = Watch {
+        pidfd: pidfd.as_fd(),
+        lost: &lost,
+        tick,
+    };
+    serve(req.parent, dir, &name, &listener, &watch, claims);
     Ok(exit::SUCCESS)
 }
 
@@ -577,22 +703,26 @@ fn bind(dir: &FlockDir, name: &str) -> anyhow::Result<UnixListener> {
 /// this one watches the parent and the readiness pipe: if the parent exits
 /// or the `--hold` process is gone, the keeper gives up (an error). `None`:
 /// a domain was busy (reported).
-fn acquire_watching(
+fn acquire_watching<B>(
     req: &HoldRequest,
-    dir: &FlockDir,
+    backend: &B,
     pidfd: BorrowedFd<'_>,
     ready: BorrowedFd<'_>,
-) -> anyhow::Result<Option<Vec<FlockClaim>>> {
+) -> anyhow::Result<Option<Vec<B::Claim>>>
+where
+    B: Backend + Clone + Send + 'static,
+    B::Claim: Send + 'static,
+{
     let (wake_r, wake_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let (tx, rx) = mpsc::channel();
     {
-        let dir = dir.clone();
+        let backend = backend.clone();
         let req = req.clone();
         std::thread::Builder::new()
             .name("hold-acquire".into())
             .spawn(move || {
-                let got = acquire_sorted(&dir, &req);
+                let got = acquire_sorted(&backend, &req);
                 let _ = tx.send(got);
                 drop(wake_w); // wakes the poll below
             })
@@ -628,7 +758,7 @@ fn acquire_watching(
     {
         Acquired::Held(claims) => Ok(Some(claims)),
         Acquired::Busy(busy) => {
-            let locker = locker_of(dir, &busy.domain);
+            let locker = locker_of(backend, &busy.domain);
             say_busy(&busy, req.domains.len() > 1, locker);
             Ok(None)
         }
@@ -637,33 +767,44 @@ fn acquire_watching(
 
 /// Every domain of `req`, sorted, all or none ([`acquire_all`]): on a
 /// busy one, the ones taken so far are given back.
-fn acquire_sorted(
-    dir: &FlockDir,
+fn acquire_sorted<B: Backend>(
+    backend: &B,
     req: &HoldRequest,
-) -> anyhow::Result<Acquired<Vec<FlockClaim>, BusyDomain>> {
+) -> anyhow::Result<Acquired<Vec<B::Claim>, BusyDomain>> {
     let verbose = req.verbose;
-    acquire_all(dir, &req.domains, req.wait, &mut |domain, holder| {
+    acquire_all(backend, &req.domains, req.wait, &mut |domain, holder| {
         if verbose {
-            let locker = locker_of(dir, domain);
+            let locker = locker_of(backend, domain);
             say!("waiting for {domain}: held by {}", describe(holder, locker));
         }
     })
 }
 
-/// The keeper's main loop: until the parent exits or every claim is
-/// released, watch the pidfd and serve requests on `listener`.
-fn serve(
+/// What ends a keeper besides a release: the parent's exit (its pidfd),
+/// and a lock lost (`lost`, looked at every `tick`; etcd).
+struct Watch<'a> {
+    pidfd: BorrowedFd<'a>,
+    lost: &'a dyn Fn() -> bool,
+    tick: Option<Duration>,
+}
+
+/// The keeper's main loop: until the parent exits, a lock is lost or every
+/// claim is released, watch the pidfd and serve requests on `listener`.
+fn serve<C: Claim>(
     parent: u32,
     dir: &FlockDir,
     name: &str,
     listener: &UnixListener,
-    pidfd: BorrowedFd<'_>,
-    mut claims: Vec<FlockClaim>,
+    watch: &Watch<'_>,
+    mut claims: Vec<C>,
 ) {
-    while !claims.is_empty() {
+    while !claims.is_empty() && !(watch.lost)() {
         let revents = match sys::poll(
-            &[(pidfd, libc::POLLIN), (listener.as_fd(), libc::POLLIN)],
-            None,
+            &[
+                (watch.pidfd, libc::POLLIN),
+                (listener.as_fd(), libc::POLLIN),
+            ],
+            watch.tick,
         ) {
             Ok(r) => r,
             Err(_) => break,
@@ -673,24 +814,25 @@ fn serve(
         }
         if revents[1] != 0 {
             if let Ok((stream, _)) = listener.accept() {
-                let _ = handle(parent, pidfd, stream, &mut claims, &|| {
+                let _ = handle(parent, watch, stream, &mut claims, &|| {
                     let _ = dir.safe_dir().remove_file(name);
                 });
             }
         }
     }
     let _ = dir.safe_dir().remove_file(name);
-    // Dropping the claims releases the locks and keeps the lockfiles.
+    // Dropping the claims releases the locks and keeps the lockfiles (a
+    // lost lock is already released).
 }
 
 /// Answers one client (see the module doc for the protocol). When the
 /// last claim is released, `last_gone` runs before the final `done`, so a
 /// `--release` that returns leaves no socket file behind.
-fn handle(
+fn handle<C: Claim>(
     parent: u32,
-    pidfd: BorrowedFd<'_>,
+    watch: &Watch<'_>,
     stream: UnixStream,
-    claims: &mut Vec<FlockClaim>,
+    claims: &mut Vec<C>,
     last_gone: &dyn Fn(),
 ) -> anyhow::Result<()> {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
@@ -710,7 +852,7 @@ fn handle(
         words.next(),
         words.next().and_then(|p| p.parse::<u32>().ok()),
     );
-    let ours = asked == Some(parent) && !exited(pidfd)?;
+    let ours = asked == Some(parent) && !exited(watch.pidfd)? && !(watch.lost)();
     for domain in words {
         let index = claims
             .iter()

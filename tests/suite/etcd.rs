@@ -402,10 +402,10 @@ fn bad_input_is_status_2_and_creates_nothing() {
         .expect_stderr("CCCI_ETCD_ENDPOINTS");
     let me = std::process::id().to_string();
     w.lock()
-        .args(["--hold", "--parent", &me, D])
+        .args(["--hold", "--parent", &me, "--ttl", "0", D])
         .run()
         .expect_code(2)
-        .expect_stderr("--etcd");
+        .expect_stderr("'0'");
     assert!(!w.sb.path("ran").exists());
     assert_eq!(etcd.dump("/"), Vec::<String>::new());
 }
@@ -888,5 +888,239 @@ fn a_clean_exit_while_etcd_is_briefly_unreachable_still_removes_the_claim() {
     let out = holder.wait();
     out.expect_code(0);
     assert_eq!(out.stderr, "", "{out}");
+    assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
+}
+
+// --hold / --release on etcd (SPEC §8): the keeper holds the locks with its
+// lease; its socket stays in the local lock dir.
+
+/// A stand-in harness: a shell that prints its pid and waits for a line.
+fn harness(w: &World) -> (Proc, u32) {
+    let mut p = w.sb.sh("echo pid=$$; read _").piped_stdin().spawn();
+    let line = p.expect_stdout("pid=");
+    (p, line.trim_start_matches("pid=").parse().unwrap())
+}
+
+fn hold_for(w: &World, parent: u32, args: &[&str]) -> ccci_tests::Output {
+    w.lock()
+        .args(["--hold", "--parent", &parent.to_string()])
+        .args(args)
+        .run()
+}
+
+fn release_for(w: &World, parent: u32, domains: &[&str]) -> ccci_tests::Output {
+    w.lock()
+        .args(["--release", "--parent", &parent.to_string()])
+        .args(domains)
+        .run()
+}
+
+/// The claim record of `domain` on etcd.
+fn claim_record(etcd: &Etcd, domain: &str) -> serde_json::Value {
+    let dump = etcd.dump(&claim_key(domain));
+    assert_eq!(dump.len(), 1, "{dump:?}");
+    let (_, value) = dump[0].split_once('=').unwrap();
+    serde_json::from_str(value).unwrap_or_else(|e| panic!("{e}: {value:?}"))
+}
+
+/// Lock keys under the prefix (a held or queued lock).
+fn lock_keys(etcd: &Etcd) -> Vec<String> {
+    etcd.dump(&format!("{PREFIX}/lock/"))
+}
+
+const DEP: &str = "mari-5c1d0e.ci.example.org";
+
+#[test]
+fn hold_and_release_on_etcd_round_trip_leaves_nothing() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut h, pid) = harness(&w);
+    hold_for(&w, pid, &["--run-id", "build-7", D, DEP]).expect_code(0);
+    let held = Instant::now();
+    assert_eq!(w.try_lock(D), 75);
+    assert_eq!(w.try_lock(DEP), 75);
+    let rec = claim_record(&etcd, D);
+    assert_eq!(rec["parent"], pid);
+    assert_eq!(rec["run_id"], "build-7");
+    let here = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(rec["host"], here.trim());
+    let keeper = rec["pid"].as_u64().unwrap() as u32;
+    assert_eq!(claim_record(&etcd, DEP)["pid"], keeper);
+    assert!(alive(keeper));
+    // Its socket is in the local lock dir; no lockfile is made there.
+    let names: Vec<String> = std::fs::read_dir(w.sb.lock_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, [format!(".keeper-{keeper}.sock")]);
+    // The keeper keeps its lease alive: for three TTLs the locks stay taken.
+    while held.elapsed() < 3 * TTL {
+        assert_eq!(w.try_lock(D), 75, "the hold was lost");
+        assert!(alive(keeper), "the keeper has exited");
+    }
+    // Holding again for the same PID is 0 and changes nothing.
+    let before = etcd.dump(PREFIX);
+    hold_for(&w, pid, &["-n", D]).expect_code(0);
+    assert_eq!(etcd.dump(PREFIX), before);
+
+    release_for(&w, pid, &[D]).expect_code(0);
+    assert_eq!(etcd.dump(&claim_key(D)), Vec::<String>::new());
+    assert_eq!(w.try_lock(DEP), 75);
+    release_for(&w, pid, &[DEP]).expect_code(0);
+    wait_until("the keeper has exited", || !alive(keeper));
+    // The claims were deleted while held, then the lease revoked: nothing
+    // is left, and both locks are free at once.
+    assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
+    assert_eq!(w.try_lock(D), 0);
+    assert!(std::fs::read_dir(w.sb.lock_dir()).unwrap().next().is_none());
+    h.send("");
+    h.wait().expect_code(0);
+}
+
+#[test]
+fn sigkill_of_the_parent_on_etcd_frees_the_lock_and_the_janitor_reaps_once() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (h, pid) = harness(&w);
+    hold_for(&w, pid, &["--run-id", "held-run", D]).expect_code(0);
+    let keeper = claim_record(&etcd, D)["pid"].as_u64().unwrap() as u32;
+    h.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    wait_until("the lock is free again", || lock_keys(&etcd).is_empty());
+    let took = killed.elapsed();
+    assert!(took <= TTL + Duration::from_secs(1), "free after {took:?}");
+    wait_until("the keeper has exited", || !alive(keeper));
+    assert_eq!(claim_record(&etcd, D)["parent"], pid, "the claim stays");
+    release_for(&w, pid, &[D])
+        .expect_code(1)
+        .expect_stderr("is gone");
+    let script = reap_script(&w, "exit 0");
+    janitor(&w, &[], &script)
+        .run()
+        .expect_code(0)
+        .expect_stderr(&format!("{D}: reaped"));
+    janitor(&w, &[], &script).run().expect_code(0);
+    assert_eq!(calls(&w), [format!("{D}|{D}")], "reaped exactly once");
+    assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
+    h.wait().expect_code(137);
+}
+
+#[test]
+fn release_on_etcd_of_another_pids_hold_is_refused() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut a, pid_a) = harness(&w);
+    let (mut b, pid_b) = harness(&w);
+    hold_for(&w, pid_a, &[D]).expect_code(0);
+    hold_for(&w, pid_b, &[DEP]).expect_code(0);
+    let before = etcd.dump(PREFIX);
+    release_for(&w, pid_b, &[D, DEP])
+        .expect_code(125)
+        .expect_stderr(&format!("not for pid {pid_b}"));
+    assert_eq!(etcd.dump(PREFIX), before, "nothing released");
+    assert_eq!(w.try_lock(DEP), 75);
+    release_for(&w, pid_a, &[D]).expect_code(0);
+    release_for(&w, pid_b, &[DEP]).expect_code(0);
+    assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
+    a.send("");
+    b.send("");
+    a.wait().expect_code(0);
+    b.wait().expect_code(0);
+}
+
+#[test]
+fn release_on_etcd_of_a_hold_on_another_host_is_refused() {
+    // A "host" of its own: a UTS namespace with another host name, where
+    // a harness holds D; here, a process with the same pid number would
+    // find a claim naming host-b.
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let mut other = w
+        .setup(w.sb.command("unshare"))
+        .args(["--uts", "sh", "-c"])
+        .arg(format!(
+            "hostname host-b; ccci-lock --hold --parent $$ {D} || exit 9; echo held; read _; \
+             ccci-lock --release --parent $$ {D}"
+        ))
+        .piped_stdin()
+        .spawn();
+    other.expect_stdout("held");
+    let rec = claim_record(&etcd, D);
+    assert_eq!(rec["host"], "host-b");
+    let parent = rec["parent"].as_u64().unwrap() as u32;
+    release_for(&w, parent, &[D])
+        .expect_code(125)
+        .expect_stderr("on host host-b");
+    assert_eq!(w.try_lock(D), 75);
+    other.send("");
+    other.wait().expect_code(0);
+    assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
+}
+
+#[test]
+fn a_keeper_whose_lease_is_lost_exits_and_leaves_the_claim() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut h, pid) = harness(&w);
+    hold_for(&w, pid, &[D]).expect_code(0);
+    let keeper = claim_record(&etcd, D)["pid"].as_u64().unwrap() as u32;
+    etcd.pause();
+    wait_until("the keeper gives up its lost lease", || !alive(keeper));
+    etcd.resume();
+    assert_eq!(claim_record(&etcd, D)["parent"], pid, "the claim stays");
+    wait_until("the lock is free", || w.try_lock(D) == 0);
+    h.send("");
+    h.wait().expect_code(0);
+}
+
+#[test]
+fn case_26_on_etcd_held_dependencies_are_never_reaped_while_the_harness_lives() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    // The etcd settings on the command line only, not in the environment:
+    // the keeper must be handed them.
+    let flags = format!(
+        "--etcd {} --etcd-prefix {PREFIX} --ttl {}s",
+        etcd.endpoint(),
+        TTL.as_secs()
+    );
+    let script = format!(
+        "ccci-lock {flags} --hold --parent $$ {DEP} || exit 9\n\
+         ccci-lock {flags} {D} -- sh -c 'echo ready; read _' || exit 8\n"
+    );
+    let mut h =
+        w.sb.sh(&script)
+            .env_remove("CCCI_ETCD_ENDPOINTS")
+            .env_remove("CCCI_ETCD_PREFIX")
+            .env_remove("CCCI_ETCD_TTL")
+            .piped_stdin()
+            .spawn();
+    h.expect_stdout("ready");
+    let rec = claim_record(&etcd, DEP);
+    assert_eq!(rec["parent"], h.pid());
+    let keeper = rec["pid"].as_u64().unwrap() as u32;
+
+    let reap = reap_script(&w, "exit 0");
+    janitor(&w, &[], &reap).run().expect_code(0);
+    assert_eq!(calls(&w), Vec::<String>::new(), "a live run was reaped");
+
+    // SIGKILL of the harness's whole process group, as a runner does: the
+    // keeper is not in it and ends by itself; the claims stay.
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", h.pid())])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until("the keeper ends with its harness", || !alive(keeper));
+    h.wait();
+    wait_until("both locks are free", || lock_keys(&etcd).is_empty());
+    assert_eq!(etcd.dump(&format!("{PREFIX}/claim/")).len(), 2);
+
+    janitor(&w, &[], &reap).run().expect_code(0);
+    janitor(&w, &[], &reap).run().expect_code(0);
+    let mut reaped = calls(&w);
+    reaped.sort();
+    assert_eq!(reaped, [format!("{DEP}|{DEP}"), format!("{D}|{D}")]);
     assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
 }
