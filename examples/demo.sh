@@ -25,9 +25,11 @@ note "the tools are in $bindir"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/ccci-demo.XXXXXX")
 chmod 700 "$work"
-pids=()
 cleanup() {
-    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    # Only the runs still running (or not yet waited for): a pid this shell
+    # has waited for may already name another process.
+    local pid
+    for pid in $(jobs -p); do kill -KILL "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
 }
@@ -122,9 +124,9 @@ wp=word-3f2a01.ci.example.org nc=next-c0ffee.ci.example.org db=mari-c0ffee.ci.ex
 
 step "1. Two runs of the same app domain"
 note "run 101 and run 102 both test $wp; 102 must wait for 101"
-"$work/ci-run.sh" 101 wordpress $wp 1.0.0 & pids+=($!); r101=$!
+"$work/ci-run.sh" 101 wordpress $wp 1.0.0 & r101=$!
 await "$work/in.101"
-"$work/ci-run.sh" 102 wordpress $wp 1.1.0 2> "$work/102.err" & pids+=($!); r102=$!
+"$work/ci-run.sh" 102 wordpress $wp 1.1.0 2> "$work/102.err" & r102=$!
 await "$work/102.err" waiting
 note "run 102 says: $(grep waiting "$work/102.err")"
 show "ccci-lock --list"
@@ -139,7 +141,7 @@ step "2. A run with a dependency, killed mid-test"
 note "run 103 tests nextcloud on $nc; it deploys mariadb on $db first,"
 note "holding that domain with: ccci-lock --hold --parent \$\$ $db"
 # in a session of its own, so that the whole run can be killed at once
-setsid "$work/ci-run.sh" 103 nextcloud $nc 1.1.0 60s mariadb $db 2>/dev/null & pids+=($!); r103=$!
+setsid "$work/ci-run.sh" 103 nextcloud $nc 1.1.0 60s mariadb $db 2>/dev/null & r103=$!
 await "$work/in.103"
 show "ccci-lock --list"
 ccci-lock --list | sed 's/^/   /'

@@ -41,7 +41,12 @@
 //!    because someone looked.
 //! 6. **Bounded.** Every request has a deadline (at most [`CALL_TIMEOUT`],
 //!    and never past `-w`); waiting uses etcd's watch, re-opened every few
-//!    seconds, never an unbounded request.
+//!    seconds, never an unbounded request. Taking a lock fails (125) when
+//!    etcd does not answer within the deadline; once a key is queued, a
+//!    waiter and a holder's guarded writes ask again for as long as the lease
+//!    lives, so an etcd outage shorter than the TTL (a restart, a leader
+//!    election) delays them without failing them. A write retried after a
+//!    timeout is safe: each is a compare-guarded transaction.
 
 pub mod args;
 pub mod client;
