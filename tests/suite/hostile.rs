@@ -439,6 +439,13 @@ fn slots(tool: &str) -> Vec<Slot> {
             &["--warm"],
             bad_patterns,
         ),
+        slot(
+            "ccci-janitor",
+            Flag("--only"),
+            &["--", "true"],
+            &["--only"],
+            bad_patterns,
+        ),
     ];
     all.into_iter().filter(|s| s.tool == tool).collect()
 }
