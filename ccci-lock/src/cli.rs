@@ -163,7 +163,7 @@ pub struct Cli {
     pub etcd: EtcdArgs,
 
     /// With --etcd: how long COMMAND may take to stop after SIGTERM when the lock is lost [default: 10s]
-    #[arg(long, value_name = "DURATION", value_parser = crate::etcd::args::positive)]
+    #[arg(long, value_name = "DURATION", value_parser = duration::positive)]
     pub lost_grace: Option<Duration>,
 
     /// The command to run while holding the lock (after --)

@@ -74,11 +74,3 @@ fn parse_ttl(value: &str) -> Result<Duration, String> {
         )
     })
 }
-
-/// A duration above zero (`--lost-grace`): it bounds a kill.
-pub fn positive(value: &str) -> Result<Duration, String> {
-    match duration::parse(value)? {
-        d if d.is_zero() => Err("must be more than 0".to_string()),
-        d => Ok(d),
-    }
-}
