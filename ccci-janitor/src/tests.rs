@@ -105,6 +105,21 @@ fn outcomes(seen: &[Examined]) -> Vec<(&str, Outcome)> {
         .collect()
 }
 
+/// Runs a pass over `backend` whose reap must never run; returns what was
+/// examined.
+fn pass_reaping_nothing<B: Backend>(backend: &B, settings: &Settings) -> Vec<Examined> {
+    let domains = candidates(backend, settings.deployed.as_ref()).unwrap();
+    let mut seen = Vec::new();
+    let mut reaper =
+        |domain: &str, _: &[(&'static str, OsString)]| -> ReapEnd { panic!("{domain} was reaped") };
+    pass(backend, settings, &domains, &mut reaper, &mut |e| {
+        seen.push(e.clone());
+        Ok(())
+    })
+    .unwrap();
+    seen
+}
+
 fn deployed(names: &[&str]) -> Option<HashSet<String>> {
     Some(names.iter().map(|n| n.to_string()).collect())
 }
@@ -391,15 +406,7 @@ fn a_dry_run_after_a_reboot_would_reap_every_deployed_ci_app() {
         dry_run: true,
         ..exact()
     };
-    let domains = candidates(&NoClaims, settings.deployed.as_ref()).unwrap();
-    let mut seen = Vec::new();
-    let mut reaper =
-        |_: &str, _: &[(&'static str, OsString)]| -> ReapEnd { panic!("a dry run reaped") };
-    pass(&NoClaims, &settings, &domains, &mut reaper, &mut |e| {
-        seen.push(e.clone());
-        Ok(())
-    })
-    .unwrap();
+    let seen = pass_reaping_nothing(&NoClaims, &settings);
     assert_eq!(
         outcomes(&seen),
         [
@@ -724,15 +731,7 @@ fn young_claims_are_told_live_or_young_without_taking_their_lock() {
         min_age: 4 * HOUR,
         ..exact()
     };
-    let backend = NoProbes(w.dir.clone());
-    let domains = candidates(&backend, None).unwrap();
-    let mut seen = Vec::new();
-    let mut reaper = |_: &str, _: &[(&'static str, OsString)]| -> ReapEnd { panic!("reaped") };
-    pass(&backend, &settings, &domains, &mut reaper, &mut |e| {
-        seen.push(e.clone());
-        Ok(())
-    })
-    .unwrap();
+    let seen = pass_reaping_nothing(&NoProbes(w.dir.clone()), &settings);
     assert_eq!(
         outcomes(&seen),
         [
