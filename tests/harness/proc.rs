@@ -54,20 +54,23 @@ impl Proc {
         let (tx, lines) = mpsc::channel();
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
-        let readers = vec![
-            reader(
-                child.stdout.take().unwrap(),
-                Stream::Out,
-                tx.clone(),
-                stdout.clone(),
-            ),
-            reader(
+        // A child whose stdout is not ours to read (see
+        // `Cmd::run_into_closed_pipe`) has no stdout reader.
+        let readers = [
+            child
+                .stdout
+                .take()
+                .map(|out| reader(out, Stream::Out, tx.clone(), stdout.clone())),
+            Some(reader(
                 child.stderr.take().unwrap(),
                 Stream::Err,
                 tx,
                 stderr.clone(),
-            ),
-        ];
+            )),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         Proc {
             stdin: child.stdin.take(),
             child,

@@ -317,6 +317,24 @@ impl Cmd {
         proc
     }
 
+    /// Runs the command to its end with its stdout a pipe whose reader is
+    /// already gone, so its first write fails (`EPIPE`): how a tool behaves
+    /// when its output is cut short (`tool | head -0`), without the race of a
+    /// shell pipeline, whose parent shell may still hold the read end.
+    pub fn run_into_closed_pipe(mut self) -> Output {
+        let (reader, writer) = std::io::pipe().expect("cannot make a pipe");
+        drop(reader);
+        self.cmd
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let child = self
+            .cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.desc));
+        Proc::new(child, self.desc).wait()
+    }
+
     /// Runs the command to its end (within the deadline) and returns its output.
     pub fn run(self) -> Output {
         self.spawn().wait()

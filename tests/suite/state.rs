@@ -1073,27 +1073,22 @@ fn state_dir_that_is_the_runs_dir_or_holds_it_is_refused_with_125() {
     }
 }
 
-/// Runs `command` in a shell with its stdout a pipe that has no reader left
-/// by the time it writes (deterministically: the reader closes its end,
-/// then lets the writer start); prints the command's status.
-fn status_with_stdout_closed(sb: &Sandbox, command: &str) -> Output {
-    ccci_tests::mkfifo(&sb.path("gate"));
-    let script = format!(
-        "{{ read _ < gate; {command}; echo $? > status; }} | {{ exec 0<&-; echo go > gate; }}\n\
-         cat status"
-    );
-    sb.sh(&script).run()
-}
-
 #[test]
 fn env_or_a_value_cut_short_by_a_closed_stdout_is_125() {
     let sb = Sandbox::new();
-    for args in ["env", "env --json", "path deploys", "incr deploys"] {
-        let command = format!("ccci-state --run-id r --pid 100 {args}");
-        let out = status_with_stdout_closed(&sb, &command);
-        assert!(out.stdout == "125\n", "{args}: {out}");
-        out.expect_stderr("stdout was closed before all output was written");
-        std::fs::remove_file(sb.path("gate")).unwrap();
+    for args in [
+        &["env"][..],
+        &["env", "--json"],
+        &["path", "deploys"],
+        &["incr", "deploys"],
+    ] {
+        let out = sb
+            .tool("ccci-state")
+            .args(["--run-id", "r", "--pid", "100"])
+            .args(args)
+            .run_into_closed_pipe();
+        out.expect_code(125)
+            .expect_stderr("stdout was closed before all output was written");
     }
 }
 
