@@ -261,9 +261,21 @@ struct LockSnapshot {
     max_age: Duration,
     taken: Option<Instant>,
     locks: std::collections::HashMap<(u64, u64, u64), KernelLock>,
+    /// The lockfile name and `lstat` of the last [`Backend::peek_age`], while
+    /// `peeked` is set: a [`Backend::status`] of the same lockfile right after
+    /// it (a janitor's `-v` look at a young claim) uses it instead of making
+    /// another. Like the lock table, it only feeds a report.
+    peeked_name: String,
+    peeked: Option<FileStat>,
 }
 
 impl LockSnapshot {
+    /// The `lstat` of `name` kept by the last peek, if it was of `name`;
+    /// used once.
+    fn take_peeked(&mut self, name: &str) -> Option<FileStat> {
+        self.peeked.take().filter(|_| self.peeked_name == name)
+    }
+
     fn lookup(&mut self, dev: u64, ino: u64) -> io::Result<Option<KernelLock>> {
         if self.taken.is_none_or(|t| t.elapsed() > self.max_age) {
             let table = lock_table()?;
@@ -418,6 +430,8 @@ impl FlockDir {
             max_age,
             taken: None,
             locks: Default::default(),
+            peeked_name: String::new(),
+            peeked: None,
         })));
         self
     }
@@ -688,11 +702,20 @@ impl FlockDir {
     fn look(&self, domain: &str, name: &str) -> anyhow::Result<Option<Status>> {
         // The common case, a free lockfile without a record (a young claim
         // whose run never stamped it), is told from an `lstat` alone.
-        let Some(st) = self
-            .dir
-            .stat(name)
-            .with_context(|| format!("cannot stat {}", self.dir.join(name).display()))?
-        else {
+        let peeked = self.snapshot.as_ref().and_then(|snapshot| {
+            snapshot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take_peeked(name)
+        });
+        let st = match peeked {
+            Some(st) => Some(st),
+            None => self
+                .dir
+                .stat(name)
+                .with_context(|| format!("cannot stat {}", self.dir.join(name).display()))?,
+        };
+        let Some(st) = st else {
             return Ok(None);
         };
         let plain = st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_nlink == 1;
@@ -856,6 +879,12 @@ impl Backend for FlockDir {
         let Some(st) = st.filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG) else {
             return Ok(None);
         };
+        if let Some(snapshot) = &self.snapshot {
+            let mut snapshot = snapshot.lock().unwrap_or_else(|e| e.into_inner());
+            snapshot.peeked_name.clear();
+            snapshot.peeked_name.push_str(&name);
+            snapshot.peeked = Some(st);
+        }
         Ok(Some(age_since(modified_of(&st))))
     }
 
@@ -1204,6 +1233,22 @@ mod tests {
         // what it read (it only ever feeds reports).
         assert!(!fresh.status("a").unwrap().unwrap().held);
         assert!(stale.status("a").unwrap().unwrap().held);
+        // A status right after a peek of the same lockfile uses the peek's
+        // lstat, once; of another lockfile, its own.
+        assert!(fresh.peek_age("b").unwrap().is_some());
+        let mut b = held(dir.acquire("b", Wait::Never, &mut |_| {}).unwrap());
+        b.stamp(&Holder::this_process(Some("rb".into()))).unwrap();
+        drop(b);
+        // The peek saw it empty: no record to read.
+        let peeked = fresh.status("b").unwrap().unwrap();
+        assert!(!peeked.held && peeked.holder.is_none(), "{peeked:?}");
+        let looked = fresh.status("b").unwrap().unwrap();
+        assert_eq!(looked.holder.and_then(|h| h.run_id).as_deref(), Some("rb"));
+        assert!(fresh.peek_age("b").unwrap().is_some());
+        assert!(fresh.status("a").unwrap().unwrap().holder.is_some());
+        // Without a reused lock table, nothing is kept.
+        assert!(dir.peek_age("b").unwrap().is_some());
+        assert!(dir.status("b").unwrap().unwrap().holder.is_some());
         // Taking locks never goes through the snapshot.
         held(stale.acquire("a", Wait::Never, &mut |_| {}).unwrap());
     }
