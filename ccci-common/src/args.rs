@@ -151,10 +151,12 @@ pub fn check_apart(role: &Role, own: &Path) -> anyhow::Result<()> {
             }
         })
         .collect();
+    // Each directory's spellings once (a real path costs a readlink per
+    // component).
+    let names: Vec<Vec<PathBuf>> = dirs.iter().map(|(_, path)| spellings(path)).collect();
     for (i, (a, a_path)) in dirs.iter().enumerate() {
-        for (b, b_path) in &dirs[i + 1..] {
-            let a_names = spellings(a_path);
-            let b_names = spellings(b_path);
+        for (j, (b, b_path)) in dirs.iter().enumerate().skip(i + 1) {
+            let (a_names, b_names) = (&names[i], &names[j]);
             let relation = a_names.iter().find_map(|x| {
                 b_names.iter().find_map(|y| {
                     if x == y {
