@@ -141,22 +141,22 @@ fn spellings(path: &Path) -> Vec<PathBuf> {
 /// their variables or defaults.
 pub fn check_apart(role: &Role, own: &Path) -> anyhow::Result<()> {
     let all = [LOCK_DIR, STATE_DIR, RUNS_DIR];
-    // Each directory's spellings once (a real path costs a readlink per
-    // component; this runs at every start of ccci-lock and ccci-state).
-    let dirs: Vec<(Role, PathBuf, Vec<PathBuf>)> = all
+    let dirs: Vec<(Role, PathBuf)> = all
         .iter()
         .map(|r| {
-            let path = if r.env == role.env {
-                own.to_path_buf()
+            if r.env == role.env {
+                (*r, own.to_path_buf())
             } else {
-                from_environment(r)
-            };
-            let names = spellings(&path);
-            (*r, path, names)
+                (*r, from_environment(r))
+            }
         })
         .collect();
-    for (i, (a, a_path, a_names)) in dirs.iter().enumerate() {
-        for (b, b_path, b_names) in &dirs[i + 1..] {
+    // Each directory's spellings once (a real path costs a readlink per
+    // component).
+    let names: Vec<Vec<PathBuf>> = dirs.iter().map(|(_, path)| spellings(path)).collect();
+    for (i, (a, a_path)) in dirs.iter().enumerate() {
+        for (j, (b, b_path)) in dirs.iter().enumerate().skip(i + 1) {
+            let (a_names, b_names) = (&names[i], &names[j]);
             let relation = a_names.iter().find_map(|x| {
                 b_names.iter().find_map(|y| {
                     if x == y {

@@ -33,7 +33,8 @@
 //!   be regular files with one link: a symlink, FIFO, socket, device,
 //!   directory, or a hard link to some other file where a file is expected is
 //!   refused before anything is read, written, truncated or locked
-//!   (`O_NONBLOCK` keeps a FIFO from hanging the open).
+//!   (`O_NONBLOCK` keeps a FIFO from hanging the open; it stays set, as a
+//!   regular file's reads and writes and `flock(2)` ignore it).
 //! - [`SafeDir::replace`] writes a new file under a temporary name and
 //!   renames it into place, so a reader (or a SIGKILL at any instruction)
 //!   sees the old content or the new, never a torn or empty file.
@@ -329,6 +330,14 @@ impl SafeDir {
 
     /// Opens the regular file `name` in this directory; see the module doc.
     pub fn open_file(&self, name: &str, how: OpenHow) -> Result<File, FileError> {
+        self.open_file_stat(name, how).map(|(file, _)| file)
+    }
+
+    /// [`SafeDir::open_file`], with the `fstat` of the open file that the
+    /// checks were made on: its identity (device, inode), which an open
+    /// descriptor keeps for good, and its size and times as they were at
+    /// the open.
+    pub fn open_file_stat(&self, name: &str, how: OpenHow) -> Result<(File, FileStat), FileError> {
         let err = |kind| FileError {
             path: self.path.join(name),
             kind,
@@ -361,16 +370,10 @@ impl SafeDir {
             // holder record or a counter must never be written into it.
             return Err(err(FileErrorKind::NotRegular(HARD_LINKED)));
         }
-        // Regular files ignore O_NONBLOCK for I/O, but clear it anyway so
-        // nothing downstream sees a surprising flag.
-        let mut fl = OFlag::from_bits_truncate(
-            nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL)
-                .map_err(|e| err(FileErrorKind::Io(e.into())))?,
-        );
-        fl.remove(OFlag::O_NONBLOCK);
-        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(fl))
-            .map_err(|e| err(FileErrorKind::Io(e.into())))?;
-        Ok(File::from(fd))
+        // O_NONBLOCK stays set: it has no effect on a regular file's reads
+        // and writes, nor on flock(2), which blocks or not by LOCK_NB alone;
+        // clearing it cost two fcntl(2) calls per file.
+        Ok((File::from(fd), st))
     }
 
     /// `lstat` of `name` in this directory; `None` when it does not exist.
@@ -410,16 +413,25 @@ impl SafeDir {
 
     /// The names in this directory, without `.` and `..`, in no particular order.
     pub fn names(&self) -> io::Result<Vec<std::ffi::OsString>> {
-        let mut dir = nix::dir::Dir::openat(&self.fd, ".", dir_flags(), Mode::empty())?;
         let mut out = Vec::new();
+        self.each_name(|name| out.push(name.to_os_string()))?;
+        Ok(out)
+    }
+
+    /// Calls `each` with every name in this directory, without `.` and
+    /// `..`, in no particular order, as the directory is read: a caller
+    /// that keeps only some names, or keeps them compactly, never holds
+    /// them all as separate strings.
+    pub fn each_name(&self, mut each: impl FnMut(&OsStr)) -> io::Result<()> {
+        let mut dir = nix::dir::Dir::openat(&self.fd, ".", dir_flags(), Mode::empty())?;
         for entry in dir.iter() {
             let entry = entry?;
             let name = OsStr::from_bytes(entry.file_name().to_bytes());
             if name != "." && name != ".." {
-                out.push(name.to_os_string());
+                each(name);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The names in this directory that are UTF-8, sorted: what a `gc`

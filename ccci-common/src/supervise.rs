@@ -2,9 +2,10 @@
 //! a kill timer, and a status that is always the child's own.
 //!
 //! The pattern is coreutils timeout(1)'s: the signals we care about are
-//! blocked *before* the fork, so none can arrive between fork and the wait
-//! loop and be lost; the child unblocks them between fork and exec (see
-//! [`crate::sys::prepare_command`]). The loop takes one pending signal at a
+//! blocked *before* the child is started, so none can arrive between its
+//! start and the wait loop and be lost; the child unblocks them just before
+//! it execs (see [`crate::sys::spawn`], which starts it as posix_spawn does,
+//! without copying our memory). The loop takes one pending signal at a
 //! time with `sigtimedwait`, so no handler runs and nothing is async.
 //!
 //! Guarantees:
@@ -27,16 +28,18 @@
 //! # Starting a COMMAND, the same way in every tool
 //!
 //! [`command`] turns the `-- COMMAND [ARG...]` of a command line into a
-//! [`Command`]; [`run`] starts it under a [`Watch`] and waits, and when it
+//! [`Program`]; [`run`] starts it under a [`Watch`] and waits, and when it
 //! cannot be started says `cannot run 'prog': why` (quoted visibly) and
 //! gives 126 or 127 (SPEC §1); [`exec`] does the same for a tool that
 //! replaces itself with COMMAND. The child always gets an empty signal mask
-//! and default dispositions ([`crate::sys::prepare_command`]); [`FORWARDED`]
+//! and default dispositions ([`crate::sys::spawn`]); [`FORWARDED`]
 //! is the one list of signals a waiting tool passes on.
 
+use std::ffi::OsStr;
 use std::ffi::OsString;
 use std::io;
-use std::process::{Child, Command, ExitStatus};
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,20 +62,100 @@ pub const FORWARDED: [libc::c_int; 7] = [
     libc::SIGUSR2,
 ];
 
-/// The `COMMAND [ARG...]` of a command line as a [`Command`]; an empty one
+/// A COMMAND to start: its argv, what it gets added to our environment,
+/// and where its stdin and stdout go (by default: ours).
+#[derive(Debug)]
+pub struct Program {
+    argv: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+}
+
+impl Program {
+    /// `program` with no arguments.
+    pub fn new(program: impl Into<OsString>) -> Program {
+        Program {
+            argv: vec![program.into()],
+            env: Vec::new(),
+            stdin: None,
+            stdout: None,
+        }
+    }
+
+    /// Adds one argument.
+    pub fn arg(&mut self, arg: impl Into<OsString>) -> &mut Self {
+        self.argv.push(arg.into());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<I: IntoIterator<Item = A>, A: Into<OsString>>(&mut self, args: I) -> &mut Self {
+        self.argv.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets environment variables for the child (on top of ours).
+    pub fn envs<I, K, V>(&mut self, vars: I) -> &mut Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<OsString>,
+        V: Into<OsString>,
+    {
+        self.env
+            .extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// The child reads from `fd`.
+    pub fn stdin(&mut self, fd: OwnedFd) -> &mut Self {
+        self.stdin = Some(fd);
+        self
+    }
+
+    /// The child writes its stdout to `fd`.
+    pub fn stdout(&mut self, fd: OwnedFd) -> &mut Self {
+        self.stdout = Some(fd);
+        self
+    }
+
+    /// The program, as given.
+    pub fn get_program(&self) -> &OsStr {
+        &self.argv[0]
+    }
+
+    /// The same as a std [`Command`], for [`exec`].
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.argv[0]);
+        cmd.args(&self.argv[1..]).envs(self.env.iter().cloned());
+        if let Some(fd) = &self.stdin {
+            if let Ok(fd) = fd.try_clone() {
+                cmd.stdin(fd);
+            }
+        }
+        if let Some(fd) = &self.stdout {
+            if let Ok(fd) = fd.try_clone() {
+                cmd.stdout(fd);
+            }
+        }
+        cmd
+    }
+}
+
+/// The `COMMAND [ARG...]` of a command line as a [`Program`]; an empty one
 /// is a usage error.
-pub fn command(argv: &[OsString]) -> Result<Command, UsageError> {
+pub fn command(argv: &[OsString]) -> Result<Program, UsageError> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| UsageError("no COMMAND given".into()))?;
-    let mut cmd = Command::new(program);
+    let mut cmd = Program::new(program);
     cmd.args(args);
     Ok(cmd)
 }
 
 /// Says that `cmd` could not be started (its program quoted visibly) and
 /// returns the status for it: 127 when not found, else 126.
-pub fn cannot_start(cmd: &Command, e: &io::Error) -> u8 {
+pub fn cannot_start(cmd: &Program, e: &io::Error) -> u8 {
     crate::say!("cannot run {}: {e}", crate::cli::quote(cmd.get_program()));
     exit::from_spawn_error(e)
 }
@@ -99,7 +182,7 @@ impl Finished {
 
 /// Starts `cmd` under `watch` and waits for it ([`spawn`], then
 /// [`Supervised::wait`]); a command that cannot be started is reported.
-pub fn run(cmd: &mut Command, watch: Watch) -> io::Result<Finished> {
+pub fn run(cmd: &mut Program, watch: Watch) -> io::Result<Finished> {
     match spawn(cmd, watch) {
         Ok(child) => Ok(Finished::Ran(child.wait()?)),
         Err(e) => Ok(Finished::NotStarted(cannot_start(cmd, &e))),
@@ -109,9 +192,9 @@ pub fn run(cmd: &mut Command, watch: Watch) -> io::Result<Finished> {
 /// Replaces this process with `cmd`; returns only when that failed, with
 /// the status to exit with (126 or 127), after reporting it. The caller
 /// resets the signal state first ([`sys::reset_signals`]).
-pub fn exec(cmd: &mut Command) -> u8 {
+pub fn exec(cmd: &mut Program) -> u8 {
     use std::os::unix::process::CommandExt;
-    let e = cmd.exec();
+    let e = cmd.command().exec();
     cannot_start(cmd, &e)
 }
 
@@ -216,7 +299,7 @@ impl Outcome {
 /// A running child under supervision.
 #[derive(Debug)]
 pub struct Supervised {
-    child: Child,
+    pid: libc::pid_t,
     watch: Watch,
     old_mask: libc::sigset_t,
     started: Instant,
@@ -228,22 +311,27 @@ fn blocked_set(watch: &Watch) -> Vec<libc::c_int> {
     set
 }
 
-/// Starts `cmd` under `watch`. On error (the command could not be started)
-/// the signal mask is restored and the error is the spawn error, whose
-/// `kind()` tells "not found" from "not executable".
-pub fn spawn(cmd: &mut Command, watch: Watch) -> io::Result<Supervised> {
-    use std::os::unix::process::CommandExt;
+/// Starts `cmd` under `watch` ([`sys::spawn`]: a vfork-style clone, as
+/// posix_spawn starts a program). On error (the command could not be
+/// started) the signal mask is restored and the error is the spawn error,
+/// whose `kind()` tells "not found" from "not executable".
+pub fn spawn(cmd: &mut Program, watch: Watch) -> io::Result<Supervised> {
     // A SIGCHLD we inherited as ignored would make the kernel reap the child
     // and lose its status.
     sys::default_disposition(libc::SIGCHLD);
-    let old_mask = sys::block_signals(&blocked_set(&watch))?;
-    sys::prepare_command(cmd, watch.death_signal);
-    if watch.own_group {
-        cmd.process_group(0);
+    let mut plan = sys::SpawnPlan::new(&cmd.argv, &cmd.env)?;
+    if let Some(fd) = &cmd.stdin {
+        plan.stdin(fd.as_fd());
     }
-    match cmd.spawn() {
-        Ok(child) => Ok(Supervised {
-            child,
+    if let Some(fd) = &cmd.stdout {
+        plan.stdout(fd.as_fd());
+    }
+    plan.own_group(watch.own_group)
+        .death_signal(watch.death_signal);
+    let old_mask = sys::block_signals(&blocked_set(&watch))?;
+    match sys::spawn(&plan) {
+        Ok(pid) => Ok(Supervised {
+            pid,
             watch,
             old_mask,
             started: Instant::now(),
@@ -258,11 +346,11 @@ pub fn spawn(cmd: &mut Command, watch: Watch) -> io::Result<Supervised> {
 impl Supervised {
     /// The child's pid.
     pub fn id(&self) -> u32 {
-        self.child.id()
+        self.pid as u32
     }
 
     fn send(&self, sig: libc::c_int) {
-        let pid = self.child.id() as libc::pid_t;
+        let pid = self.pid;
         let target = if self.watch.own_group { -pid } else { pid };
         // ESRCH: the child or group is gone already; nothing to do.
         let _ = nix::sys::signal::kill(
@@ -283,7 +371,7 @@ impl Supervised {
 
     /// [`Supervised::wait`], and when `loss` is reported: SIGTERM to the
     /// child at once, SIGKILL after the grace if it is still running.
-    pub fn wait_or_lose(mut self, loss: Option<(&Loss, Duration)>) -> io::Result<Outcome> {
+    pub fn wait_or_lose(self, loss: Option<(&Loss, Duration)>) -> io::Result<Outcome> {
         let mut set = blocked_set(&self.watch);
         set.extend(loss.map(|_| sys::loss_signal()));
         let mut deadline_fired = false;
@@ -292,7 +380,7 @@ impl Supervised {
         // When the loss was seen, as time since the start.
         let mut lost_at: Option<Duration> = None;
         let result = loop {
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = sys::wait_pid(self.pid, true)? {
                 break Outcome {
                     status,
                     deadline_fired,
@@ -372,7 +460,7 @@ mod tests {
 
     #[test]
     fn passes_the_exit_status_through() {
-        let out = spawn(Command::new("sh").args(["-c", "exit 7"]), watch())
+        let out = spawn(Program::new("sh").args(["-c", "exit 7"]), watch())
             .unwrap()
             .wait()
             .unwrap();
@@ -385,7 +473,7 @@ mod tests {
     fn reports_a_forwarded_signal() {
         // USR1 is raised in this thread after the spawn, while it is
         // blocked, so the wait loop takes it and passes it to the group.
-        let child = spawn(Command::new("sleep").arg("1000"), watch()).unwrap();
+        let child = spawn(Program::new("sleep").arg("1000"), watch()).unwrap();
         nix::sys::signal::raise(nix::sys::signal::Signal::SIGUSR1).unwrap();
         let out = child.wait().unwrap();
         assert_eq!(out.received, Some(libc::SIGUSR1));
@@ -404,7 +492,7 @@ mod tests {
         };
         // The child ignores ALRM, so only the kill timer ends it.
         let out = spawn(
-            Command::new("sh").args(["-c", "trap '' ALRM; while :; do :; done"]),
+            Program::new("sh").args(["-c", "trap '' ALRM; while :; do :; done"]),
             w,
         )
         .unwrap()
@@ -438,7 +526,7 @@ mod tests {
     fn a_loss_reported_by_another_thread_stops_the_child_at_once() {
         let loss = Loss::new().unwrap();
         let notifier = loss.notifier();
-        let child = spawn(Command::new("sleep").arg("1000"), watch()).unwrap();
+        let child = spawn(Program::new("sleep").arg("1000"), watch()).unwrap();
         let started = Instant::now();
         let reporter = std::thread::spawn(move || notifier.notify());
         let out = child
@@ -455,7 +543,7 @@ mod tests {
     fn a_loss_before_the_child_starts_is_not_missed() {
         let loss = Loss::new().unwrap();
         loss.notifier().notify();
-        let child = spawn(Command::new("sleep").arg("1000"), watch()).unwrap();
+        let child = spawn(Program::new("sleep").arg("1000"), watch()).unwrap();
         let out = child
             .wait_or_lose(Some((&loss, Duration::from_secs(600))))
             .unwrap();
@@ -470,7 +558,7 @@ mod tests {
         let loss = Loss::new().unwrap();
         let notifier = loss.notifier();
         let child = spawn(
-            Command::new("sh")
+            Program::new("sh")
                 .args(["-c", "trap '' TERM; touch \"$0\"; while :; do :; done"])
                 .arg(&ready),
             watch(),
@@ -493,7 +581,106 @@ mod tests {
 
     #[test]
     fn spawn_errors_keep_their_kind() {
-        let e = spawn(&mut Command::new("/nonexistent/ccci"), watch()).unwrap_err();
+        let e = spawn(&mut Program::new("/nonexistent/ccci"), watch()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    /// Runs `cmd` (stdout to a file) under `watch()`; its exit code and
+    /// output, or the spawn error.
+    fn output(mut cmd: Program) -> io::Result<(i32, String)> {
+        let out = tempfile::tempfile().unwrap();
+        cmd.stdout(out.try_clone().unwrap().into());
+        let status = spawn(&mut cmd, watch())?.wait().unwrap().status;
+        let mut text = String::new();
+        use std::io::{Read, Seek};
+        let mut out = out;
+        out.rewind().unwrap();
+        out.read_to_string(&mut text).unwrap();
+        Ok((status.code().unwrap_or(-1), text))
+    }
+
+    fn write_file(path: &std::path::Path, text: &str, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn path_is_searched_as_execvp_searches_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (denied, found) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir(&denied).unwrap();
+        std::fs::create_dir(&found).unwrap();
+        // Not executable in the first directory: skipped, not fatal.
+        write_file(&denied.join("ccci-t"), "#!/bin/sh\necho wrong\n", 0o644);
+        write_file(&found.join("ccci-t"), "#!/bin/sh\necho right\n", 0o755);
+        let path = format!("/nonexistent:{}:{}", denied.display(), found.display());
+        let mut cmd = Program::new("ccci-t");
+        cmd.envs([("PATH", &path)]);
+        assert_eq!(output(cmd).unwrap(), (0, "right\n".into()));
+        // Only a file that cannot be executed: "not executable", not "not found".
+        let mut cmd = Program::new("ccci-t");
+        cmd.envs([("PATH", denied.as_os_str())]);
+        let e = output(cmd).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+        let mut cmd = Program::new("ccci-t");
+        cmd.envs([("PATH", "/nonexistent")]);
+        assert_eq!(output(cmd).unwrap_err().kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_script_without_interpreter_line_runs_in_the_shell() {
+        // As execvp(3) runs it (flock(1) and timeout(1) use execvp).
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("s");
+        write_file(&script, "echo \"$0 $1 $2\"\n", 0o755);
+        let mut cmd = Program::new(&script);
+        cmd.args(["x", "y z"]);
+        let expected = format!("{} x y z\n", script.display());
+        assert_eq!(output(cmd).unwrap(), (0, expected));
+    }
+
+    #[test]
+    fn env_is_ours_with_the_given_variables_set_once() {
+        // The environment exactly as execve gave it, not as a shell
+        // re-exports it.
+        let mut cmd = Program::new("cat");
+        cmd.arg("/proc/self/environ").envs([
+            ("CCCI_TEST_SPAWN", "first"),
+            ("CCCI_TEST_SPAWN", "second"),
+            ("HOME", "/ccci-home"),
+        ]);
+        let (code, env) = output(cmd).unwrap();
+        assert_eq!(code, 0);
+        let lines =
+            |name: &str| -> Vec<&str> { env.split('\0').filter(|l| l.starts_with(name)).collect() };
+        assert_eq!(lines("CCCI_TEST_SPAWN="), ["CCCI_TEST_SPAWN=second"]);
+        assert_eq!(lines("HOME="), ["HOME=/ccci-home"]);
+        if let Some(path) = std::env::var_os("PATH") {
+            let inherited = format!("PATH={}", path.to_string_lossy());
+            assert_eq!(lines("PATH="), [inherited.as_str()]);
+        }
+    }
+
+    #[test]
+    fn stdin_and_stdout_are_the_given_descriptors() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        std::fs::write(&input, "hello\n").unwrap();
+        let mut cmd = Program::new("sh");
+        cmd.args(["-c", "read x; echo \"got $x\""])
+            .stdin(std::fs::File::open(&input).unwrap().into());
+        assert_eq!(output(cmd).unwrap(), (0, "got hello\n".into()));
+    }
+
+    #[test]
+    fn a_nul_byte_is_refused_before_anything_starts() {
+        let mut cmd = Program::new("true");
+        cmd.arg("a\0b");
+        let e = output(cmd).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let mut cmd = Program::new("true");
+        cmd.envs([("CCCI_TEST_NUL", "a\0b")]);
+        assert_eq!(output(cmd).unwrap_err().kind(), io::ErrorKind::InvalidInput);
     }
 }

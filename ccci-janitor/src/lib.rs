@@ -55,7 +55,7 @@ use std::time::Duration;
 
 use ccci_common::cli::UsageError;
 use ccci_common::names::shell_quote;
-use ccci_lock::{lockfile_name, Backend, Claim, Holder, PassLock, Probe};
+use ccci_lock::{lockfile_name, Backend, Claim, DomainList, Holder, PassLock, Probe};
 use serde::Serialize;
 
 pub use glob::{Glob, Patterns};
@@ -355,16 +355,19 @@ impl Backend for NoClaims {
 }
 
 /// The candidates of a pass, sorted, each once: every claim the backend
-/// has, and every deployed domain.
+/// has, and every deployed domain. A sorted pass must hold every name at
+/// once; they are held compactly ([`DomainList`]), once each.
 pub fn candidates<B: Backend>(
     backend: &B,
     deployed: Option<&HashSet<String>>,
-) -> anyhow::Result<Vec<String>> {
-    let mut all = backend.domains()?;
+) -> anyhow::Result<DomainList> {
+    let mut all = backend.domain_list()?;
     if let Some(deployed) = deployed {
-        all.extend(deployed.iter().cloned());
-        all.sort_unstable();
-        all.dedup();
+        for domain in deployed {
+            // read_deployed kept only valid domains, which all fit.
+            all.push(domain)?;
+        }
+        all.sort_dedup();
     }
     Ok(all)
 }
@@ -376,7 +379,7 @@ pub fn candidates<B: Backend>(
 pub fn pass<B: Backend>(
     backend: &B,
     settings: &Settings,
-    domains: &[String],
+    domains: &DomainList,
     reaper: &mut dyn Reaper,
     report: &mut dyn FnMut(&Examined) -> anyhow::Result<()>,
 ) -> anyhow::Result<Summary> {
@@ -386,8 +389,9 @@ pub fn pass<B: Backend>(
         reaper,
         summary: Summary::default(),
         host: None,
+        min_age: human(settings.min_age),
     };
-    for domain in domains {
+    for domain in domains.iter() {
         let examined = pass.examine(domain).unwrap_or_else(|e| {
             pass.summary.errors = true;
             Examined::new(
@@ -411,6 +415,8 @@ struct Pass<'a, B: Backend> {
     reaper: &'a mut dyn Reaper,
     summary: Summary,
     host: Option<String>,
+    /// `--min-age` for people, written once for every young claim.
+    min_age: String,
 }
 
 fn describe(holder: Option<&Holder>) -> String {
@@ -588,7 +594,7 @@ impl<B: Backend> Pass<'_, B> {
         let detail = format!(
             "young: lockfile {} old, less than --min-age {}",
             human(age),
-            human(self.settings.min_age)
+            self.min_age
         );
         Examined::new(domain, Outcome::Young, Level::Info, detail).with(holder, Some(age))
     }

@@ -17,11 +17,10 @@
 use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ccci_common::names::shell_quote;
-use ccci_common::supervise::{self, Watch};
+use ccci_common::supervise::{self, Program, Watch};
 use ccci_common::{exit, say};
 
 use crate::{human, ReapEnd, Reaper};
@@ -38,13 +37,14 @@ pub struct ReapCommand {
 }
 
 impl ReapCommand {
-    fn command(&self, domain: &str, env: &[(&'static str, OsString)]) -> std::io::Result<Command> {
+    fn command(&self, domain: &str, env: &[(&'static str, OsString)]) -> std::io::Result<Program> {
         let mut cmd = supervise::command(&self.argv).map_err(std::io::Error::other)?;
         let stdout = std::io::stderr().as_fd().try_clone_to_owned()?;
+        let stdin = std::fs::File::open("/dev/null")?;
         cmd.arg(domain)
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(stdout));
+            .stdin(stdin.into())
+            .stdout(stdout);
         Ok(cmd)
     }
 

@@ -42,6 +42,22 @@
 //!   check) run under the mutex, so the caller's "given up" and the thread's
 //!   "got it" are ordered: exactly one of them wins.
 //!
+//! # Few system calls per lockfile
+//!
+//! A janitor pass looks at every lockfile of a lock dir, so each look and
+//! probe makes only what its guarantees need:
+//! - The identity check (invariant 1) compares the device and inode of the
+//!   open descriptor, taken by the `fstat` that [`SafeDir::open_file_stat`]
+//!   makes anyway to refuse what is not a plain file (an open descriptor's
+//!   device and inode never change), with an `lstat` of the path made after
+//!   the lock is taken. That `lstat` also gives the size and mtime as of
+//!   the lock, which the claim keeps until it is stamped: a probe that
+//!   takes a young claim is `openat`, `fstat`, `flock`, `fstatat`, `close`,
+//!   with no `pread` for an empty lockfile (no record to read).
+//! - A look ([`Backend::status`]) at a free, empty lockfile (a young claim
+//!   whose run never stamped it) is one `lstat` and a lookup in the lock
+//!   table; anything else is opened and read as before.
+//!
 //! # Looking never blocks anyone
 //!
 //! [`Backend::list`], [`Backend::status`] and the holder record shown by
@@ -65,8 +81,11 @@ use ccci_common::dirs::LOCK_DIR;
 use ccci_common::fs::{FileErrorKind, OpenHow, SafeDir};
 use ccci_common::names::shell_quote;
 use ccci_common::sys::{self, flock, FlockOp};
+use nix::sys::stat::FileStat;
 
-use crate::protocol::{Acquired, Backend, Claim, Holder, PassLock, Probe, Status, Wait};
+use crate::protocol::{
+    Acquired, Backend, Claim, DomainList, Holder, PassLock, Probe, Status, Wait,
+};
 
 /// Longest lockfile name the file system takes (`NAME_MAX`).
 const FILE_NAME_MAX: usize = 255;
@@ -98,8 +117,14 @@ pub fn lockfile_name(domain: &str) -> Result<String, UsageError> {
 
 /// The domain a lockfile name stands for, if it is one of ours.
 pub fn domain_of(file_name: &OsStr) -> Option<String> {
+    domain_in(file_name).map(str::to_string)
+}
+
+/// [`domain_of`], borrowed from the name.
+fn domain_in(file_name: &OsStr) -> Option<&str> {
     let domain = file_name.to_str()?.strip_suffix(SUFFIX)?;
-    lockfile_name(domain).ok().map(|_| domain.to_string())
+    (file_name.len() <= FILE_NAME_MAX && ccci_common::names::domain(domain).is_ok())
+        .then_some(domain)
 }
 
 /// A `flock(2)` lock found in `/proc/locks`.
@@ -127,9 +152,14 @@ pub struct KernelLock {
 /// "free" only after [`TABLE_READS`] readings agree.
 pub fn flock_holder(file: &File) -> io::Result<Option<KernelLock>> {
     let meta = file.metadata()?;
+    flock_holder_of(meta.dev(), meta.ino())
+}
+
+/// [`flock_holder`] of the file `dev`/`ino`.
+fn flock_holder_of(dev: u64, ino: u64) -> io::Result<Option<KernelLock>> {
     for _ in 0..TABLE_READS {
         let table = lock_table()?;
-        if let Some(lock) = find_flock(&table, meta.dev(), meta.ino()) {
+        if let Some(lock) = find_flock(&table, dev, ino) {
             return Ok(Some(lock));
         }
         if table.len() < TABLE_PAGE {
@@ -231,11 +261,22 @@ struct LockSnapshot {
     max_age: Duration,
     taken: Option<Instant>,
     locks: std::collections::HashMap<(u64, u64, u64), KernelLock>,
+    /// The lockfile name and `lstat` of the last [`Backend::peek_age`], while
+    /// `peeked` is set: a [`Backend::status`] of the same lockfile right after
+    /// it (a janitor's `-v` look at a young claim) uses it instead of making
+    /// another. Like the lock table, it only feeds a report.
+    peeked_name: String,
+    peeked: Option<FileStat>,
 }
 
 impl LockSnapshot {
-    fn lookup(&mut self, file: &File) -> io::Result<Option<KernelLock>> {
-        let meta = file.metadata()?;
+    /// The `lstat` of `name` kept by the last peek, if it was of `name`;
+    /// used once.
+    fn take_peeked(&mut self, name: &str) -> Option<FileStat> {
+        self.peeked.take().filter(|_| self.peeked_name == name)
+    }
+
+    fn lookup(&mut self, dev: u64, ino: u64) -> io::Result<Option<KernelLock>> {
         if self.taken.is_none_or(|t| t.elapsed() > self.max_age) {
             let table = lock_table()?;
             self.locks.clear();
@@ -244,11 +285,7 @@ impl LockSnapshot {
             }
             self.taken = Some(Instant::now());
         }
-        let id = (
-            nix::sys::stat::major(meta.dev()),
-            nix::sys::stat::minor(meta.dev()),
-            meta.ino(),
-        );
+        let id = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev), ino);
         Ok(self.locks.get(&id).copied())
     }
 }
@@ -271,6 +308,45 @@ pub struct FlockClaim {
     /// This process created the lockfile, and nobody stamped a record into
     /// it before we took it: giving it up may remove it.
     created: bool,
+    /// The locked file's device and inode (from the descriptor), for the
+    /// identity check before a removal.
+    id: FileId,
+    /// The file's mtime and size as the identity check after taking the
+    /// lock saw them, until we stamp it: what [`Claim::age`] and
+    /// [`Claim::holder`] need, without another `stat`. Nobody else writes
+    /// a lockfile while we hold it.
+    seen: Option<(SystemTime, u64)>,
+}
+
+/// A file's device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    fn of(st: &FileStat) -> FileId {
+        FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }
+    }
+}
+
+/// The mtime of `st`.
+fn modified_of(st: &FileStat) -> SystemTime {
+    let since_epoch = Duration::new(st.st_mtime.unsigned_abs(), st.st_mtime_nsec as u32);
+    if st.st_mtime >= 0 {
+        SystemTime::UNIX_EPOCH + since_epoch
+    } else {
+        SystemTime::UNIX_EPOCH - since_epoch
+    }
+}
+
+/// What the identity check saw of a file whose lock we just took.
+fn seen_of(st: &FileStat) -> Option<(SystemTime, u64)> {
+    Some((modified_of(st), st.st_size as u64))
 }
 
 fn read_holder(file: &File) -> Option<Holder> {
@@ -300,6 +376,7 @@ enum Round {
     /// Somebody holds it.
     Busy {
         file: File,
+        id: FileId,
         created: bool,
         holder: Option<Holder>,
     },
@@ -353,6 +430,8 @@ impl FlockDir {
             max_age,
             taken: None,
             locks: Default::default(),
+            peeked_name: String::new(),
+            peeked: None,
         })));
         self
     }
@@ -363,27 +442,47 @@ impl FlockDir {
         &self.dir
     }
 
-    fn claim(&self, file: File, name: &str, domain: &str, created: bool) -> FlockClaim {
+    /// A claim on `file` (identity `id`), whose lock we hold and whose
+    /// identity check saw `at_path`.
+    fn claim(
+        &self,
+        file: File,
+        id: FileId,
+        at_path: &FileStat,
+        name: &str,
+        domain: &str,
+        created: bool,
+    ) -> FlockClaim {
         FlockClaim {
             dir: Arc::clone(&self.dir),
             file,
             name: name.to_string(),
             domain: domain.to_string(),
             created,
+            id,
+            seen: seen_of(at_path),
         }
+    }
+
+    /// The identity check (invariant 1): the `lstat` of the path `name`
+    /// when it still names the file `id` (taken from the open descriptor,
+    /// whose device and inode never change). Made after the lock is taken,
+    /// it also gives the file's size and mtime as of then.
+    fn at_path(&self, name: &str, id: FileId) -> io::Result<Option<FileStat>> {
+        Ok(self.dir.stat(name)?.filter(|st| FileId::of(st) == id))
     }
 
     /// Opens the lockfile `name`, creating it when missing; `true` when
     /// this call created it.
-    fn open_or_create(&self, name: &str) -> anyhow::Result<(File, bool)> {
+    fn open_or_create(&self, name: &str) -> anyhow::Result<(File, FileId, bool)> {
         loop {
-            match self.dir.open_file(name, OpenHow::CreateNew) {
-                Ok(file) => return Ok((file, true)),
+            match self.dir.open_file_stat(name, OpenHow::CreateNew) {
+                Ok((file, st)) => return Ok((file, FileId::of(&st), true)),
                 Err(e) if matches!(e.kind, FileErrorKind::Exists) => {}
                 Err(e) => return Err(e.into()),
             }
-            match self.dir.open_file(name, OpenHow::ReadWrite) {
-                Ok(file) => return Ok((file, false)),
+            match self.dir.open_file_stat(name, OpenHow::ReadWrite) {
+                Ok((file, st)) => return Ok((file, FileId::of(&st), false)),
                 // Removed between the two opens: create it after all.
                 Err(e) if matches!(e.kind, FileErrorKind::Missing) => {}
                 Err(e) => return Err(e.into()),
@@ -393,10 +492,9 @@ impl FlockDir {
 
     /// Removes the lockfile `name` that this process created but will not
     /// hold, if nobody else took it since (see the module doc).
-    fn discard_created(&self, name: &str, file: &File) -> anyhow::Result<()> {
+    fn discard_created(&self, name: &str, file: &File, id: FileId) -> anyhow::Result<()> {
         if flock(file.as_fd(), FlockOp::ExclusiveNonblock)?
-            && self.dir.names_file(name, file)?
-            && file.metadata()?.len() == 0
+            && self.at_path(name, id)?.is_some_and(|st| st.st_size == 0)
         {
             self.dir.remove_file(name).with_context(|| {
                 format!("cannot remove lockfile {}", self.dir.join(name).display())
@@ -407,19 +505,19 @@ impl FlockDir {
 
     /// Open (creating), lock without waiting, check identity.
     fn round(&self, domain: &str, name: &str) -> anyhow::Result<Round> {
-        let (file, created) = self.open_or_create(name)?;
+        let (file, id, created) = self.open_or_create(name)?;
         if !flock(file.as_fd(), FlockOp::ExclusiveNonblock)? {
             let holder = read_holder(&file);
             return Ok(Round::Busy {
                 file,
+                id,
                 created,
                 holder,
             });
         }
-        Ok(if self.dir.names_file(name, &file)? {
-            Round::Held(self.claim(file, name, domain, created))
-        } else {
-            Round::Moved
+        Ok(match self.at_path(name, id)? {
+            Some(st) => Round::Held(self.claim(file, id, &st, name, domain, created)),
+            None => Round::Moved,
         })
     }
 
@@ -432,11 +530,12 @@ impl FlockDir {
                 Round::Moved => continue,
                 Round::Busy {
                     file,
+                    id,
                     created,
                     holder,
                 } => {
                     if created {
-                        self.discard_created(name, &file)?;
+                        self.discard_created(name, &file, id)?;
                     }
                     return Ok(Acquired::Busy(holder));
                 }
@@ -458,6 +557,7 @@ impl FlockDir {
                 Round::Moved => continue,
                 Round::Busy {
                     file,
+                    id,
                     created,
                     holder,
                 } => {
@@ -465,9 +565,9 @@ impl FlockDir {
                         waiting(holder.as_ref());
                     }
                     flock(file.as_fd(), FlockOp::Exclusive)?;
-                    if self.dir.names_file(name, &file)? {
-                        let ours = created && file.metadata()?.len() == 0;
-                        return Ok(self.claim(file, name, domain, ours));
+                    if let Some(st) = self.at_path(name, id)? {
+                        let ours = created && st.st_size == 0;
+                        return Ok(self.claim(file, id, &st, name, domain, ours));
                     }
                 }
             }
@@ -506,7 +606,7 @@ impl FlockDir {
         shared: &WaitShared,
     ) -> anyhow::Result<Option<FlockClaim>> {
         loop {
-            let (file, created) = {
+            let (file, id, created) = {
                 let state = shared.lock();
                 if state.gave_up {
                     return Ok(None);
@@ -514,19 +614,21 @@ impl FlockDir {
                 match self.round(domain, name)? {
                     Round::Held(claim) => return Ok(Some(claim)),
                     Round::Moved => continue,
-                    Round::Busy { file, created, .. } => (file, created),
+                    Round::Busy {
+                        file, id, created, ..
+                    } => (file, id, created),
                 }
             };
             if !sys::flock_or_interrupted(file.as_fd())? {
                 continue; // woken: the next round reads `gave_up`
             }
-            if !self.dir.names_file(name, &file)? {
+            let Some(st) = self.at_path(name, id)? else {
                 continue;
-            }
+            };
             // Someone else held it meanwhile: "ours" only if it is still
             // the empty file we made.
-            let ours = created && file.metadata()?.len() == 0;
-            return Ok(Some(self.claim(file, name, domain, ours)));
+            let ours = created && st.st_size == 0;
+            return Ok(Some(self.claim(file, id, &st, name, domain, ours)));
         }
     }
 
@@ -598,8 +700,35 @@ impl FlockDir {
     /// The state of the lockfile `name`, read without taking any lock;
     /// `None` when it is missing or not a usable lockfile.
     fn look(&self, domain: &str, name: &str) -> anyhow::Result<Option<Status>> {
-        let file = match self.dir.open_file(name, OpenHow::Read) {
-            Ok(file) => file,
+        // The common case, a free lockfile without a record (a young claim
+        // whose run never stamped it), is told from an `lstat` alone.
+        let peeked = self.snapshot.as_ref().and_then(|snapshot| {
+            snapshot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take_peeked(name)
+        });
+        let st = match peeked {
+            Some(st) => Some(st),
+            None => self
+                .dir
+                .stat(name)
+                .with_context(|| format!("cannot stat {}", self.dir.join(name).display()))?,
+        };
+        let Some(st) = st else {
+            return Ok(None);
+        };
+        let plain = st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_nlink == 1;
+        if plain && st.st_size == 0 && self.lock_of(FileId::of(&st))?.is_none() {
+            return Ok(Some(Status {
+                domain: domain.to_string(),
+                held: false,
+                holder: None,
+                locker: None,
+            }));
+        }
+        let (file, st) = match self.dir.open_file_stat(name, OpenHow::Read) {
+            Ok(opened) => opened,
             Err(e) => match e.kind {
                 FileErrorKind::Missing => return Ok(None),
                 FileErrorKind::Symlink | FileErrorKind::NotRegular(_) => {
@@ -609,20 +738,26 @@ impl FlockDir {
                 _ => return Err(e.into()),
             },
         };
-        let lock = match &self.snapshot {
-            Some(snapshot) => snapshot
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .lookup(&file),
-            None => flock_holder(&file),
-        }
-        .context("cannot read /proc/locks")?;
+        let lock = self.lock_of(FileId::of(&st))?;
         Ok(Some(Status {
             domain: domain.to_string(),
             held: lock.is_some(),
             holder: read_holder(&file),
             locker: lock.and_then(|l| l.pid),
         }))
+    }
+
+    /// Who holds a `flock` on the file `id`, from `/proc/locks` (or its
+    /// snapshot, see [`FlockDir::reuse_lock_table`]).
+    fn lock_of(&self, id: FileId) -> anyhow::Result<Option<KernelLock>> {
+        match &self.snapshot {
+            Some(snapshot) => snapshot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .lookup(id.dev, id.ino),
+            None => flock_holder_of(id.dev, id.ino),
+        }
+        .context("cannot read /proc/locks")
     }
 }
 
@@ -654,14 +789,14 @@ impl Backend for FlockDir {
         // Opened for writing, so that a janitor that takes the claim can
         // stamp its own record while it reaps; a lockfile we may only read
         // (made read-only by hand) is still probed and settled.
-        let opened = match self.dir.open_file(&name, OpenHow::ReadWrite) {
+        let opened = match self.dir.open_file_stat(&name, OpenHow::ReadWrite) {
             Err(e) if matches!(&e.kind, FileErrorKind::Io(io) if io.kind() == io::ErrorKind::PermissionDenied) => {
-                self.dir.open_file(&name, OpenHow::Read)
+                self.dir.open_file_stat(&name, OpenHow::Read)
             }
             other => other,
         };
-        let file = match opened {
-            Ok(file) => file,
+        let (file, st) = match opened {
+            Ok(opened) => opened,
             Err(e) => match e.kind {
                 FileErrorKind::Missing => return Ok(Probe::Missing),
                 FileErrorKind::Symlink | FileErrorKind::NotRegular(_) => {
@@ -670,49 +805,62 @@ impl Backend for FlockDir {
                 _ => return Err(e.into()),
             },
         };
+        let id = FileId::of(&st);
         if !flock(file.as_fd(), FlockOp::ExclusiveNonblock)? {
+            // Its age as of the open, a moment ago: held, it is only reported.
             return Ok(Probe::Held {
                 holder: read_holder(&file),
-                age: age_of(&file)?,
+                age: age_since(modified_of(&st)),
             });
         }
-        if !self.dir.names_file(&name, &file)? {
-            return Ok(Probe::Moved);
-        }
-        Ok(Probe::Acquired(self.claim(file, &name, domain, false)))
+        Ok(match self.at_path(&name, id)? {
+            Some(st) => Probe::Acquired(self.claim(file, id, &st, &name, domain, false)),
+            None => Probe::Moved,
+        })
     }
 
     fn create(&self, domain: &str) -> anyhow::Result<Option<FlockClaim>> {
         let name = lockfile_name(domain)?;
-        let file = match self.dir.open_file(&name, OpenHow::CreateNew) {
-            Ok(file) => file,
+        let (file, st) = match self.dir.open_file_stat(&name, OpenHow::CreateNew) {
+            Ok(opened) => opened,
             Err(e) if matches!(e.kind, FileErrorKind::Exists) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         // The file is new, but another process may have opened and locked
         // it, or locked and removed it, since; the identity check covers both.
-        if flock(file.as_fd(), FlockOp::ExclusiveNonblock)? && self.dir.names_file(&name, &file)? {
-            Ok(Some(self.claim(file, &name, domain, true)))
-        } else {
-            Ok(None)
+        let id = FileId::of(&st);
+        if !flock(file.as_fd(), FlockOp::ExclusiveNonblock)? {
+            return Ok(None);
         }
+        Ok(self
+            .at_path(&name, id)?
+            .map(|st| self.claim(file, id, &st, &name, domain, true)))
     }
 
     fn domains(&self) -> anyhow::Result<Vec<String>> {
-        let names = self
-            .dir
-            .names()
+        Ok(self.domain_list()?.iter().map(String::from).collect())
+    }
+
+    /// Filtered while the directory is read: names that are no domain's
+    /// lockfile are never held.
+    fn domain_list(&self) -> anyhow::Result<DomainList> {
+        let mut list = DomainList::new();
+        self.dir
+            .each_name(|name| {
+                if let Some(domain) = domain_in(name) {
+                    let _ = list.push(domain);
+                }
+            })
             .with_context(|| format!("cannot read lock dir {}", self.path().display()))?;
-        let mut domains: Vec<String> = names.iter().filter_map(|n| domain_of(n)).collect();
-        domains.sort();
-        Ok(domains)
+        list.sort_dedup();
+        Ok(list)
     }
 
     fn list(&self) -> anyhow::Result<Vec<Status>> {
         let mut out = Vec::new();
-        for domain in self.domains()? {
-            let name = lockfile_name(&domain)?;
-            out.extend(self.look(&domain, &name)?);
+        for domain in self.domain_list()?.iter() {
+            let name = lockfile_name(domain)?;
+            out.extend(self.look(domain, &name)?);
         }
         Ok(out)
     }
@@ -731,13 +879,13 @@ impl Backend for FlockDir {
         let Some(st) = st.filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG) else {
             return Ok(None);
         };
-        let since_epoch = Duration::new(st.st_mtime.unsigned_abs(), st.st_mtime_nsec as u32);
-        let modified = if st.st_mtime >= 0 {
-            SystemTime::UNIX_EPOCH + since_epoch
-        } else {
-            SystemTime::UNIX_EPOCH - since_epoch
-        };
-        Ok(Some(age_since(modified)))
+        if let Some(snapshot) = &self.snapshot {
+            let mut snapshot = snapshot.lock().unwrap_or_else(|e| e.into_inner());
+            snapshot.peeked_name.clear();
+            snapshot.peeked_name.push_str(&name);
+            snapshot.peeked = Some(st);
+        }
+        Ok(Some(age_since(modified_of(&st))))
     }
 
     fn pass_lock(&self, create: bool) -> anyhow::Result<PassLock> {
@@ -785,6 +933,15 @@ impl FlockClaim {
     pub fn path(&self) -> PathBuf {
         ccci_common::dirs::absolute(&self.dir.join(&self.name))
     }
+
+    /// The identity check of a held claim: the path's `lstat` when it
+    /// still names our file.
+    fn at_path(&self) -> io::Result<Option<FileStat>> {
+        Ok(self
+            .dir
+            .stat(&self.name)?
+            .filter(|st| FileId::of(st) == self.id))
+    }
 }
 
 impl Claim for FlockClaim {
@@ -793,6 +950,7 @@ impl Claim for FlockClaim {
     }
 
     fn stamp(&mut self, holder: &Holder) -> anyhow::Result<()> {
+        self.seen = None;
         let mut line = serde_json::to_vec(holder)?;
         line.push(b'\n');
         // Write over the old record, then cut: a reader sees the old record,
@@ -813,10 +971,16 @@ impl Claim for FlockClaim {
     }
 
     fn age(&self) -> anyhow::Result<Duration> {
+        if let Some((modified, _)) = self.seen {
+            return Ok(age_since(modified));
+        }
         age_of(&self.file).with_context(|| format!("cannot stat {}", self.path().display()))
     }
 
     fn holder(&self) -> Option<Holder> {
+        if matches!(self.seen, Some((_, 0))) {
+            return None; // empty when we took it: no record
+        }
         read_holder(&self.file)
     }
 
@@ -828,11 +992,9 @@ impl Claim for FlockClaim {
     }
 
     fn give_up(self) -> anyhow::Result<()> {
-        if self.created && self.dir.names_file(&self.name, &self.file)? {
-            // Held since we created it; check it is still unstamped anyway.
-            if self.file.metadata()?.len() == 0 {
-                return self.remove();
-            }
+        // Held since we created it; check it is still unstamped anyway.
+        if self.created && self.at_path()?.is_some_and(|st| st.st_size == 0) {
+            return self.remove();
         }
         Ok(())
     }
@@ -840,7 +1002,7 @@ impl Claim for FlockClaim {
     fn remove(self) -> anyhow::Result<()> {
         // By invariant 2 the path still names our file; check anyway, so a
         // lockfile replaced by hand is never removed by someone not holding it.
-        if self.dir.names_file(&self.name, &self.file)? {
+        if self.at_path()?.is_some() {
             self.dir
                 .remove_file(&self.name)
                 .with_context(|| format!("cannot remove lockfile {}", self.path().display()))?;
@@ -1071,6 +1233,22 @@ mod tests {
         // what it read (it only ever feeds reports).
         assert!(!fresh.status("a").unwrap().unwrap().held);
         assert!(stale.status("a").unwrap().unwrap().held);
+        // A status right after a peek of the same lockfile uses the peek's
+        // lstat, once; of another lockfile, its own.
+        assert!(fresh.peek_age("b").unwrap().is_some());
+        let mut b = held(dir.acquire("b", Wait::Never, &mut |_| {}).unwrap());
+        b.stamp(&Holder::this_process(Some("rb".into()))).unwrap();
+        drop(b);
+        // The peek saw it empty: no record to read.
+        let peeked = fresh.status("b").unwrap().unwrap();
+        assert!(!peeked.held && peeked.holder.is_none(), "{peeked:?}");
+        let looked = fresh.status("b").unwrap().unwrap();
+        assert_eq!(looked.holder.and_then(|h| h.run_id).as_deref(), Some("rb"));
+        assert!(fresh.peek_age("b").unwrap().is_some());
+        assert!(fresh.status("a").unwrap().unwrap().holder.is_some());
+        // Without a reused lock table, nothing is kept.
+        assert!(dir.peek_age("b").unwrap().is_some());
+        assert!(dir.status("b").unwrap().unwrap().holder.is_some());
         // Taking locks never goes through the snapshot.
         held(stale.acquire("a", Wait::Never, &mut |_| {}).unwrap());
     }
@@ -1094,6 +1272,41 @@ mod tests {
         assert!(!listed[0].held);
         held(dir.acquire("d", Wait::Never, &mut |_| {}).unwrap());
         assert!(dir.status("none").unwrap().is_none());
+    }
+
+    #[test]
+    fn an_empty_lockfile_is_looked_at_by_its_lstat_and_still_seen_held() {
+        let (_t, dir) = lock_dir();
+        let fresh = dir.clone().reuse_lock_table(Duration::ZERO);
+        let claim = held(dir.acquire("e", Wait::Never, &mut |_| {}).unwrap());
+        assert_eq!(claim.file.metadata().unwrap().len(), 0);
+        assert_eq!(claim.holder(), None, "an empty lockfile has no record");
+        for looker in [&dir, &fresh] {
+            let status = looker.status("e").unwrap().unwrap();
+            assert!(status.held, "a held lockfile without a record looked free");
+            assert_eq!(status.locker, Some(std::process::id()));
+        }
+        drop(claim);
+        for looker in [&dir, &fresh] {
+            let status = looker.status("e").unwrap().unwrap();
+            assert!(!status.held && status.holder.is_none());
+        }
+        // Not a plain file: looked at as before (refused, not listed).
+        std::fs::create_dir(dir.path().join("x.lock")).unwrap();
+        assert_eq!(dir.status("x").unwrap(), None);
+        std::fs::hard_link(dir.path().join("e.lock"), dir.path().join("f.lock")).unwrap();
+        assert_eq!(dir.status("f").unwrap(), None, "a hard-linked lockfile");
+        // A claim taken by a probe knows the lockfile was empty; stamped,
+        // its record is read again.
+        drop(held(dir.acquire("d", Wait::Never, &mut |_| {}).unwrap()));
+        let Probe::Acquired(mut claim) = dir.probe("d").unwrap() else {
+            panic!("d is free")
+        };
+        assert_eq!(claim.holder(), None);
+        claim
+            .stamp(&Holder::this_process(Some("r2".into())))
+            .unwrap();
+        assert_eq!(claim.holder().unwrap().run_id.as_deref(), Some("r2"));
     }
 
     #[test]
@@ -1176,25 +1389,25 @@ mod tests {
     #[test]
     fn a_created_lockfile_is_discarded_only_while_held_at_the_path_and_unstamped() {
         let (_t, dir) = lock_dir();
-        let (file, created) = dir.open_or_create("d.lock").unwrap();
+        let (file, id, created) = dir.open_or_create("d.lock").unwrap();
         assert!(created);
-        let (again, created_again) = dir.open_or_create("d.lock").unwrap();
+        let (again, _, created_again) = dir.open_or_create("d.lock").unwrap();
         assert!(!created_again);
         let path = dir.path().join("d.lock");
         // Someone else holds it: it is theirs now.
         assert!(flock(again.as_fd(), FlockOp::ExclusiveNonblock).unwrap());
-        dir.discard_created("d.lock", &file).unwrap();
+        dir.discard_created("d.lock", &file, id).unwrap();
         assert!(path.exists());
         // Someone stamped a record into it and left it (a killed run): kept.
         again.write_all_at(b"{}\n", 0).unwrap();
         drop(again);
-        dir.discard_created("d.lock", &file).unwrap();
+        dir.discard_created("d.lock", &file, id).unwrap();
         assert!(path.exists());
         drop(file);
         // Empty and free: removed.
-        let (file, _) = dir.open_or_create("d.lock").unwrap();
+        let (file, id, _) = dir.open_or_create("d.lock").unwrap();
         file.set_len(0).unwrap();
-        dir.discard_created("d.lock", &file).unwrap();
+        dir.discard_created("d.lock", &file, id).unwrap();
         assert!(!path.exists());
     }
 }

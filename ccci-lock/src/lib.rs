@@ -47,5 +47,6 @@ pub mod protocol;
 
 pub use flock::{domain_of, lockfile_name, FlockClaim, FlockDir, PASS_LOCK, SUFFIX};
 pub use protocol::{
-    acquire_all, Acquired, Backend, BusyDomain, Claim, Holder, PassLock, Probe, Status, Wait,
+    acquire_all, Acquired, Backend, BusyDomain, Claim, DomainList, Holder, PassLock, Probe, Status,
+    Wait,
 };

@@ -144,6 +144,90 @@ impl std::fmt::Debug for PassLock {
     }
 }
 
+/// Domain names held compactly, for a janitor pass over a lock dir of
+/// 100,000 claims: the bytes of every name in one buffer, each preceded by
+/// its length (a domain has at most 253 bytes), and one 4-byte offset per
+/// name, so that sorting moves offsets, never names. A name costs its
+/// length plus 5 bytes, instead of a `String` (24 bytes, and a heap block
+/// of its own with the allocator's overhead).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainList {
+    bytes: Vec<u8>,
+    starts: Vec<u32>,
+}
+
+impl DomainList {
+    /// An empty list.
+    pub fn new() -> DomainList {
+        DomainList::default()
+    }
+
+    /// Adds `domain` at the end. A name longer than 255 bytes is no domain
+    /// and is refused.
+    pub fn push(&mut self, domain: &str) -> Result<(), UsageError> {
+        let (Ok(len), Ok(start)) = (u8::try_from(domain.len()), u32::try_from(self.bytes.len()))
+        else {
+            return Err(UsageError(format!(
+                "invalid domain {}: too long",
+                shell_quote(domain)
+            )));
+        };
+        self.bytes.push(len);
+        self.bytes.extend_from_slice(domain.as_bytes());
+        self.starts.push(start);
+        Ok(())
+    }
+
+    /// How many names it holds.
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    fn at(&self, start: u32) -> &[u8] {
+        let start = start as usize;
+        let len = usize::from(self.bytes[start]);
+        &self.bytes[start + 1..start + 1 + len]
+    }
+
+    /// The `i`th name.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let start = *self.starts.get(i)?;
+        // Only whole `&str`s are pushed, so every name is UTF-8.
+        std::str::from_utf8(self.at(start)).ok()
+    }
+
+    /// The names in their order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.starts
+            .iter()
+            .map(|&start| std::str::from_utf8(self.at(start)).unwrap_or_default())
+    }
+
+    /// Sorts the names (by bytes, as `str` sorts) and drops duplicates.
+    pub fn sort_dedup(&mut self) {
+        let mut starts = std::mem::take(&mut self.starts);
+        starts.sort_unstable_by(|&a, &b| self.at(a).cmp(self.at(b)));
+        starts.dedup_by(|a, b| self.at(*a) == self.at(*b));
+        self.starts = starts;
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for DomainList {
+    /// Names that cannot be domains (over 255 bytes) are left out.
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> DomainList {
+        let mut list = DomainList::new();
+        for name in iter {
+            let _ = list.push(name.as_ref());
+        }
+        list
+    }
+}
+
 /// A place where domain locks live. `ccci-lock` and `ccci-janitor` are
 /// written against this trait; [`crate::FlockDir`] implements it with flock(2).
 pub trait Backend {
@@ -178,6 +262,13 @@ pub trait Backend {
     /// Every domain that has a claim, sorted. Names that are not valid
     /// domains are not listed.
     fn domains(&self) -> anyhow::Result<Vec<String>>;
+    /// [`Backend::domains`] in a [`DomainList`], sorted, each once: for a
+    /// caller that holds every domain at once (a janitor pass).
+    fn domain_list(&self) -> anyhow::Result<DomainList> {
+        let mut list: DomainList = self.domains()?.into_iter().collect();
+        list.sort_dedup();
+        Ok(list)
+    }
     /// The state of every claim, sorted by domain. Looking never blocks
     /// anyone: this takes no lock and never makes a concurrent acquirer of
     /// a free domain find it busy.
@@ -319,6 +410,25 @@ fn give_up_all<C: Claim>(claims: Vec<C>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_domain_list_sorts_and_dedups_like_strings() {
+        let names = ["b.example", "a", "ab", "b.example", "a-b", "Z", "a"];
+        let mut list: DomainList = names.iter().collect();
+        assert_eq!(list.len(), names.len());
+        assert_eq!(list.get(1), Some("a"));
+        list.sort_dedup();
+        let mut want: Vec<&str> = names.to_vec();
+        want.sort_unstable();
+        want.dedup();
+        assert_eq!(list.iter().collect::<Vec<_>>(), want);
+        assert_eq!(list.get(want.len()), None);
+        let longest = "a".repeat(255);
+        assert!(list.push(&longest).is_ok());
+        assert_eq!(list.iter().last(), Some(longest.as_str()));
+        assert!(list.push(&"a".repeat(256)).is_err());
+        assert_eq!(list.len(), want.len() + 1);
+    }
 
     #[test]
     fn parent_and_reaper_appear_only_when_set() {
