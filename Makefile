@@ -1,8 +1,10 @@
 # Build and install the five ccci tools with their man pages, completions,
 # the janitor's scripts and (with CI_USER) its systemd units.
 #
-#   make                              build, as yourself: release binaries,
-#                                     man pages, completions
+#   make                              build, as yourself: release binaries
+#                                     (statically linked), man pages,
+#                                     completions
+#   make STATIC=                      ... dynamically linked binaries
 #   sudo make install                 install what `make` built (never builds)
 #   sudo make install CI_USER=ci      ... and the systemd units, the
 #                                     tmpfiles.d entry and a cron file for
@@ -16,6 +18,20 @@
 # `make install` reads. Man pages and completions are generated from the clap
 # definitions (cargo run -p xtask -- gen DIR) into the build's directory,
 # never into the source tree.
+#
+# The tools are linked statically by default (STATIC: the flags that make a
+# static build), against the C library of the build host: a process then
+# starts without the dynamic loader, which is most of what separated the
+# tools' start-up from flock(1)'s and timeout(1)'s (docs/benchmarks.md). The
+# flags go in RUSTFLAGS with an explicit --target (the host's), so that
+# cargo applies them to the tools only, never to build scripts and proc
+# macros, and puts the tools in <target dir>/<host triple>/<profile>. The
+# tools never ask glibc's NSS for a user; a host name in an etcd endpoint is
+# the one lookup that may load an NSS module: see docs/benchmarks.md
+# ("Shipping it"). `make STATIC=` builds dynamically linked tools, as
+# cargo does by default (for a package built on one host and installed on
+# others). RUSTFLAGS set in the environment are kept, after STATIC; they
+# replace a cargo config file's build.rustflags, as RUSTFLAGS always does.
 
 PREFIX     ?= /usr/local
 DESTDIR    ?=
@@ -24,6 +40,11 @@ CARGO      ?= cargo
 PROFILE    ?= release
 TOOLS      := ccci-lock ccci-guard ccci-janitor ccci-abradir ccci-state
 SCRIPTS    := ccci-janitor-pass ccci-reap-abra
+STATIC     ?= -C target-feature=+crt-static
+RUSTC      ?= rustc
+# The triple a static build names with --target: this host's, asked only
+# when building (so `sudo make install` needs no rustc on root's PATH).
+HOST        = $(shell $(RUSTC) -vV 2>/dev/null | sed -n 's/^host: //p')
 # What `make` built: written by `make`, read by `make install`.
 BUILT      ?= .ccci-built.mk
 
@@ -55,12 +76,24 @@ CCCI_ONLY ?=
 
 all: build
 
+# How the tools are built: statically linked unless STATIC is empty.
+ifneq ($(strip $(STATIC)),)
+BUILD_TOOLS = RUSTFLAGS='$(strip $(STATIC))'$${RUSTFLAGS:+" $$RUSTFLAGS"} CARGO='$(CARGO)' \
+	      contrib/cargo-build-tools --profile $(PROFILE) --target '$(HOST)'
+LINKED      = statically
+else
+BUILD_TOOLS = CARGO='$(CARGO)' contrib/cargo-build-tools --profile $(PROFILE)
+LINKED      = dynamically
+endif
+
 build:
-	@dir=$$(CARGO='$(CARGO)' contrib/cargo-build-tools --profile $(PROFILE)) || exit 1; \
+	@[ -z '$(strip $(STATIC))' ] || [ -n '$(HOST)' ] || { \
+	    echo "make: '$(RUSTC) -vV' names no host triple; or build dynamically linked tools: make STATIC=" >&2; exit 1; }
+	@dir=$$($(BUILD_TOOLS)) || exit 1; \
 	$(CARGO) run --quiet -p xtask -- gen "$$dir/ccci-gen" || exit 1; \
-	{ echo "# written by make: what make install installs"; \
+	{ echo "# written by make: what make install installs (linked $(LINKED))"; \
 	  echo "BUILT_BIN := $$dir"; echo "BUILT_GEN := $$dir/ccci-gen"; } > '$(BUILT)'; \
-	echo "built into $$dir (recorded in $(BUILT))"
+	echo "built into $$dir, linked $(LINKED) (recorded in $(BUILT))"
 
 install:
 	@[ -n '$(BUILT_BIN)' ] || { echo "make install: nothing built yet: run 'make' first (as yourself, not as root)" >&2; exit 1; }

@@ -74,11 +74,12 @@ fn path_flags() -> OFlag {
     OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
 }
 
-/// `uid 1001 (ci)`, or `uid 1001` when the uid has no name.
+/// `uid 1001 (ci)`, or `uid 1001` when `/etc/passwd` has no name for it
+/// (never through NSS: see [`crate::users`]).
 pub fn describe_uid(uid: u32) -> String {
-    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
-        Ok(Some(user)) => format!("uid {uid} ({})", user.name),
-        _ => format!("uid {uid}"),
+    match crate::users::user_name(uid) {
+        Some(name) => format!("uid {uid} ({name})"),
+        None => format!("uid {uid}"),
     }
 }
 

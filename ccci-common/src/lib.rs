@@ -18,6 +18,7 @@
 //! - [`proc`]: is a pid alive, when did it start, which namespace and boot,
 //!   the host name.
 //! - [`locked`]: open → lock → verify the name still names it → retry.
+//! - [`users`]: the name of a uid, for messages, from `/etc/passwd` (no NSS).
 
 #![warn(missing_docs)]
 
@@ -33,3 +34,4 @@ pub mod proc;
 pub mod run;
 pub mod supervise;
 pub mod sys;
+pub mod users;

@@ -1,7 +1,9 @@
 //! A newcomer's path: the README's two commands work from a checkout with no
 //! tools on `PATH`, wherever cargo builds (`CARGO_TARGET_DIR`); `make` then
 //! `make install` yields the tools, their man pages, completions and the
-//! janitor's scripts and units, and `make install` never builds.
+//! janitor's scripts and units, and `make install` never builds. `make`
+//! links the tools statically (what docs/benchmarks.md measures), and
+//! `make STATIC=` dynamically.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -89,6 +91,64 @@ fn make(sb: &Sandbox, args: &[&str], built: &Path) -> Output {
         .run_within_deadlines(10)
 }
 
+/// Whether the ELF executable `path` asks for a program interpreter (the
+/// dynamic loader): `readelf -lW` lists a PT_INTERP program header.
+fn dynamically_linked(sb: &Sandbox, path: &Path) -> bool {
+    let out = sb.command("readelf").arg("-lW").arg(path).run();
+    out.expect_code(0).expect_stdout("Program Headers:");
+    let interp = out
+        .stdout
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some("INTERP"));
+    assert_eq!(
+        interp,
+        out.stdout.contains("Requesting program interpreter"),
+        "{out}"
+    );
+    interp
+}
+
+/// The `BUILT_BIN` directory a `make` recorded in `built`.
+fn built_bin(built: &Path) -> PathBuf {
+    let record = std::fs::read_to_string(built).unwrap();
+    record
+        .lines()
+        .find_map(|l| l.strip_prefix("BUILT_BIN := "))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no BUILT_BIN in\n{record}"))
+}
+
+/// A uid that `/etc/passwd` does not list.
+fn unlisted_uid() -> u32 {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let listed: Vec<&str> = passwd.lines().filter_map(|l| l.split(':').nth(2)).collect();
+    (4242..)
+        .find(|uid| !listed.contains(&uid.to_string().as_str()))
+        .unwrap()
+}
+
+/// The error that names a directory's owner works in the installed (static)
+/// tools for a uid `/etc/passwd` does not list: a static glibc's
+/// `getpwuid_r` would load the other NSS modules of `/etc/nsswitch.conf`
+/// (`passwd: files systemd` on Debian), and crash in `libnss_systemd`.
+fn names_an_unlisted_owner(sb: &Sandbox, lock: &Path) {
+    if crate::attacks::euid() != 0 {
+        eprintln!("not root: a directory owned by an unlisted uid is not tested");
+        return;
+    }
+    let uid = unlisted_uid();
+    let theirs = sb.path("unlisted-owner");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(uid), None).unwrap();
+    sb.command(lock)
+        .arg("--lock-dir")
+        .arg(&theirs)
+        .args(["unlisted.example.org", "--", "true"])
+        .run()
+        .expect_code(125)
+        .expect_stderr(&format!("is owned by uid {uid}, not by uid 0 (root)"));
+}
+
 #[test]
 fn make_then_make_install_yields_tools_man_pages_completions_and_scripts() {
     let sb = Sandbox::new();
@@ -103,7 +163,9 @@ fn make_then_make_install_yields_tools_man_pages_completions_and_scripts() {
     out.expect_stderr("run 'make' first");
     assert!(!dest.exists(), "install created files\n{out}");
 
-    make(&sb, &[], &built).expect_code(0);
+    make(&sb, &[], &built)
+        .expect_code(0)
+        .expect_stdout("linked statically");
     // Man pages and completions are generated into cargo's target dir.
     let record = std::fs::read_to_string(&built).unwrap();
     let gen = format!("BUILT_GEN := {}/", ccci_tests::target_dir().display());
@@ -142,17 +204,41 @@ fn make_then_make_install_yields_tools_man_pages_completions_and_scripts() {
                 "{tool}: no {section}\n{rendered}"
             );
         }
-        sb.command(prefix.join("bin").join(tool))
+        let bin = prefix.join("bin").join(tool);
+        sb.command(&bin)
             .arg("--version")
             .run()
             .expect_code(0)
             .expect_stdout(tool);
+        // What the benchmarks measure: statically linked, no loader.
+        assert!(!dynamically_linked(&sb, &bin), "{tool} is not static");
+        let built = built_bin(&built).join(tool);
+        assert_eq!(std::fs::read(&bin).unwrap(), std::fs::read(&built).unwrap());
     }
+    names_an_unlisted_owner(&sb, &prefix.join("bin/ccci-lock"));
     make(&sb, &[&["uninstall"][..], &install].concat(), &built).expect_code(0);
     assert_eq!(
         count("bin") + count("share/man/man1") + count("lib/ccci"),
         0
     );
+
+    // `make STATIC=`: dynamically linked tools, in cargo's usual directory,
+    // and `make install` installs those.
+    let dynamic = sb.path("built-dynamic.mk");
+    make(&sb, &["STATIC="], &dynamic)
+        .expect_code(0)
+        .expect_stdout("linked dynamically");
+    assert_ne!(built_bin(&dynamic), built_bin(&built));
+    make(&sb, &[&["install"][..], &install].concat(), &dynamic).expect_code(0);
+    for tool in TOOLS {
+        let bin = prefix.join("bin").join(tool);
+        assert!(dynamically_linked(&sb, &bin), "{tool} is not dynamic");
+        sb.command(&bin)
+            .arg("--version")
+            .run()
+            .expect_code(0)
+            .expect_stdout(tool);
+    }
 }
 
 #[test]
