@@ -20,18 +20,20 @@
 # never into the source tree.
 #
 # The tools are linked statically by default (STATIC: the flags that make a
-# static build), against the C library of the build host: a process then
-# starts without the dynamic loader, which is most of what separated the
-# tools' start-up from flock(1)'s and timeout(1)'s (docs/benchmarks.md). The
-# flags go in RUSTFLAGS with an explicit --target (the host's), so that
-# cargo applies them to the tools only, never to build scripts and proc
-# macros, and puts the tools in <target dir>/<host triple>/<profile>. The
-# tools never ask glibc's NSS for a user; a host name in an etcd endpoint is
-# the one lookup that may load an NSS module: see docs/benchmarks.md
-# ("Shipping it"). `make STATIC=` builds dynamically linked tools, as
-# cargo does by default (for a package built on one host and installed on
-# others). RUSTFLAGS set in the environment are kept, after STATIC; they
-# replace a cargo config file's build.rustflags, as RUSTFLAGS always does.
+# static build): a process then starts without the dynamic loader, which is
+# most of what separated the tools' start-up from flock(1)'s and timeout(1)'s
+# (docs/benchmarks.md). TARGET is the triple they are built for: this
+# machine's musl one when its standard library is installed (`rustup target
+# add x86_64-unknown-linux-musl`): musl starts in half of glibc's time and has
+# no NSS to load at run time, so the binaries run on any Linux of that
+# architecture; otherwise the host's own triple (static glibc: see
+# docs/benchmarks.md, "Shipping it", for the one lookup that can still load
+# an NSS module). An explicit --target makes cargo apply RUSTFLAGS to the
+# tools only, never to build scripts and proc macros, and put the tools in
+# <target dir>/<TARGET>/<profile>. `make STATIC=` builds dynamically linked
+# tools for the host, as cargo does by default. RUSTFLAGS set in the
+# environment are kept, after STATIC; they replace a cargo config file's
+# build.rustflags, as RUSTFLAGS always does.
 
 PREFIX     ?= /usr/local
 DESTDIR    ?=
@@ -42,9 +44,13 @@ TOOLS      := ccci-lock ccci-guard ccci-janitor ccci-abradir ccci-state
 SCRIPTS    := ccci-janitor-pass ccci-reap-abra
 STATIC     ?= -C target-feature=+crt-static
 RUSTC      ?= rustc
-# The triple a static build names with --target: this host's, asked only
-# when building (so `sudo make install` needs no rustc on root's PATH).
+# The triple a static build names with --target (see above), worked out
+# only when building (so `sudo make install` needs no rustc on root's PATH).
 HOST        = $(shell $(RUSTC) -vV 2>/dev/null | sed -n 's/^host: //p')
+MUSL        = $(shell echo '$(HOST)' | sed -n 's/^\([a-z0-9_]*\)-unknown-linux-gnu.*$$/\1-unknown-linux-musl/p')
+HAVE_MUSL   = $(if $(MUSL),$(shell d=$$($(RUSTC) --print target-libdir --target '$(MUSL)' 2>/dev/null) && \
+                ls "$$d"/libstd-*.rlib >/dev/null 2>&1 && echo yes))
+TARGET     ?= $(if $(HAVE_MUSL),$(MUSL),$(HOST))
 # What `make` built: written by `make`, read by `make install`.
 BUILT      ?= .ccci-built.mk
 
@@ -79,15 +85,15 @@ all: build
 # How the tools are built: statically linked unless STATIC is empty.
 ifneq ($(strip $(STATIC)),)
 BUILD_TOOLS = RUSTFLAGS='$(strip $(STATIC))'$${RUSTFLAGS:+" $$RUSTFLAGS"} CARGO='$(CARGO)' \
-	      contrib/cargo-build-tools --profile $(PROFILE) --target '$(HOST)'
-LINKED      = statically
+	      contrib/cargo-build-tools --profile $(PROFILE) --target '$(TARGET)'
+LINKED      = statically for $(TARGET)
 else
 BUILD_TOOLS = CARGO='$(CARGO)' contrib/cargo-build-tools --profile $(PROFILE)
 LINKED      = dynamically
 endif
 
 build:
-	@[ -z '$(strip $(STATIC))' ] || [ -n '$(HOST)' ] || { \
+	@[ -z '$(strip $(STATIC))' ] || [ -n '$(TARGET)' ] || { \
 	    echo "make: '$(RUSTC) -vV' names no host triple; or build dynamically linked tools: make STATIC=" >&2; exit 1; }
 	@dir=$$($(BUILD_TOOLS)) || exit 1; \
 	$(CARGO) run --quiet -p xtask -- gen "$$dir/ccci-gen" || exit 1; \

@@ -115,8 +115,8 @@ pub fn set_alarm_timer(after: Option<Duration>) -> io::Result<()> {
                 d.subsec_micros()
             };
             libc::timeval {
-                tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
-                tv_usec: libc::suseconds_t::from(micros),
+                tv_sec: saturating_secs(d),
+                tv_usec: micros.into(),
             }
         }
         None => libc::timeval {
@@ -155,6 +155,16 @@ pub fn alarm_timer() -> io::Result<Option<Duration>> {
         u32::try_from(timer.it_value.tv_usec).unwrap_or(0) * 1000,
     );
     Ok((!left.is_zero()).then_some(left))
+}
+
+/// Whole seconds of `d` as the C library's `time_t`, at most its largest
+/// value (`i64::MAX`, or `i32::MAX` where `time_t` has 32 bits). Written
+/// without naming `libc::time_t`, which the libc crate marks as about to
+/// change on musl.
+fn saturating_secs<T: TryFrom<u64> + TryFrom<i64> + From<i32>>(d: Duration) -> T {
+    T::try_from(d.as_secs())
+        .or_else(|_| T::try_from(i64::MAX))
+        .unwrap_or_else(|_| T::from(i32::MAX))
 }
 
 /// Arranges for `cmd`'s child, between fork and exec: an empty signal mask,
@@ -294,7 +304,7 @@ pub fn wait_signal(
                 None => libc::sigwaitinfo(&set, &mut info),
                 Some(t) => {
                     let ts = libc::timespec {
-                        tv_sec: t.as_secs() as libc::time_t,
+                        tv_sec: saturating_secs(t),
                         tv_nsec: t.subsec_nanos() as libc::c_long,
                     };
                     libc::sigtimedwait(&set, &mut info, &ts)
