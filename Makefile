@@ -78,7 +78,7 @@ CCCI_ONLY ?=
 
 -include $(BUILT)
 
-.PHONY: all build install install-units uninstall
+.PHONY: all build install install-units uninstall print-target
 
 all: build
 
@@ -91,6 +91,10 @@ else
 BUILD_TOOLS = CARGO='$(CARGO)' contrib/cargo-build-tools --profile $(PROFILE)
 LINKED      = dynamically
 endif
+
+# The triple a static build is for (bench/run --no-build asks).
+print-target:
+	@echo '$(TARGET)'
 
 build:
 	@[ -z '$(strip $(STATIC))' ] || [ -n '$(TARGET)' ] || { \

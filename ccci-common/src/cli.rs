@@ -94,17 +94,65 @@ fn names_file(value: Option<&std::ffi::OsStr>, fd: impl std::os::fd::AsFd) -> bo
 
 /// `text` as stderr lines: each prefixed with a timestamp when stamping.
 fn stderr_text(text: &str) -> String {
-    if !STAMP.load(Ordering::Relaxed) {
-        return text.to_string();
-    }
-    let now = now_rfc3339();
-    text.lines().map(|line| format!("{now} {line}\n")).collect()
+    let mut out = String::new();
+    stamp_lines(text, &mut out);
+    out
 }
 
-/// Writes `tool: message` (one or more lines) to stderr.
+/// Appends `text` to `out`, each line stamped with the time when stamps are
+/// on ([`stderr_text`]).
+fn stamp_lines(text: &str, out: &mut String) {
+    if !STAMP.load(Ordering::Relaxed) {
+        out.push_str(text);
+        return;
+    }
+    use std::cell::RefCell;
+    thread_local! {
+        // The last stamp made, and the second it is of.
+        static LAST: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = std::time::SystemTime::now();
+    let second = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    LAST.with_borrow_mut(|(of, stamp)| {
+        if *of != second {
+            *of = second;
+            *stamp = humantime::format_rfc3339_seconds(now).to_string();
+        }
+        for line in text.lines() {
+            out.push_str(stamp);
+            out.push(' ');
+            out.push_str(line);
+            out.push('\n');
+        }
+    });
+}
+
+/// Writes `tool: message` (one or more lines) to stderr, in one `write`.
+/// The line is built in buffers kept for the next one: a janitor `-v` pass
+/// writes a line per lockfile.
 pub fn try_emit(args: fmt::Arguments<'_>) -> io::Result<()> {
-    let text = stderr_text(&format!("{}: {}\n", tool(), args));
-    io::stderr().lock().write_all(text.as_bytes())
+    use std::cell::RefCell;
+    use std::fmt::Write as _;
+    thread_local! {
+        static BUFFERS: RefCell<(String, String)> = const { RefCell::new((String::new(), String::new())) };
+    }
+    BUFFERS.with(|buffers| {
+        // A message whose formatting emits again (never, in practice)
+        // finds the buffers in use and gets its own.
+        let mut own = (String::new(), String::new());
+        let mut guard = buffers.try_borrow_mut();
+        let (message, text) = match guard.as_deref_mut() {
+            Ok(buffers) => buffers,
+            Err(_) => &mut own,
+        };
+        message.clear();
+        text.clear();
+        let _ = writeln!(message, "{}: {}", tool(), args);
+        stamp_lines(message, text);
+        io::stderr().lock().write_all(text.as_bytes())
+    })
 }
 
 /// Writes `tool: message` to stderr; a closed stderr is ignored.

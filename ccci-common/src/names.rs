@@ -28,10 +28,15 @@ fn domain_byte(b: u8) -> bool {
 
 /// An app domain: 1–253 bytes of `[A-Za-z0-9._-]`, starting with a letter or digit.
 pub fn domain(value: &str) -> Result<String, String> {
+    check_domain(value).map(|()| value.to_owned())
+}
+
+/// [`domain`] without the copy: whether `value` is a valid DOMAIN.
+pub fn check_domain(value: &str) -> Result<(), String> {
     if value.len() <= DOMAIN_MAX
         && first_and_rest(value, |b| b.is_ascii_alphanumeric(), domain_byte)
     {
-        Ok(value.to_owned())
+        Ok(())
     } else {
         Err(format!(
             "not a valid domain: it must be 1-{DOMAIN_MAX} bytes of letters, digits, '.', '_' \

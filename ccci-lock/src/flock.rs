@@ -102,9 +102,13 @@ const REWAKE: Duration = Duration::from_millis(10);
 /// The lockfile name of `domain`: `<DOMAIN>.lock`. A domain that is valid
 /// but too long for a file name (over 250 bytes) is a usage error.
 pub fn lockfile_name(domain: &str) -> Result<String, UsageError> {
-    ccci_common::names::domain(domain)
+    ccci_common::names::check_domain(domain)
         .map_err(|why| UsageError(format!("invalid domain {}: {why}", shell_quote(domain))))?;
-    let name = format!("{domain}{SUFFIX}");
+    // Called for every lockfile of a janitor pass: one allocation, no
+    // formatting machinery.
+    let mut name = String::with_capacity(domain.len() + SUFFIX.len());
+    name.push_str(domain);
+    name.push_str(SUFFIX);
     if name.len() > FILE_NAME_MAX {
         return Err(UsageError(format!(
             "domain {} is too long for a lockfile name: at most {} bytes",
