@@ -48,6 +48,7 @@ pub mod cli;
 pub mod glob;
 pub mod reap;
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::Path;
@@ -130,8 +131,8 @@ pub struct Examined {
     pub holder: Option<Holder>,
     /// The claim's age (since it was last stamped), when there was one.
     pub age: Option<Duration>,
-    /// A sentence for people.
-    pub detail: String,
+    /// A sentence for people (most are fixed: not copied per domain).
+    pub detail: Cow<'static, str>,
 }
 
 impl std::fmt::Display for Examined {
@@ -152,7 +153,7 @@ pub struct JsonLine<'a> {
 }
 
 impl Examined {
-    fn new(domain: &str, outcome: Outcome, level: Level, detail: String) -> Examined {
+    fn new(domain: &str, outcome: Outcome, level: Level, detail: Cow<'static, str>) -> Examined {
         Examined {
             domain: domain.to_string(),
             outcome,
@@ -398,7 +399,7 @@ pub fn pass<B: Backend>(
                 domain,
                 Outcome::Failed,
                 Level::Error,
-                format!("error: {e:#}"),
+                format!("error: {e:#}").into(),
             )
         });
         report(&examined)?;
@@ -431,7 +432,12 @@ impl<B: Backend> Pass<'_, B> {
                 "warm (matches {}): skipped, not probed",
                 shell_quote(&glob.to_string())
             );
-            return Ok(Examined::new(domain, Outcome::Skipped, Level::Info, detail));
+            return Ok(Examined::new(
+                domain,
+                Outcome::Skipped,
+                Level::Info,
+                detail.into(),
+            ));
         }
         if s.only
             .as_ref()
@@ -502,7 +508,7 @@ impl<B: Backend> Pass<'_, B> {
                 domain,
                 Outcome::Skipped,
                 Level::Warning,
-                format!("skipped: {why}"),
+                format!("skipped: {why}").into(),
             )),
             Probe::Held { holder, age } => Ok(self.held(domain, holder, age, None)),
             Probe::Moved => Ok(Examined::new(
@@ -525,7 +531,7 @@ impl<B: Backend> Pass<'_, B> {
                 domain,
                 Outcome::WouldReap,
                 Level::Action,
-                format!("dry run: would reap ({why})"),
+                format!("dry run: would reap ({why})").into(),
             ));
         }
         match self.backend.create(domain)? {
@@ -579,7 +585,7 @@ impl<B: Backend> Pass<'_, B> {
                 format!("live: locked by {who}, for {}{note}", human(age)),
             )
         };
-        Examined::new(domain, outcome, level, detail).with(holder, Some(age))
+        Examined::new(domain, outcome, level, detail.into()).with(holder, Some(age))
     }
 
     fn recorded_holder_gone(&mut self, holder: &Holder) -> bool {
@@ -596,7 +602,7 @@ impl<B: Backend> Pass<'_, B> {
             human(age),
             self.min_age
         );
-        Examined::new(domain, Outcome::Young, Level::Info, detail).with(holder, Some(age))
+        Examined::new(domain, Outcome::Young, Level::Info, detail.into()).with(holder, Some(age))
     }
 
     /// We hold the lock of an existing claim whose holder is gone.
@@ -621,21 +627,21 @@ impl<B: Backend> Pass<'_, B> {
                 return Ok(examined(
                     Outcome::Skipped,
                     Level::Action,
-                    format!("dry run: would unlink stale lockfile (not deployed; {last})"),
+                    format!("dry run: would unlink stale lockfile (not deployed; {last})").into(),
                 ));
             }
             claim.remove()?;
             return Ok(examined(
                 Outcome::StaleUnlinked,
                 Level::Action,
-                format!("unlinked stale lockfile (not deployed, nothing to reap; {last})"),
+                format!("unlinked stale lockfile (not deployed, nothing to reap; {last})").into(),
             ));
         }
         if self.settings.dry_run {
             return Ok(examined(
                 Outcome::WouldReap,
                 Level::Action,
-                format!("dry run: would reap ({last})"),
+                format!("dry run: would reap ({last})").into(),
             ));
         }
         Ok(self.reap(claim, holder.clone(), Some(age), &last))
@@ -693,7 +699,7 @@ impl<B: Backend> Pass<'_, B> {
                 ),
             )
         };
-        Examined::new(&domain, outcome, level, detail).with(holder, age)
+        Examined::new(&domain, outcome, level, detail.into()).with(holder, age)
     }
 }
 
