@@ -597,9 +597,11 @@ impl<B: Backend> Pass<'_, B> {
     }
 
     fn young(&self, domain: &str, holder: Option<Holder>, age: Duration) -> Examined {
+        // Written once per young lockfile of a -v pass: the age is
+        // formatted in place, not into a string of its own first.
         let detail = format!(
             "young: lockfile {} old, less than --min-age {}",
-            human(age),
+            humantime::format_duration(Duration::from_secs(age.as_secs())),
             self.min_age
         );
         Examined::new(domain, Outcome::Young, Level::Info, detail.into()).with(holder, Some(age))
