@@ -50,7 +50,11 @@ HOST        = $(shell $(RUSTC) -vV 2>/dev/null | sed -n 's/^host: //p')
 MUSL        = $(shell echo '$(HOST)' | sed -n 's/^\([a-z0-9_]*\)-unknown-linux-gnu.*$$/\1-unknown-linux-musl/p')
 HAVE_MUSL   = $(if $(MUSL),$(shell d=$$($(RUSTC) --print target-libdir --target '$(MUSL)' 2>/dev/null) && \
                 ls "$$d"/libstd-*.rlib >/dev/null 2>&1 && echo yes))
-TARGET     ?= $(if $(HAVE_MUSL),$(MUSL),$(HOST))
+# Given on make's command line only: a TARGET variable in the environment
+# (build systems set one for their own purposes) is not ours.
+ifneq ($(origin TARGET),command line)
+TARGET      = $(if $(HAVE_MUSL),$(MUSL),$(HOST))
+endif
 # What `make` built: written by `make`, read by `make install`.
 BUILT      ?= .ccci-built.mk
 
