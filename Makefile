@@ -45,15 +45,17 @@ SCRIPTS    := ccci-janitor-pass ccci-reap-abra
 STATIC     ?= -C target-feature=+crt-static
 RUSTC      ?= rustc
 # The triple a static build names with --target (see above), worked out
-# only when building (so `sudo make install` needs no rustc on root's PATH).
-HOST        = $(shell $(RUSTC) -vV 2>/dev/null | sed -n 's/^host: //p')
-MUSL        = $(shell echo '$(HOST)' | sed -n 's/^\([a-z0-9_]*\)-unknown-linux-gnu.*$$/\1-unknown-linux-musl/p')
+# only when building (so `sudo make install` needs no rustc on root's PATH),
+# and then once: `X = $(eval X := ...)$(X)` replaces itself with its value
+# the first time it is expanded.
+HOST        = $(eval HOST := $(shell $(RUSTC) -vV 2>/dev/null | sed -n 's/^host: //p'))$(HOST)
+MUSL        = $(patsubst %-unknown-linux-gnu,%-unknown-linux-musl,$(filter %-unknown-linux-gnu,$(HOST)))
 HAVE_MUSL   = $(if $(MUSL),$(shell d=$$($(RUSTC) --print target-libdir --target '$(MUSL)' 2>/dev/null) && \
                 ls "$$d"/libstd-*.rlib >/dev/null 2>&1 && echo yes))
 # Given on make's command line only: a TARGET variable in the environment
 # (build systems set one for their own purposes) is not ours.
 ifneq ($(origin TARGET),command line)
-TARGET      = $(if $(HAVE_MUSL),$(MUSL),$(HOST))
+TARGET      = $(eval TARGET := $(if $(HAVE_MUSL),$(MUSL),$(HOST)))$(TARGET)
 endif
 # What `make` built: written by `make`, read by `make install`.
 BUILT      ?= .ccci-built.mk
