@@ -35,8 +35,7 @@
 //! and default dispositions ([`crate::sys::spawn`]); [`FORWARDED`]
 //! is the one list of signals a waiting tool passes on.
 
-use std::ffi::OsStr;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Command, ExitStatus};
@@ -125,20 +124,16 @@ impl Program {
     }
 
     /// The same as a std [`Command`], for [`exec`].
-    fn command(&self) -> Command {
+    fn command(&self) -> io::Result<Command> {
         let mut cmd = Command::new(&self.argv[0]);
         cmd.args(&self.argv[1..]).envs(self.env.iter().cloned());
         if let Some(fd) = &self.stdin {
-            if let Ok(fd) = fd.try_clone() {
-                cmd.stdin(fd);
-            }
+            cmd.stdin(fd.try_clone()?);
         }
         if let Some(fd) = &self.stdout {
-            if let Ok(fd) = fd.try_clone() {
-                cmd.stdout(fd);
-            }
+            cmd.stdout(fd.try_clone()?);
         }
-        cmd
+        Ok(cmd)
     }
 }
 
@@ -194,7 +189,10 @@ pub fn run(cmd: &mut Program, watch: Watch) -> io::Result<Finished> {
 /// resets the signal state first ([`sys::reset_signals`]).
 pub fn exec(cmd: &mut Program) -> u8 {
     use std::os::unix::process::CommandExt;
-    let e = cmd.command().exec();
+    let e = match cmd.command() {
+        Ok(mut command) => command.exec(),
+        Err(e) => e,
+    };
     cannot_start(cmd, &e)
 }
 
