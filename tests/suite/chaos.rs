@@ -631,12 +631,7 @@ fn chaos_state_writers_killed_mid_write_never_tear_or_overcount() {
 fn gc_collects_the_temporaries_of_killed_state_writers() {
     let sb = Sandbox::new();
     let me = std::process::id().to_string();
-    let st = |args: &[&str]| {
-        sb.tool("ccci-state")
-            .args(["--run-id", "r", "--pid", &me])
-            .args(args)
-            .run()
-    };
+    let st = |args: &[&str]| crate::state::run_r(&sb, &me, args);
     st(&["env"]).expect_code(0);
     st(&["incr", "deploys"]).expect_code(0);
     let dir = sb.state_dir().join(format!("r-{me}"));
@@ -859,12 +854,7 @@ fn no_temporaries_after_normal_failing_or_killed_runs() {
     assert_eq!(names, vec!["b.example.org.lock"], "lock dir after the runs");
 
     let me = std::process::id().to_string();
-    let st = |args: &[&str]| {
-        sb.tool("ccci-state")
-            .args(["--run-id", "r", "--pid", &me])
-            .args(args)
-            .run()
-    };
+    let st = |args: &[&str]| crate::state::run_r(&sb, &me, args);
     st(&["env"]).expect_code(0);
     st(&["incr", "deploys"]).expect_code(0);
     st(&["set", "opstate", "x"]).expect_code(0);

@@ -106,7 +106,7 @@ fn play_case_20(sb: &Sandbox, env: &[(&str, &str)]) -> ([String; 4], String, Str
 }
 
 /// `ccci-state --run-id r --pid PID ARGS...`, run to its end.
-fn run_r(sb: &Sandbox, pid: &str, args: &[&str]) -> Output {
+pub(crate) fn run_r(sb: &Sandbox, pid: &str, args: &[&str]) -> Output {
     sb.tool("ccci-state")
         .args(["--run-id", "r", "--pid", pid])
         .args(args)
