@@ -68,7 +68,7 @@ done
 # The stub abra of the test suite: abra's documented command line (app new,
 # deploy, undeploy, remove, ls), apps as .env files, the swarm in files.
 install -m 0755 "$top/tests/harness/abra-stub.sh" "$work/bin/abra"
-export PATH="$work/bin:$PATH" ABRA_DIR=$work/abra ABRA_STUB_SWARM=$work/swarm CCCI_REAP_POLL=0
+export PATH="$work/bin:$PATH" ABRA_DIR=$work/abra ABRA_STUB_SWARM=$work/swarm CCCI_REAP_POLL=0.05
 abra app new traefik --server ci.example.org --domain traefik.ci.example.org --no-input >/dev/null
 abra app deploy traefik.ci.example.org --no-input >/dev/null
 abra app new wordpress --server ci.example.org --domain warm-wordpress.ci.example.org --no-input >/dev/null

@@ -34,7 +34,7 @@ fn listed(sb: &Sandbox) -> String {
 fn reap(sb: &Sandbox, domain: &str) -> Output {
     sb.command(contrib("ccci-reap-abra"))
         .arg(domain)
-        .env("CCCI_REAP_POLL", "0")
+        .env("CCCI_REAP_POLL", "0.05")
         .run()
 }
 
@@ -141,7 +141,7 @@ fn case_30_reap_abra_fails_loudly_when_abra_fails_and_the_janitor_keeps_the_clai
         sb.tool("ccci-janitor")
             .arg("--")
             .arg(contrib("ccci-reap-abra"))
-            .env("CCCI_REAP_POLL", "0")
+            .env("CCCI_REAP_POLL", "0.05")
             .run()
     };
     let out = pass();
@@ -173,10 +173,15 @@ fn case_30_reap_abra_is_bounded_and_refuses_bad_input() {
     out.expect_code(1).expect_stderr("still deployed");
     assert!(listed(&sb).contains(app), "removed while deployed\n{out}");
 
-    for bad in ["", "-rf", "a b", "../x", "x/y", "wp.ci\r"] {
+    for bad in ["", "a b", "../x", "x/y", "wp.ci\r"] {
         let out = reap(&sb, bad);
         out.expect_code(2).expect_stderr("not a valid domain");
     }
+    // A flag it does not know is a usage error, not a domain.
+    reap(&sb, "-rf")
+        .expect_code(2)
+        .expect_stderr("unknown option '-rf'")
+        .expect_stderr("usage");
     sb.command(contrib("ccci-reap-abra"))
         .run()
         .expect_code(2)
@@ -351,7 +356,7 @@ fn every_snippet_of_the_adoption_guide_runs() {
             .env("CI_HOME", sb.path("home"))
             .env("CARGO_HOME", keep("CARGO_HOME", home.join(".cargo")))
             .env("RUSTUP_HOME", keep("RUSTUP_HOME", home.join(".rustup")))
-            .env("CCCI_REAP_POLL", "0")
+            .env("CCCI_REAP_POLL", "0.05")
             .env("TMPDIR", sb.root())
             .run_within_deadlines(10); // a build, or several CI runs
         assert_eq!(
@@ -366,17 +371,24 @@ fn every_snippet_of_the_adoption_guide_runs() {
 
 fn pass(sb: &Sandbox) -> ccci_tests::Cmd {
     sb.command(contrib("ccci-janitor-pass"))
-        .env("CCCI_REAP_POLL", "0")
+        .env("CCCI_REAP_POLL", "0.05")
         .env("TMPDIR", sb.root())
 }
 
-/// Puts a `ccci-janitor` first on `PATH` that only records that it ran.
+/// Puts a `ccci-janitor` first on `PATH` that only records that it ran,
+/// with its arguments and the patterns it got in its environment (the
+/// real one answers `--print-config`, which the pass asks first).
 fn janitor_recorder(sb: &Sandbox) -> PathBuf {
     let ran = sb.path("janitor-ran");
     let stub = sb.stub_dir().join("ccci-janitor");
     std::fs::write(
         &stub,
-        format!("#!/bin/sh\necho \"$*\" > '{}'\n", ran.display()),
+        format!(
+            "#!/bin/sh\n[ \"$1\" != --print-config ] || exec '{}' \"$@\"\n\
+             echo \"$* only=$CCCI_ONLY warm=${{CCCI_WARM-}}\" > '{}'\n",
+            ccci_tests::bin("ccci-janitor").display(),
+            ran.display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -402,7 +414,7 @@ fn janitor_pass_requires_the_ci_pattern_and_its_programs() {
         .env("CCCI_ABRA", "no-such-abra")
         .run()
         .expect_code(125)
-        .expect_stderr("not found on PATH: no-such-abra")
+        .expect_stderr("not found: no-such-abra")
         .expect_stderr("jq");
     assert!(!ran.exists(), "the janitor ran");
     assert!(!swarm.join("calls").exists(), "abra was asked");
@@ -432,9 +444,9 @@ fn janitor_pass_does_nothing_when_abra_fails() {
         .run();
     let args = std::fs::read_to_string(&ran).expect("the janitor ran");
     for want in [
-        "--only *-??????.ci.example.org --only *.test.example.org",
-        "--warm warm-* --warm w[[:digit:]].x -v -- ",
-        "/ccci-reap-abra",
+        " -v -- ",
+        "/ccci-reap-abra only=*-??????.ci.example.org *.test.example.org",
+        "warm=warm-* w[[:digit:]].x",
     ] {
         assert!(args.contains(want), "no {want:?} in {args:?}");
     }
