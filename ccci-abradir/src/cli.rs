@@ -58,10 +58,14 @@ otherwise status 125.";
 #[command(
     name = "ccci-abradir",
     version,
-    after_help = format!("{AFTER_HELP}\n\n{}", exit::help_section()),
+    after_help = format!("{AFTER_HELP}\n\n{}\n\n{}", ccci_common::config::help_note(), exit::help_section()),
     override_usage = "ccci-abradir [--run-id ID] [--pid PID] [--runs-dir DIR] [--canonical DIR] [--recipe NAME]...\n       ccci-abradir clean [--run-id ID] [--pid PID] [--runs-dir DIR]\n       ccci-abradir gc [--dry-run] [--runs-dir DIR]"
 )]
 pub struct Cli {
+    /// The configuration file
+    #[command(flatten)]
+    pub config: ccci_common::args::ConfigArg,
+
     /// Which run: --run-id and --pid.
     #[command(flatten)]
     pub run: RunArgs,
@@ -106,6 +110,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let runs_dir = cli.runs_dir.resolve()?;
     match cli.command {
         Some(Command::Gc { dry_run }) => {
+            // Run from cron beside the janitor: its lines are stamped alike.
+            ccci_common::cli::stamp_stderr();
             if !cli.recipe.is_empty() {
                 return Err(UsageError("gc takes no --recipe".into()).into());
             }

@@ -24,6 +24,23 @@ use clap::Args;
 use crate::cli::{checked_path, UsageError};
 use crate::dirs::{self, Role, LOCK_DIR, RUNS_DIR, STATE_DIR};
 
+/// `--config` / `CCCI_CONFIG`: the configuration file (SPEC §1 "One
+/// configuration"). It is read by [`crate::cli::main`] before the command
+/// line is parsed ([`crate::config`]); clap knows the flag for `--help`,
+/// man pages and completions.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArg {
+    /// Configuration file of KEY=VALUE settings [default: /etc/ccci/ccci.conf, if it exists]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "CCCI_CONFIG",
+        hide_env_values = true,
+        global = true
+    )]
+    pub config: Option<PathBuf>,
+}
+
 /// `--lock-dir` / `CCCI_APP_LOCK_DIR`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct LockDirArg {

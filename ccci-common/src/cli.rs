@@ -189,15 +189,19 @@ pub fn main<P: clap::Parser, R: Into<exit::Ended>>(
     run: impl FnOnce(P) -> anyhow::Result<R>,
 ) -> ExitCode {
     let _ = TOOL.set(tool);
+    // Before clap reads any variable: the file's values join the
+    // environment where it sets none (crate::config).
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if let Err(e) = crate::config::load_and_apply(&args) {
+        return ExitCode::from(error_status(&e));
+    }
     drop_empty_variables();
     let mut command = P::command();
-    let parsed = command
-        .try_get_matches_from_mut(std::env::args_os())
-        .and_then(|matches| {
-            let parsed = P::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
-            let _ = PARSED.set((command.clone(), matches));
-            Ok(parsed)
-        });
+    let parsed = command.try_get_matches_from_mut(args).and_then(|matches| {
+        let parsed = P::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+        let _ = PARSED.set((command.clone(), matches));
+        Ok(parsed)
+    });
     let parsed = match parsed {
         Ok(parsed) => parsed,
         Err(e) => return ExitCode::from(clap_error(e, &command)),
@@ -213,14 +217,27 @@ pub fn main<P: clap::Parser, R: Into<exit::Ended>>(
 /// variable counts as unset, as it does for most Unix tools
 /// (`CCCI_RUN_ID=${BUILD_ID:-}` must not be an invalid run id). Runs before
 /// anything else, while the process has one thread.
+///
+/// They are set again, empty, for every COMMAND a tool starts
+/// ([`dropped_empty`]): an empty variable also overrides the configuration
+/// file, and a ccci tool that COMMAND runs must see the same override.
 fn drop_empty_variables() {
     let empty: Vec<_> = std::env::vars_os()
         .filter(|(k, v)| k.to_string_lossy().starts_with("CCCI_") && v.is_empty())
         .map(|(k, _)| k)
         .collect();
-    for key in empty {
+    for key in &empty {
         std::env::remove_var(key);
     }
+    let _ = DROPPED.set(empty);
+}
+
+static DROPPED: OnceLock<Vec<OsString>> = OnceLock::new();
+
+/// The empty `CCCI_*` variables this process was started with (and
+/// removed from its own environment at start).
+pub fn dropped_empty() -> &'static [OsString] {
+    DROPPED.get().map_or(&[], Vec::as_slice)
 }
 
 /// Where the value of the argument `id` (the field name, `run_id`) came
@@ -253,7 +270,7 @@ pub fn source(id: &str) -> String {
     match arg {
         Some(arg) if from_env => arg
             .get_env()
-            .map(|v| v.to_string_lossy().into_owned())
+            .map(|v| crate::config::variable_source(&v.to_string_lossy()))
             .unwrap_or_else(flag),
         Some(arg) => arg
             .get_long()
@@ -396,6 +413,7 @@ fn bad_value_message(
 
 /// `VAR=<quoted> is …`: a bad value that the variable `var` gave.
 fn from_variable(var: &str, value: &std::ffi::OsStr, why: &str) -> String {
+    let var = crate::config::variable_source(var);
     let quoted = quote(value);
     if why.starts_with("not ") {
         format!("{var}={quoted} is {why}")

@@ -468,6 +468,103 @@ impl SafeDir {
     }
 }
 
+/// Opens the regular file at `path` for reading, when nobody but root and
+/// the effective uid can have written it or anything on its path (SPEC §1
+/// "One configuration": the configuration file is safe as a directory is):
+/// every directory on the path is checked as [`SafeDir::open`] checks an
+/// ancestor (owned by root or us, not writable by group or others unless
+/// sticky, and then the entry below it owned by root or us), none may be a
+/// symlink, and the file itself must be a regular file owned by root or us
+/// and not writable by group or others. `role` names it in messages.
+/// A missing file (or directory on the way) is `Ok(None)`.
+pub fn open_trusted_file(role: &Role, path: &Path) -> anyhow::Result<Option<File>> {
+    let names = walk_components(path)
+        .with_context(|| format!("cannot resolve {} {}", role.what, quote_path(path)))?;
+    let Some((file_name, dirs)) = names.split_last() else {
+        return Err(refuse(role, path, "is not a regular file"));
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let ours = |uid: u32| uid == 0 || uid == me;
+    let mut here = PathBuf::from("/");
+    let mut fd = nix::fcntl::open("/", path_flags(), Mode::empty())
+        .with_context(|| format!("cannot open / for {} {}", role.what, quote_path(path)))?;
+    let mut st = nix::sys::stat::fstat(&fd).context("cannot stat /")?;
+    let mut sticky = check_ancestor(role, path, &here, &st)?;
+    for name in dirs {
+        here.push(name);
+        fd = match nix::fcntl::openat(&fd, name.as_os_str(), path_flags(), Mode::empty()) {
+            Ok(next) => next,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e @ (Errno::ELOOP | Errno::ENOTDIR)) => {
+                let reason = kind_at(&fd, name, e);
+                return Err(refuse_ancestor(role, path, &here, reason, None));
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot open {} (for {} {})",
+                    quote_path(&here),
+                    role.what,
+                    quote_path(path)
+                )))
+            }
+        };
+        st = nix::sys::stat::fstat(&fd)
+            .with_context(|| format!("cannot stat {}", quote_path(&here)))?;
+        if sticky && !ours(st.st_uid) {
+            let reason = format!(
+                "is owned by {}, not by root or {}, in a sticky directory where anybody can \
+                 create it first",
+                describe_uid(st.st_uid),
+                describe_uid(me)
+            );
+            return Err(refuse_ancestor(role, path, &here, &reason, None));
+        }
+        sticky = check_ancestor(role, path, &here, &st)?;
+    }
+    let flags = base_flags() | OFlag::O_RDONLY | OFlag::O_NONBLOCK;
+    let file = match nix::fcntl::openat(&fd, file_name.as_os_str(), flags, Mode::empty()) {
+        Ok(file) => File::from(file),
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(Errno::ELOOP) => {
+            return Err(refuse(role, path, "is a symlink; refusing to follow it"));
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot open {} {}",
+                role.what,
+                quote_path(path)
+            )))
+        }
+    };
+    let st = nix::sys::stat::fstat(&file)
+        .with_context(|| format!("cannot stat {} {}", role.what, quote_path(path)))?;
+    if let Some(kind) = non_regular_kind(st.st_mode) {
+        return Err(refuse(
+            role,
+            path,
+            &format!("is {kind}, not a regular file"),
+        ));
+    }
+    if !ours(st.st_uid) {
+        let reason = format!(
+            "is owned by {}, not by root or {}",
+            describe_uid(st.st_uid),
+            describe_uid(me)
+        );
+        return Err(refuse(role, path, &reason));
+    }
+    if st.st_mode & 0o022 != 0 {
+        return Err(anyhow::anyhow!(
+            "{} {} is writable by group or others (mode {:04o}); chmod go-w {}",
+            role.what,
+            quote_path(path),
+            st.st_mode & 0o7777,
+            quote_path(path)
+        ));
+    }
+    Ok(Some(file))
+}
+
 impl AsFd for SafeDir {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

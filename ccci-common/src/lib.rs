@@ -4,11 +4,13 @@
 //!   and man pages.
 //! - [`names`]: DOMAIN, run id and state NAME validation; quoting for messages (invisible characters shown) and for `export` lines.
 //! - [`duration`]: `90s`, `2m`, `1h30m`, `500ms`, bare seconds.
+//! - [`config`]: the one configuration file every tool and script reads.
 //! - [`dirs`]: default directories that never depend on session variables.
 //! - [`fs`]: the safe-directory rule and files opened only through it.
 //! - [`sys`]: flock, signal masks and dispositions, the parent-death signal;
 //!   the only module with `unsafe`.
 //! - [`supervise`]: run a child, forward signals, deadline and kill timer.
+//! - [`tree`]: every descendant of this process, and signals to all of them.
 //! - [`cli`]: the frame of every `main`: parse, run, exit status, messages,
 //!   and bad values blamed on the flag or variable they came from.
 //! - [`args`]: the directory flags, and the rule that the lock, state and
@@ -24,6 +26,7 @@
 
 pub mod args;
 pub mod cli;
+pub mod config;
 pub mod dirs;
 pub mod duration;
 pub mod exit;
@@ -34,4 +37,5 @@ pub mod proc;
 pub mod run;
 pub mod supervise;
 pub mod sys;
+pub mod tree;
 pub mod users;

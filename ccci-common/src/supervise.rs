@@ -76,7 +76,11 @@ impl Program {
     pub fn new(program: impl Into<OsString>) -> Program {
         Program {
             argv: vec![program.into()],
-            env: Vec::new(),
+            // Set again, empty, as this process got them (cli::dropped_empty).
+            env: crate::cli::dropped_empty()
+                .iter()
+                .map(|k| (k.clone(), OsString::new()))
+                .collect(),
             stdin: None,
             stdout: None,
         }
@@ -218,6 +222,13 @@ pub struct Watch {
     pub kill_after: Option<Duration>,
     /// The child's parent-death signal.
     pub death_signal: Option<libc::c_int>,
+    /// Cover the child's whole tree: this process becomes a child
+    /// subreaper before the child starts; every signal sent goes to every
+    /// descendant ([`crate::tree`]); and the wait ends only when the child
+    /// and every descendant have exited (the status is the child's). Only
+    /// for a process whose every child is the one started here (a tool's
+    /// main thread, never a test harness).
+    pub whole_tree: bool,
 }
 
 /// How the child ended.
@@ -324,6 +335,9 @@ pub fn spawn(cmd: &mut Program, watch: Watch) -> io::Result<Supervised> {
     if let Some(fd) = &cmd.stdout {
         plan.stdout(fd.as_fd());
     }
+    if watch.whole_tree {
+        sys::set_child_subreaper()?;
+    }
     plan.own_group(watch.own_group)
         .death_signal(watch.death_signal);
     let old_mask = sys::block_signals(&blocked_set(&watch))?;
@@ -347,14 +361,41 @@ impl Supervised {
         self.pid as u32
     }
 
+    /// Sends `sig` to the child (its group, with `own_group`), while it is
+    /// not reaped; with `whole_tree`, to every descendant too, except those
+    /// in `except_group` (the terminal signalled them already).
+    ///
+    /// Each process gets it once: with `own_group` the group is signalled
+    /// first (while it can exist: its leader, the child, is not reaped, or
+    /// other members keep it) and the tree walk skips its members; without,
+    /// the tree walk reaches the child too.
+    fn send_to(&self, sig: libc::c_int, child_alive: bool, except_group: Option<u32>) {
+        let signal = nix::sys::signal::Signal::try_from(sig).ok();
+        if !self.watch.whole_tree {
+            if child_alive && (self.watch.own_group || except_group.is_none()) {
+                let target = if self.watch.own_group {
+                    -self.pid
+                } else {
+                    self.pid
+                };
+                // ESRCH: the child or group is gone already; nothing to do.
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(target), signal);
+            }
+            return;
+        }
+        let skip = if self.watch.own_group {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-self.pid), signal);
+            Some(self.pid as u32)
+        } else {
+            except_group
+        };
+        if let Err(e) = crate::tree::signal_descendants(sig, skip) {
+            crate::say!("cannot signal every process COMMAND started: {e}");
+        }
+    }
+
     fn send(&self, sig: libc::c_int) {
-        let pid = self.pid;
-        let target = if self.watch.own_group { -pid } else { pid };
-        // ESRCH: the child or group is gone already; nothing to do.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(target),
-            nix::sys::signal::Signal::try_from(sig).ok(),
-        );
+        self.send_to(sig, true, None)
     }
 
     /// Sends `sig` now, as a forwarded signal would be.
@@ -377,8 +418,29 @@ impl Supervised {
         let mut received = None;
         // When the loss was seen, as time since the start.
         let mut lost_at: Option<Duration> = None;
+        // The child's status, once it is reaped; with `whole_tree` the
+        // wait goes on until no descendant is left.
+        let mut status: Option<ExitStatus> = None;
         let result = loop {
-            if let Some(status) = sys::wait_pid(self.pid, true)? {
+            if status.is_none() {
+                status = if self.watch.whole_tree {
+                    self.reap_tree()?
+                } else {
+                    sys::wait_pid(self.pid, true)?
+                };
+                // The run was told to stop and the child has ended: what it
+                // left behind (also what it started after the signal went
+                // out) is told the same, once.
+                if let (Some(_), Some(sig), true) = (status, received, self.watch.whole_tree) {
+                    self.send_to(sig, false, None);
+                }
+            }
+            let done = match status {
+                Some(_) if self.watch.whole_tree => self.tree_gone()?,
+                Some(_) => true,
+                None => false,
+            };
+            if let Some(status) = status.filter(|_| done) {
                 break Outcome {
                     status,
                     deadline_fired,
@@ -387,9 +449,10 @@ impl Supervised {
                     lost: lost_at.is_some(),
                 };
             }
+            let child_alive = status.is_none();
             if lost_at.is_none() && loss.is_some_and(|(l, _)| l.is_lost()) {
                 lost_at = Some(self.started.elapsed());
-                self.send(libc::SIGTERM);
+                self.send_to(libc::SIGTERM, child_alive, None);
             }
             // The next timer: (when, whether it is the kill).
             let deadline = self.watch.deadline.filter(|_| !deadline_fired);
@@ -418,11 +481,11 @@ impl Supervised {
                 None if timer != Some(timeout) => {} // recheck only
                 None if next.is_some_and(|(_, kill)| !kill) => {
                     deadline_fired = true;
-                    self.send(self.watch.deadline_signal);
+                    self.send_to(self.watch.deadline_signal, child_alive, None);
                 }
                 None => {
                     killed = true;
-                    self.send(libc::SIGKILL);
+                    self.send_to(libc::SIGKILL, child_alive, None);
                 }
                 // The loop reads the flag again.
                 Some(c) if c.signo == libc::SIGCHLD || c.signo == sys::loss_signal() => {}
@@ -430,14 +493,42 @@ impl Supervised {
                     received = Some(c.signo);
                     let from_terminal = c.code == libc::SI_KERNEL
                         && matches!(c.signo, libc::SIGINT | libc::SIGQUIT);
-                    if self.watch.own_group || !from_terminal {
-                        self.send(c.signo);
-                    }
+                    // The terminal sent it to our whole process group
+                    // already: not a second time to those in it.
+                    let except = (from_terminal && !self.watch.own_group)
+                        .then(|| nix::unistd::getpgrp().as_raw() as u32);
+                    self.send_to(c.signo, child_alive, except);
                 }
             }
         };
         sys::restore_mask(&self.old_mask);
         Ok(result)
+    }
+
+    /// With `whole_tree`: reaps every child that has ended (descendants
+    /// re-parented to us included); the child's status when it was among
+    /// them.
+    fn reap_tree(&self) -> io::Result<Option<ExitStatus>> {
+        let mut found = None;
+        loop {
+            match sys::wait_any()? {
+                sys::Waited::Reaped(pid, status) if pid == self.pid => found = Some(status),
+                sys::Waited::Reaped(..) => {}
+                sys::Waited::Running | sys::Waited::NoChildren => return Ok(found),
+            }
+        }
+    }
+
+    /// With `whole_tree`, once the child is reaped: whether no descendant
+    /// is left (each ended one is reaped on the way).
+    fn tree_gone(&self) -> io::Result<bool> {
+        loop {
+            match sys::wait_any()? {
+                sys::Waited::Reaped(..) => {}
+                sys::Waited::Running => return Ok(false),
+                sys::Waited::NoChildren => return Ok(true),
+            }
+        }
     }
 }
 
@@ -453,6 +544,7 @@ mod tests {
             deadline_signal: libc::SIGALRM,
             kill_after: None,
             death_signal: Some(libc::SIGTERM),
+            whole_tree: false,
         }
     }
 

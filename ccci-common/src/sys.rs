@@ -992,6 +992,80 @@ pub fn wait_pid(pid: libc::pid_t, nohang: bool) -> io::Result<Option<std::proces
     }
 }
 
+/// `prctl(PR_SET_CHILD_SUBREAPER)`: from now on, a descendant whose
+/// parent exits is re-parented to this process instead of to init, so
+/// that [`wait_any`] sees every process the children started, also one
+/// that left its process group or session.
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes one integer argument.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// What [`wait_any`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    /// This child ended with this status; it is reaped.
+    Reaped(libc::pid_t, std::process::ExitStatus),
+    /// Children exist, none has ended.
+    Running,
+    /// No child is left.
+    NoChildren,
+}
+
+/// `waitpid(-1, WNOHANG)`: reaps any one child that has ended.
+pub fn wait_any() -> io::Result<Waited> {
+    use std::os::unix::process::ExitStatusExt;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes only the stack-local status.
+        match unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } {
+            0 => return Ok(Waited::Running),
+            p if p > 0 => {
+                return Ok(Waited::Reaped(
+                    p,
+                    std::process::ExitStatus::from_raw(status),
+                ))
+            }
+            _ => {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    Some(libc::ECHILD) => return Ok(Waited::NoChildren),
+                    _ => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// `pidfd_send_signal(2)`: sends `sig` to the process `pidfd` refers to;
+/// `Ok(false)` when it has ended already (`ESRCH`). Never reaches another
+/// process that got the same pid later.
+pub fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: libc::c_int) -> io::Result<bool> {
+    // SAFETY: the fd is a pidfd we own; no siginfo, no flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ESRCH) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,10 +51,14 @@ Environment:
 #[command(
     name = "ccci-guard",
     version,
-    after_help = format!("{AFTER_HELP}\n\n{}", exit::help_section()),
+    after_help = format!("{AFTER_HELP}\n\n{}\n\n{}", ccci_common::config::help_note(), exit::help_section()),
     override_usage = "ccci-guard [--parent PID] [--pdeathsig SIG|none] [--deadline DURATION]\n                  [--supervise] [--kill-after DURATION] -- COMMAND [ARG...]"
 )]
 pub struct Cli {
+    /// The configuration file
+    #[command(flatten)]
+    pub config: ccci_common::args::ConfigArg,
+
     /// The process that must be ccci-guard's parent [default: the parent it started with]
     #[arg(long, value_name = "PID", allow_hyphen_values = true, value_parser = parse_pid)]
     pub parent: Option<u32>,
@@ -101,6 +105,7 @@ pub fn run(cli: Cli, started_with: u32) -> anyhow::Result<Ended> {
                 death_signal: cli.pdeathsig.0,
                 deadline: cli.deadline,
                 kill_after: cli.kill_after,
+                whole_tree: true,
             },
         );
     }

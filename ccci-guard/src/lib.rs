@@ -185,14 +185,21 @@ pub struct Supervision {
     pub deadline: Option<Duration>,
     /// How long after the deadline the group gets SIGKILL.
     pub kill_after: Option<Duration>,
+    /// Cover COMMAND's whole tree (a child subreaper; every signal to every
+    /// descendant, also one that left the group; wait until all have
+    /// exited): see `Watch::whole_tree`. Off only where this process has
+    /// other children.
+    pub whole_tree: bool,
 }
 
 /// Runs `argv` as a child in its own process group and stays its parent:
 /// [`FORWARDED`] signals go to the group, the deadline sends SIGALRM to the
 /// group and `kill_after` later SIGKILL. Returns `Ended::Signal(SIGALRM)`
 /// if the deadline fired, else how COMMAND ended (its status, or the signal
-/// that killed it; 126/127 if it could not start). Members of the group
-/// that outlive COMMAND are left alone, as timeout(1) leaves them.
+/// that killed it; 126/127 if it could not start). With `whole_tree`,
+/// every signal also reaches descendants that left the group, and the
+/// supervisor returns only when COMMAND and all its descendants have
+/// exited.
 pub fn supervise(argv: &[OsString], how: Supervision) -> anyhow::Result<Ended> {
     let mut cmd = supervise::command(argv)?;
     let watch = Watch {
@@ -202,6 +209,7 @@ pub fn supervise(argv: &[OsString], how: Supervision) -> anyhow::Result<Ended> {
         deadline_signal: libc::SIGALRM,
         kill_after: how.kill_after,
         death_signal: how.death_signal,
+        whole_tree: how.whole_tree,
     };
     Ok(
         match supervise::run(&mut cmd, watch).context("cannot wait for COMMAND")? {

@@ -15,6 +15,7 @@ use ccci_common::cli::UsageError;
 use ccci_common::exit::{self, Ended};
 use ccci_common::names::shell_quote;
 use ccci_common::{dirs, duration, say};
+use ccci_lock::place::Place;
 use ccci_lock::{Backend, FlockDir, PassLock};
 
 use crate::reap::ReapCommand;
@@ -54,7 +55,16 @@ A missing lock dir whose parent is on a tmpfs (as /run/lock is: a reboot
 empties it) is created (0700) and the pass goes on, so the first pass after a
 reboot reaps every deployed CI app at once. A missing lock dir anywhere else
 (a typo, an unmounted disk) is reported; nothing is probed or reaped, status
-0. --dry-run creates nothing, not even the lock dir.
+125, so a timer or cron shows it failed. --dry-run creates nothing, not even
+the lock dir.
+
+The janitor looks where the runs claim: every run records in its host's lock
+dir where it claims (.claims-in.files, or .claims-in.etcd-... for an etcd
+cluster and prefix) before it claims anything. A pass reads those records
+under its pass lock (a janitor on etcd takes the lock dir's pass lock too);
+one that names another place than this janitor's refuses the whole pass with
+status 125, saying where the runs claim and how to point the janitor there.
+Nothing is probed or reaped then.
 
 REAP_COMMAND runs in its own process group with CCCI_DOMAIN, CCCI_LOCK_DOMAIN
 and CCCI_LOCK_FILE set, stdin from /dev/null and its stdout sent to stderr. At
@@ -81,6 +91,10 @@ and no lock dir is used; every rule above holds. See docs/etcd.md.
 
 Environment:
   CCCI_APP_LOCK_DIR   the lock dir (like --lock-dir)
+  CCCI_ONLY           space-separated patterns, as --only; --only and
+                      --only-file replace them
+  CCCI_WARM           space-separated patterns, as --warm; --warm and
+                      --warm-file replace them
   JOURNAL_STREAM      set by systemd: stderr lines are then not timestamped
   CCCI_DOMAIN         set for REAP_COMMAND: the domain being reaped
   CCCI_LOCK_DOMAIN    set for REAP_COMMAND: the same, as under ccci-lock
@@ -92,10 +106,14 @@ Environment:
 #[command(
     name = "ccci-janitor",
     version,
-    after_help = format!("{AFTER_HELP}\n\n{}", exit::help_section()),
+    after_help = format!("{AFTER_HELP}\n\n{}\n\n{}", ccci_common::config::help_note(), exit::help_section()),
     override_usage = "ccci-janitor [--lock-dir DIR] [--deployed FILE|-] [--only GLOB]... [--only-file FILE]\n                    [--warm GLOB]... [--warm-file FILE]\n                    [--min-age DURATION] [--leak-after DURATION] [--reap-timeout DURATION]\n                    [--dry-run] [--json] [-v] -- REAP_COMMAND [ARG...]"
 )]
 pub struct Cli {
+    /// The configuration file
+    #[command(flatten)]
+    pub config: ccci_common::args::ConfigArg,
+
     #[command(flatten)]
     #[allow(missing_docs)]
     pub lock_dir: LockDirArg,
@@ -148,11 +166,15 @@ pub struct Cli {
     #[command(flatten)]
     pub etcd: ccci_lock::etcd::args::EtcdArgs,
 
+    /// Print an `export KEY='VALUE'` line for every setting of the configuration file's keys that the environment or the file sets, and do nothing else (for scripts: eval "$(ccci-janitor --print-config)")
+    #[arg(long, conflicts_with_all = ["deployed", "only", "only_file", "warm", "warm_file", "dry_run", "json", "reap_command"])]
+    pub print_config: bool,
+
     /// The command that reaps one app, given the domain as its last argument (after --)
     #[arg(
         value_name = "REAP_COMMAND",
         last = true,
-        required_unless_present = "dry_run"
+        required_unless_present_any = ["dry_run", "print_config"]
     )]
     pub reap_command: Vec<OsString>,
 }
@@ -176,13 +198,70 @@ fn read_input(path: &Path, flag: &str) -> Result<(String, String), UsageError> {
     }
 }
 
-/// The patterns of `flag` and of its `-file` variant.
+/// `export KEY='VALUE'` for every key of the configuration file that the
+/// environment or the file sets (the file's values are in the environment
+/// by now), single-quoted byte for byte.
+fn config_exports() -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    for key in ccci_common::config::KEYS {
+        let Some(value) = std::env::var_os(key.name).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        out.extend_from_slice(b"export ");
+        out.extend_from_slice(key.name.as_bytes());
+        out.extend_from_slice(b"='");
+        for &b in value.as_bytes() {
+            if b == b'\'' {
+                out.extend_from_slice(b"'\\''");
+            } else {
+                out.push(b);
+            }
+        }
+        out.extend_from_slice(b"'\n");
+    }
+    out
+}
+
+/// The patterns of the variable `var` (`CCCI_ONLY`, `CCCI_WARM`):
+/// space-separated; a bad one is a usage error naming the variable (and
+/// the configuration file's line when the file set it).
+fn patterns_of_variable(var: &str) -> Result<Vec<Glob>, UsageError> {
+    let Some(value) = std::env::var_os(var) else {
+        return Ok(Vec::new());
+    };
+    let source = ccci_common::config::variable_source(var);
+    let text = value.to_str().ok_or_else(|| {
+        UsageError(format!(
+            "{source}={} is not valid UTF-8",
+            ccci_common::cli::quote(&value)
+        ))
+    })?;
+    text.split_whitespace()
+        .map(|p| {
+            Glob::parse(p).map_err(|why| {
+                UsageError(format!(
+                    "{source}={} is not valid: pattern {}: {why}",
+                    shell_quote(text),
+                    shell_quote(p)
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The patterns of `flag` and of its `-file` variant; when neither is
+/// given, those of the variable `var` (SPEC §4: the flags replace it).
 fn patterns(
     globs: &[Glob],
     file: Option<&Path>,
     file_flag: &str,
+    var: &str,
 ) -> anyhow::Result<Option<Patterns>> {
     let mut all = globs.to_vec();
+    if all.is_empty() && file.is_none() {
+        all = patterns_of_variable(var)?;
+    }
     if let Some(path) = file {
         let (text, source) = read_input(path, file_flag)?;
         let read = read_patterns(&text, &source)?;
@@ -218,12 +297,14 @@ fn check_flags(cli: &Cli) -> Result<(), UsageError> {
             stdin.join(" and ")
         )));
     }
-    if cli.deployed.is_some() && cli.only.is_empty() && cli.only_file.is_none() {
+    let only_from_env = std::env::var_os("CCCI_ONLY").is_some_and(|v| !v.is_empty());
+    if cli.deployed.is_some() && cli.only.is_empty() && cli.only_file.is_none() && !only_from_env {
         return Err(UsageError(
             "--deployed needs --only or --only-file: 'abra app ls' also lists apps no CI run \
              deployed (the proxy, backups), and every deployed app without a lockfile is reaped; \
-             name the CI apps, e.g. --only '*-??????.ci.example.org' (--only '*' if every \
-             deployed app is one)"
+             name the CI apps, e.g. --only \
+             '????-[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f].ci.example.org' or \
+             CCCI_ONLY in the configuration file (--only '*' if every deployed app is one)"
                 .into(),
         ));
     }
@@ -232,11 +313,26 @@ fn check_flags(cli: &Cli) -> Result<(), UsageError> {
 
 /// Runs a parsed command line; returns how the process ends.
 pub fn run(cli: Cli) -> anyhow::Result<Ended> {
+    if cli.print_config {
+        ccci_common::cli::print_all(&config_exports())?;
+        return Ok(Ended::Code(exit::SUCCESS));
+    }
     // Every input is read and checked before the lock dir is touched.
     check_flags(&cli)?;
     let etcd = cli.etcd.config()?;
-    let only = patterns(&cli.only, cli.only_file.as_deref(), "--only-file")?;
-    let warm = patterns(&cli.warm, cli.warm_file.as_deref(), "--warm-file")?.unwrap_or_default();
+    let only = patterns(
+        &cli.only,
+        cli.only_file.as_deref(),
+        "--only-file",
+        "CCCI_ONLY",
+    )?;
+    let warm = patterns(
+        &cli.warm,
+        cli.warm_file.as_deref(),
+        "--warm-file",
+        "CCCI_WARM",
+    )?
+    .unwrap_or_default();
     let deployed = match &cli.deployed {
         Some(path) => {
             let (text, source) = read_input(path, "--deployed")?;
@@ -257,21 +353,43 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
         dry_run: cli.dry_run,
         exact: cli.verbose || cli.json,
     };
-    if let Some(config) = etcd {
-        return run_pass(&cli, &settings, &ccci_lock::etcd::Etcd::new(config));
-    }
     let lock_dir = cli.lock_dir.resolve()?;
     args::check_apart(&dirs::LOCK_DIR, &lock_dir)?;
-    if let Some(backend) = FlockDir::open(&lock_dir, false)? {
-        return run_pass(&cli, &settings, &backend.reuse_lock_table(LOCK_TABLE_AGE));
+    if let Some(config) = etcd {
+        // The host's lock dir holds only the record of where its runs
+        // claim; missing, no run of this host ever claimed.
+        let place = Place::etcd(&config.endpoints, &config.prefix);
+        let local = FlockDir::open(&lock_dir, false)?;
+        let here = Here {
+            local: local.as_ref(),
+            lock_dir: &lock_dir,
+            place,
+        };
+        return run_pass(&cli, &settings, &ccci_lock::etcd::Etcd::new(config), &here);
     }
+    if let Some(backend) = FlockDir::open(&lock_dir, false)? {
+        let backend = backend.reuse_lock_table(LOCK_TABLE_AGE);
+        let here = Here {
+            local: None,
+            lock_dir: &lock_dir,
+            place: Place::Files,
+        };
+        return run_pass(&cli, &settings, &backend, &here);
+    }
+    let nowhere = Here {
+        local: None,
+        lock_dir: &lock_dir,
+        place: Place::Files,
+    };
     match missing_lock_dir(&lock_dir) {
         MissingLockDir::Leave(why) => {
             say!(
-                "lock dir {} does not exist, and {why}: nothing probed, nothing reaped",
-                lock_dir.display()
+                "lock dir {} does not exist, and {why}: nothing probed, nothing reaped; \
+                 create it, or point the janitor at the runs' lock dir (--lock-dir, \
+                 CCCI_APP_LOCK_DIR in the configuration file)",
+                ccci_common::names::quote_path(&lock_dir)
             );
-            Ok(Ended::Code(exit::SUCCESS))
+            Ok(Ended::Code(exit::TOOL_FAILED))
         }
         MissingLockDir::Rebooted if cli.dry_run => {
             say!(
@@ -279,7 +397,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
                  dry run: it would be created and every deployed CI app reaped",
                 lock_dir.display()
             );
-            run_pass(&cli, &settings, &NoClaims)
+            run_pass(&cli, &settings, &NoClaims, &nowhere)
         }
         MissingLockDir::Rebooted => {
             let Some(backend) = FlockDir::open(&lock_dir, true)? else {
@@ -292,9 +410,24 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
                 "lock dir {} did not exist (its parent is on a tmpfs: a reboot?); created it",
                 lock_dir.display()
             );
-            run_pass(&cli, &settings, &backend.reuse_lock_table(LOCK_TABLE_AGE))
+            run_pass(
+                &cli,
+                &settings,
+                &backend.reuse_lock_table(LOCK_TABLE_AGE),
+                &nowhere,
+            )
         }
     }
+}
+
+/// The host this pass runs for: where it looks for claims, and the lock
+/// dir that records where the host's runs claim ([`ccci_lock::place`]).
+struct Here<'a> {
+    /// With etcd: the host's lock dir, when it exists (with files the
+    /// backend is the lock dir).
+    local: Option<&'a FlockDir>,
+    lock_dir: &'a Path,
+    place: Place,
 }
 
 /// How old the snapshot of the kernel's lock table may be that tells a
@@ -306,7 +439,12 @@ const LOCK_TABLE_AGE: std::time::Duration = std::time::Duration::from_millis(200
 /// One pass over the lock dir `backend`, under its pass lock.
 /// The pass lock is released (and removed) when this returns, before the
 /// process ends, also by a signal.
-fn run_pass<B: Backend>(cli: &Cli, settings: &Settings, backend: &B) -> anyhow::Result<Ended> {
+fn run_pass<B: Backend>(
+    cli: &Cli,
+    settings: &Settings,
+    backend: &B,
+    here: &Here<'_>,
+) -> anyhow::Result<Ended> {
     let _pass_lock = match backend.pass_lock(!cli.dry_run)? {
         PassLock::Busy => {
             say!("another janitor pass is running: this one examines nothing");
@@ -314,6 +452,36 @@ fn run_pass<B: Backend>(cli: &Cli, settings: &Settings, backend: &B) -> anyhow::
         }
         held_or_missing => held_or_missing,
     };
+    // With etcd, the host's lock dir's pass lock too: a run that must
+    // record where it claims waits for it (see ccci_lock::place).
+    let _local_pass_lock = match here.local {
+        Some(local) => match local.pass_lock(!cli.dry_run)? {
+            PassLock::Busy => {
+                say!(
+                    "another janitor pass (or a run recording where it claims) holds the \
+                     pass lock of lock dir {}: this one examines nothing",
+                    ccci_common::names::quote_path(here.lock_dir)
+                );
+                return Ok(Ended::Code(exit::SUCCESS));
+            }
+            held_or_missing => Some(held_or_missing),
+        },
+        None => None,
+    };
+    let records = here
+        .local
+        .and_then(|local| local.records_dir())
+        .or_else(|| backend.records_dir());
+    if let Some(records) = records {
+        let elsewhere = ccci_lock::place::elsewhere(records, &here.place)?;
+        if !elsewhere.is_empty() {
+            say!(
+                "{}",
+                ccci_lock::place::refusal(&here.place, here.lock_dir, &elsewhere)
+            );
+            return Ok(Ended::Code(exit::TOOL_FAILED));
+        }
+    }
     let domains = candidates(backend, settings.deployed.as_ref())?;
     let mut reaper = ReapCommand {
         argv: cli.reap_command.clone(),

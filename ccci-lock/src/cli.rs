@@ -29,15 +29,29 @@ runs naming overlapping sets never deadlock; -n and -w apply to the whole set,
 and on status 75 none is held.
 
 COMMAND runs as a child, with CCCI_LOCK_DOMAIN and CCCI_LOCK_FILE set and a
-parent-death signal of SIGTERM. The lock is never inherited by COMMAND. TERM,
-INT, HUP, QUIT, ALRM, USR1 and USR2 are forwarded to COMMAND; the lock is kept
-until COMMAND has exited. When COMMAND exits, the lockfile is removed while the
+parent-death signal of SIGTERM. The lock is never inherited by COMMAND.
+The lock covers COMMAND's whole tree: ccci-lock is a child subreaper, so a
+process COMMAND started in the background, or one that left its process group
+or session (setsid), stays ccci-lock's to signal and to wait for. TERM, INT,
+HUP, QUIT, ALRM, USR1 and USR2 are forwarded to COMMAND and to every process
+it started (INT and QUIT from the terminal reach those outside the
+terminal's process group), and so is the SIGTERM/SIGKILL of a lost lock. The
+lock is kept, and the lockfile removed or kept, only once COMMAND and every
+one of its descendants have exited; the status is COMMAND's. COMMAND stays in
+ccci-lock's process group, so it can read the terminal. When COMMAND exits,
+the lockfile is removed while the
 lock is still held (unless --keep). When signal N killed it, the lockfile is
 left for ccci-janitor, and ccci-lock, once it has released the lock, ends by
 signal N itself (a shell sees 128+N), so a ccci-lock around this one keeps
 its lockfile too. A lockfile this ccci-lock created but did not end up holding
 (-n or -w gave up, another DOMAIN of the set was busy) is removed before it
 exits.
+
+Before its first claim, ccci-lock makes sure its host's lock dir records where
+it claims (.claims-in.files, or .claims-in.etcd-... with --etcd), so that a
+janitor that looks elsewhere refuses to run instead of reaping live apps.
+Writing that record (once per lock dir and place) waits for a running janitor
+pass, within -n/-w; a wait that runs out is status 75.
 
 Looking never blocks anyone: --list and -v take no lock (whether a lockfile is
 held, and by which pid, is read from /proc/locks). -v says so when the
@@ -88,11 +102,15 @@ With --json, one object per line with the same fields, plus parent (the PID a
 #[command(
     name = "ccci-lock",
     version,
-    after_help = format!("{AFTER_HELP}\n\n{}", exit::help_section()),
+    after_help = format!("{AFTER_HELP}\n\n{}\n\n{}", ccci_common::config::help_note(), exit::help_section()),
     override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR | --etcd URL[,URL...]] [--run-id ID] [--keep] [-v] DOMAIN... -- COMMAND [ARG...]\n       ccci-lock --hold --parent PID [-n | -w DURATION] [--lock-dir DIR] [--etcd URL[,URL...]] [--run-id ID] DOMAIN...\n       ccci-lock --release --parent PID [--lock-dir DIR] [--etcd URL[,URL...]] DOMAIN...\n       ccci-lock --list [--json] [--lock-dir DIR | --etcd URL[,URL...]]"
 )]
 #[command(group = clap::ArgGroup::new("held").args(["hold", "release"]))]
 pub struct Cli {
+    /// The configuration file
+    #[command(flatten)]
+    pub config: ccci_common::args::ConfigArg,
+
     /// Fail with status 75 at once if the lock is held
     #[arg(
         short = 'n',
@@ -222,6 +240,55 @@ impl Locks {
         }
     }
 
+    /// Like [`Locks::run`] with `create`, for a job that claims: first
+    /// [`Locks::note_place`].
+    pub fn run_claiming<J: Job>(
+        &self,
+        lock_dir: &LockDirArg,
+        wait: Wait,
+        job: J,
+    ) -> anyhow::Result<Ended> {
+        let local = match self.note_place(lock_dir, wait)? {
+            Ok(local) => local,
+            Err(busy) => return Ok(busy),
+        };
+        match self {
+            Locks::Flock(_) => job.run(&local),
+            Locks::Etcd(config) => job.run(&Etcd::new(config.clone())),
+        }
+    }
+
+    /// Makes sure the host's lock dir records where this backend claims
+    /// ([`crate::place`]), waiting for a janitor pass as `wait` allows, and
+    /// returns that lock dir, opened; `Err(75)` when the wait ran out.
+    /// `lock_dir` names the host's lock dir for etcd, where it holds only
+    /// the record (and `--hold` keepers' sockets).
+    pub fn note_place(
+        &self,
+        lock_dir: &LockDirArg,
+        wait: Wait,
+    ) -> anyhow::Result<Result<FlockDir, Ended>> {
+        let (local, place) = match self {
+            Locks::Flock(dir) => (FlockDir::open(dir, true)?, crate::place::Place::Files),
+            Locks::Etcd(config) => {
+                let dir = lock_dir.resolve()?;
+                args::check_apart(&LOCK_DIR, &dir)?;
+                let place = crate::place::Place::etcd(&config.endpoints, &config.prefix);
+                (FlockDir::open(&dir, true)?, place)
+            }
+        };
+        let local = local.ok_or_else(|| anyhow::anyhow!("the lock dir vanished"))?;
+        if crate::place::note(&local, &place, wait)? == crate::place::Noted::PassRunning {
+            say!(
+                "a janitor pass is running, and the lock dir {} must first record that this \
+                 host's runs claim {place}; giving up (try again once the pass is over)",
+                ccci_common::names::quote_path(local.path())
+            );
+            return Ok(Err(Ended::Code(exit::BUSY)));
+        }
+        Ok(Ok(local))
+    }
+
     /// Opens the backend and runs `job` on it. With `create`, the lock dir
     /// is made when missing; without, a missing one means nothing was ever
     /// locked, and the answer is `None` without running `job`.
@@ -261,10 +328,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
         run_id,
         domains: &cli.domains,
         lost_grace: cli.lost_grace.unwrap_or(DEFAULT_LOST_GRACE),
+        whole_tree: true,
     };
-    locks
-        .run(true, job)?
-        .ok_or_else(|| anyhow::anyhow!("the lock dir vanished"))
+    locks.run_claiming(&cli.lock_dir, wait_of(&cli), job)
 }
 
 /// `--hold` (or, with `--keeper-fds`, the keeper it starts) and
@@ -301,7 +367,12 @@ fn hold_or_release(
     };
     match cli.keeper_fds {
         Some(fds) => crate::hold::keeper(&req, fds),
-        None => crate::hold::hold(&req),
+        None => {
+            if let Err(busy) = locks.note_place(&cli.lock_dir, req.wait)? {
+                return Ok(busy.shell_status());
+            }
+            crate::hold::hold(&req)
+        }
     }
 }
 
@@ -335,6 +406,8 @@ struct LockAndRun<'a> {
     run_id: Option<String>,
     domains: &'a [String],
     lost_grace: Duration,
+    /// See [`RunHow::whole_tree`].
+    whole_tree: bool,
 }
 
 impl Job for LockAndRun<'_> {
@@ -384,6 +457,7 @@ impl Job for LockAndRun<'_> {
             keep: cli.keep,
             lost_grace: self.lost_grace,
             loss: Some(&loss),
+            whole_tree: self.whole_tree,
         };
         run_holding(claims, &cli.command, &how)
     }
@@ -437,6 +511,10 @@ pub struct RunHow<'a> {
     pub lost_grace: Duration,
     /// Reported when a claim loses its lock ([`Claim::watch_loss`]).
     pub loss: Option<&'a supervise::Loss>,
+    /// Hold the claims until COMMAND's whole tree has exited, and signal
+    /// all of it (SPEC §2; see [`Watch::whole_tree`]). Off only where this
+    /// process has other children (unit tests).
+    pub whole_tree: bool,
 }
 
 /// The environment for COMMAND: each claim's variables; a variable that
@@ -494,6 +572,7 @@ pub fn run_holding<C: Claim>(
         deadline_signal: libc::SIGALRM,
         kill_after: None,
         death_signal: Some(libc::SIGTERM),
+        whole_tree: how.whole_tree,
     };
     let ended = match supervise::spawn(&mut cmd, watch) {
         Ok(child) => {
@@ -706,6 +785,8 @@ mod tests {
             run_id: None,
             domains: &["d".to_string()],
             lost_grace: grace,
+            // The test harness has other children: never wait for them.
+            whole_tree: false,
         };
         let status = job.run(&backend).unwrap();
         (status.shell_status(), locks.join("d.lock").exists())

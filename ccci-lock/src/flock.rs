@@ -446,6 +446,26 @@ impl FlockDir {
         &self.dir
     }
 
+    /// Takes the pass lock ([`PASS_LOCK`]) as a real pass does, waiting as
+    /// `wait` says; `None` when it stayed busy. A run that must change the
+    /// lock dir's record of where its runs claim ([`crate::place`]) holds
+    /// it meanwhile, so that no pass runs while the record changes.
+    pub fn lock_pass(&self, wait: Wait) -> anyhow::Result<Option<FlockClaim>> {
+        let got = match wait {
+            Wait::Forever => {
+                Acquired::Held(self.acquire_forever(PASS_LOCK, PASS_LOCK, &mut |_| {})?)
+            }
+            Wait::Never => self.try_acquire(PASS_LOCK, PASS_LOCK)?,
+            Wait::AtMost(limit) => {
+                self.acquire_at_most(PASS_LOCK, PASS_LOCK, limit, &mut |_| {})?
+            }
+        };
+        Ok(match got {
+            Acquired::Held(claim) => Some(claim),
+            Acquired::Busy(_) => None,
+        })
+    }
+
     /// A claim on `file` (identity `id`), whose lock we hold and whose
     /// identity check saw `at_path`.
     fn claim(
@@ -890,6 +910,10 @@ impl Backend for FlockDir {
             snapshot.peeked = Some(st);
         }
         Ok(Some(age_since(modified_of(&st))))
+    }
+
+    fn records_dir(&self) -> Option<&SafeDir> {
+        Some(&self.dir)
     }
 
     fn pass_lock(&self, create: bool) -> anyhow::Result<PassLock> {

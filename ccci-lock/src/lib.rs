@@ -33,6 +33,11 @@
 //!    a live domain take no lock ([`Backend::status`], [`flock::flock_holder`]),
 //!    so they never make a concurrent `-n` on a free domain fail.
 //!
+//! 7. **The janitor looks where the runs claim.** Before its first claim, a
+//!    holder makes sure its host's lock dir records where it claims (files,
+//!    or an etcd cluster and prefix); a janitor that looks elsewhere refuses
+//!    the whole pass ([`place`]).
+//!
 //! The protocol is expressed by the [`Backend`] and [`Claim`] traits in
 //! [`protocol`], so that a second backend (etcd, for several hosts) can
 //! provide the same semantics; [`FlockDir`] in [`flock`] is the local one.
@@ -43,6 +48,7 @@ pub mod cli;
 pub mod etcd;
 pub mod flock;
 pub mod hold;
+pub mod place;
 pub mod protocol;
 
 pub use flock::{domain_of, lockfile_name, FlockClaim, FlockDir, PASS_LOCK, SUFFIX};

@@ -44,12 +44,16 @@ directories, none inside another: otherwise status 125.";
 #[command(
     name = "ccci-state",
     version,
-    after_help = format!("{AFTER_HELP}\n\n{}", exit::help_section()),
+    after_help = format!("{AFTER_HELP}\n\n{}\n\n{}", ccci_common::config::help_note(), exit::help_section()),
     override_usage = "ccci-state [--run-id ID] [--pid PID] [--state-dir DIR] env [--json]\n       \
                       ccci-state path NAME | get NAME [--default V] | set NAME VALUE | incr NAME [BY] | append NAME LINE\n       \
                       ccci-state clean | gc [--dry-run]"
 )]
 pub struct Cli {
+    /// The configuration file
+    #[command(flatten)]
+    pub config: ccci_common::args::ConfigArg,
+
     /// Which run
     #[command(flatten)]
     pub run: RunArgs,
@@ -180,7 +184,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(exit::SUCCESS)
         }
-        Command::Gc { dry_run } => gc(&state_dir, dry_run),
+        Command::Gc { dry_run } => {
+            // Run from cron beside the janitor: its lines are stamped alike.
+            ccci_common::cli::stamp_stderr();
+            gc(&state_dir, dry_run)
+        }
     }
 }
 

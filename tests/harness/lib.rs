@@ -70,6 +70,28 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Whether `name`, an entry of a lock dir, is the host's record of where
+/// its runs claim (`.claims-in.*`, see `ccci_lock::place`): written by the
+/// first run and kept, so never a leftover of a run.
+pub fn is_place_record(name: &str) -> bool {
+    name.starts_with(".claims-in.")
+}
+
+/// The names in `dir` other than place records ([`is_place_record`]),
+/// sorted; an absent dir has none.
+pub fn lock_dir_entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !is_place_record(n))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// The workspace this harness belongs to.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -106,6 +106,9 @@ pub(crate) fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
         };
         for entry in entries.flatten() {
             let path = entry.path();
+            if ccci_tests::is_place_record(&entry.file_name().to_string_lossy()) {
+                continue; // written once per lock dir, before any claim
+            }
             let Ok(meta) = std::fs::symlink_metadata(&path) else {
                 continue;
             };

@@ -948,11 +948,7 @@ fn hold_and_release_on_etcd_round_trip_leaves_nothing() {
     assert_eq!(claim_record(&etcd, DEP)["pid"], keeper);
     assert!(alive(keeper));
     // Its socket is in the local lock dir; no lockfile is made there.
-    let names: Vec<String> = std::fs::read_dir(w.sb.lock_dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let names = ccci_tests::lock_dir_entries(&w.sb.lock_dir());
     assert_eq!(names, [format!(".keeper-{keeper}.sock")]);
     // The keeper keeps its lease alive: for three TTLs the locks stay taken.
     while held.elapsed() < 3 * TTL {
@@ -973,7 +969,7 @@ fn hold_and_release_on_etcd_round_trip_leaves_nothing() {
     // is left, and both locks are free at once.
     assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
     assert_eq!(w.try_lock(D), 0);
-    assert!(std::fs::read_dir(w.sb.lock_dir()).unwrap().next().is_none());
+    assert!(ccci_tests::lock_dir_entries(&w.sb.lock_dir()).is_empty());
     h.send("");
     h.wait().expect_code(0);
 }

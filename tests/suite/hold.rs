@@ -51,15 +51,7 @@ fn keeper_of(sb: &Sandbox, domain: &str) -> u32 {
 
 /// The names in the lock dir (lockfiles and sockets alike), sorted.
 fn lock_dir_names(sb: &Sandbox) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(sb.lock_dir())
-        .map(|dir| {
-            dir.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
+    ccci_tests::lock_dir_entries(&sb.lock_dir())
 }
 
 fn lock_names(domains: &[&str]) -> Vec<String> {

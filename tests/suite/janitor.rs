@@ -259,7 +259,10 @@ fn case_08_racing_janitors_reap_each_orphan_exactly_once() {
         .collect();
     reaped.sort();
     assert_eq!(reaped, domains, "each orphan must be reaped exactly once");
-    assert_eq!(std::fs::read_dir(sb.lock_dir()).unwrap().count(), 0);
+    assert_eq!(
+        ccci_tests::lock_dir_entries(&sb.lock_dir()),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -521,8 +524,9 @@ fn assert_stamped(stderr: &str) {
     }
 }
 
-/// SPEC §7 cases 12 and 25: a missing lock dir on a disk file system (a
-/// typo, an unmounted disk) reaps nothing and creates nothing.
+/// SPEC §7 cases 12, 25 and 34: a missing lock dir on a disk file system
+/// (a typo, an unmounted disk) reaps nothing, creates nothing, and fails
+/// the pass (125), so a timer or cron shows it.
 #[test]
 fn case_12_and_25_a_missing_lock_dir_on_a_disk_is_logged_and_nothing_is_created() {
     let sb = Sandbox::new();
@@ -533,7 +537,7 @@ fn case_12_and_25_a_missing_lock_dir_on_a_disk_is_logged_and_nothing_is_created(
         .env("CCCI_APP_LOCK_DIR", &lock_dir)
         .stdin_bytes(format!("{D}\n"))
         .run();
-    out.expect_code(0)
+    out.expect_code(125)
         .expect_stderr(&format!("lock dir {} does not exist", lock_dir.display()))
         .expect_stderr("not on a tmpfs")
         .expect_stderr("nothing probed, nothing reaped");
@@ -719,6 +723,7 @@ fn listing(dir: &Path) -> Vec<(String, std::time::SystemTime)> {
             let mtime = e.metadata().unwrap().modified().unwrap();
             (e.file_name().to_string_lossy().into_owned(), mtime)
         })
+        .filter(|(name, _)| !ccci_tests::is_place_record(name))
         .collect();
     out.sort();
     out
@@ -909,7 +914,7 @@ fn case_23_only_ci_apps_are_reaped() {
     let opened: Vec<String> = watch
         .names()
         .into_iter()
-        .filter(|name| name != ".janitor.lock")
+        .filter(|name| name != ".janitor.lock" && !ccci_tests::is_place_record(name))
         .collect();
     assert_eq!(
         opened,
@@ -979,7 +984,7 @@ fn case_24_overlapping_passes_reap_each_deployed_domain_once() {
     assert_eq!(reaped, domains, "each domain must be reaped exactly once");
 
     assert_eq!(
-        std::fs::read_dir(sb.lock_dir()).unwrap().count(),
+        ccci_tests::lock_dir_entries(&sb.lock_dir()).len(),
         0,
         "the pass lock is removed when the pass ends"
     );
@@ -1130,6 +1135,7 @@ fn stderr_lines_are_not_stamped_when_stderr_is_the_journal() {
 #[test]
 fn case_29_janitor_passes_in_a_loop_never_make_nonblock_fail() {
     let sb = Sandbox::new();
+    make_lock_dir(&sb); // a missing lock dir on a disk fails every pass (125)
     let script = reap_script(&sb, "exit 0");
     let passes: Vec<Proc> = ["-v", "--json"]
         .iter()

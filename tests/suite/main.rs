@@ -14,3 +14,4 @@ mod janitor;
 mod lock;
 mod newcomer;
 mod state;
+mod tree;
