@@ -13,5 +13,6 @@ mod hostile;
 mod janitor;
 mod lock;
 mod newcomer;
+mod place;
 mod state;
 mod tree;
