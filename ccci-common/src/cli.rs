@@ -57,6 +57,28 @@ use crate::exit;
 
 static TOOL: OnceLock<&'static str> = OnceLock::new();
 static STAMP: AtomicBool = AtomicBool::new(false);
+/// Whether stderr is the journal: then every line starts with its
+/// sd-daemon(3) priority (SPEC §1 "Logs under systemd").
+static JOURNAL: AtomicBool = AtomicBool::new(false);
+
+/// How a stderr line counts under the journal (sd-daemon(3) priorities),
+/// so that `journalctl -p warning` shows exactly warnings and errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Priority {
+    /// `<3>`: an error; the default of [`say!`](crate::say).
+    Error = 3,
+    /// `<4>`: a warning (a possible leaked run, a refused or odd file).
+    Warning = 4,
+    /// `<6>`: an action (reaped, unlinked, removed).
+    Action = 6,
+    /// `<7>`: what `-v` adds.
+    Debug = 7,
+}
+
+/// Whether stderr is the journal (see [`Priority`]).
+pub fn stderr_to_journal() -> bool {
+    JOURNAL.load(Ordering::Relaxed)
+}
 
 /// The parsed command line and its definition, kept by [`main`] for
 /// [`source`].
@@ -70,7 +92,7 @@ pub fn tool() -> &'static str {
 /// From now on, start every stderr line of this process with an RFC 3339
 /// timestamp, unless stderr is the journal (see the module doc).
 pub fn stamp_stderr() {
-    STAMP.store(!stderr_is_journal(), Ordering::Relaxed);
+    STAMP.store(!stderr_to_journal(), Ordering::Relaxed);
 }
 
 /// Whether `JOURNAL_STREAM` (`DEV:INODE`, set by systemd) names our stderr.
@@ -95,13 +117,24 @@ fn names_file(value: Option<&std::ffi::OsStr>, fd: impl std::os::fd::AsFd) -> bo
 /// `text` as stderr lines: each prefixed with a timestamp when stamping.
 fn stderr_text(text: &str) -> String {
     let mut out = String::new();
-    stamp_lines(text, &mut out);
+    stamp_lines(text, Priority::Error, &mut out);
     out
 }
 
-/// Appends `text` to `out`, each line stamped with the time when stamps are
-/// on ([`stderr_text`]).
-fn stamp_lines(text: &str, out: &mut String) {
+/// Appends `text` to `out`, each line starting with its priority under
+/// the journal, or stamped with the time when stamps are on
+/// ([`stderr_text`]).
+fn stamp_lines(text: &str, priority: Priority, out: &mut String) {
+    if JOURNAL.load(Ordering::Relaxed) {
+        for line in text.lines() {
+            out.push('<');
+            out.push(char::from(b'0' + priority as u8));
+            out.push('>');
+            out.push_str(line);
+            out.push('\n');
+        }
+        return;
+    }
     if !STAMP.load(Ordering::Relaxed) {
         out.push_str(text);
         return;
@@ -133,6 +166,11 @@ fn stamp_lines(text: &str, out: &mut String) {
 /// The line is built in buffers kept for the next one: a janitor `-v` pass
 /// writes a line per lockfile.
 pub fn try_emit(args: fmt::Arguments<'_>) -> io::Result<()> {
+    try_emit_at(Priority::Error, args)
+}
+
+/// [`try_emit`] at `priority` (see [`Priority`]).
+pub fn try_emit_at(priority: Priority, args: fmt::Arguments<'_>) -> io::Result<()> {
     use std::cell::RefCell;
     use std::fmt::Write as _;
     thread_local! {
@@ -150,7 +188,7 @@ pub fn try_emit(args: fmt::Arguments<'_>) -> io::Result<()> {
         message.clear();
         text.clear();
         let _ = writeln!(message, "{}: {}", tool(), args);
-        stamp_lines(message, text);
+        stamp_lines(message, priority, text);
         io::stderr().lock().write_all(text.as_bytes())
     })
 }
@@ -160,10 +198,34 @@ pub fn emit(args: fmt::Arguments<'_>) {
     let _ = try_emit(args);
 }
 
-/// `say!("...")`: one line on stderr, prefixed with the tool's name.
+/// [`emit`] at `priority`.
+pub fn emit_at(priority: Priority, args: fmt::Arguments<'_>) {
+    let _ = try_emit_at(priority, args);
+}
+
+/// `say!("...")`: one line on stderr, prefixed with the tool's name; an
+/// error under the journal (`<3>`).
 #[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => { $crate::cli::emit(format_args!($($arg)*)) };
+}
+
+/// [`say!`] for a warning (`<4>` under the journal).
+#[macro_export]
+macro_rules! say_warning {
+    ($($arg:tt)*) => { $crate::cli::emit_at($crate::cli::Priority::Warning, format_args!($($arg)*)) };
+}
+
+/// [`say!`] for an action (`<6>` under the journal).
+#[macro_export]
+macro_rules! say_action {
+    ($($arg:tt)*) => { $crate::cli::emit_at($crate::cli::Priority::Action, format_args!($($arg)*)) };
+}
+
+/// [`say!`] for what `-v` adds (`<7>` under the journal).
+#[macro_export]
+macro_rules! say_debug {
+    ($($arg:tt)*) => { $crate::cli::emit_at($crate::cli::Priority::Debug, format_args!($($arg)*)) };
 }
 
 /// Invalid input noticed after parsing (status 2). The message should quote
@@ -189,11 +251,21 @@ pub fn main<P: clap::Parser, R: Into<exit::Ended>>(
     run: impl FnOnce(P) -> anyhow::Result<R>,
 ) -> ExitCode {
     let _ = TOOL.set(tool);
+    JOURNAL.store(stderr_is_journal(), Ordering::Relaxed);
     // Before clap reads any variable: the file's values join the
     // environment where it sets none (crate::config).
     let args: Vec<OsString> = std::env::args_os().collect();
     if let Err(e) = crate::config::load_and_apply(&args) {
-        return ExitCode::from(error_status(&e));
+        // A preflight reports a bad file among its other checks.
+        let checking = args
+            .iter()
+            .skip(1)
+            .take_while(|a| *a != "--")
+            .any(|a| a == "--check");
+        if !checking {
+            return ExitCode::from(error_status(&e));
+        }
+        crate::config::defer_error(&e);
     }
     drop_empty_variables();
     let mut command = P::command();
@@ -238,6 +310,16 @@ static DROPPED: OnceLock<Vec<OsString>> = OnceLock::new();
 /// removed from its own environment at start).
 pub fn dropped_empty() -> &'static [OsString] {
     DROPPED.get().map_or(&[], Vec::as_slice)
+}
+
+/// Whether the argument `id` (the field name, `lock_dir`) was given on the
+/// command line (not by its variable, nor by default).
+pub fn given_on_command_line(id: &str) -> bool {
+    let Some((_, matches)) = PARSED.get() else {
+        return false;
+    };
+    matches.try_contains_id(id).is_ok()
+        && matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
 }
 
 /// Where the value of the argument `id` (the field name, `run_id`) came

@@ -240,6 +240,22 @@ impl Loaded {
 
 static LOADED: OnceLock<Loaded> = OnceLock::new();
 
+/// A configuration file that could not be read, kept for a tool that
+/// reports it instead of failing at once (`ccci-janitor --check`).
+static DEFERRED: OnceLock<(String, bool)> = OnceLock::new();
+
+/// Keeps the error of [`load_and_apply`] for [`deferred_error`] (the
+/// message, and whether it was a usage error).
+pub fn defer_error(e: &anyhow::Error) {
+    let usage = e.downcast_ref::<UsageError>().is_some();
+    let _ = DEFERRED.set((format!("{e:#}"), usage));
+}
+
+/// The configuration file's error that [`defer_error`] kept.
+pub fn deferred_error() -> Option<&'static (String, bool)> {
+    DEFERRED.get()
+}
+
 /// The configuration this process read at start ([`load_and_apply`]), if
 /// it read one.
 pub fn loaded() -> Option<&'static Loaded> {

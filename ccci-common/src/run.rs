@@ -315,20 +315,20 @@ pub fn report_gc(entries: &[GcEntry]) -> u8 {
     for entry in entries {
         let path = entry.path.display();
         match &entry.outcome {
-            Swept::Removed(fate) => crate::say!("removed {path}: {}", why(fate, entry.pid)),
+            Swept::Removed(fate) => crate::say_action!("removed {path}: {}", why(fate, entry.pid)),
             Swept::WouldRemove(fate) => {
-                crate::say!("would remove {path}: {}", why(fate, entry.pid))
+                crate::say_action!("would remove {path}: {}", why(fate, entry.pid))
             }
-            Swept::Skipped(reason) => crate::say!("skipped {path}: {reason}"),
-            Swept::TemporaryRemoved => crate::say!(
+            Swept::Skipped(reason) => crate::say_warning!("skipped {path}: {reason}"),
+            Swept::TemporaryRemoved => crate::say_action!(
                 "removed {path}: a temporary whose writer, pid {}, is gone",
                 entry.pid
             ),
-            Swept::WouldRemoveTemporary => crate::say!(
+            Swept::WouldRemoveTemporary => crate::say_action!(
                 "would remove {path}: a temporary whose writer, pid {}, is gone",
                 entry.pid
             ),
-            Swept::Foreign => crate::say!(
+            Swept::Foreign => crate::say_warning!(
                 "kept {path}: recorded in another pid namespace, so harness pid {} is not \
                  judged here",
                 entry.pid

@@ -19,6 +19,7 @@ use ccci_lock::place::Place;
 use ccci_lock::{Backend, FlockDir, PassLock};
 
 use crate::reap::ReapCommand;
+use crate::tally::{MetricsFile, Tally};
 use crate::{
     candidates, missing_lock_dir, pass, read_deployed, read_patterns, Examined, Glob, Level,
     MissingLockDir, NoClaims, Patterns, Settings,
@@ -166,15 +167,23 @@ pub struct Cli {
     #[command(flatten)]
     pub etcd: ccci_lock::etcd::args::EtcdArgs,
 
+    /// Check the setup and print the effective configuration with each value's origin; change nothing (0: all checks hold, 125: a check failed)
+    #[arg(long, conflicts_with_all = ["dry_run", "metrics"])]
+    pub check: bool,
+
+    /// After the pass, write its metrics to FILE (*.prom, replaced whole) for node_exporter's textfile collector
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
+
     /// Print an `export KEY='VALUE'` line for every setting of the configuration file's keys that the environment or the file sets, and do nothing else (for scripts: eval "$(ccci-janitor --print-config)")
-    #[arg(long, conflicts_with_all = ["deployed", "only", "only_file", "warm", "warm_file", "dry_run", "json", "reap_command"])]
+    #[arg(long, conflicts_with_all = ["deployed", "only", "only_file", "warm", "warm_file", "dry_run", "json", "metrics", "check", "reap_command"])]
     pub print_config: bool,
 
     /// The command that reaps one app, given the domain as its last argument (after --)
     #[arg(
         value_name = "REAP_COMMAND",
         last = true,
-        required_unless_present_any = ["dry_run", "print_config"]
+        required_unless_present_any = ["dry_run", "print_config", "check"]
     )]
     pub reap_command: Vec<OsString>,
 }
@@ -282,6 +291,23 @@ fn patterns(
 /// Checks the flags that need no file, so a bad command line is refused
 /// before anything is read.
 fn check_flags(cli: &Cli) -> Result<(), UsageError> {
+    check_flags_for_stdin(cli)?;
+    let only_from_env = std::env::var_os("CCCI_ONLY").is_some_and(|v| !v.is_empty());
+    if cli.deployed.is_some() && cli.only.is_empty() && cli.only_file.is_none() && !only_from_env {
+        return Err(UsageError(
+            "--deployed needs --only or --only-file: 'abra app ls' also lists apps no CI run \
+             deployed (the proxy, backups), and every deployed app without a lockfile is reaped; \
+             name the CI apps, e.g. --only \
+             '????-[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f].ci.example.org' or \
+             CCCI_ONLY in the configuration file (--only '*' if every deployed app is one)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// At most one of the list flags reads stdin.
+fn check_flags_for_stdin(cli: &Cli) -> Result<(), UsageError> {
     let stdin: Vec<&str> = [
         ("--deployed", &cli.deployed),
         ("--only-file", &cli.only_file),
@@ -297,17 +323,6 @@ fn check_flags(cli: &Cli) -> Result<(), UsageError> {
             stdin.join(" and ")
         )));
     }
-    let only_from_env = std::env::var_os("CCCI_ONLY").is_some_and(|v| !v.is_empty());
-    if cli.deployed.is_some() && cli.only.is_empty() && cli.only_file.is_none() && !only_from_env {
-        return Err(UsageError(
-            "--deployed needs --only or --only-file: 'abra app ls' also lists apps no CI run \
-             deployed (the proxy, backups), and every deployed app without a lockfile is reaped; \
-             name the CI apps, e.g. --only \
-             '????-[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f].ci.example.org' or \
-             CCCI_ONLY in the configuration file (--only '*' if every deployed app is one)"
-                .into(),
-        ));
-    }
     Ok(())
 }
 
@@ -317,8 +332,80 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
         ccci_common::cli::print_all(&config_exports())?;
         return Ok(Ended::Code(exit::SUCCESS));
     }
+    if cli.check {
+        return check(&cli).map(Ended::Code);
+    }
+    let metrics = cli.metrics.as_deref().map(MetricsFile::parse).transpose()?;
+    let tally = Tally::new("lock dir (not opened)".into());
+    let ended = match one_pass(&cli, &tally) {
+        Ok(ended) => ended,
+        // Bad input: no pass was made, nothing to sum up.
+        Err(e) if e.downcast_ref::<UsageError>().is_some() => return Err(e),
+        Err(e) => Ended::Code(ccci_common::cli::error_status(&e)),
+    };
+    let status = ended.shell_status();
+    let _ = ccci_common::cli::try_emit_at(
+        Tally::priority(status),
+        format_args!("{}", tally.summary(status)),
+    );
+    if let Some(file) = metrics {
+        let status =
+            if let Err(e) = file.write(&tally.metrics(status, std::time::SystemTime::now())) {
+                ccci_common::say!("cannot write the metrics: {e:#}");
+                exit::TOOL_FAILED
+            } else {
+                status
+            };
+        if status != ended.shell_status() {
+            return Ok(Ended::Code(status));
+        }
+    }
+    Ok(ended)
+}
+
+/// `--check`: see [`crate::check`].
+fn check(cli: &Cli) -> anyhow::Result<u8> {
+    check_flags_for_stdin(cli)?;
+    let etcd = cli.etcd.config()?;
+    let only = patterns(
+        &cli.only,
+        cli.only_file.as_deref(),
+        "--only-file",
+        "CCCI_ONLY",
+    )?;
+    let warm = patterns(
+        &cli.warm,
+        cli.warm_file.as_deref(),
+        "--warm-file",
+        "CCCI_WARM",
+    )?
+    .unwrap_or_default();
+    let deployed = match &cli.deployed {
+        Some(path) => {
+            let (text, source) = read_input(path, "--deployed")?;
+            let mut domains: Vec<String> = read_deployed(&text, &source).0.into_iter().collect();
+            domains.sort();
+            Some(domains)
+        }
+        None => None,
+    };
+    let lock_dir = cli.lock_dir.resolve()?;
+    let inputs = crate::check::Inputs {
+        lock_dir,
+        etcd,
+        deployed,
+        only,
+        warm,
+        reap_command: &cli.reap_command,
+        flags: crate::check::FLAGS,
+    };
+    crate::check::run(&inputs, cli.json)
+}
+
+/// One pass, counted in `tally`; how the process ends.
+fn one_pass(cli: &Cli, tally: &Tally) -> anyhow::Result<Ended> {
     // Every input is read and checked before the lock dir is touched.
-    check_flags(&cli)?;
+    check_flags(cli)?;
     let etcd = cli.etcd.config()?;
     let only = patterns(
         &cli.only,
@@ -338,12 +425,16 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
             let (text, source) = read_input(path, "--deployed")?;
             let (domains, warnings) = read_deployed(&text, &source);
             for warning in warnings {
-                say!("{warning}");
+                ccci_common::say_warning!("{warning}");
             }
             Some(domains)
         }
         None => None,
     };
+    tally.set_backend(match &etcd {
+        Some(config) => Place::etcd(&config.endpoints, &config.prefix).to_string(),
+        None => "in lockfiles".into(),
+    });
     let settings = Settings {
         deployed,
         only,
@@ -355,6 +446,12 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
     };
     let lock_dir = cli.lock_dir.resolve()?;
     args::check_apart(&dirs::LOCK_DIR, &lock_dir)?;
+    if etcd.is_none() {
+        tally.set_backend(format!(
+            "lockfiles in {}",
+            ccci_common::names::quote_path(&lock_dir)
+        ));
+    }
     if let Some(config) = etcd {
         // The host's lock dir holds only the record of where its runs
         // claim; missing, no run of this host ever claimed.
@@ -365,7 +462,13 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
             lock_dir: &lock_dir,
             place,
         };
-        return run_pass(&cli, &settings, &ccci_lock::etcd::Etcd::new(config), &here);
+        return run_pass(
+            cli,
+            &settings,
+            &ccci_lock::etcd::Etcd::new(config),
+            &here,
+            tally,
+        );
     }
     if let Some(backend) = FlockDir::open(&lock_dir, false)? {
         let backend = backend.reuse_lock_table(LOCK_TABLE_AGE);
@@ -374,7 +477,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
             lock_dir: &lock_dir,
             place: Place::Files,
         };
-        return run_pass(&cli, &settings, &backend, &here);
+        return run_pass(cli, &settings, &backend, &here, tally);
     }
     let nowhere = Here {
         local: None,
@@ -392,12 +495,12 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
             Ok(Ended::Code(exit::TOOL_FAILED))
         }
         MissingLockDir::Rebooted if cli.dry_run => {
-            say!(
+            ccci_common::say_action!(
                 "lock dir {} does not exist (its parent is on a tmpfs: a reboot?); \
                  dry run: it would be created and every deployed CI app reaped",
                 lock_dir.display()
             );
-            run_pass(&cli, &settings, &NoClaims, &nowhere)
+            run_pass(cli, &settings, &NoClaims, &nowhere, tally)
         }
         MissingLockDir::Rebooted => {
             let Some(backend) = FlockDir::open(&lock_dir, true)? else {
@@ -406,15 +509,16 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
                     lock_dir.display()
                 );
             };
-            say!(
+            ccci_common::say_action!(
                 "lock dir {} did not exist (its parent is on a tmpfs: a reboot?); created it",
                 lock_dir.display()
             );
             run_pass(
-                &cli,
+                cli,
                 &settings,
                 &backend.reuse_lock_table(LOCK_TABLE_AGE),
                 &nowhere,
+                tally,
             )
         }
     }
@@ -444,10 +548,11 @@ fn run_pass<B: Backend>(
     settings: &Settings,
     backend: &B,
     here: &Here<'_>,
+    tally: &Tally,
 ) -> anyhow::Result<Ended> {
     let _pass_lock = match backend.pass_lock(!cli.dry_run)? {
         PassLock::Busy => {
-            say!("another janitor pass is running: this one examines nothing");
+            ccci_common::say_action!("another janitor pass is running: this one examines nothing");
             return Ok(Ended::Code(exit::SUCCESS));
         }
         held_or_missing => held_or_missing,
@@ -492,8 +597,9 @@ fn run_pass<B: Backend>(
     let mut examined_count = 0usize;
     let mut report = |examined: &Examined| -> anyhow::Result<()> {
         examined_count += 1;
+        tally.count(examined.outcome);
         if cli.verbose || examined.level > Level::Info {
-            ccci_common::cli::try_emit(format_args!("{examined}"))
+            ccci_common::cli::try_emit_at(examined.level.priority(), format_args!("{examined}"))
                 .context("cannot write to stderr")?;
         }
         if cli.json {
@@ -517,7 +623,7 @@ fn run_pass<B: Backend>(
         }
     };
     if let Some(sig) = summary.stopped_by {
-        say!("stopped by SIG{}", ccci_common::sys::signal_name(sig));
+        ccci_common::say_warning!("stopped by SIG{}", ccci_common::sys::signal_name(sig));
     }
     Ok(summary.ended())
 }

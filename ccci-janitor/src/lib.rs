@@ -44,9 +44,11 @@
 
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod cli;
 pub mod glob;
 pub mod reap;
+pub mod tally;
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -103,6 +105,47 @@ pub enum Outcome {
     Skipped,
     /// The reap failed (or an error kept the domain from being settled).
     Failed,
+}
+
+impl Level {
+    /// The line's priority under the journal (SPEC §1 "Logs under systemd").
+    pub fn priority(self) -> ccci_common::cli::Priority {
+        use ccci_common::cli::Priority;
+        match self {
+            Level::Info => Priority::Debug,
+            Level::Action => Priority::Action,
+            Level::Warning => Priority::Warning,
+            Level::Error => Priority::Error,
+        }
+    }
+}
+
+impl Outcome {
+    /// Every outcome, in the order of SPEC §4 (and of `as usize`).
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Reaped,
+        Outcome::WouldReap,
+        Outcome::Live,
+        Outcome::Leaked,
+        Outcome::StaleUnlinked,
+        Outcome::Young,
+        Outcome::Skipped,
+        Outcome::Failed,
+    ];
+
+    /// The outcome's word, as `--json` writes it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Outcome::Reaped => "reaped",
+            Outcome::WouldReap => "would-reap",
+            Outcome::Live => "live",
+            Outcome::Leaked => "leaked",
+            Outcome::StaleUnlinked => "stale-unlinked",
+            Outcome::Young => "young",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed => "failed",
+        }
+    }
 }
 
 /// How loud an [`Examined`] is on stderr.

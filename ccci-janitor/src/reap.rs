@@ -19,9 +19,9 @@ use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
+use ccci_common::exit;
 use ccci_common::names::shell_quote;
 use ccci_common::supervise::{self, Program, Watch};
-use ccci_common::{exit, say};
 
 use crate::{human, ReapEnd, Reaper};
 
@@ -81,7 +81,7 @@ impl Reaper for ReapCommand {
             whole_tree: false,
         };
         if self.verbose {
-            say!("{domain}: reaping");
+            ccci_common::say_debug!("{domain}: reaping");
         }
         let child = match supervise::spawn(&mut cmd, watch) {
             Ok(child) => child,

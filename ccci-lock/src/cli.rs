@@ -422,7 +422,7 @@ impl Job for LockAndRun<'_> {
         let acquired = acquire_all(backend, self.domains, wait, &mut |domain, holder| {
             waited = true;
             if verbose {
-                say!(
+                ccci_common::say_debug!(
                     "waiting for {domain}: held by {}",
                     describe(holder, locker_of(backend, domain))
                 );

@@ -775,7 +775,7 @@ fn acquire_sorted<B: Backend>(
     acquire_all(backend, &req.domains, req.wait, &mut |domain, holder| {
         if verbose {
             let locker = locker_of(backend, domain);
-            say!("waiting for {domain}: held by {}", describe(holder, locker));
+            ccci_common::say_debug!("waiting for {domain}: held by {}", describe(holder, locker));
         }
     })
 }

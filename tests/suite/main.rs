@@ -13,6 +13,7 @@ mod hostile;
 mod janitor;
 mod lock;
 mod newcomer;
+mod operators;
 mod place;
 mod state;
 mod tree;
