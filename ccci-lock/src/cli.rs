@@ -241,17 +241,23 @@ impl Locks {
     }
 
     /// Like [`Locks::run`] with `create`, for a job that claims: first
-    /// [`Locks::note_place`].
+    /// [`Locks::note_place`]. `job` is made with what is left of `wait`
+    /// after that, so `-w` bounds the whole acquisition.
     pub fn run_claiming<J: Job>(
         &self,
         lock_dir: &LockDirArg,
         wait: Wait,
-        job: J,
+        job: impl FnOnce(Wait) -> J,
     ) -> anyhow::Result<Ended> {
+        let started = Instant::now();
         let local = match self.note_place(lock_dir, wait)? {
             Ok(local) => local,
             Err(busy) => return Ok(busy),
         };
+        let job = job(match wait {
+            Wait::AtMost(limit) => Wait::AtMost(limit.saturating_sub(started.elapsed())),
+            other => other,
+        });
         match self {
             Locks::Flock(_) => job.run(&local),
             Locks::Etcd(config) => job.run(&Etcd::new(config.clone())),
@@ -323,8 +329,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
     if let Some(parent) = cli.parent {
         return hold_or_release(&cli, &locks, parent, run_id).map(Ended::Code);
     }
-    let job = LockAndRun {
+    let job = |wait| LockAndRun {
         cli: &cli,
+        wait,
         run_id,
         domains: &cli.domains,
         lost_grace: cli.lost_grace.unwrap_or(DEFAULT_LOST_GRACE),
@@ -403,6 +410,8 @@ pub(crate) fn say_busy(busy: &BusyDomain, of_set: bool, locker: Option<u32>) {
 /// Takes the locks, then runs COMMAND under them.
 struct LockAndRun<'a> {
     cli: &'a Cli,
+    /// How long to wait for the domains (`-n`, `-w`, or for ever).
+    wait: Wait,
     run_id: Option<String>,
     domains: &'a [String],
     lost_grace: Duration,
@@ -413,7 +422,7 @@ struct LockAndRun<'a> {
 impl Job for LockAndRun<'_> {
     fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Ended> {
         let cli = self.cli;
-        let wait = wait_of(cli);
+        let wait = self.wait;
         // Before anything that can be lost is taken: see supervise::Loss.
         let loss = supervise::Loss::new().context("cannot block the lost-lock signal")?;
         let started = Instant::now();
@@ -782,6 +791,7 @@ mod tests {
         };
         let job = LockAndRun {
             cli: &cli,
+            wait: wait_of(&cli),
             run_id: None,
             domains: &["d".to_string()],
             lost_grace: grace,

@@ -180,3 +180,57 @@ fn case_32_runs_starting_while_passes_start_never_overlap_a_reap() {
     }
     eprintln!("place race: {refused} passes refused, {reaped} ran");
 }
+
+/// A run whose lock dir has no record yet waits for a running pass (within
+/// `-n`/`-w`) before it writes one; once the record is there it never waits.
+#[test]
+fn a_run_that_must_record_its_place_waits_for_a_running_pass_within_its_wait() {
+    let sb = Sandbox::new();
+    let release = sb.path("release");
+    ccci_tests::mkfifo(&release);
+    let script = sb.path("slow-reap.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "echo \"reaping-$1\" >&2; read _ < '{}'\n",
+            release.display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(sb.lock_dir()).unwrap();
+    std::fs::set_permissions(
+        sb.lock_dir(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let other = "wp-000001.ci.example.org";
+    let mut pass = janitor(&sb, &script, &[other]).spawn();
+    pass.expect_stderr(&format!("reaping-{other}"));
+    // No record in the lock dir, and a pass runs: -n gives up at once.
+    sb.tool("ccci-lock")
+        .args(["-n", D, "--", "true"])
+        .run()
+        .expect_code(75)
+        .expect_stderr("a janitor pass is running");
+    // A waiting run goes on once the pass is over.
+    let mut waiting = sb
+        .tool("ccci-lock")
+        .args(["-w", "60s", D, "--", "sh", "-c", "echo in"])
+        .spawn();
+    ccci_tests::wait_until("the run waits for the pass lock", || {
+        ccci_tests::blocked_in_flock(waiting.pid())
+    });
+    std::fs::write(&release, "\n").unwrap();
+    pass.wait().expect_code(0);
+    waiting.expect_stdout("in");
+    waiting.wait().expect_code(0);
+    // Recorded now: a run never waits for a pass again.
+    let mut pass = janitor(&sb, &script, &[other]).spawn();
+    pass.expect_stderr(&format!("reaping-{other}"));
+    sb.tool("ccci-lock")
+        .args(["-n", D, "--", "true"])
+        .run()
+        .expect_code(0);
+    std::fs::write(&release, "\n").unwrap();
+    pass.wait().expect_code(0);
+}
