@@ -87,7 +87,18 @@ pub fn descendants_of(root: u32) -> io::Result<Vec<(u32, u32)>> {
 /// except those in the process group `except_group` (the terminal already
 /// sent them the same signal). Returns how many were signalled.
 pub fn signal_descendants(sig: libc::c_int, except_group: Option<u32>) -> io::Result<usize> {
-    let me = std::process::id();
+    signal_descendants_of(std::process::id(), sig, except_group)
+}
+
+/// [`signal_descendants`] for the descendants of `root` (not `root`
+/// itself): for a process that watches another one's tree without being
+/// its parent (a `--hold` keeper and the harness it holds locks for).
+pub fn signal_descendants_of(
+    root: u32,
+    sig: libc::c_int,
+    except_group: Option<u32>,
+) -> io::Result<usize> {
+    let me = root;
     let mut done: HashSet<u32> = HashSet::new();
     let mut sent = 0;
     for _ in 0..ROUNDS {
