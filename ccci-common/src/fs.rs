@@ -505,6 +505,128 @@ fn open_dir_error(role: &Role, dir: &OwnedFd, name: &str, path: &Path, e: Errno)
     }
 }
 
+/// Reads a small file that must be trusted, such as a password file (SPEC
+/// §1: regular, owned by root or the effective uid, not writable by group
+/// or others, whole path checked). Every directory on the path is checked
+/// as for [`SafeDir::open`]'s ancestors (owned by root or the effective uid,
+/// not writable by group or others unless sticky, no symlink anywhere), the
+/// file is opened with `O_NOFOLLOW|O_NONBLOCK` and checked on its
+/// descriptor, and at most `limit` bytes are read (more is refused).
+pub fn read_trusted_file(role: &Role, path: &Path, limit: usize) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut names = walk_components(path)
+        .with_context(|| format!("cannot resolve {} {}", role.what, quote_path(path)))?;
+    let Some(file_name) = names.pop() else {
+        bail!(
+            "{} {} is a directory, not a file",
+            role.what,
+            quote_path(path)
+        );
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let mut here = PathBuf::from("/");
+    let mut fd = nix::fcntl::open("/", path_flags(), Mode::empty())
+        .with_context(|| format!("cannot open / for {} {}", role.what, quote_path(path)))?;
+    let mut st = nix::sys::stat::fstat(&fd).context("cannot stat /")?;
+    let mut sticky = check_ancestor(role, path, &here, &st)?;
+    for name in &names {
+        let parent = here.clone();
+        here.push(name);
+        let next = nix::fcntl::openat(&fd, name.as_os_str(), path_flags(), Mode::empty()).map_err(
+            |e| match e {
+                Errno::ELOOP | Errno::ENOTDIR => {
+                    refuse_ancestor(role, path, &here, kind_at(&fd, name, e), None)
+                }
+                e => anyhow::Error::new(e).context(format!(
+                    "cannot open {} (for {} {})",
+                    quote_path(&here),
+                    role.what,
+                    quote_path(path)
+                )),
+            },
+        )?;
+        st = nix::sys::stat::fstat(&next)
+            .with_context(|| format!("cannot stat {}", quote_path(&here)))?;
+        if sticky && st.st_uid != me {
+            return Err(refuse_ancestor(
+                role,
+                path,
+                &here,
+                &format!(
+                    "is owned by {}, not by {}, in the sticky directory {} where anybody \
+                     can create it first",
+                    describe_uid(st.st_uid),
+                    describe_uid(me),
+                    quote_path(&parent)
+                ),
+                None,
+            ));
+        }
+        sticky = check_ancestor(role, path, &here, &st)?;
+        fd = next;
+    }
+    let flags = base_flags() | OFlag::O_RDONLY | OFlag::O_NONBLOCK;
+    let file =
+        nix::fcntl::openat(&fd, file_name.as_os_str(), flags, Mode::empty()).map_err(|e| {
+            let kind = match e {
+                Errno::ENOENT => FileErrorKind::Missing,
+                Errno::ELOOP => FileErrorKind::Symlink,
+                Errno::EISDIR => FileErrorKind::NotRegular("a directory"),
+                Errno::ENXIO => FileErrorKind::NotRegular("a FIFO or socket"),
+                e => FileErrorKind::Io(io::Error::from(e)),
+            };
+            anyhow::anyhow!(
+                "{} {}",
+                role.what,
+                FileError {
+                    path: path.to_path_buf(),
+                    kind
+                }
+            )
+        })?;
+    let st = nix::sys::stat::fstat(&file)
+        .with_context(|| format!("cannot stat {} {}", role.what, quote_path(path)))?;
+    let fix = format!("choose another with {} or {}", role.flag, role.env);
+    if let Some(kind) = non_regular_kind(st.st_mode) {
+        bail!(
+            "{} {} is {kind}, not a regular file; {fix}",
+            role.what,
+            quote_path(path)
+        );
+    }
+    if st.st_uid != me && (st.st_uid != 0 || sticky) {
+        bail!(
+            "{} {} is owned by {}, not by root or {}; {fix}",
+            role.what,
+            quote_path(path),
+            describe_uid(st.st_uid),
+            describe_uid(me)
+        );
+    }
+    if st.st_mode & 0o022 != 0 {
+        bail!(
+            "{} {} is writable by group or others (mode {:04o}); chmod go-w {} or {fix}",
+            role.what,
+            quote_path(path),
+            st.st_mode & 0o7777,
+            quote_path(path)
+        );
+    }
+    let mut out = Vec::new();
+    File::from(file)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .with_context(|| format!("cannot read {} {}", role.what, quote_path(path)))?;
+    if out.len() > limit {
+        bail!(
+            "{} {} is longer than {limit} bytes",
+            role.what,
+            quote_path(path)
+        );
+    }
+    Ok(out)
+}
+
 /// The [`FileErrorKind::NotRegular`] kind of a regular file with more than
 /// one hard link: where a tool's own file is expected, it is refused.
 pub const HARD_LINKED: &str = "a file with more than one hard link";
@@ -595,6 +717,50 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_trusted_file_is_read_only_when_safe() {
+        let dir = tmp();
+        let role = Role {
+            what: "password file",
+            flag: "--pw",
+            env: "PW",
+        };
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "secret\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_trusted_file(&role, &file, 64).unwrap(), b"secret\n");
+        let long = read_trusted_file(&role, &file, 3).unwrap_err().to_string();
+        assert!(long.contains("longer than 3 bytes"), "{long}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o620)).unwrap();
+        let e = read_trusted_file(&role, &file, 64).unwrap_err().to_string();
+        assert!(
+            e.contains("writable by group or others") && e.contains("--pw"),
+            "{e}"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("link");
+        symlink(&file, &link).unwrap();
+        let e = read_trusted_file(&role, &link, 64).unwrap_err().to_string();
+        assert!(e.contains("symlink"), "{e}");
+        let e = read_trusted_file(&role, dir.path(), 64)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a directory"), "{e}");
+        let e = read_trusted_file(&role, &dir.path().join("none"), 64)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        // A directory on the way that others may write into is refused.
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::write(open.join("pw"), "x").unwrap();
+        let e = read_trusted_file(&role, &open.join("pw"), 64)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not sticky"), "{e}");
     }
 
     #[test]
