@@ -382,7 +382,7 @@ fn bad_input_is_status_2_and_creates_nothing() {
     let w = World::on(&etcd);
     for (args, needle) in [
         (vec!["--etcd", "localhost:2379"], "'localhost:2379'"),
-        (vec!["--etcd", "https://127.0.0.1:1"], "https"),
+        (vec!["--etcd", "https://127.0.0.1:1/v3"], "no path"),
         (vec!["--ttl", "0"], "'0'"),
         (vec!["--ttl", "500ms"], "'500ms'"),
         (vec!["--etcd-prefix", "/"], "prefix"),

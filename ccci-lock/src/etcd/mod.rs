@@ -53,6 +53,7 @@ pub mod client;
 pub mod lease;
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -81,12 +82,39 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// Where and how: the checked settings of the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// `http://HOST:PORT` each.
+    /// `http://HOST:PORT` or `https://HOST:PORT` each.
     pub endpoints: Vec<String>,
     /// The key prefix, without a trailing `/`.
     pub prefix: String,
     /// The lease TTL, whole seconds.
     pub ttl: Duration,
+    /// The files for `https://` endpoints.
+    pub tls: Tls,
+    /// The user to authenticate as, if any.
+    pub auth: Option<Auth>,
+}
+
+/// `--etcd-cacert`, `--etcd-cert`, `--etcd-key`: paths, read when the
+/// client is made (a file that cannot be used is status 125 then).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// The CA certificates etcd's certificate must chain to; the system's
+    /// bundle when `None`.
+    pub cacert: Option<PathBuf>,
+    /// The client certificate (chain).
+    pub cert: Option<PathBuf>,
+    /// Its private key.
+    pub key: Option<PathBuf>,
+}
+
+/// `--etcd-user` and `--etcd-password-file`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Auth {
+    /// The etcd user.
+    pub user: String,
+    /// The file holding its password, checked as SPEC §1 asks of a file
+    /// that is trusted ([`ccci_common::fs::read_trusted_file`]).
+    pub password_file: PathBuf,
 }
 
 /// Checks a key prefix (`--etcd-prefix`): not empty, printable, no
@@ -141,6 +169,16 @@ fn etcd_error(e: CallError) -> anyhow::Error {
     anyhow!(e)
 }
 
+/// Whether a failed call may succeed when asked again: etcd did not
+/// answer. A refusal (permission denied, a token refused twice, a TLS
+/// failure) stays one, so it is never waited out.
+fn is_unreachable(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<CallError>(),
+        Some(CallError::Unreachable(_))
+    )
+}
+
 fn kvs(answer: &Value) -> &[Value] {
     answer["kvs"].as_array().map_or(&[], Vec::as_slice)
 }
@@ -169,7 +207,11 @@ impl Etcd {
     pub fn new(config: Config) -> Etcd {
         Etcd {
             inner: Arc::new(Inner {
-                client: Arc::new(Client::new(config.endpoints)),
+                client: Arc::new(Client::new(
+                    config.endpoints,
+                    &config.tls,
+                    config.auth.as_ref(),
+                )),
                 prefix: config.prefix,
                 ttl: config.ttl,
                 lease: Mutex::new(None),
@@ -292,7 +334,7 @@ impl Etcd {
                 limit,
             ) {
                 Ok(answer) => answer,
-                Err(_) if can_retry() => {
+                Err(e) if is_unreachable(&e) && can_retry() => {
                     std::thread::sleep(RETRY_PAUSE);
                     continue;
                 }
@@ -614,14 +656,17 @@ impl EtcdClaim {
 
     /// A transaction doing `ops` only while we own the lock. While the
     /// lease lives, etcd not answering (a restart, a leader election) is
-    /// waited out: the lock is ours until the lease is lost.
+    /// waited out: the lock is ours until the lease is lost. A refusal is
+    /// not: it would be refused again.
     fn guarded(&self, ops: Value) -> anyhow::Result<Value> {
         loop {
             match self
                 .etcd
                 .txn(json!([self.ours()]), ops.clone(), json!([]), None)
             {
-                Err(_) if !self.lease.is_lost() => std::thread::sleep(RETRY_PAUSE),
+                Err(e) if is_unreachable(&e) && !self.lease.is_lost() => {
+                    std::thread::sleep(RETRY_PAUSE)
+                }
                 answer => return answer,
             }
         }
