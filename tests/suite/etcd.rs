@@ -1124,3 +1124,62 @@ fn case_26_on_etcd_held_dependencies_are_never_reaped_while_the_harness_lives() 
     assert_eq!(reaped, [format!("{DEP}|{DEP}"), format!("{D}|{D}")]);
     assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
 }
+
+/// A holder with `--ttl 30s` whose COMMAND says "got TERM" on SIGTERM; its
+/// lease id.
+fn long_lease_holder(w: &World, etcd: &Etcd) -> (Proc, String) {
+    let mut holder = w
+        .lock()
+        .args(["--ttl", "30s", "--lost-grace", "5s", D, "--", "sh", "-c"])
+        .arg("trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.05; done")
+        .spawn();
+    holder.expect_stdout("ready");
+    let leases = etcd.ctl(&["lease", "list"]);
+    let id = leases.lines().nth(1).expect("one lease").trim().to_string();
+    (holder, id)
+}
+
+#[test]
+fn a_revoked_lease_stops_command_at_once_whatever_the_ttl() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut holder, id) = long_lease_holder(&w, &etcd);
+    let revoked = Instant::now();
+    etcd.ctl(&["lease", "revoke", &id]);
+    holder.expect_stdout("got TERM");
+    let took = revoked.elapsed();
+    // The next keep-alive would have noticed only at TTL/3 = 10 s.
+    assert!(
+        took < Duration::from_secs(5),
+        "COMMAND got TERM {took:?} after the revoke"
+    );
+    eprintln!("revoke to TERM: {took:?}");
+    holder
+        .wait()
+        .expect_code(125)
+        .expect_stderr("lost the lock of");
+    assert_eq!(etcd.dump(&claim_key(D)).len(), 1, "the claim stays");
+}
+
+#[test]
+fn a_deleted_lock_key_stops_command_at_once() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut holder, _) = long_lease_holder(&w, &etcd);
+    let deleted = Instant::now();
+    etcd.ctl(&["del", "--prefix", &format!("{PREFIX}/lock/{D}/")]);
+    holder.expect_stdout("got TERM");
+    let took = deleted.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "TERM {took:?} after the delete"
+    );
+    eprintln!("delete to TERM: {took:?}");
+    holder.wait().expect_code(125);
+    // A clean exit of another holder is not mistaken for a loss, and the
+    // lock works again.
+    w.lock()
+        .args(["-w", "10s", D, "--", "true"])
+        .run()
+        .expect_code(0);
+}

@@ -54,6 +54,7 @@ pub mod lease;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -394,6 +395,7 @@ impl Etcd {
             queued,
             holder,
             released: false,
+            watching: None,
         }
     }
 
@@ -640,6 +642,40 @@ pub struct EtcdClaim {
     queued: Queued,
     holder: Option<Holder>,
     released: bool,
+    /// Set to stop the watch on our lock key ([`Claim::watch_loss`]) before
+    /// we delete the key ourselves.
+    watching: Option<Arc<AtomicBool>>,
+}
+
+/// Watches our lock key `key` (created at `rev`) until `stop` is set, and
+/// reports a loss as soon as etcd deletes it: a lease revoked, the key
+/// deleted by hand, or the lease expired while we were cut off. Every event
+/// is checked with a read before it counts; etcd not answering is left to
+/// the lease's own clock.
+fn watch_key(etcd: &Etcd, key: &str, rev: i64, stop: &AtomicBool, lost: &LossNotifier) {
+    let mut from = rev + 1;
+    while !stop.load(Ordering::SeqCst) {
+        let until = Instant::now() + WATCH_SESSION;
+        let looked = match etcd.inner.client.watch_once(key, from, until) {
+            Ok(false) if Instant::now() >= until => continue,
+            Ok(true) => true,
+            // Ended early or failed: look, then pause before watching again.
+            Ok(false) | Err(_) => false,
+        };
+        if let Ok(answer) = etcd.call("/v3/kv/range", &json!({"key": b64(key)}), None) {
+            let ours = kvs(&answer).first().map(|kv| int(&kv["create_revision"]));
+            if ours != Some(rev) {
+                if !stop.load(Ordering::SeqCst) {
+                    lost.notify();
+                }
+                return;
+            }
+            from = from.max(int(&answer["header"]["revision"]) + 1);
+        }
+        if !looked {
+            std::thread::sleep(RETRY_PAUSE);
+        }
+    }
 }
 
 impl EtcdClaim {
@@ -713,11 +749,30 @@ impl Claim for EtcdClaim {
         ]
     }
 
+    /// Reported by the lease (lost by our clock, or etcd says it is gone:
+    /// noticed at the next keep-alive) and, at once, by a watch on our own
+    /// lock key: a revoked lease or a deleted key stops COMMAND within
+    /// about a round trip, whatever the TTL.
     fn watch_loss(&mut self, notifier: LossNotifier) {
-        self.lease.on_lost(Box::new(move || notifier.notify()));
+        let notifier = Arc::new(notifier);
+        let by_lease = Arc::clone(&notifier);
+        self.lease.on_lost(Box::new(move || by_lease.notify()));
+        let stop = Arc::new(AtomicBool::new(false));
+        if let Some(old) = self.watching.replace(Arc::clone(&stop)) {
+            old.store(true, Ordering::SeqCst);
+        }
+        let etcd = self.etcd.clone();
+        let key = self.queued.key.clone();
+        let rev = self.queued.rev;
+        let spawned = std::thread::Builder::new()
+            .name("etcd-watch-key".into())
+            .spawn(move || watch_key(&etcd, &key, rev, &stop, &notifier));
+        // Without the thread the lease still reports the loss, later.
+        drop(spawned);
     }
 
     fn remove(mut self) -> anyhow::Result<()> {
+        self.stop_watching();
         let claim_key = self.etcd.claim_key(&self.domain);
         let answer = self
             .guarded(json!([{"request_delete_range": {"key": b64(&claim_key)}},
@@ -742,8 +797,18 @@ impl Claim for EtcdClaim {
     }
 }
 
+impl EtcdClaim {
+    /// Ends the watch on our key: what follows deletes it.
+    fn stop_watching(&mut self) {
+        if let Some(stop) = self.watching.take() {
+            stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
 impl Drop for EtcdClaim {
     fn drop(&mut self) {
+        self.stop_watching();
         // A lost lease took the key with it; etcd may not answer anyway.
         if !self.released && !self.lease.is_lost() {
             self.etcd.withdraw(&self.queued.key);
