@@ -504,4 +504,31 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",")
     }
+
+    /// The index of the member that is the leader now (asked of every
+    /// member; panics when none says it leads).
+    pub fn leader(&self) -> usize {
+        let out = etcdctl(&self.endpoints(), &["endpoint", "status", "-w", "json"]);
+        let status: serde_json::Value = serde_json::from_str(&out).expect("endpoint status JSON");
+        let rows = status.as_array().expect("a list");
+        for row in rows {
+            let s = &row["Status"];
+            if s["header"]["member_id"] == s["leader"] {
+                let url = row["Endpoint"].as_str().unwrap_or("");
+                if let Some(i) = self.members.iter().position(|m| m.endpoint() == url) {
+                    return i;
+                }
+            }
+        }
+        panic!("no member leads: {out}");
+    }
+
+    /// Waits until every member that runs says it is healthy.
+    pub fn wait_healthy(&mut self) {
+        for m in &mut self.members {
+            if m.child.is_some() {
+                assert!(m.wait_healthy(), "a member died\n{}", m.log());
+            }
+        }
+    }
 }

@@ -410,7 +410,20 @@ impl Client {
     /// POSTs `body` to `path` (`/v3/kv/range`…) and returns the answer, or
     /// fails by `deadline`.
     pub fn call(&self, path: &str, body: &Value, deadline: Instant) -> Result<Value, CallError> {
-        let text = self.send(path, body, deadline, ATTEMPT, |resp| {
+        self.call_trying(path, body, deadline, ATTEMPT)
+    }
+
+    /// [`Client::call`], giving up on an endpoint after `attempt` (at most
+    /// [`ATTEMPT`]) instead: a keep-alive must reach another member well
+    /// before its lease runs out when the one in use stops answering.
+    pub fn call_trying(
+        &self,
+        path: &str,
+        body: &Value,
+        deadline: Instant,
+        attempt: Duration,
+    ) -> Result<Value, CallError> {
+        let text = self.send(path, body, deadline, attempt.min(ATTEMPT), |resp| {
             resp.body_mut()
                 .with_config()
                 .limit(MAX_ANSWER)

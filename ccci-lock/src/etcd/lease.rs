@@ -8,6 +8,10 @@
 //!   someone else. The clock is `CLOCK_BOOTTIME`: it never jumps with the
 //!   wall clock and keeps counting while the host is suspended, when etcd's
 //!   clock keeps counting too.
+//! - **A member that does not answer is left quickly**: a keep-alive tries
+//!   the next endpoint after a quarter of the TTL, so one member stopped
+//!   or cut off past the TTL costs the lease nothing while the others
+//!   answer.
 //! - **A server that says the lease is gone is believed at once** (a
 //!   keep-alive answered with no TTL: expired or revoked).
 //! - **Reported once, to everyone who asked.** Each listener is called once,
@@ -172,6 +176,10 @@ fn lose(shared: &Shared) {
 fn keep_alive(client: &Client, id: i64, ttl: Duration, shared: &Shared) {
     let every = (ttl / 3).max(Duration::from_millis(200));
     let retry = (ttl / 10).clamp(Duration::from_millis(50), Duration::from_millis(500));
+    // A member that stopped answering (SIGSTOPped, cut off, without a
+    // leader) is left after a quarter of the TTL, so the other members are
+    // tried with time to spare before the lease would run out.
+    let attempt = (ttl / 4).max(Duration::from_millis(250));
     let mut next = boottime() + every;
     loop {
         let alive_until = {
@@ -199,10 +207,11 @@ fn keep_alive(client: &Client, id: i64, ttl: Duration, shared: &Shared) {
         };
         let sent = boottime();
         let deadline = Instant::now() + alive_until.saturating_sub(sent);
-        match client.call(
+        match client.call_trying(
             "/v3/lease/keepalive",
             &json!({"ID": id.to_string()}),
             deadline,
+            attempt,
         ) {
             Ok(answer) => {
                 let granted = int(&answer["result"]["TTL"]);
