@@ -176,6 +176,17 @@ pub fn prefix_end(prefix: &str) -> Vec<u8> {
     vec![0]
 }
 
+/// What a watch saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watched {
+    /// Nothing, until the deadline or the end of the stream.
+    Quiet,
+    /// The key was deleted.
+    Deleted,
+    /// Something else (a put, the watch cancelled by etcd): look again.
+    Changed,
+}
+
 /// What the client needs to talk to etcd, made once from the settings.
 struct Setup {
     agent: ureq::Agent,
@@ -434,15 +445,15 @@ impl Client {
     }
 
     /// Opens a watch on `key` from `revision` and returns when an event
-    /// arrives (`true`) or `deadline` passes (`false`). A watch only reads,
-    /// so giving it up at any moment is harmless. A line of the stream
-    /// longer than [`MAX_WATCH_LINE`], or an error in it, is an error.
+    /// arrives or `deadline` passes (`Quiet`). A watch only reads, so
+    /// giving it up at any moment is harmless. A line of the stream longer
+    /// than [`MAX_WATCH_LINE`], or an error in it, is an error.
     pub fn watch_once(
         &self,
         key: &str,
         revision: i64,
         deadline: Instant,
-    ) -> Result<bool, CallError> {
+    ) -> Result<Watched, CallError> {
         let body =
             json!({"create_request": {"key": b64(key), "start_revision": revision.to_string()}});
         let outcome = self.send("/v3/watch", &body, deadline, Duration::MAX, |resp| {
@@ -453,7 +464,7 @@ impl Client {
             let mut line = Vec::new();
             loop {
                 match bounded_line(&mut lines, &mut line, MAX_WATCH_LINE) {
-                    Ok(false) => return Ok(Ok(false)),
+                    Ok(false) => return Ok(Ok(Watched::Quiet)),
                     Ok(true) => {
                         let msg: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
                         let result = &msg["result"];
@@ -463,10 +474,17 @@ impl Client {
                                 error["message"].as_str().unwrap_or("an error")
                             ))));
                         }
-                        if result["events"].as_array().is_some_and(|e| !e.is_empty())
-                            || result["canceled"].as_bool() == Some(true)
+                        if let Some(events) = result["events"].as_array().filter(|e| !e.is_empty())
                         {
-                            return Ok(Ok(true));
+                            let deleted = events.iter().any(|e| e["type"] == "DELETE");
+                            return Ok(Ok(if deleted {
+                                Watched::Deleted
+                            } else {
+                                Watched::Changed
+                            }));
+                        }
+                        if result["canceled"].as_bool() == Some(true) {
+                            return Ok(Ok(Watched::Changed));
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Other => {
@@ -475,13 +493,13 @@ impl Client {
                         ))));
                     }
                     // The deadline cut the stream: nothing happened.
-                    Err(_) => return Ok(Ok(false)),
+                    Err(_) => return Ok(Ok(Watched::Quiet)),
                 }
             }
         });
         match outcome {
             Ok(inner) => inner,
-            Err(CallError::Unreachable(_)) if Instant::now() >= deadline => Ok(false),
+            Err(CallError::Unreachable(_)) if Instant::now() >= deadline => Ok(Watched::Quiet),
             Err(other) => Err(other),
         }
     }

@@ -65,7 +65,7 @@ use ccci_common::cli::UsageError;
 use ccci_common::names::{self, shell_quote};
 use ccci_common::supervise::LossNotifier;
 
-use self::client::{b64, int, prefix_end, unb64, CallError, Client};
+use self::client::{b64, int, prefix_end, unb64, CallError, Client, Watched};
 use self::lease::{Lease, OnLost};
 use crate::{Acquired, Backend, Claim, Holder, PassLock, Probe, Status, Wait};
 
@@ -324,13 +324,17 @@ impl Etcd {
         let pfx = format!("{name}/");
         let can_retry = || !lease.is_lost() && limit.is_none_or(|l| Instant::now() < l);
         loop {
-            // Our key (still ours?) and the newest key older than ours.
+            // Our key (still ours?), the newest key older than ours, and
+            // the oldest key.
             let answer = match self.txn(
                 json!([]),
                 json!([range(&queued.key), {"request_range": {
                     "key": b64(&pfx), "range_end": b64(prefix_end(&pfx)),
                     "max_create_revision": (queued.rev - 1).to_string(),
-                    "sort_order": "DESCEND", "sort_target": "CREATE", "limit": "1", "keys_only": true}}]),
+                    "sort_order": "DESCEND", "sort_target": "CREATE", "limit": "1", "keys_only": true}},
+                    {"request_range": {
+                    "key": b64(&pfx), "range_end": b64(prefix_end(&pfx)),
+                    "sort_order": "ASCEND", "sort_target": "CREATE", "limit": "1", "keys_only": true}}]),
                 json!([]),
                 limit,
             ) {
@@ -360,10 +364,21 @@ impl Etcd {
             }
             let key = String::from_utf8_lossy(&unb64(&before["key"])).into_owned();
             let from = int(&answer["header"]["revision"]) + 1;
-            // A watch only tells us when to look again; a failed one means
-            // looking again a little later.
-            if self.inner.client.watch_once(&key, from, until).is_err() {
-                std::thread::sleep(RETRY_PAUSE);
+            // When the key before ours is the oldest, its deletion makes
+            // ours the oldest: no key created later can be older than ours.
+            // Taking the lock then needs no second look (the claim's
+            // guarded write still checks that our key is there).
+            let oldest = kvs(&answer["responses"][2]["response_range"])
+                .first()
+                .map(|kv| int(&kv["create_revision"]));
+            let next_is_oldest =
+                oldest.is_some() && oldest == Some(int(&before["create_revision"]));
+            // A watch otherwise only tells us when to look again; a failed
+            // one means looking again a little later.
+            match self.inner.client.watch_once(&key, from, until) {
+                Ok(Watched::Deleted) if next_is_oldest => return Ok(true),
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(RETRY_PAUSE),
             }
         }
     }
@@ -657,10 +672,10 @@ fn watch_key(etcd: &Etcd, key: &str, rev: i64, stop: &AtomicBool, lost: &LossNot
     while !stop.load(Ordering::SeqCst) {
         let until = Instant::now() + WATCH_SESSION;
         let looked = match etcd.inner.client.watch_once(key, from, until) {
-            Ok(false) if Instant::now() >= until => continue,
-            Ok(true) => true,
+            Ok(Watched::Quiet) if Instant::now() >= until => continue,
+            Ok(Watched::Deleted | Watched::Changed) => true,
             // Ended early or failed: look, then pause before watching again.
-            Ok(false) | Err(_) => false,
+            Ok(Watched::Quiet) | Err(_) => false,
         };
         if let Ok(answer) = etcd.call("/v3/kv/range", &json!({"key": b64(key)}), None) {
             let ours = kvs(&answer).first().map(|kv| int(&kv["create_revision"]));
