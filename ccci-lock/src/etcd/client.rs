@@ -190,6 +190,8 @@ pub enum Watched {
 /// What the client needs to talk to etcd, made once from the settings.
 struct Setup {
     agent: ureq::Agent,
+    /// Where the trusted CAs came from, for messages.
+    trusted: String,
     /// The user and its password.
     login: Option<(String, String, std::path::PathBuf)>,
 }
@@ -337,8 +339,13 @@ fn make_setup(endpoints: &[String], tls: &Tls, auth: Option<&Auth>) -> Result<Se
             Some((auth.user.clone(), password, auth.password_file.clone()))
         }
     };
+    let trusted = match &tls.cacert {
+        Some(path) => format!("--etcd-cacert {}", quote_path(path)),
+        None => format!("the system CA bundle {SYSTEM_CA} (give --etcd-cacert for a private CA)"),
+    };
     Ok(Setup {
         agent: config.build().new_agent(),
+        trusted,
         login,
     })
 }
@@ -355,18 +362,18 @@ fn is_tls_failure(e: &ureq::Error) -> bool {
     }
 }
 
-fn tls_hint(e: &ureq::Error) -> &'static str {
+fn tls_hint(e: &ureq::Error, trusted: &str) -> String {
     let text = e.to_string();
     if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
-        "etcd's certificate is not signed by a CA of --etcd-cacert"
+        format!("etcd's certificate is not signed by a CA of {trusted}")
     } else if text.contains("CertificateRequired")
         || text.contains("BadCertificate")
         || text.contains("bad certificate")
         || text.contains("certificate required")
     {
-        "etcd refused our client certificate (give --etcd-cert and --etcd-key signed by a CA that etcd trusts)"
+        "etcd refused our client certificate (give --etcd-cert and --etcd-key signed by a CA that etcd trusts)".into()
     } else {
-        "the TLS handshake failed"
+        "the TLS handshake failed".into()
     }
 }
 
@@ -626,7 +633,10 @@ impl Client {
             let answer = request.send(&body);
             let failed = match answer {
                 Err(e) if is_tls_failure(&e) => {
-                    let why = format!("TLS with etcd at {endpoint} failed: {}: {e}", tls_hint(&e));
+                    let why = format!(
+                        "TLS with etcd at {endpoint} failed: {}: {e}",
+                        tls_hint(&e, &setup.trusted)
+                    );
                     tls_failed[at] = true;
                     if tls_failed.iter().all(|&f| f) {
                         return Err(CallError::Setup(why));
