@@ -26,6 +26,11 @@ pub enum Answer {
     },
     /// `200 OK` and headers, then nothing until the client goes away.
     Stall,
+    /// `200 OK`, then header lines without end, `cap` bytes at most.
+    HeaderFlood {
+        /// The most bytes sent.
+        cap: usize,
+    },
     /// `307` to `location`, with an empty body.
     Redirect(String),
 }
@@ -148,6 +153,19 @@ fn serve(conn: TcpStream, route: &Route, abnormal: &AtomicUsize, stop: &AtomicBo
                         return;
                     }
                     sent += chunk.len();
+                }
+                return;
+            }
+            Answer::HeaderFlood { cap } => {
+                abnormal.fetch_add(1, Ordering::SeqCst);
+                let _ = out.write_all(b"HTTP/1.1 200 OK\r\n");
+                let line = format!("X-Filler: {}\r\n", "a".repeat(1000));
+                let mut sent = 0;
+                while sent < cap && !stop.load(Ordering::SeqCst) {
+                    if out.write_all(line.as_bytes()).is_err() {
+                        return;
+                    }
+                    sent += line.len();
                 }
                 return;
             }

@@ -77,11 +77,12 @@ fn peak_rss(p: &mut Proc) -> u64 {
 fn a_watch_that_floods_without_newlines_ends_in_75_with_a_small_rss() {
     let fake = held_elsewhere(Answer::Flood { cap: FLOOD });
     let sb = Sandbox::new();
-    let start = Instant::now();
-    let mut p = sb
+    // The tools are built (if need be) before the clock starts.
+    let cmd = sb
         .tool("ccci-lock")
-        .args(["--etcd", fake.url(), "-w", "4", D, "--", "touch", "ran"])
-        .spawn();
+        .args(["--etcd", fake.url(), "-w", "4", D, "--", "touch", "ran"]);
+    let start = Instant::now();
+    let mut p = cmd.spawn();
     let peak = peak_rss(&mut p);
     let took = start.elapsed();
     let out = p.wait();
@@ -100,11 +101,11 @@ fn a_watch_that_floods_without_newlines_ends_in_75_with_a_small_rss() {
 fn a_watch_that_stalls_ends_in_75_by_the_wait() {
     let fake = held_elsewhere(Answer::Stall);
     let sb = Sandbox::new();
+    let cmd = sb
+        .tool("ccci-lock")
+        .args(["--etcd", fake.url(), "-w", "2", D, "--", "touch", "ran"]);
     let start = Instant::now();
-    sb.tool("ccci-lock")
-        .args(["--etcd", fake.url(), "-w", "2", D, "--", "touch", "ran"])
-        .run()
-        .expect_code(75);
+    cmd.run().expect_code(75);
     assert!(fake.abnormal_answers() > 0);
     let took = start.elapsed();
     assert!(took < Duration::from_secs(5), "took {took:?}");
@@ -115,11 +116,12 @@ fn a_watch_that_stalls_ends_in_75_by_the_wait() {
 fn an_answer_that_floods_is_refused_at_once_with_125() {
     let fake = FakeHttp::start(|_| Answer::Flood { cap: FLOOD });
     let sb = Sandbox::new();
-    let start = Instant::now();
-    let mut p = sb
+    // The tools are built (if need be) before the clock starts.
+    let cmd = sb
         .tool("ccci-lock")
-        .args(["--etcd", fake.url(), "-w", "4", D, "--", "touch", "ran"])
-        .spawn();
+        .args(["--etcd", fake.url(), "-w", "4", D, "--", "touch", "ran"]);
+    let start = Instant::now();
+    let mut p = cmd.spawn();
     let peak = peak_rss(&mut p);
     let took = start.elapsed();
     let out = p.wait();
@@ -131,13 +133,34 @@ fn an_answer_that_floods_is_refused_at_once_with_125() {
 }
 
 #[test]
+fn headers_without_end_are_125_with_a_small_rss() {
+    let fake = FakeHttp::start(|_| Answer::HeaderFlood { cap: FLOOD });
+    let sb = Sandbox::new();
+    // The tools are built (if need be) before the clock starts.
+    let cmd = sb
+        .tool("ccci-lock")
+        .args(["--etcd", fake.url(), "-w", "2", D, "--", "touch", "ran"]);
+    let start = Instant::now();
+    let mut p = cmd.spawn();
+    let peak = peak_rss(&mut p);
+    let took = start.elapsed();
+    p.wait().expect_code(125).expect_stderr("cannot reach etcd");
+    assert!(fake.abnormal_answers() > 0);
+    assert!(peak < RSS_LIMIT_KIB, "peak RSS {peak} KiB");
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert!(!sb.path("ran").exists());
+    eprintln!("header flood: 125 after {took:?}, peak RSS {peak} KiB");
+}
+
+#[test]
 fn an_answer_that_stalls_is_125_by_the_call_deadline() {
     let fake = FakeHttp::start(|_| Answer::Stall);
     let sb = Sandbox::new();
+    let cmd = sb
+        .tool("ccci-lock")
+        .args(["--etcd", fake.url(), "-w", "3", D, "--", "touch", "ran"]);
     let start = Instant::now();
-    sb.tool("ccci-lock")
-        .args(["--etcd", fake.url(), "-w", "3", D, "--", "touch", "ran"])
-        .run()
+    cmd.run()
         .expect_code(125)
         .expect_stderr("cannot reach etcd");
     let took = start.elapsed();
