@@ -309,3 +309,63 @@ fn an_expired_auth_token_is_renewed_and_a_long_holder_keeps_its_lock() {
     holder.wait().expect_code(0);
     assert_eq!(etcd.dump("/t"), Vec::<String>::new());
 }
+
+#[test]
+fn a_keep_alive_that_refuses_the_token_renews_it() {
+    // A fake gateway: its first keep-alive answers as etcd's gateway does
+    // when a streaming call's token is refused (an error in a 200 answer).
+    use ccci_tests::fake_http::{Answer, FakeHttp};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let sb = Sandbox::new();
+    std::fs::write(sb.path("password"), "pw\n").unwrap();
+    std::fs::set_permissions(sb.path("password"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let logins = Arc::new(AtomicUsize::new(0));
+    let keepalives = Arc::new(AtomicUsize::new(0));
+    let renewed = sb.path("renewed");
+    let fake = {
+        let (logins, keepalives) = (Arc::clone(&logins), Arc::clone(&keepalives));
+        FakeHttp::start(move |path| {
+            let json = match path {
+                "/v3/auth/authenticate" => {
+                    let n = logins.fetch_add(1, Ordering::SeqCst);
+                    format!(r#"{{"token":"t{n}"}}"#)
+                }
+                "/v3/lease/grant" => r#"{"ID":"7","TTL":"3"}"#.into(),
+                "/v3/lease/keepalive" => {
+                    if keepalives.fetch_add(1, Ordering::SeqCst) == 0 {
+                        r#"{"error":{"grpc_code":16,"http_code":401,"message":"etcdserver: invalid auth token"}}"#.into()
+                    } else {
+                        if logins.load(Ordering::SeqCst) >= 2 {
+                            std::fs::write(&renewed, "").unwrap();
+                        }
+                        r#"{"result":{"ID":"7","TTL":"3"}}"#.into()
+                    }
+                }
+                "/v3/kv/txn" => r#"{"header":{"revision":"5"},"succeeded":true,"responses":[{},{"response_range":{"kvs":[{"create_revision":"5"}]}}]}"#.into(),
+                "/v3/kv/range" => r#"{"header":{"revision":"5"},"kvs":[{"create_revision":"5"}]}"#.into(),
+                _ => r#"{"header":{"revision":"5"}}"#.into(),
+            };
+            Answer::Json(json)
+        })
+    };
+    sb.tool("ccci-lock")
+        .args([
+            "--etcd",
+            fake.url(),
+            "--etcd-user",
+            "ci",
+            "--etcd-password-file",
+        ])
+        .arg(sb.path("password"))
+        .args([
+            D,
+            "--",
+            "sh",
+            "-c",
+            "while [ ! -e renewed ]; do sleep 0.05; done",
+        ])
+        .run()
+        .expect_code(0);
+    assert!(logins.load(Ordering::SeqCst) >= 2);
+}

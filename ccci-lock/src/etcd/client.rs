@@ -441,14 +441,40 @@ impl Client {
         deadline: Instant,
         attempt: Duration,
     ) -> Result<Value, CallError> {
-        let text = self.send(path, body, deadline, attempt.min(ATTEMPT), |resp| {
-            resp.body_mut()
-                .with_config()
-                .limit(MAX_ANSWER)
-                .read_to_string()
-        })?;
-        serde_json::from_str(&text)
-            .map_err(|e| CallError::Unreachable(format!("a malformed answer to {path}: {e}")))
+        let mut renewed = false;
+        loop {
+            let text = self.send(path, body, deadline, attempt.min(ATTEMPT), |resp| {
+                resp.body_mut()
+                    .with_config()
+                    .limit(MAX_ANSWER)
+                    .read_to_string()
+            })?;
+            let answer: Value = serde_json::from_str(&text).map_err(|e| {
+                CallError::Unreachable(format!("a malformed answer to {path}: {e}"))
+            })?;
+            // A streaming call (a keep-alive) carries its error in a 200
+            // answer: a refused token is renewed there too, once.
+            let error = &answer["error"];
+            let message = error["message"].as_str().unwrap_or("");
+            if error["http_code"] == 401 || message.contains("invalid auth token") {
+                if !renewed && self.forget_token() {
+                    renewed = true;
+                    continue;
+                }
+                return Err(CallError::Refused(format!("{path}: {message}")));
+            }
+            return Ok(answer);
+        }
+    }
+
+    /// Drops the token so that the next call authenticates again; `false`
+    /// when no user is configured (nothing to renew).
+    fn forget_token(&self) -> bool {
+        let has_login = matches!(&self.setup, Ok(setup) if setup.login.is_some());
+        if has_login {
+            *self.token.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        has_login
     }
 
     /// Opens a watch on `key` from `revision` and returns when an event
