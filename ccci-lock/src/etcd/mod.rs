@@ -33,7 +33,9 @@
 //!    ([`lease`]); when it cannot be (etcd unreachable past the TTL, lease
 //!    revoked), every claim of the process reports the loss, early by our
 //!    own clock, so COMMAND is told to stop before another host can own
-//!    the lock.
+//!    the lock. A holder also watches its own lock key, so a lease revoked
+//!    or a key deleted behind its back is reported at once, not at the
+//!    next keep-alive.
 //! 5. **Looking never queues.** `--list`, `-v` and the janitor's look at a
 //!    held domain only read; the janitor enqueues a key only for a domain
 //!    with a claim and no key at all, and withdraws it at once if it is not
