@@ -12,15 +12,29 @@
 # here, peak RSS by /usr/bin/time (%M). A single-member etcd is started on
 # free loopback ports in a temporary directory and stopped at the end.
 #
+# Then the same over TLS: a second etcd serving clients on https with
+# --client-cert-auth (a CA, a server and a client certificate made by
+# openssl in the temporary directory), and both clients given the CA, the
+# client certificate and its key:
+#
+#   ccci-lock --etcd https://… --etcd-cacert CA --etcd-cert C --etcd-key K bench.example -- true
+#   etcdctl --endpoints https://… --cacert CA --cert C --key K lock /bench/lock/bench.example true
+#
 #   bench/etcd.sh               # ROUNDS=31 by default
 #
-# Targets: ccci-lock <= 1.0x etcdctl's wall time and <= 0.5x its peak RSS.
+# Last, contention: CONTENDERS (4) loops of WRAPS (50) wraps each on one
+# domain at once, the total wall time of ccci-lock beside etcdctl lock's.
+#
+# Targets: ccci-lock <= 1.0x etcdctl's wall time and <= 0.5x its peak RSS;
+# contended, <= 0.8x etcdctl lock's total.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 ROUNDS=${ROUNDS:-31}
+CONTENDERS=${CONTENDERS:-4}
+WRAPS=${WRAPS:-50}
 
-for tool in etcd etcdctl /usr/bin/time; do
-    command -v "$tool" >/dev/null || { echo "bench/etcd.sh: $tool is missing (etcd-server, etcd-client, time)" >&2; exit 1; }
+for tool in etcd etcdctl /usr/bin/time openssl; do
+    command -v "$tool" >/dev/null || { echo "bench/etcd.sh: $tool is missing (etcd-server, etcd-client, time, openssl)" >&2; exit 1; }
 done
 # cargo says where the release build is (CARGO_TARGET_DIR, a config file's
 # target-dir or build-dir are all honoured)
@@ -28,8 +42,10 @@ bin=$("$root/contrib/cargo-build-tools" --release)/ccci-lock
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/ccci-bench-etcd.XXXXXX")
 etcd_pid=
+tls_pid=
 cleanup() {
-    [ -n "$etcd_pid" ] && kill -KILL "$etcd_pid" 2>/dev/null && wait "$etcd_pid" 2>/dev/null
+    [ -n "$etcd_pid" ] && kill -KILL "$etcd_pid" 2>/dev/null && wait "$etcd_pid" 2>/dev/null || true
+    [ -n "$tls_pid" ] && kill -KILL "$tls_pid" 2>/dev/null && wait "$tls_pid" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -55,6 +71,38 @@ for _ in $(seq 200); do
 done
 etcdctl --endpoints "$url" endpoint health >/dev/null 2>&1 || { cat "$work/etcd.log" >&2; exit 1; }
 
+# The TLS etcd: certificates first (quietly), then the server.
+pki=$work/pki
+mkdir "$pki"
+(
+    cd "$pki"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca -keyout ca.key -out ca.pem
+    printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' >server.ext
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    for n in server client; do
+        openssl req -newkey rsa:2048 -nodes -subj "/O=bench-$n" -keyout "$n.key" -out "$n.csr"
+        openssl x509 -req -in "$n.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile "$n.ext" -out "$n.pem"
+    done
+) >"$work/openssl.log" 2>&1 || { cat "$work/openssl.log" >&2; exit 1; }
+tls_client=$(free_port)
+tls_peer=$(free_port)
+tls_url=https://127.0.0.1:$tls_client
+etcd --name tls --data-dir "$work/tls-data" \
+    --listen-client-urls "$tls_url" --advertise-client-urls "$tls_url" \
+    --cert-file "$pki/server.pem" --key-file "$pki/server.key" \
+    --trusted-ca-file "$pki/ca.pem" --client-cert-auth \
+    --listen-peer-urls "http://127.0.0.1:$tls_peer" --initial-advertise-peer-urls "http://127.0.0.1:$tls_peer" \
+    --initial-cluster "tls=http://127.0.0.1:$tls_peer" >"$work/tls-etcd.log" 2>&1 &
+tls_pid=$!
+ctl_tls=(etcdctl --endpoints "$tls_url" --cacert "$pki/ca.pem" --cert "$pki/client.pem" --key "$pki/client.key")
+ccci_tls=("$bin" --etcd "$tls_url" --etcd-cacert "$pki/ca.pem" --etcd-cert "$pki/client.pem" --etcd-key "$pki/client.key")
+for _ in $(seq 200); do
+    "${ctl_tls[@]}" endpoint health >/dev/null 2>&1 && break
+    sleep 0.05
+done
+"${ctl_tls[@]}" endpoint health >/dev/null 2>&1 || { cat "$work/tls-etcd.log" >&2; exit 1; }
+
 now() { echo "${EPOCHREALTIME/./}"; } # microseconds
 # run NAME CMD...: appends wall (us) and peak RSS (KiB) of one run.
 declare -A wall rss
@@ -70,21 +118,47 @@ run() {
 # One warm-up each, not counted.
 "$bin" --etcd "$url" bench.example -- true
 etcdctl --endpoints "$url" lock /bench/lock/bench.example true >/dev/null
+"${ccci_tls[@]}" bench.example -- true
+"${ctl_tls[@]}" lock /bench/lock/bench.example true >/dev/null
 for _ in $(seq "$ROUNDS"); do
     run ccci "$bin" --etcd "$url" bench.example -- true
     run etcdctl etcdctl --endpoints "$url" lock /bench/lock/bench.example true
     run flock "$bin" --lock-dir "$work/locks" bench.example -- true
+    run ccci_tls "${ccci_tls[@]}" bench.example -- true
+    run etcdctl_tls "${ctl_tls[@]}" lock /bench/lock/bench.example true
 done
 
 median() { printf '%s\n' $1 | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 w_c=$(median "${wall[ccci]}") w_e=$(median "${wall[etcdctl]}") w_f=$(median "${wall[flock]}")
 r_c=$(median "${rss[ccci]}") r_e=$(median "${rss[etcdctl]}") r_f=$(median "${rss[flock]}")
+w_ct=$(median "${wall[ccci_tls]}") w_et=$(median "${wall[etcdctl_tls]}")
+r_ct=$(median "${rss[ccci_tls]}") r_et=$(median "${rss[etcdctl_tls]}")
 
 echo "median of $ROUNDS rounds, interleaved, on one local etcd ($(etcd --version | head -1))"
 printf '%-44s %10s %10s %12s %10s\n' "" "wall (ms)" "vs etcdctl" "peak RSS KiB" "vs etcdctl"
 printf '%-44s %10.1f %10s %12s %10s\n' "etcdctl lock NAME true (anchor)" "$(ratio "$w_e" 1000)" 1.00 "$r_e" 1.00
 printf '%-44s %10.1f %10s %12s %10s\n' "ccci-lock --etcd URL D -- true" "$(ratio "$w_c" 1000)" "$(ratio "$w_c" "$w_e")" "$r_c" "$(ratio "$r_c" "$r_e")"
 printf '%-44s %10.1f %10s %12s %10s\n' "ccci-lock D -- true (flock, for scale)" "$(ratio "$w_f" 1000)" "$(ratio "$w_f" "$w_e")" "$r_f" "$(ratio "$r_f" "$r_e")"
+printf '%-44s %10.1f %10s %12s %10s\n' "etcdctl lock over TLS (anchor)" "$(ratio "$w_et" 1000)" 1.00 "$r_et" 1.00
+printf '%-44s %10.1f %10s %12s %10s\n' "ccci-lock --etcd https://... over TLS" "$(ratio "$w_ct" 1000)" "$(ratio "$w_ct" "$w_et")" "$r_ct" "$(ratio "$r_ct" "$r_et")"
 echo
+echo "over TLS (client certificates): wall $(ratio "$w_ct" "$w_et"), peak RSS $(ratio "$r_ct" "$r_et") of etcdctl lock over TLS"
 echo "ccci-lock --etcd / etcdctl lock: wall $(ratio "$w_c" "$w_e") (target <= 1.00), peak RSS $(ratio "$r_c" "$r_e") (target <= 0.50)"
+
+# contend CMD...: CONTENDERS loops of WRAPS runs of CMD at once; prints the
+# total wall time in ms.
+contend() {
+    local t0 t1 i pids=()
+    t0=$(now)
+    for i in $(seq "$CONTENDERS"); do
+        (for _ in $(seq "$WRAPS"); do "$@" >/dev/null || exit 1; done) &
+        pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i"; done
+    t1=$(now)
+    echo $(((t1 - t0) / 1000))
+}
+c_c=$(contend "$bin" --etcd "$url" -w 60s bench.example -- true)
+c_e=$(contend etcdctl --endpoints "$url" lock /bench/lock/bench.example true)
+echo "contended, $CONTENDERS x $WRAPS wraps of one domain: ccci-lock ${c_c} ms, etcdctl lock ${c_e} ms: $(ratio "$c_c" "$c_e") (target <= 0.80)"

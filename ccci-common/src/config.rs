@@ -131,6 +131,31 @@ pub const KEYS: &[Key] = &[
         "the etcd lease TTL (--ttl)",
     ),
     key(
+        "CCCI_ETCD_CACERT",
+        "ccci-lock, ccci-janitor",
+        "the CA certificates that etcd's server certificate is checked against (--etcd-cacert)",
+    ),
+    key(
+        "CCCI_ETCD_CERT",
+        "ccci-lock, ccci-janitor",
+        "the client certificate shown to etcd (--etcd-cert)",
+    ),
+    key(
+        "CCCI_ETCD_KEY",
+        "ccci-lock, ccci-janitor",
+        "the client certificate's key (--etcd-key)",
+    ),
+    key(
+        "CCCI_ETCD_USER",
+        "ccci-lock, ccci-janitor",
+        "the etcd user (--etcd-user)",
+    ),
+    key(
+        "CCCI_ETCD_PASSWORD_FILE",
+        "ccci-lock, ccci-janitor",
+        "the file holding the etcd user's password (--etcd-password-file)",
+    ),
+    key(
         "CCCI_ONLY",
         "ccci-janitor, ccci-janitor-pass",
         "space-separated patterns of the domains CI runs deploy (--only)",

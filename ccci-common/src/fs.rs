@@ -555,11 +555,14 @@ pub fn open_trusted_file(role: &Role, path: &Path) -> anyhow::Result<Option<File
     }
     if st.st_mode & 0o022 != 0 {
         return Err(anyhow::anyhow!(
-            "{} {} is writable by group or others (mode {:04o}); chmod go-w {}",
+            "{} {} is writable by group or others (mode {:04o}); chmod go-w {}, or choose \
+             another with {} or {}",
             role.what,
             quote_path(path),
             st.st_mode & 0o7777,
-            quote_path(path)
+            quote_path(path),
+            role.flag,
+            role.env
         ));
     }
     Ok(Some(file))
@@ -600,6 +603,32 @@ fn open_dir_error(role: &Role, dir: &OwnedFd, name: &str, path: &Path, e: Errno)
             anyhow::Error::new(e).context(format!("cannot open {} {}", role.what, quote_path(path)))
         }
     }
+}
+
+/// Reads a small file that must be trusted, such as a password file (SPEC
+/// §1: regular, owned by root or the effective uid, not writable by group
+/// or others, whole path checked). Every directory on the path is checked
+/// as for [`SafeDir::open`]'s ancestors (owned by root or the effective uid,
+/// not writable by group or others unless sticky, no symlink anywhere), the
+/// file is opened with `O_NOFOLLOW|O_NONBLOCK` and checked on its
+/// descriptor, and at most `limit` bytes are read (more is refused).
+pub fn read_trusted_file(role: &Role, path: &Path, limit: usize) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let Some(file) = open_trusted_file(role, path)? else {
+        bail!("{} {} does not exist", role.what, quote_path(path));
+    };
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {} {}", role.what, quote_path(path)))?;
+    if bytes.len() > limit {
+        bail!(
+            "{} {} is longer than {limit} bytes; refusing to read it",
+            role.what,
+            quote_path(path)
+        );
+    }
+    Ok(bytes)
 }
 
 /// The [`FileErrorKind::NotRegular`] kind of a regular file with more than
@@ -692,6 +721,50 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_trusted_file_is_read_only_when_safe() {
+        let dir = tmp();
+        let role = Role {
+            what: "password file",
+            flag: "--pw",
+            env: "PW",
+        };
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "secret\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_trusted_file(&role, &file, 64).unwrap(), b"secret\n");
+        let long = read_trusted_file(&role, &file, 3).unwrap_err().to_string();
+        assert!(long.contains("longer than 3 bytes"), "{long}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o620)).unwrap();
+        let e = read_trusted_file(&role, &file, 64).unwrap_err().to_string();
+        assert!(
+            e.contains("writable by group or others") && e.contains("--pw"),
+            "{e}"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("link");
+        symlink(&file, &link).unwrap();
+        let e = read_trusted_file(&role, &link, 64).unwrap_err().to_string();
+        assert!(e.contains("symlink"), "{e}");
+        let e = read_trusted_file(&role, dir.path(), 64)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a directory"), "{e}");
+        let e = read_trusted_file(&role, &dir.path().join("none"), 64)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        // A directory on the way that others may write into is refused.
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::write(open.join("pw"), "x").unwrap();
+        let e = read_trusted_file(&role, &open.join("pw"), 64)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not sticky"), "{e}");
     }
 
     #[test]

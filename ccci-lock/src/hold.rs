@@ -72,7 +72,8 @@
 //! # On etcd
 //!
 //! With `--etcd`, the keeper takes the locks on etcd ([`crate::etcd`]):
-//! `--hold` passes `--etcd`, `--etcd-prefix` and `--ttl` on to its re-exec,
+//! `--hold` passes `--etcd`, `--etcd-prefix`, `--ttl` and the TLS and
+//! authentication settings on to its re-exec,
 //! and the keeper's one lease is kept alive by its keep-alive thread. The
 //! control socket stays in the local lock dir (the keeper always runs on
 //! its caller's host); the lock dir holds nothing else then. Who holds a
@@ -428,12 +429,7 @@ fn start_keeper(
         cmd.arg("-v");
     }
     if let Some(etcd) = &req.etcd {
-        cmd.arg("--etcd")
-            .arg(etcd.endpoints.join(","))
-            .arg("--etcd-prefix")
-            .arg(&etcd.prefix)
-            .arg("--ttl")
-            .arg(format!("{}s", etcd.ttl.as_secs()));
+        cmd.args(crate::etcd::args::EtcdArgs::to_args(etcd));
     }
     cmd.args(domains); // valid domains never start with "-"
                        // stderr stays the caller's until the keeper is ready, for its messages.

@@ -17,6 +17,7 @@
 //! [`deadline`] and failing with the captured output.
 
 pub mod etcd;
+pub mod fake_http;
 mod proc;
 mod sandbox;
 

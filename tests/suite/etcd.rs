@@ -382,7 +382,7 @@ fn bad_input_is_status_2_and_creates_nothing() {
     let w = World::on(&etcd);
     for (args, needle) in [
         (vec!["--etcd", "localhost:2379"], "'localhost:2379'"),
-        (vec!["--etcd", "https://127.0.0.1:1"], "https"),
+        (vec!["--etcd", "https://127.0.0.1:1/v3"], "no path"),
         (vec!["--ttl", "0"], "'0'"),
         (vec!["--ttl", "500ms"], "'500ms'"),
         (vec!["--etcd-prefix", "/"], "prefix"),
@@ -1119,4 +1119,222 @@ fn case_26_on_etcd_held_dependencies_are_never_reaped_while_the_harness_lives() 
     reaped.sort();
     assert_eq!(reaped, [format!("{DEP}|{DEP}"), format!("{D}|{D}")]);
     assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
+}
+
+/// A holder with `--ttl 30s` whose COMMAND says "got TERM" on SIGTERM; its
+/// lease id.
+fn long_lease_holder(w: &World, etcd: &Etcd) -> (Proc, String) {
+    let mut holder = w
+        .lock()
+        .args(["--ttl", "30s", "--lost-grace", "5s", D, "--", "sh", "-c"])
+        .arg("trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.05; done")
+        .spawn();
+    holder.expect_stdout("ready");
+    let leases = etcd.ctl(&["lease", "list"]);
+    let id = leases.lines().nth(1).expect("one lease").trim().to_string();
+    (holder, id)
+}
+
+#[test]
+fn a_revoked_lease_stops_command_at_once_whatever_the_ttl() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut holder, id) = long_lease_holder(&w, &etcd);
+    let revoked = Instant::now();
+    etcd.ctl(&["lease", "revoke", &id]);
+    holder.expect_stdout("got TERM");
+    let took = revoked.elapsed();
+    // The next keep-alive would have noticed only at TTL/3 = 10 s.
+    assert!(
+        took < Duration::from_secs(5),
+        "COMMAND got TERM {took:?} after the revoke"
+    );
+    eprintln!("revoke to TERM: {took:?}");
+    holder
+        .wait()
+        .expect_code(125)
+        .expect_stderr("lost the lock of");
+    assert_eq!(etcd.dump(&claim_key(D)).len(), 1, "the claim stays");
+}
+
+#[test]
+fn a_deleted_lock_key_stops_command_at_once() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut holder, _) = long_lease_holder(&w, &etcd);
+    let deleted = Instant::now();
+    etcd.ctl(&["del", "--prefix", &format!("{PREFIX}/lock/{D}/")]);
+    holder.expect_stdout("got TERM");
+    let took = deleted.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "TERM {took:?} after the delete"
+    );
+    eprintln!("delete to TERM: {took:?}");
+    holder.wait().expect_code(125);
+    // A clean exit of another holder is not mistaken for a loss, and the
+    // lock works again.
+    w.lock()
+        .args(["-w", "10s", D, "--", "true"])
+        .run()
+        .expect_code(0);
+}
+
+/// A COMMAND for the cluster tests: it appends "NAME start T" and
+/// "NAME end T" (nanoseconds) to `log`, also when TERM stops it, says
+/// "ready", and ends when the file `release-NAME` appears.
+fn logged(name: &str) -> Vec<String> {
+    let script = format!(
+        "log() {{ echo \"$1 $(date +%s%N)\" >> log; }}; log '{name} start'; \
+         trap \"log '{name} end'; exit 3\" TERM; echo ready; \
+         while [ ! -e release-{name} ]; do sleep 0.05; done; log '{name} end'"
+    );
+    ["sh".to_string(), "-c".to_string(), script]
+        .into_iter()
+        .collect()
+}
+
+/// The `[start, end]` of every COMMAND in `log`, by start; panics when two
+/// overlap or one has no end.
+fn no_two_holders(w: &World) -> Vec<(String, u128, u128)> {
+    let log = std::fs::read_to_string(w.sb.path("log")).unwrap_or_default();
+    let mut starts = std::collections::HashMap::new();
+    let mut runs = Vec::new();
+    for line in log.lines() {
+        let mut f = line.split_whitespace();
+        let (name, what, t) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+        let t: u128 = t.parse().unwrap();
+        match what {
+            "start" => {
+                starts.insert(name.to_string(), t);
+            }
+            _ => runs.push((name.to_string(), starts.remove(name).expect("a start"), t)),
+        }
+    }
+    assert!(starts.is_empty(), "a COMMAND never ended:\n{log}");
+    runs.sort_by_key(|r| r.1);
+    for pair in runs.windows(2) {
+        assert!(
+            pair[0].2 <= pair[1].1,
+            "{} and {} held the lock at once:\n{log}",
+            pair[0].0,
+            pair[1].0
+        );
+    }
+    runs
+}
+
+fn release(w: &World, name: &str) {
+    std::fs::write(w.sb.path(&format!("release-{name}")), "").unwrap();
+}
+
+#[test]
+fn a_cluster_whose_leader_is_killed_mid_wrap_never_has_two_holders() {
+    let mut cluster = Cluster::start();
+    let w = World::new(cluster.endpoints());
+    let mut a = w.lock().arg(D).arg("--").args(logged("a")).spawn();
+    a.expect_stdout("ready");
+    let mut b = w
+        .lock()
+        .args(["-w", "30s", D, "--"])
+        .args(logged("b"))
+        .spawn();
+    wait_until("b waits", || {
+        etcd_keys(&cluster, &format!("{PREFIX}/lock/{D}/")) == 2
+    });
+    let leader = cluster.leader();
+    cluster.members[leader].kill();
+    // A keeps its lock across the election (etcd extends every lease when a
+    // new leader takes over) or loses it (125); B waits either way.
+    release(&w, "a");
+    let a = a.wait();
+    assert!(matches!(a.code(), 0 | 125), "{}", a.code());
+    b.expect_stdout("ready");
+    release(&w, "b");
+    b.wait().expect_code(0);
+    assert_eq!(no_two_holders(&w).len(), 2);
+    // Usable after recovery, from every member.
+    cluster.members[leader].restart();
+    w.lock()
+        .args(["-w", "10s", D, "--", "true"])
+        .run()
+        .expect_code(0);
+}
+
+/// How many keys are under `prefix`, asked of the members that answer.
+fn etcd_keys(cluster: &Cluster, prefix: &str) -> usize {
+    let live: Vec<String> = cluster
+        .members
+        .iter()
+        .filter(|m| m.healthy())
+        .map(Etcd::endpoint)
+        .collect();
+    ccci_tests::etcd::etcdctl(&live.join(","), &["get", "--prefix", "--keys-only", prefix])
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count()
+}
+
+#[test]
+fn a_cluster_member_in_use_stopped_past_the_ttl_costs_no_lock() {
+    let cluster = Cluster::start();
+    let w = World::new(cluster.endpoints());
+    // Member 0 is the first endpoint: the one in use.
+    let mut a = w.lock().arg(D).arg("--").args(logged("a")).spawn();
+    a.expect_stdout("ready");
+    let mut b = w
+        .lock()
+        .args(["-w", "30s", D, "--"])
+        .args(logged("b"))
+        .spawn();
+    wait_until("b waits", || {
+        etcd_keys(&cluster, &format!("{PREFIX}/lock/{D}/")) == 2
+    });
+    cluster.members[0].pause();
+    let paused = Instant::now();
+    // For two TTLs, A still holds and B still waits: A's keep-alives went
+    // to the other members.
+    while paused.elapsed() < 2 * TTL {
+        assert!(!a.has_exited(), "{}", a.report());
+        assert!(!b.has_exited(), "{}", b.report());
+    }
+    release(&w, "a");
+    a.wait().expect_code(0);
+    b.expect_stdout("ready");
+    cluster.members[0].resume();
+    release(&w, "b");
+    b.wait().expect_code(0);
+    assert_eq!(no_two_holders(&w).len(), 2);
+    w.lock().args(["-n", D, "--", "true"]).run().expect_code(0);
+}
+
+#[test]
+fn a_cluster_that_loses_its_quorum_stops_command_and_works_again_after() {
+    let mut cluster = Cluster::start();
+    let w = World::new(cluster.endpoints());
+    let mut a = w.lock().arg(D).arg("--").args(logged("a")).spawn();
+    a.expect_stdout("ready");
+    cluster.members[1].pause();
+    cluster.members[2].pause();
+    // No quorum: nothing can be renewed; A is told to stop by its own clock.
+    let lost = Instant::now();
+    a.wait().expect_code(125).expect_stderr("lost the lock of");
+    let took = lost.elapsed();
+    assert!(
+        took <= TTL + Duration::from_secs(1),
+        "stopped after {took:?}"
+    );
+    cluster.members[1].resume();
+    cluster.members[2].resume();
+    cluster.wait_healthy();
+    // Usable again (once A's lease, extended by the new leader, runs out).
+    let mut b = w
+        .lock()
+        .args(["-w", "20s", D, "--"])
+        .args(logged("b"))
+        .spawn();
+    b.expect_stdout("ready");
+    release(&w, "b");
+    b.wait().expect_code(0);
+    assert_eq!(no_two_holders(&w).len(), 2);
 }

@@ -6,6 +6,8 @@ mod abradir;
 mod attacks;
 mod chaos;
 mod etcd;
+mod etcd_bounds;
+mod etcd_tls;
 mod field;
 mod guard;
 mod hold;

@@ -8,6 +8,10 @@
 //!   someone else. The clock is `CLOCK_BOOTTIME`: it never jumps with the
 //!   wall clock and keeps counting while the host is suspended, when etcd's
 //!   clock keeps counting too.
+//! - **A member that does not answer is left quickly**: a keep-alive tries
+//!   the next endpoint after a quarter of the TTL, so one member stopped
+//!   or cut off past the TTL costs the lease nothing while the others
+//!   answer.
 //! - **A server that says the lease is gone is believed at once** (a
 //!   keep-alive answered with no TTL: expired or revoked).
 //! - **Reported once, to everyone who asked.** Each listener is called once,
@@ -82,8 +86,7 @@ impl Lease {
         let id = int(&answer["ID"]);
         let granted = int(&answer["TTL"]);
         if id == 0 || granted <= 0 {
-            let why = answer["error"].as_str().unwrap_or("no lease in the answer");
-            return Err(CallError::Refused(format!("cannot grant a lease: {why}")));
+            return Err(CallError::Refused(grant_refused(&answer, id, granted)));
         }
         // The server may raise a TTL below its minimum; its answer is the truth.
         let ttl = Duration::from_secs(granted as u64);
@@ -141,6 +144,21 @@ impl Lease {
     }
 }
 
+/// What a grant answer without a usable lease says happened.
+fn grant_refused(answer: &serde_json::Value, id: i64, granted: i64) -> String {
+    if let Some(error) = answer["error"].as_str().filter(|e| !e.is_empty()) {
+        return format!("etcd refused to grant a lease: {error}");
+    }
+    if id == 0 {
+        let text: String = answer.to_string().chars().take(200).collect();
+        return format!("etcd's answer to the lease grant names no lease id: {text}");
+    }
+    format!(
+        "etcd granted lease {id:x} with a TTL of {granted}s, which would expire at once; \
+         refusing to lock with it"
+    )
+}
+
 fn lose(shared: &Shared) {
     let listeners = {
         let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -158,6 +176,10 @@ fn lose(shared: &Shared) {
 fn keep_alive(client: &Client, id: i64, ttl: Duration, shared: &Shared) {
     let every = (ttl / 3).max(Duration::from_millis(200));
     let retry = (ttl / 10).clamp(Duration::from_millis(50), Duration::from_millis(500));
+    // A member that stopped answering (SIGSTOPped, cut off, without a
+    // leader) is left after a quarter of the TTL, so the other members are
+    // tried with time to spare before the lease would run out.
+    let attempt = (ttl / 4).max(Duration::from_millis(250));
     let mut next = boottime() + every;
     loop {
         let alive_until = {
@@ -185,10 +207,11 @@ fn keep_alive(client: &Client, id: i64, ttl: Duration, shared: &Shared) {
         };
         let sent = boottime();
         let deadline = Instant::now() + alive_until.saturating_sub(sent);
-        match client.call(
+        match client.call_trying(
             "/v3/lease/keepalive",
             &json!({"ID": id.to_string()}),
             deadline,
+            attempt,
         ) {
             Ok(answer) => {
                 let granted = int(&answer["result"]["TTL"]);
@@ -201,7 +224,9 @@ fn keep_alive(client: &Client, id: i64, ttl: Duration, shared: &Shared) {
                     .max(sent + Duration::from_secs(granted as u64));
                 next = sent + every;
             }
-            Err(CallError::Refused(_)) => return lose(shared),
+            Err(CallError::Refused(_) | CallError::Setup(_) | CallError::BadToken(_)) => {
+                return lose(shared)
+            }
             Err(CallError::Unreachable(_)) => next = boottime() + retry,
         }
     }
@@ -227,6 +252,25 @@ impl Drop for Lease {
             "/v3/lease/revoke",
             &json!({"ID": self.id.to_string()}),
             deadline,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grant_refused;
+    use serde_json::json;
+
+    #[test]
+    fn a_grant_without_a_lease_says_what_etcd_did() {
+        let zero = grant_refused(&json!({"ID": "7", "TTL": "0"}), 7, 0);
+        assert!(zero.contains("lease 7 with a TTL of 0s"), "{zero}");
+        let none = grant_refused(&json!({"header": {}}), 0, 0);
+        assert!(none.contains("names no lease id"), "{none}");
+        let error = grant_refused(&json!({"ID": "0", "error": "too many"}), 0, 0);
+        assert!(
+            error.contains("refused to grant a lease: too many"),
+            "{error}"
         );
     }
 }

@@ -33,7 +33,9 @@
 //!    ([`lease`]); when it cannot be (etcd unreachable past the TTL, lease
 //!    revoked), every claim of the process reports the loss, early by our
 //!    own clock, so COMMAND is told to stop before another host can own
-//!    the lock.
+//!    the lock. A holder also watches its own lock key, so a lease revoked
+//!    or a key deleted behind its back is reported at once, not at the
+//!    next keep-alive.
 //! 5. **Looking never queues.** `--list`, `-v` and the janitor's look at a
 //!    held domain only read; the janitor enqueues a key only for a domain
 //!    with a claim and no key at all, and withdraws it at once if it is not
@@ -53,6 +55,8 @@ pub mod client;
 pub mod lease;
 
 use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -63,7 +67,7 @@ use ccci_common::cli::UsageError;
 use ccci_common::names::{self, shell_quote};
 use ccci_common::supervise::LossNotifier;
 
-use self::client::{b64, int, prefix_end, unb64, CallError, Client};
+use self::client::{b64, int, prefix_end, unb64, CallError, Client, Watched};
 use self::lease::{Lease, OnLost};
 use crate::{Acquired, Backend, Claim, Holder, PassLock, Probe, Status, Wait};
 
@@ -81,12 +85,39 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// Where and how: the checked settings of the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// `http://HOST:PORT` each.
+    /// `http://HOST:PORT` or `https://HOST:PORT` each.
     pub endpoints: Vec<String>,
     /// The key prefix, without a trailing `/`.
     pub prefix: String,
     /// The lease TTL, whole seconds.
     pub ttl: Duration,
+    /// The files for `https://` endpoints.
+    pub tls: Tls,
+    /// The user to authenticate as, if any.
+    pub auth: Option<Auth>,
+}
+
+/// `--etcd-cacert`, `--etcd-cert`, `--etcd-key`: paths, read when the
+/// client is made (a file that cannot be used is status 125 then).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// The CA certificates etcd's certificate must chain to; the system's
+    /// bundle when `None`.
+    pub cacert: Option<PathBuf>,
+    /// The client certificate (chain).
+    pub cert: Option<PathBuf>,
+    /// Its private key.
+    pub key: Option<PathBuf>,
+}
+
+/// `--etcd-user` and `--etcd-password-file`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Auth {
+    /// The etcd user.
+    pub user: String,
+    /// The file holding its password, checked as SPEC §1 asks of a file
+    /// that is trusted ([`ccci_common::fs::read_trusted_file`]).
+    pub password_file: PathBuf,
 }
 
 /// Checks a key prefix (`--etcd-prefix`): not empty, printable, no
@@ -141,6 +172,16 @@ fn etcd_error(e: CallError) -> anyhow::Error {
     anyhow!(e)
 }
 
+/// Whether a failed call may succeed when asked again: etcd did not
+/// answer. A refusal (permission denied, a token refused twice, a TLS
+/// failure) stays one, so it is never waited out.
+fn is_unreachable(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<CallError>(),
+        Some(CallError::Unreachable(_))
+    )
+}
+
 fn kvs(answer: &Value) -> &[Value] {
     answer["kvs"].as_array().map_or(&[], Vec::as_slice)
 }
@@ -169,7 +210,11 @@ impl Etcd {
     pub fn new(config: Config) -> Etcd {
         Etcd {
             inner: Arc::new(Inner {
-                client: Arc::new(Client::new(config.endpoints)),
+                client: Arc::new(Client::new(
+                    config.endpoints,
+                    &config.tls,
+                    config.auth.as_ref(),
+                )),
                 prefix: config.prefix,
                 ttl: config.ttl,
                 lease: Mutex::new(None),
@@ -281,18 +326,22 @@ impl Etcd {
         let pfx = format!("{name}/");
         let can_retry = || !lease.is_lost() && limit.is_none_or(|l| Instant::now() < l);
         loop {
-            // Our key (still ours?) and the newest key older than ours.
+            // Our key (still ours?), the newest key older than ours, and
+            // the oldest key.
             let answer = match self.txn(
                 json!([]),
                 json!([range(&queued.key), {"request_range": {
                     "key": b64(&pfx), "range_end": b64(prefix_end(&pfx)),
                     "max_create_revision": (queued.rev - 1).to_string(),
-                    "sort_order": "DESCEND", "sort_target": "CREATE", "limit": "1", "keys_only": true}}]),
+                    "sort_order": "DESCEND", "sort_target": "CREATE", "limit": "1", "keys_only": true}},
+                    {"request_range": {
+                    "key": b64(&pfx), "range_end": b64(prefix_end(&pfx)),
+                    "sort_order": "ASCEND", "sort_target": "CREATE", "limit": "1", "keys_only": true}}]),
                 json!([]),
                 limit,
             ) {
                 Ok(answer) => answer,
-                Err(_) if can_retry() => {
+                Err(e) if is_unreachable(&e) && can_retry() => {
                     std::thread::sleep(RETRY_PAUSE);
                     continue;
                 }
@@ -317,10 +366,21 @@ impl Etcd {
             }
             let key = String::from_utf8_lossy(&unb64(&before["key"])).into_owned();
             let from = int(&answer["header"]["revision"]) + 1;
-            // A watch only tells us when to look again; a failed one means
-            // looking again a little later.
-            if self.inner.client.watch_once(&key, from, until).is_err() {
-                std::thread::sleep(RETRY_PAUSE);
+            // When the key before ours is the oldest, its deletion makes
+            // ours the oldest: no key created later can be older than ours.
+            // Taking the lock then needs no second look (the claim's
+            // guarded write still checks that our key is there).
+            let oldest = kvs(&answer["responses"][2]["response_range"])
+                .first()
+                .map(|kv| int(&kv["create_revision"]));
+            let next_is_oldest =
+                oldest.is_some() && oldest == Some(int(&before["create_revision"]));
+            // A watch otherwise only tells us when to look again; a failed
+            // one means looking again a little later.
+            match self.inner.client.watch_once(&key, from, until) {
+                Ok(Watched::Deleted) if next_is_oldest => return Ok(true),
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(RETRY_PAUSE),
             }
         }
     }
@@ -352,6 +412,7 @@ impl Etcd {
             queued,
             holder,
             released: false,
+            watching: None,
         }
     }
 
@@ -598,6 +659,40 @@ pub struct EtcdClaim {
     queued: Queued,
     holder: Option<Holder>,
     released: bool,
+    /// Set to stop the watch on our lock key ([`Claim::watch_loss`]) before
+    /// we delete the key ourselves.
+    watching: Option<Arc<AtomicBool>>,
+}
+
+/// Watches our lock key `key` (created at `rev`) until `stop` is set, and
+/// reports a loss as soon as etcd deletes it: a lease revoked, the key
+/// deleted by hand, or the lease expired while we were cut off. Every event
+/// is checked with a read before it counts; etcd not answering is left to
+/// the lease's own clock.
+fn watch_key(etcd: &Etcd, key: &str, rev: i64, stop: &AtomicBool, lost: &LossNotifier) {
+    let mut from = rev + 1;
+    while !stop.load(Ordering::SeqCst) {
+        let until = Instant::now() + WATCH_SESSION;
+        let looked = match etcd.inner.client.watch_once(key, from, until) {
+            Ok(Watched::Quiet) if Instant::now() >= until => continue,
+            Ok(Watched::Deleted | Watched::Changed) => true,
+            // Ended early or failed: look, then pause before watching again.
+            Ok(Watched::Quiet) | Err(_) => false,
+        };
+        if let Ok(answer) = etcd.call("/v3/kv/range", &json!({"key": b64(key)}), None) {
+            let ours = kvs(&answer).first().map(|kv| int(&kv["create_revision"]));
+            if ours != Some(rev) {
+                if !stop.load(Ordering::SeqCst) {
+                    lost.notify();
+                }
+                return;
+            }
+            from = from.max(int(&answer["header"]["revision"]) + 1);
+        }
+        if !looked {
+            std::thread::sleep(RETRY_PAUSE);
+        }
+    }
 }
 
 impl EtcdClaim {
@@ -614,14 +709,17 @@ impl EtcdClaim {
 
     /// A transaction doing `ops` only while we own the lock. While the
     /// lease lives, etcd not answering (a restart, a leader election) is
-    /// waited out: the lock is ours until the lease is lost.
+    /// waited out: the lock is ours until the lease is lost. A refusal is
+    /// not: it would be refused again.
     fn guarded(&self, ops: Value) -> anyhow::Result<Value> {
         loop {
             match self
                 .etcd
                 .txn(json!([self.ours()]), ops.clone(), json!([]), None)
             {
-                Err(_) if !self.lease.is_lost() => std::thread::sleep(RETRY_PAUSE),
+                Err(e) if is_unreachable(&e) && !self.lease.is_lost() => {
+                    std::thread::sleep(RETRY_PAUSE)
+                }
                 answer => return answer,
             }
         }
@@ -668,11 +766,30 @@ impl Claim for EtcdClaim {
         ]
     }
 
+    /// Reported by the lease (lost by our clock, or etcd says it is gone:
+    /// noticed at the next keep-alive) and, at once, by a watch on our own
+    /// lock key: a revoked lease or a deleted key stops COMMAND within
+    /// about a round trip, whatever the TTL.
     fn watch_loss(&mut self, notifier: LossNotifier) {
-        self.lease.on_lost(Box::new(move || notifier.notify()));
+        let notifier = Arc::new(notifier);
+        let by_lease = Arc::clone(&notifier);
+        self.lease.on_lost(Box::new(move || by_lease.notify()));
+        let stop = Arc::new(AtomicBool::new(false));
+        if let Some(old) = self.watching.replace(Arc::clone(&stop)) {
+            old.store(true, Ordering::SeqCst);
+        }
+        let etcd = self.etcd.clone();
+        let key = self.queued.key.clone();
+        let rev = self.queued.rev;
+        let spawned = std::thread::Builder::new()
+            .name("etcd-watch-key".into())
+            .spawn(move || watch_key(&etcd, &key, rev, &stop, &notifier));
+        // Without the thread the lease still reports the loss, later.
+        drop(spawned);
     }
 
     fn remove(mut self) -> anyhow::Result<()> {
+        self.stop_watching();
         let claim_key = self.etcd.claim_key(&self.domain);
         let answer = self
             .guarded(json!([{"request_delete_range": {"key": b64(&claim_key)}},
@@ -697,8 +814,18 @@ impl Claim for EtcdClaim {
     }
 }
 
+impl EtcdClaim {
+    /// Ends the watch on our key: what follows deletes it.
+    fn stop_watching(&mut self) {
+        if let Some(stop) = self.watching.take() {
+            stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
 impl Drop for EtcdClaim {
     fn drop(&mut self) {
+        self.stop_watching();
         // A lost lease took the key with it; etcd may not answer anyway.
         if !self.released && !self.lease.is_lost() {
             self.etcd.withdraw(&self.queued.key);
