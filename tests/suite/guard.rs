@@ -389,7 +389,7 @@ fn supervise_forwards_signals_to_the_group_and_passes_the_status_through() {
         ("ALRM", libc::SIGALRM),
     ] {
         let script = format!(
-            "trap 'echo got-{name}; read _; exit 7' {name}; echo ready; \
+            "trap 'echo got-{name}; kill $!; read _; exit 7' {name}; echo ready; \
              sleep 1000 >/dev/null 2>&1 & wait"
         );
         let mut p = sb
