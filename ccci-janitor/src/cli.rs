@@ -45,9 +45,10 @@ A shared server runs apps no CI run deployed (the proxy, backups), and
 naming the CI apps (--only '*' says every deployed app is one).
 
 Patterns are shell patterns with fnmatch(3) semantics, matched against the
-whole domain: *, ?, bracket expressions such as [0-9], [!a-z] and
-[[:digit:]]; \\ quotes the next character. A pattern that cannot be parsed
-(e.g. 'w[0-9', '[[:digits:]]') is status 2. At most one of --deployed,
+whole domain (the C library's fnmatch(3), no flags): *, ?, bracket
+expressions such as [0-9], [!a-z] and [[:digit:]]; \\ quotes the next
+character; braces are not special. A pattern that cannot be parsed (e.g.
+'w[0-9', '[[:digits:]]', a trailing \\) is status 2. At most one of --deployed,
 --only-file and --warm-file may be '-' (stdin).
 
 A missing lock dir whose parent is on a tmpfs (as /run/lock is: a reboot
