@@ -246,23 +246,24 @@ impl SafeDir {
             };
             st = nix::sys::stat::fstat(&next)
                 .with_context(|| format!("cannot stat {}", quote_path(&here)))?;
+            // Below a sticky directory only root and the entry's owner can
+            // have made the entry (SPEC §1): a root-owned one is as safe as
+            // any root-owned ancestor. Another user's is never ours to
+            // remove, so the refusal does not advise removing it.
             let me = nix::unistd::geteuid().as_raw();
-            if sticky && !last && st.st_uid != me {
+            if sticky && !last && st.st_uid != me && st.st_uid != 0 {
                 return Err(refuse_ancestor(
                     role,
                     path,
                     &here,
                     &format!(
-                        "is owned by {}, not by {}, in the sticky directory {} where anybody \
-                         can create it first",
+                        "is owned by {}, not by root or {}, in the sticky directory {} where \
+                         anybody can create it first",
                         describe_uid(st.st_uid),
                         describe_uid(me),
                         quote_path(&parent)
                     ),
-                    Some(format!(
-                        "have it removed (it is not ours: rm -r {})",
-                        quote_path(&here)
-                    )),
+                    None,
                 ));
             }
             fd = next;
@@ -808,6 +809,7 @@ mod tests {
                 "{e}"
             );
             assert!(e.contains("in the sticky directory"), "{e}");
+            assert!(!e.contains("rm ") && !e.contains("remove"), "{e}");
         }
         assert!(!squat.join("locks").exists());
         // The same foreign dir anywhere else on the path is refused too.
