@@ -420,8 +420,22 @@ struct Pass<'a, B: Backend> {
     min_age: String,
 }
 
-fn describe(holder: Option<&Holder>) -> String {
-    holder.map_or_else(|| "an unknown holder".into(), Holder::describe)
+/// The holder of a held claim, for messages: its record, or, without one,
+/// the pid the backend names (`locker`) and that it wrote no record yet.
+fn describe_holder(holder: Option<&Holder>, locker: Option<u32>) -> String {
+    match (holder, locker) {
+        (Some(h), _) => h.describe(),
+        (None, Some(pid)) => format!("pid {pid}, which has written no holder record (yet)"),
+        (None, None) => "a process that has written no holder record (yet)".into(),
+    }
+}
+
+/// The last holder of a free claim, for messages.
+fn describe_last(holder: Option<&Holder>) -> String {
+    match holder {
+        Some(h) => format!("last holder {}", h.describe()),
+        None => "no holder record: whoever made the lockfile ended before writing one".into(),
+    }
 }
 
 impl<B: Backend> Pass<'_, B> {
@@ -553,7 +567,7 @@ impl<B: Backend> Pass<'_, B> {
         age: Duration,
         locker: Option<u32>,
     ) -> Examined {
-        let who = describe(holder.as_ref());
+        let who = describe_holder(holder.as_ref(), locker);
         let note = match (&holder, locker) {
             (Some(h), _) if h.reaper == Some(true) => "; a janitor is reaping it".to_string(),
             (Some(h), Some(pid)) if h.pid.is_some() && h.pid != Some(pid) => format!(
@@ -616,11 +630,7 @@ impl<B: Backend> Pass<'_, B> {
             drop(claim);
             return Ok(self.young(&domain, holder, age));
         }
-        let last = format!(
-            "idle {}, last holder {}",
-            human(age),
-            describe(holder.as_ref())
-        );
+        let last = format!("idle {}, {}", human(age), describe_last(holder.as_ref()));
         let examined = |outcome, level, detail| {
             Examined::new(&domain, outcome, level, detail).with(holder.clone(), Some(age))
         };
