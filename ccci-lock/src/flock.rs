@@ -995,6 +995,17 @@ impl Claim for FlockClaim {
         ]
     }
 
+    fn give_back_on_signal(&self) -> Option<(std::os::fd::BorrowedFd<'_>, &str, u64, u64)> {
+        self.created.then(|| {
+            (
+                self.dir.as_fd(),
+                self.name.as_str(),
+                self.id.dev,
+                self.id.ino,
+            )
+        })
+    }
+
     fn give_up(self) -> anyhow::Result<()> {
         // Held since we created it; check it is still unstamped anyway.
         if self.created && self.at_path()?.is_some_and(|st| st.st_size == 0) {

@@ -1203,3 +1203,72 @@ fn a_wait_that_runs_out_as_the_holder_exits_says_the_holder_just_finished() {
         "blamed someone who was not there\n{out}"
     );
 }
+
+/// SPEC §2 "a run that gave up never leaves a claim": a set waiter that is
+/// cancelled (TERM, or any signal ccci-lock forwards) or reaches a
+/// `ccci-guard --deadline` (ALRM) while it waits for the second domain
+/// removes the lockfile it created for the first, and ends by that signal.
+/// Before, the signal's default action killed it and left an empty `a.lock`
+/// that the janitor then reaped. A lockfile that existed before is kept.
+#[test]
+fn a_set_waiter_killed_by_a_signal_leaves_no_lockfile_it_created() {
+    let sb = Sandbox::new();
+    let (a, b) = ("a.example.org", "b.example.org");
+    let mut holder = sb
+        .tool("ccci-lock")
+        .args([b, "--", "sh", "-c", "echo ready; read _"])
+        .piped_stdin()
+        .spawn();
+    holder.expect_stdout("ready");
+    let signals = [
+        (libc::SIGTERM, None),
+        (libc::SIGINT, Some("-w")),
+        (libc::SIGHUP, None),
+        (libc::SIGQUIT, None),
+        (libc::SIGUSR1, Some("-w")),
+        (libc::SIGUSR2, None),
+    ];
+    for (sig, wait) in signals {
+        let mut args = vec![];
+        if let Some(flag) = wait {
+            args.extend([flag, "1h"]);
+        }
+        args.extend([a, b, "--", "touch", "ran"]);
+        let waiter = sb.tool("ccci-lock").args(&args).spawn();
+        let pid = waiter.pid();
+        wait_until("the set waiter waits for b", || {
+            sb.lockfile(a).exists() && blocked_in_flock(pid)
+        });
+        waiter.signal(sig);
+        let out = waiter.wait();
+        out.expect_ended_by(sig);
+        assert!(
+            !sb.lockfile(a).exists(),
+            "SIG{sig}: the waiter left the a.lock it created\n{out}"
+        );
+    }
+    // A ccci-guard deadline: ALRM, the alarm timer armed before the exec.
+    let out = sb
+        .tool("ccci-guard")
+        .args(["--deadline", "1s", "--"])
+        .arg(ccci_tests::bin("ccci-lock"))
+        .args([a, b, "--", "touch", "ran"])
+        .run();
+    out.expect_code(142);
+    assert!(!sb.lockfile(a).exists(), "the deadline left a.lock\n{out}");
+    // An a.lock that existed before (maybe an orphan to reap) stays.
+    std::fs::write(sb.lockfile(a), "").unwrap();
+    std::fs::set_permissions(sb.lockfile(a), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let waiter = sb.tool("ccci-lock").args([a, b, "--", "true"]).spawn();
+    let pid = waiter.pid();
+    wait_until("the set waiter waits for b", || blocked_in_flock(pid));
+    waiter.signal(libc::SIGTERM);
+    waiter.wait().expect_ended_by(libc::SIGTERM);
+    assert!(
+        sb.lockfile(a).exists(),
+        "a lockfile it did not create was removed"
+    );
+    assert!(!sb.path("ran").exists());
+    holder.send("");
+    holder.wait().expect_code(0);
+}
