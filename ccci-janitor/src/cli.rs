@@ -1,6 +1,7 @@
 //! The `ccci-janitor` command line (SPEC §4): the clap definition and the
 //! code that runs one pass with it.
 
+use ccci_common::names::quote_path;
 use std::ffi::OsString;
 use std::io::{Read, Write};
 
@@ -270,7 +271,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
         MissingLockDir::Leave(why) => {
             say!(
                 "lock dir {} does not exist, and {why}: nothing probed, nothing reaped",
-                lock_dir.display()
+                quote_path(&lock_dir)
             );
             Ok(Ended::Code(exit::SUCCESS))
         }
@@ -278,7 +279,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
             say!(
                 "lock dir {} does not exist (its parent is on a tmpfs: a reboot?); \
                  dry run: it would be created and every deployed CI app reaped",
-                lock_dir.display()
+                quote_path(&lock_dir)
             );
             run_pass(&cli, &settings, &NoClaims)
         }
@@ -286,12 +287,12 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
             let Some(backend) = FlockDir::open(&lock_dir, true)? else {
                 anyhow::bail!(
                     "lock dir {} vanished while being created",
-                    lock_dir.display()
+                    quote_path(&lock_dir)
                 );
             };
             say!(
                 "lock dir {} did not exist (its parent is on a tmpfs: a reboot?); created it",
-                lock_dir.display()
+                quote_path(&lock_dir)
             );
             run_pass(&cli, &settings, &backend.reuse_lock_table(LOCK_TABLE_AGE))
         }

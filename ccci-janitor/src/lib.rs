@@ -48,6 +48,7 @@ pub mod cli;
 pub mod glob;
 pub mod reap;
 
+use ccci_common::names::quote_path;
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -306,11 +307,11 @@ pub fn missing_lock_dir(path: &Path) -> MissingLockDir {
         Ok(fs) if fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC => MissingLockDir::Rebooted,
         Ok(_) => MissingLockDir::Leave(format!(
             "its parent {} is not on a tmpfs, so no reboot removed it (a typo? an unmounted disk?)",
-            parent.display()
+            quote_path(&parent)
         )),
         Err(e) => MissingLockDir::Leave(format!(
             "its parent {} cannot be examined: {e}",
-            parent.display()
+            quote_path(&parent)
         )),
     }
 }

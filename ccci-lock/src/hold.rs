@@ -106,6 +106,7 @@
 //!   created are removed while held), and a failed `ready` write ends it
 //!   (the lockfiles it stamped stay, which is the safe side).
 
+use ccci_common::names::quote_path;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -290,7 +291,7 @@ fn ask(
         Err(e) => {
             return Err(anyhow::Error::new(e).context(format!(
                 "cannot reach keeper {keeper} at {}",
-                shown.display()
+                quote_path(&shown)
             )))
         }
     };
@@ -300,7 +301,7 @@ fn ask(
     if pid != keeper || uid != me {
         bail!(
             "{} belongs to pid {pid}, uid {uid}, not to keeper {keeper}, uid {me}; refusing to use it",
-            shown.display()
+            quote_path(&shown)
         );
     }
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
@@ -358,7 +359,7 @@ pub fn hold(req: &HoldRequest) -> anyhow::Result<u8> {
     }
     let pidfd = open_parent(req.parent)?;
     let dir = FlockDir::open(&req.lock_dir, true)?
-        .ok_or_else(|| anyhow::anyhow!("lock dir {} vanished", req.lock_dir.display()))?;
+        .ok_or_else(|| anyhow::anyhow!("lock dir {} vanished", quote_path(&req.lock_dir)))?;
     let todo = match &req.etcd {
         None => not_held(&dir, &dir, req)?,
         Some(config) => not_held(&Etcd::new(config.clone()), &dir, req)?,
@@ -483,7 +484,10 @@ pub fn release(
         (None, Some(dir)) => release_on(&dir, Some(&dir), parent, domains),
         (None, None) => {
             for domain in domains {
-                say!("{domain} is not held (no lock dir {})", lock_dir.display());
+                say!(
+                    "{domain} is not held (no lock dir {})",
+                    quote_path(&lock_dir)
+                );
             }
             Ok(exit::FAILURE)
         }
@@ -612,7 +616,7 @@ pub fn keeper(req: &HoldRequest, fds: (i32, i32)) -> anyhow::Result<u8> {
         None => bail!("--parent {} exited before its locks were taken", req.parent),
     }
     let dir = FlockDir::open(&req.lock_dir, true)?
-        .ok_or_else(|| anyhow::anyhow!("lock dir {} vanished", req.lock_dir.display()))?;
+        .ok_or_else(|| anyhow::anyhow!("lock dir {} vanished", quote_path(&req.lock_dir)))?;
     // Before any thread starts: see supervise::Loss.
     let loss = Loss::new().context("cannot block the lost-lock signal")?;
     match &req.etcd {
@@ -690,11 +694,11 @@ where
 fn bind(dir: &FlockDir, name: &str) -> anyhow::Result<UnixListener> {
     dir.safe_dir()
         .remove_file(name)
-        .with_context(|| format!("cannot remove {}", dir.safe_dir().join(name).display()))?;
+        .with_context(|| format!("cannot remove {}", quote_path(&dir.safe_dir().join(name))))?;
     UnixListener::bind(via_fd(dir, name)).with_context(|| {
         format!(
             "cannot create socket {}",
-            dir.safe_dir().join(name).display()
+            quote_path(&dir.safe_dir().join(name))
         )
     })
 }
