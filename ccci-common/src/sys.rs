@@ -245,6 +245,30 @@ impl Drop for GiveBackOnSignal {
     }
 }
 
+/// Starts a thread with every signal blocked from its first instruction (the
+/// mask is set in this thread around the spawn, and inherited): a helper
+/// thread of a tool that takes signals with `sigtimedwait` in its main
+/// thread must never be the one a process-directed signal is handed to.
+pub fn spawn_without_signals<F>(name: &str, f: F) -> io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    // SAFETY: both sets are stack-local and initialised (sigfillset, or
+    // filled in by pthread_sigmask) before use.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(f);
+    // SAFETY: `old` is the mask pthread_sigmask gave back above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    spawned
+}
+
 /// `flock(2)` on `fd`. `Ok(false)` means a non-blocking request found the
 /// lock held; an interrupted wait is retried.
 pub fn flock(fd: BorrowedFd<'_>, op: FlockOp) -> io::Result<bool> {
@@ -545,6 +569,57 @@ pub fn signal_name(sig: libc::c_int) -> String {
 /// the default disposition, like every real-time signal.
 pub fn loss_signal() -> libc::c_int {
     libc::SIGRTMIN() + 2
+}
+
+/// The signal that tells a holder's `lockfile-watch` thread that its lock
+/// dir changed (dnotify, [`notify_dir_changes`]) or that it should end
+/// (sent to it alone with [`ThreadSignaller::send`]). Blocked in every
+/// thread of the process for good, so it is only ever taken with
+/// [`wait_signal`].
+pub fn dir_change_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 4
+}
+
+/// Asks the kernel (dnotify, `fcntl(F_NOTIFY)`) to send [`dir_change_signal`]
+/// to the calling thread whenever an entry of the directory `dir` is
+/// deleted, renamed or created, for as long as `dir` stays open. The
+/// caller blocks that signal first. Unlike an inotify(7) instance, which
+/// costs the closing process a wait of up to several milliseconds (the
+/// kernel's SRCU grace period), closing `dir` is as cheap as any close.
+pub fn notify_dir_changes(dir: BorrowedFd<'_>) -> io::Result<()> {
+    // From <linux/fcntl.h>; the libc crate does not have them for glibc.
+    const F_SETSIG: libc::c_int = 10;
+    const F_SETOWN_EX: libc::c_int = 15;
+    const F_OWNER_TID: libc::c_int = 0;
+    const DN_CREATE: libc::c_int = 0x4;
+    const DN_DELETE: libc::c_int = 0x8;
+    const DN_RENAME: libc::c_int = 0x10;
+    const DN_MULTISHOT: libc::c_int = 0x8000_0000_u32 as libc::c_int;
+    #[repr(C)]
+    struct FOwnerEx {
+        kind: libc::c_int,
+        pid: libc::pid_t,
+    }
+    let fd = dir.as_raw_fd();
+    // SAFETY: fcntl with integer arguments, and a stack-local FOwnerEx laid
+    // out as the kernel's struct f_owner_ex, on a borrowed, open descriptor.
+    unsafe {
+        let owner = FOwnerEx {
+            kind: F_OWNER_TID,
+            pid: libc::gettid(),
+        };
+        if libc::fcntl(fd, F_SETSIG, dir_change_signal()) != 0
+            || libc::fcntl(
+                fd,
+                libc::F_NOTIFY,
+                DN_DELETE | DN_RENAME | DN_CREATE | DN_MULTISHOT,
+            ) != 0
+            || libc::fcntl(fd, F_SETOWN_EX, &owner as *const FOwnerEx) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// A signal that other threads can send to the thread that made this

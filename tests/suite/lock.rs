@@ -1272,3 +1272,48 @@ fn a_set_waiter_killed_by_a_signal_leaves_no_lockfile_it_created() {
     holder.send("");
     holder.wait().expect_code(0);
 }
+
+/// The lock dir removed or replaced while a run holds a lock (`rm -rf L`,
+/// `mv L L.old; mkdir L`, or only the lockfile removed): a new run could
+/// then take the domain while the old holder still holds its unlinked or
+/// moved file. The holder notices (inotify on its lock dir), says what
+/// happened, stops COMMAND with SIGTERM and exits 125, as for a lost lease.
+/// Before, it went on holding a lock nobody else could see.
+#[test]
+fn a_holder_whose_lockfile_is_removed_or_replaced_stops_command_and_fails_with_125() {
+    let cases: [(&str, &str); 3] = [
+        ("rm -rf \"$1\"", "was removed"),
+        (
+            "mv \"$1\" \"$1.old\" && mkdir -m 700 \"$1\"",
+            "was removed or moved away",
+        ),
+        ("rm \"$1/$2.lock\"", "was removed"),
+    ];
+    for (attack, said) in cases {
+        let sb = Sandbox::new();
+        let script = r#"trap 'echo TERM > "$1"; exit 3' TERM
+            echo ready; while :; do sleep 0.05; done"#;
+        let got = sb.path("got");
+        let mut holder = sb
+            .tool("ccci-lock")
+            .args(["--lost-grace", "30s", D, "--", "sh", "-c", script, "sh"])
+            .arg(&got)
+            .spawn();
+        holder.expect_stdout("ready");
+        sb.sh(attack)
+            .arg("sh")
+            .arg(sb.lock_dir())
+            .arg(D)
+            .run()
+            .expect_code(0);
+        let out = holder.wait_within(Duration::from_secs(20));
+        out.expect_code(125).expect_stderr(said);
+        assert_eq!(
+            std::fs::read_to_string(&got).unwrap_or_default().trim(),
+            "TERM",
+            "{attack}: COMMAND was not stopped\n{out}"
+        );
+        // The domain is free for the next run, which now is its only holder.
+        assert_eq!(sb.try_lock(D), 0, "{attack}");
+    }
+}
