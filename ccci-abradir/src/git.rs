@@ -50,7 +50,7 @@ const REPOSITORY_VARS: [&str; 13] = [
 /// error; nothing reaches our stdout.
 pub fn clone_local(src: &Path, dest: &Path) -> anyhow::Result<()> {
     let mut cmd = Command::new("git");
-    debug_assert!(src.is_absolute(), "{}", quote_path(&src));
+    debug_assert!(src.is_absolute(), "{}", quote_path(src));
     cmd.args(["clone", "--quiet", "--"])
         .arg(src)
         .arg(dest)
@@ -66,9 +66,9 @@ pub fn clone_local(src: &Path, dest: &Path) -> anyhow::Result<()> {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
             "cannot clone {}: git is not installed or not on PATH; install git",
-            quote_path(&src)
+            quote_path(src)
         ),
-        Err(e) => bail!("cannot run git to clone {}: {e}", quote_path(&src)),
+        Err(e) => bail!("cannot run git to clone {}: {e}", quote_path(src)),
     };
     if !out.status.success() {
         let mut said = String::from_utf8_lossy(&out.stderr).trim().to_string();
@@ -77,8 +77,8 @@ pub fn clone_local(src: &Path, dest: &Path) -> anyhow::Result<()> {
         }
         bail!(
             "git clone {} {} failed ({}): {}",
-            quote_path(&src),
-            quote_path(&dest),
+            quote_path(src),
+            quote_path(dest),
             out.status,
             said.replace('\n', "; ")
         );

@@ -306,7 +306,7 @@ pub fn clean(runs_dir: &Path, key: &RunKey) -> anyhow::Result<()> {
     drop(held);
     let names = runs
         .names()
-        .with_context(|| format!("cannot list runs dir {}", quote_path(&runs.path())))?;
+        .with_context(|| format!("cannot list runs dir {}", quote_path(runs.path())))?;
     for name in names {
         if name.to_str().is_some_and(|n| is_temporary_of(n, &key)) {
             tree::remove_tree(&runs, runs.path(), &name)?;
@@ -326,7 +326,7 @@ pub fn gc(runs_dir: &Path, dry_run: bool) -> anyhow::Result<Vec<GcEntry>> {
     };
     let names = runs
         .sorted_names()
-        .with_context(|| format!("cannot list runs dir {}", quote_path(&runs.path())))?;
+        .with_context(|| format!("cannot list runs dir {}", quote_path(runs.path())))?;
     let mut out = Vec::new();
     for name in names {
         let path = runs.join(&name);
@@ -441,7 +441,7 @@ fn refusal(run: &Path, what: &str) -> anyhow::Error {
         "refusing to use run dir {}: {what}; `ccci-abradir clean` for this run removes that \
          directory and everything in it (servers and catalogue are unlinked, never followed), \
          and nothing else",
-        quote_path(&run)
+        quote_path(run)
     )
 }
 
@@ -616,7 +616,7 @@ fn link(dir: &SafeDir, name: &str, target: &Path) -> anyhow::Result<()> {
         format!(
             "cannot create symlink {} -> {}",
             quote_path(&dir.join(name)),
-            quote_path(&target)
+            quote_path(target)
         )
     })
 }

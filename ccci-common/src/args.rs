@@ -187,9 +187,9 @@ pub fn check_apart(role: &Role, own: &Path) -> anyhow::Result<()> {
                     "refusing to run: {} {} {relation} {} {}; the lock, state and runs dirs \
                      must be three different directories, none inside another; {fix}",
                     a.what,
-                    quote_path(&a_path),
+                    quote_path(a_path),
                     b.what,
-                    quote_path(&b_path),
+                    quote_path(b_path),
                 );
             }
         }

@@ -96,12 +96,12 @@ pub fn lock_named<T: AsFd>(
             return Ok(Acquired::Missing);
         };
         if !flock(opened.as_fd(), op)
-            .with_context(|| format!("cannot lock {}", quote_path(&path)))?
+            .with_context(|| format!("cannot lock {}", quote_path(path)))?
         {
             return Ok(Acquired::Busy);
         }
         if still_names(opened.as_fd(), name)
-            .with_context(|| format!("cannot stat {}", quote_path(&path)))?
+            .with_context(|| format!("cannot stat {}", quote_path(path)))?
         {
             return Ok(Acquired::Held(opened));
         }

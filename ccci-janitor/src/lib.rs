@@ -307,11 +307,11 @@ pub fn missing_lock_dir(path: &Path) -> MissingLockDir {
         Ok(fs) if fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC => MissingLockDir::Rebooted,
         Ok(_) => MissingLockDir::Leave(format!(
             "its parent {} is not on a tmpfs, so no reboot removed it (a typo? an unmounted disk?)",
-            quote_path(&parent)
+            quote_path(parent)
         )),
         Err(e) => MissingLockDir::Leave(format!(
             "its parent {} cannot be examined: {e}",
-            quote_path(&parent)
+            quote_path(parent)
         )),
     }
 }

@@ -920,7 +920,7 @@ impl Backend for FlockDir {
                     let _ = list.push(domain);
                 }
             })
-            .with_context(|| format!("cannot read lock dir {}", quote_path(&self.path())))?;
+            .with_context(|| format!("cannot read lock dir {}", quote_path(self.path())))?;
         list.sort_dedup();
         Ok(list)
     }
@@ -1094,10 +1094,9 @@ fn watch_lockfile(
         ),
     ] {
         // A parent we may only search cannot be watched; the lock dir can.
-        if let Ok(fd) = opened {
-            if sys::notify_dir_changes(fd.as_fd()).is_ok() {
-                watched.push(fd);
-            }
+        let Ok(fd) = opened else { continue };
+        if sys::notify_dir_changes(fd.as_fd()).is_ok() {
+            watched.push(fd);
         }
     }
     if watched.is_empty() {

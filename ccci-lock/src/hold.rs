@@ -488,7 +488,7 @@ pub fn release(
             for domain in domains {
                 say!(
                     "{domain} is not held (no lock dir {})",
-                    quote_path(&lock_dir)
+                    quote_path(lock_dir)
                 );
             }
             Ok(exit::FAILURE)
@@ -881,7 +881,12 @@ fn serve<C: Claim>(
     let last_gone = || {
         let _ = dir.safe_dir().remove_file(name);
     };
-    while !(claims.is_empty() && clients.iter().all(|c| c.reply.is_none())) && !(watch.lost)() {
+    // Until every claim is released and every answer sent, or a lock is lost.
+    loop {
+        let answering = clients.iter().any(|c| c.reply.is_some());
+        if (claims.is_empty() && !answering) || (watch.lost)() {
+            break;
+        }
         let now = Instant::now();
         clients.retain(|c| c.until > now); // out of time: dropped
         let mut fds = vec![(watch.pidfd, libc::POLLIN)];

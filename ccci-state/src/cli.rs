@@ -194,7 +194,7 @@ fn reported(begun: Begun) -> Begun {
     if let Some(old) = &begun.replaced {
         say!(
             "replaced stale run dir {} (its harness pid {} now names another process)",
-            names::quote_path(&begun.locked.dir().path()),
+            names::quote_path(begun.locked.dir().path()),
             old.pid
         );
     }

@@ -143,7 +143,7 @@ impl Locked {
         let mut entries = self
             .dir
             .names()
-            .with_context(|| format!("cannot list {}", quote_path(&self.dir.path())))?;
+            .with_context(|| format!("cannot list {}", quote_path(self.dir.path())))?;
         entries.sort_by_key(|entry| entry == RECORD);
         for entry in entries {
             let path = self.dir.path().join(&entry);
@@ -164,7 +164,7 @@ impl Locked {
         }
         parent
             .remove_dir(name)
-            .with_context(|| format!("cannot remove {}", quote_path(&self.dir.path())))
+            .with_context(|| format!("cannot remove {}", quote_path(self.dir.path())))
     }
 }
 

@@ -161,7 +161,7 @@ impl Location {
                         "{var} names {}, but {} does not exist; \
                          run `eval \"$(ccci-state env)\"` first, or fix {var}",
                         quote_path(&dir.join(file)),
-                        quote_path(&dir)
+                        quote_path(dir)
                     )
                 })?;
                 Ok(Begun {
@@ -171,7 +171,7 @@ impl Location {
             }
             Location::Keyed { state_dir, key, .. } => {
                 let state = StateDir::open(state_dir, true)?
-                    .ok_or_else(|| anyhow!("state dir {} vanished", quote_path(&state_dir)))?;
+                    .ok_or_else(|| anyhow!("state dir {} vanished", quote_path(state_dir)))?;
                 state.begin(key)
             }
         }

@@ -130,7 +130,7 @@ impl StateDir {
         let names = self
             .dir
             .sorted_names()
-            .with_context(|| format!("cannot list {}", quote_path(&self.path())))?;
+            .with_context(|| format!("cannot list {}", quote_path(self.path())))?;
         let mut out = Vec::new();
         for name in names {
             let Some(key) = RunKey::parse(&name) else {

@@ -728,7 +728,7 @@ fn a_slow_client_keeps_neither_a_release_waiting_nor_a_dead_parents_lock_held() 
         p.expect_stdout("connected");
         p
     };
-    let mut dripping = slow(60);
+    let dripping = slow(60);
     // Served meanwhile, at once.
     let started = std::time::Instant::now();
     release(&sb, pid, &[DEP2]).expect_code(0);
