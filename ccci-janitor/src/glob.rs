@@ -479,6 +479,9 @@ mod tests {
             assert!(!glob.matches(name));
         }
         assert!(glob.matches("{}"));
+        // A name with a NUL byte is no domain and matches nothing, not even
+        // `*` (the target once expected `*` to match it).
+        assert!(!Glob::parse("*").unwrap().matches("\0\0\0"));
     }
 
     /// Patterns whose fnmatch(3) reading is easy to get wrong, with names
