@@ -14,7 +14,7 @@ use clap::Parser;
 use ccci_common::args::{self, LockDirArg};
 use ccci_common::cli::UsageError;
 use ccci_common::exit::{self, Ended};
-use ccci_common::names::shell_quote;
+use ccci_common::names::shell_quote_os;
 use ccci_common::{dirs, duration, say};
 use ccci_lock::{Backend, FlockDir, PassLock};
 
@@ -169,7 +169,7 @@ fn read_input(path: &Path, flag: &str) -> Result<(String, String), UsageError> {
         let read = std::io::stdin().lock().read_to_end(&mut bytes);
         (format!("{flag} (stdin)"), read.map(|_| bytes))
     } else {
-        let source = format!("{flag} {}", shell_quote(&path.to_string_lossy()));
+        let source = format!("{flag} {}", shell_quote_os(path.as_os_str()));
         (source, std::fs::read(path))
     };
     match bytes {

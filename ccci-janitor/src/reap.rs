@@ -19,7 +19,7 @@ use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use ccci_common::names::shell_quote;
+use ccci_common::names::shell_quote_os;
 use ccci_common::supervise::{self, Program, Watch};
 use ccci_common::{exit, say};
 
@@ -49,12 +49,10 @@ impl ReapCommand {
     }
 
     fn program(&self) -> String {
-        shell_quote(
-            &self
-                .argv
+        shell_quote_os(
+            self.argv
                 .first()
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+                .map_or(std::ffi::OsStr::new(""), |p| p.as_os_str()),
         )
     }
 }
