@@ -127,8 +127,9 @@ use crate::cli::{describe, locker_of, say_busy};
 use crate::etcd::{Config as EtcdConfig, Etcd};
 use crate::{acquire_all, Acquired, Backend, BusyDomain, Claim, FlockDir, Holder, Wait};
 
-/// How long the keeper waits for a client's request, and a client for the
-/// keeper's answer to each line.
+/// How long a client may take, from being accepted, to send its whole
+/// request and take the keeper's whole answer; and how long a client waits
+/// for the keeper's answer to each line.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest request line a keeper reads.
 const REQUEST_MAX: u64 = 64 * 1024;
