@@ -154,11 +154,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let recipes = Recipe::resolve(&canonical, &cli.recipe)?;
     let runs = SafeDir::create(&RUNS_DIR, &runs_dir)?;
     let abra_dir = crate::prepare(&runs, &key, &canonical, &recipes)?;
-    let line = format!(
-        "export ABRA_DIR={}\n",
-        names::export_quote(&abra_dir.to_string_lossy())
-    );
-    print_all(line.as_bytes())?;
+    let mut line = b"export ABRA_DIR=".to_vec();
+    line.extend(names::export_quote_os(abra_dir.as_os_str()));
+    line.push(b'\n');
+    print_all(&line)?;
     Ok(exit::SUCCESS)
 }
 

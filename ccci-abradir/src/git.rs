@@ -19,6 +19,7 @@
 //! `fs.protected_hardlinks`). The source path is always absolute, so git
 //! never reads it as a URL or as `host:path`.
 
+use ccci_common::names::quote_path;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -49,7 +50,7 @@ const REPOSITORY_VARS: [&str; 13] = [
 /// error; nothing reaches our stdout.
 pub fn clone_local(src: &Path, dest: &Path) -> anyhow::Result<()> {
     let mut cmd = Command::new("git");
-    debug_assert!(src.is_absolute(), "{}", src.display());
+    debug_assert!(src.is_absolute(), "{}", quote_path(src));
     cmd.args(["clone", "--quiet", "--"])
         .arg(src)
         .arg(dest)
@@ -65,9 +66,9 @@ pub fn clone_local(src: &Path, dest: &Path) -> anyhow::Result<()> {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
             "cannot clone {}: git is not installed or not on PATH; install git",
-            src.display()
+            quote_path(src)
         ),
-        Err(e) => bail!("cannot run git to clone {}: {e}", src.display()),
+        Err(e) => bail!("cannot run git to clone {}: {e}", quote_path(src)),
     };
     if !out.status.success() {
         let mut said = String::from_utf8_lossy(&out.stderr).trim().to_string();
@@ -76,8 +77,8 @@ pub fn clone_local(src: &Path, dest: &Path) -> anyhow::Result<()> {
         }
         bail!(
             "git clone {} {} failed ({}): {}",
-            src.display(),
-            dest.display(),
+            quote_path(src),
+            quote_path(dest),
             out.status,
             said.replace('\n', "; ")
         );

@@ -60,6 +60,7 @@ pub mod cli;
 pub mod git;
 pub mod tree;
 
+use ccci_common::names::quote_path;
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -123,15 +124,16 @@ impl Canonical {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => bail!(
                 "canonical abra dir {} is not a directory; {how}",
-                root.display()
+                quote_path(&root)
             ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
                 "canonical abra dir {} does not exist; {how}",
-                root.display()
+                quote_path(&root)
             ),
             Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("cannot read canonical abra dir {}", root.display()))
+                return Err(e).with_context(|| {
+                    format!("cannot read canonical abra dir {}", quote_path(&root))
+                })
             }
         }
         let canonical = Canonical { root };
@@ -140,9 +142,9 @@ impl Canonical {
             bail!(
                 "canonical abra dir {} has no servers/ directory ({} is missing or not a \
                  directory); add the server there first (ABRA_DIR={} abra server add …), or {how}",
-                canonical.root.display(),
-                servers.display(),
-                canonical.root.display()
+                quote_path(&canonical.root),
+                quote_path(&servers),
+                quote_path(&canonical.root)
             );
         }
         Ok(canonical)
@@ -176,8 +178,8 @@ impl Canonical {
                 "canonical recipe {} not found: {} is missing or not a directory; fetch it \
                  into the canonical abra dir first (ABRA_DIR={} abra recipe fetch {name})",
                 names::shell_quote(name),
-                path.display(),
-                self.root.display()
+                quote_path(&path),
+                quote_path(&self.root)
             );
         }
         Ok(path)
@@ -236,7 +238,7 @@ pub fn prepare(
                 // its tree is not ours to adopt.
                 ccci_common::say!(
                     "replaced stale run dir {} (its harness pid {} now names another process)",
-                    run_path.display(),
+                    quote_path(&run_path),
                     record.pid
                 );
                 tree::remove_tree(runs, runs.path(), OsStr::new(&name))?;
@@ -252,7 +254,7 @@ pub fn prepare(
     }
     bail!(
         "{} kept being removed or replaced while it was being prepared; try again",
-        run_path.display()
+        quote_path(&run_path)
     )
 }
 
@@ -289,7 +291,7 @@ pub fn clean(runs_dir: &Path, key: &RunKey) -> anyhow::Result<()> {
         None => None,
         Some(_) => {
             let refused = |e: anyhow::Error| {
-                anyhow::anyhow!("refusing to remove {}: {e:#}", run_path.display())
+                anyhow::anyhow!("refusing to remove {}: {e:#}", quote_path(&run_path))
             };
             let dir = runs.subdir(&RUN_DIR, &key, false).map_err(refused)?;
             match dir {
@@ -304,7 +306,7 @@ pub fn clean(runs_dir: &Path, key: &RunKey) -> anyhow::Result<()> {
     drop(held);
     let names = runs
         .names()
-        .with_context(|| format!("cannot list runs dir {}", runs.path().display()))?;
+        .with_context(|| format!("cannot list runs dir {}", quote_path(runs.path())))?;
     for name in names {
         if name.to_str().is_some_and(|n| is_temporary_of(n, &key)) {
             tree::remove_tree(&runs, runs.path(), &name)?;
@@ -324,7 +326,7 @@ pub fn gc(runs_dir: &Path, dry_run: bool) -> anyhow::Result<Vec<GcEntry>> {
     };
     let names = runs
         .sorted_names()
-        .with_context(|| format!("cannot list runs dir {}", runs.path().display()))?;
+        .with_context(|| format!("cannot list runs dir {}", quote_path(runs.path())))?;
     let mut out = Vec::new();
     for name in names {
         let path = runs.join(&name);
@@ -439,7 +441,7 @@ fn refusal(run: &Path, what: &str) -> anyhow::Error {
         "refusing to use run dir {}: {what}; `ccci-abradir clean` for this run removes that \
          directory and everything in it (servers and catalogue are unlinked, never followed), \
          and nothing else",
-        run.display()
+        quote_path(run)
     )
 }
 
@@ -452,7 +454,7 @@ fn existing_dir(parent: &SafeDir, name: &str, run: &Path) -> anyhow::Result<Opti
             run,
             &format!(
                 "{} is not a directory ({})",
-                parent.join(name).display(),
+                quote_path(&parent.join(name)),
                 describe(parent, name)
             ),
         )),
@@ -496,8 +498,8 @@ fn publish(
                 Err(e) => Err(e).with_context(|| {
                     format!(
                         "cannot rename {} to {}",
-                        dir.join(&tmp).display(),
-                        dir.join(name).display()
+                        quote_path(&dir.join(&tmp)),
+                        quote_path(&dir.join(name))
                     )
                 }),
             },
@@ -542,8 +544,8 @@ fn reuse(run: &SafeDir, canonical: &Canonical, recipes: &[Recipe]) -> anyhow::Re
         Some(_) | None => {
             return Err(refuse(format!(
                 "{} is not the expected symlink to {} ({})",
-                abra.join(SERVERS).display(),
-                canonical.servers().display(),
+                quote_path(&abra.join(SERVERS)),
+                quote_path(&canonical.servers()),
                 describe(&abra, SERVERS)
             )))
         }
@@ -563,8 +565,8 @@ fn reuse(run: &SafeDir, canonical: &Canonical, recipes: &[Recipe]) -> anyhow::Re
         _ => {
             return Err(refuse(format!(
                 "{} is not the expected symlink to {} ({})",
-                abra.join(CATALOGUE).display(),
-                canonical.catalogue().display(),
+                quote_path(&abra.join(CATALOGUE)),
+                quote_path(&canonical.catalogue()),
                 describe(&abra, CATALOGUE)
             )))
         }
@@ -579,7 +581,7 @@ fn reuse(run: &SafeDir, canonical: &Canonical, recipes: &[Recipe]) -> anyhow::Re
             Some(_) => {
                 return Err(refuse(format!(
                     "{} is not a directory ({})",
-                    private.join(&recipe.name).display(),
+                    quote_path(&private.join(&recipe.name)),
                     describe(&private, &recipe.name)
                 )))
             }
@@ -600,18 +602,21 @@ fn add_recipe(private: &SafeDir, recipe: &Recipe) -> anyhow::Result<()> {
 
 fn create_dir(parent: &SafeDir, name: &str) -> anyhow::Result<SafeDir> {
     nix::sys::stat::mkdirat(parent, name, Mode::from_bits_truncate(0o700))
-        .with_context(|| format!("cannot create {}", parent.join(name).display()))?;
-    parent
-        .subdir(&RUN_DIR, name, false)?
-        .with_context(|| format!("{} vanished while being built", parent.join(name).display()))
+        .with_context(|| format!("cannot create {}", quote_path(&parent.join(name))))?;
+    parent.subdir(&RUN_DIR, name, false)?.with_context(|| {
+        format!(
+            "{} vanished while being built",
+            quote_path(&parent.join(name))
+        )
+    })
 }
 
 fn link(dir: &SafeDir, name: &str, target: &Path) -> anyhow::Result<()> {
     nix::unistd::symlinkat(target, dir, name).with_context(|| {
         format!(
             "cannot create symlink {} -> {}",
-            dir.join(name).display(),
-            target.display()
+            quote_path(&dir.join(name)),
+            quote_path(target)
         )
     })
 }
@@ -621,7 +626,7 @@ fn read_link(dir: &SafeDir, name: &str) -> anyhow::Result<Option<PathBuf>> {
     match nix::fcntl::readlinkat(dir, name) {
         Ok(target) => Ok(Some(PathBuf::from(target))),
         Err(Errno::ENOENT) | Err(Errno::EINVAL) => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", dir.join(name).display())),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", quote_path(&dir.join(name)))),
     }
 }
 
@@ -638,7 +643,7 @@ fn describe(dir: &SafeDir, name: &str) -> String {
     };
     match st.st_mode & libc::S_IFMT {
         libc::S_IFLNK => match read_link(dir, name) {
-            Ok(Some(target)) => format!("it is a symlink to {}", target.display()),
+            Ok(Some(target)) => format!("it is a symlink to {}", quote_path(&target)),
             _ => "it is a symlink".into(),
         },
         libc::S_IFDIR => "it is a directory".into(),

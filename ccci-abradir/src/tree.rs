@@ -10,6 +10,7 @@
 //! swapped in between the two steps makes the open fail instead of being
 //! followed, and the entry is unlinked as a link on the next pass.
 
+use ccci_common::names::quote_path;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
@@ -36,7 +37,7 @@ pub fn remove_tree(dir: impl AsFd, dir_path: &Path, name: &OsStr) -> anyhow::Res
             // Linux's answer for a directory.
             Err(Errno::EISDIR) => {}
             Err(e) => {
-                return Err(e).with_context(|| format!("cannot remove {}", path.display()));
+                return Err(e).with_context(|| format!("cannot remove {}", quote_path(&path)));
             }
         }
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
@@ -45,13 +46,13 @@ pub fn remove_tree(dir: impl AsFd, dir_path: &Path, name: &OsStr) -> anyhow::Res
             Err(Errno::ENOENT) => return Ok(()),
             // Replaced by a symlink or a file meanwhile: unlink it as such.
             Err(Errno::ENOTDIR) | Err(Errno::ELOOP) => continue,
-            Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+            Err(e) => return Err(e).with_context(|| format!("cannot open {}", quote_path(&path))),
         };
         let mut sub =
-            Dir::from_fd(sub).with_context(|| format!("cannot read {}", path.display()))?;
+            Dir::from_fd(sub).with_context(|| format!("cannot read {}", quote_path(&path)))?;
         let mut names: Vec<OsString> = Vec::new();
         for entry in sub.iter() {
-            let entry = entry.with_context(|| format!("cannot read {}", path.display()))?;
+            let entry = entry.with_context(|| format!("cannot read {}", quote_path(&path)))?;
             let child = OsStr::from_bytes(entry.file_name().to_bytes());
             if child != "." && child != ".." {
                 names.push(child.to_os_string());
@@ -63,10 +64,10 @@ pub fn remove_tree(dir: impl AsFd, dir_path: &Path, name: &OsStr) -> anyhow::Res
         drop(sub);
         return match unlinkat(dir, name, UnlinkatFlags::RemoveDir) {
             Ok(()) | Err(Errno::ENOENT) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+            Err(e) => Err(e).with_context(|| format!("cannot remove {}", quote_path(&path))),
         };
     }
-    anyhow::bail!("cannot remove {}: it keeps changing", path.display())
+    anyhow::bail!("cannot remove {}: it keeps changing", quote_path(&path))
 }
 
 #[cfg(test)]

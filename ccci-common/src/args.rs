@@ -16,6 +16,7 @@
 //! [`crate::dirs`]; an empty value is refused naming where it came from
 //! ([`crate::cli::checked_path`]). The result is absolute.
 
+use crate::names::quote_path;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::bail;
@@ -203,9 +204,9 @@ pub fn check_apart(role: &Role, own: &Path) -> anyhow::Result<()> {
                     "refusing to run: {} {} {relation} {} {}; the lock, state and runs dirs \
                      must be three different directories, none inside another; {fix}",
                     a.what,
-                    a_path.display(),
+                    quote_path(a_path),
                     b.what,
-                    b_path.display(),
+                    quote_path(b_path),
                 );
             }
         }

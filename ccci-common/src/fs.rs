@@ -202,9 +202,8 @@ impl SafeDir {
             let sticky = check_ancestor(role, path, &here, &st)?;
             let parent = here.clone();
             here.push(name);
-            let flags = if last { dir_flags() } else { path_flags() };
-            let opened = match nix::fcntl::openat(&fd, name.as_os_str(), flags, Mode::empty()) {
-                Err(Errno::ENOENT) if create => {
+            let opened = match open_dir_at(&fd, name, last) {
+                Err(OpenDir::Errno(Errno::ENOENT)) if create => {
                     match nix::sys::stat::mkdirat(
                         &fd,
                         name.as_os_str(),
@@ -220,22 +219,24 @@ impl SafeDir {
                             )))
                         }
                     }
-                    nix::fcntl::openat(&fd, name.as_os_str(), flags, Mode::empty())
+                    open_dir_at(&fd, name, last)
                 }
                 other => other,
             };
             let next = match opened {
-                Ok(next) => next,
-                Err(Errno::ENOENT) => return Ok(None),
-                Err(e @ (Errno::ELOOP | Errno::ENOTDIR)) => {
-                    let reason = kind_at(&fd, name, e);
+                Ok((next, next_st)) => {
+                    st = next_st;
+                    next
+                }
+                Err(OpenDir::Errno(Errno::ENOENT)) => return Ok(None),
+                Err(OpenDir::NotDir(reason)) => {
                     return Err(if last {
                         refuse(role, path, reason)
                     } else {
                         refuse_ancestor(role, path, &here, reason, None)
                     });
                 }
-                Err(e) => {
+                Err(OpenDir::Errno(e)) => {
                     return Err(anyhow::Error::new(e).context(format!(
                         "cannot open {} (for {} {})",
                         quote_path(&here),
@@ -244,25 +245,24 @@ impl SafeDir {
                     )))
                 }
             };
-            st = nix::sys::stat::fstat(&next)
-                .with_context(|| format!("cannot stat {}", quote_path(&here)))?;
+            // Below a sticky directory only root and the entry's owner can
+            // have made the entry (SPEC §1): a root-owned one is as safe as
+            // any root-owned ancestor. Another user's is never ours to
+            // remove, so the refusal does not advise removing it.
             let me = nix::unistd::geteuid().as_raw();
-            if sticky && !last && st.st_uid != me {
+            if sticky && !last && st.st_uid != me && st.st_uid != 0 {
                 return Err(refuse_ancestor(
                     role,
                     path,
                     &here,
                     &format!(
-                        "is owned by {}, not by {}, in the sticky directory {} where anybody \
-                         can create it first",
+                        "is owned by {}, not by root or {}, in the sticky directory {} where \
+                         anybody can create it first",
                         describe_uid(st.st_uid),
                         describe_uid(me),
                         quote_path(&parent)
                     ),
-                    Some(format!(
-                        "have it removed (it is not ours: rm -r {})",
-                        quote_path(&here)
-                    )),
+                    None,
                 ));
             }
             fd = next;
@@ -305,13 +305,18 @@ impl SafeDir {
                 }
             }
         }
-        let fd = match nix::fcntl::openat(&self.fd, name, dir_flags(), Mode::empty()) {
-            Ok(fd) => fd,
-            Err(Errno::ENOENT) => return Ok(None),
-            Err(e) => return Err(open_dir_error(role, &self.fd, name, &path, e)),
+        let (fd, st) = match open_dir_at(&self.fd, OsStr::new(name), true) {
+            Ok(opened) => opened,
+            Err(OpenDir::Errno(Errno::ENOENT)) => return Ok(None),
+            Err(OpenDir::NotDir(reason)) => return Err(refuse(role, &path, reason)),
+            Err(OpenDir::Errno(e)) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot open {} {}",
+                    role.what,
+                    quote_path(&path)
+                )))
+            }
         };
-        let st = nix::sys::stat::fstat(&fd)
-            .with_context(|| format!("cannot stat {}", quote_path(&path)))?;
         if let Some(reason) = unsafe_reason(&st) {
             return Err(refuse(role, &path, &reason));
         }
@@ -492,14 +497,13 @@ pub fn open_trusted_file(role: &Role, path: &Path) -> anyhow::Result<Option<File
     let mut sticky = check_ancestor(role, path, &here, &st)?;
     for name in dirs {
         here.push(name);
-        fd = match nix::fcntl::openat(&fd, name.as_os_str(), path_flags(), Mode::empty()) {
+        (fd, st) = match open_dir_at(&fd, name.as_os_str(), false) {
             Ok(next) => next,
-            Err(Errno::ENOENT) => return Ok(None),
-            Err(e @ (Errno::ELOOP | Errno::ENOTDIR)) => {
-                let reason = kind_at(&fd, name, e);
+            Err(OpenDir::Errno(Errno::ENOENT)) => return Ok(None),
+            Err(OpenDir::NotDir(reason)) => {
                 return Err(refuse_ancestor(role, path, &here, reason, None));
             }
-            Err(e) => {
+            Err(OpenDir::Errno(e)) => {
                 return Err(anyhow::Error::new(e).context(format!(
                     "cannot open {} (for {} {})",
                     quote_path(&here),
@@ -508,8 +512,6 @@ pub fn open_trusted_file(role: &Role, path: &Path) -> anyhow::Result<Option<File
                 )))
             }
         };
-        st = nix::sys::stat::fstat(&fd)
-            .with_context(|| format!("cannot stat {}", quote_path(&here)))?;
         if sticky && !ours(st.st_uid) {
             let reason = format!(
                 "is owned by {}, not by root or {}, in a sticky directory where anybody can \
@@ -586,23 +588,45 @@ fn non_regular_kind(mode: u32) -> Option<&'static str> {
     }
 }
 
-/// Why `openat(dir, name, O_DIRECTORY|O_NOFOLLOW)` failed with `e` (ELOOP
-/// or ENOTDIR): an `lstat` on the same directory fd tells a symlink from a file.
-fn kind_at(dir: &OwnedFd, name: &OsStr, e: Errno) -> &'static str {
-    match nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => "is a symlink",
-        _ if e == Errno::ELOOP => "is a symlink",
-        _ => "is not a directory",
-    }
+/// Why [`open_dir_at`] failed.
+enum OpenDir {
+    /// What was there is not a directory: "is a symlink", "is not a directory".
+    NotDir(&'static str),
+    /// Any other error (`ENOENT`: nothing there).
+    Errno(Errno),
 }
 
-fn open_dir_error(role: &Role, dir: &OwnedFd, name: &str, path: &Path, e: Errno) -> anyhow::Error {
-    match e {
-        Errno::ELOOP | Errno::ENOTDIR => refuse(role, path, kind_at(dir, name.as_ref(), e)),
-        e => {
-            anyhow::Error::new(e).context(format!("cannot open {} {}", role.what, quote_path(path)))
-        }
+/// Opens the directory `name` in `dir` without following a symlink, with
+/// the `fstat` of what was opened. The entry is opened with
+/// `O_PATH|O_NOFOLLOW`, which opens a symlink itself, and its type is read
+/// from that descriptor: a refusal names what was opened, not what the
+/// name means a moment later (a symlink swapped in and out again was
+/// reported as "not a directory"). With `readable`, the directory is then
+/// reopened for reading through that descriptor (`.`), which is the same
+/// directory whatever happens to the name meanwhile.
+fn open_dir_at(
+    dir: &impl AsFd,
+    name: &OsStr,
+    readable: bool,
+) -> Result<(OwnedFd, FileStat), OpenDir> {
+    let fd = nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(OpenDir::Errno)?;
+    let st = nix::sys::stat::fstat(&fd).map_err(OpenDir::Errno)?;
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => {}
+        libc::S_IFLNK => return Err(OpenDir::NotDir("is a symlink")),
+        _ => return Err(OpenDir::NotDir("is not a directory")),
     }
+    if !readable {
+        return Ok((fd, st));
+    }
+    let fd = nix::fcntl::openat(&fd, ".", dir_flags(), Mode::empty()).map_err(OpenDir::Errno)?;
+    Ok((fd, st))
 }
 
 /// Reads a small file that must be trusted, such as a password file (SPEC
@@ -978,6 +1002,7 @@ mod tests {
                 "{e}"
             );
             assert!(e.contains("in the sticky directory"), "{e}");
+            assert!(!e.contains("rm ") && !e.contains("remove"), "{e}");
         }
         assert!(!squat.join("locks").exists());
         // The same foreign dir anywhere else on the path is refused too.
@@ -986,6 +1011,64 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not by root or uid 0"), "{e}");
+    }
+
+    #[test]
+    fn a_symlink_swapped_in_while_opening_is_reported_as_a_symlink() {
+        // Another process swaps a symlink and a real directory back and forth
+        // (renameat2 RENAME_EXCHANGE, atomic), as an attacker would. Every
+        // refusal must say what was opened: a symlink. Before, the type was
+        // looked up again after the open failed and was often the directory
+        // by then: "is not a directory".
+        let t = tmp();
+        let (dir, link) = (t.path().join("dir"), t.path().join("link"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        symlink("dir", &link).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (stop, parent) = (stop.clone(), t.path().to_path_buf());
+            std::thread::spawn(move || {
+                let at = std::fs::File::open(&parent).unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    nix::fcntl::renameat2(
+                        &at,
+                        "dir",
+                        &at,
+                        "link",
+                        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                    )
+                    .unwrap();
+                }
+            })
+        };
+        let mut wrong = Vec::new();
+        let mut refused = 0;
+        let parent = SafeDir::open(&LOCK_DIR, t.path(), false).unwrap().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            let tries = [
+                SafeDir::open(&LOCK_DIR, &link, false).map(drop),
+                SafeDir::open(&LOCK_DIR, &link.join("sub"), false).map(drop),
+                parent.subdir(&LOCK_DIR, "link", false).map(drop),
+            ];
+            for e in tries.into_iter().filter_map(Result::err) {
+                refused += 1;
+                let e = e.to_string();
+                if !e.contains("is a symlink") {
+                    wrong.push(e);
+                }
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        swapper.join().unwrap();
+        assert!(refused > 0, "the swap never hit");
+        assert!(
+            wrong.is_empty(),
+            "{} of {refused} refusals misnamed the symlink, e.g. {}",
+            wrong.len(),
+            wrong[0]
+        );
     }
 
     #[test]

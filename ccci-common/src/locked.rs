@@ -19,6 +19,7 @@
 //! The check compares descriptors, never two path lookups, so a symlink or
 //! a rename between the open and the check cannot make it pass.
 
+use crate::names::quote_path;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
@@ -94,11 +95,13 @@ pub fn lock_named<T: AsFd>(
         let Some(opened) = open()? else {
             return Ok(Acquired::Missing);
         };
-        if !flock(opened.as_fd(), op).with_context(|| format!("cannot lock {}", path.display()))? {
+        if !flock(opened.as_fd(), op)
+            .with_context(|| format!("cannot lock {}", quote_path(path)))?
+        {
             return Ok(Acquired::Busy);
         }
         if still_names(opened.as_fd(), name)
-            .with_context(|| format!("cannot stat {}", path.display()))?
+            .with_context(|| format!("cannot stat {}", quote_path(path)))?
         {
             return Ok(Acquired::Held(opened));
         }
@@ -109,7 +112,7 @@ pub fn lock_named<T: AsFd>(
 fn unsettled(path: PathBuf) -> anyhow::Error {
     anyhow!(
         "{} kept being removed or replaced while it was being locked; try again",
-        path.display()
+        quote_path(&path)
     )
 }
 

@@ -147,6 +147,25 @@ pub fn export_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }
 
+/// [`export_quote`] for a value that may not be UTF-8 (a path): the same
+/// POSIX single-quoted word, as bytes, every byte but `'` exactly as it is,
+/// so that `eval` gives back the very bytes (a path that is not UTF-8 names
+/// the directory it names, never a U+FFFD-mangled one).
+pub fn export_quote_os(value: &std::ffi::OsStr) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::with_capacity(value.len() + 2);
+    out.push(b'\'');
+    for &b in value.as_bytes() {
+        if b == b'\'' {
+            out.extend_from_slice(br"'\''");
+        } else {
+            out.push(b);
+        }
+    }
+    out.push(b'\'');
+    out
+}
+
 /// Whether `c` would not show, or would not show as itself, in a terminal:
 /// ASCII and C1 controls, DEL, and the Unicode space, format and
 /// invisible-letter characters (a fixed list; a character missing from it

@@ -15,6 +15,7 @@
 //! judged by this namespace's pids ([`Harness::Foreign`]), and one written
 //! before a reboot names nothing that still runs.
 
+use crate::names::quote_path;
 use std::ffi::OsString;
 use std::io::Read;
 
@@ -313,7 +314,7 @@ pub fn report_gc(entries: &[GcEntry]) -> u8 {
         _ => format!("harness pid {pid} has exited"),
     };
     for entry in entries {
-        let path = entry.path.display();
+        let path = quote_path(&entry.path);
         match &entry.outcome {
             Swept::Removed(fate) => crate::say_action!("removed {path}: {}", why(fate, entry.pid)),
             Swept::WouldRemove(fate) => {

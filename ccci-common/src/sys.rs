@@ -41,6 +41,234 @@ pub enum FlockOp {
     SharedNonblock,
 }
 
+/// The signals that end a tool by default and that `ccci-lock` forwards:
+/// while a set of locks is being taken, they make the process give back the
+/// lockfiles it created for the set, then end by the signal
+/// ([`GiveBackOnSignal`]).
+pub const GIVE_BACK_SIGNALS: [libc::c_int; 7] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGALRM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// How many files [`GiveBackOnSignal`] can keep at once; beyond that, a
+/// file is not kept (and a signal leaves it, as before).
+const GIVE_BACK_SLOTS: usize = 64;
+
+/// One file kept by [`GiveBackOnSignal`], readable from a signal handler:
+/// nothing but atomics and a fixed buffer.
+struct GiveBackSlot {
+    /// `FREE`, `FILLING`, `KEPT`, or `TAKEN` (by the handler).
+    state: std::sync::atomic::AtomicU8,
+    dir: std::sync::atomic::AtomicI32,
+    dev: std::sync::atomic::AtomicU64,
+    ino: std::sync::atomic::AtomicU64,
+    /// The file name, NUL-terminated; written only while `FILLING`.
+    name: std::cell::UnsafeCell<[u8; 256]>,
+}
+
+// SAFETY: `name` is written only by the thread that moved `state` from FREE
+// to FILLING, and read only after `state` is KEPT (release/acquire).
+unsafe impl Sync for GiveBackSlot {}
+
+const FREE: u8 = 0;
+const FILLING: u8 = 1;
+const KEPT: u8 = 2;
+const TAKEN: u8 = 3;
+
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY_SLOT: GiveBackSlot = GiveBackSlot {
+    state: std::sync::atomic::AtomicU8::new(FREE),
+    dir: std::sync::atomic::AtomicI32::new(-1),
+    dev: std::sync::atomic::AtomicU64::new(0),
+    ino: std::sync::atomic::AtomicU64::new(0),
+    name: std::cell::UnsafeCell::new([0; 256]),
+};
+
+static GIVE_BACK: [GiveBackSlot; GIVE_BACK_SLOTS] = [EMPTY_SLOT; GIVE_BACK_SLOTS];
+/// Set by the first handler call, which then ends the process.
+static GIVING_BACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// While it lives, each of [`GIVE_BACK_SIGNALS`] that is not ignored makes
+/// the process remove the files it keeps ([`GiveBackOnSignal::keep`]) and
+/// then end by that signal (default action, no core dump), as it would have
+/// without it. A file is removed only if its name still names the kept
+/// file (device and inode) and it is still empty: the caller keeps only
+/// files whose lock it holds, so this is "unlink only while holding".
+///
+/// The handler uses only async-signal-safe calls (`fstatat`, `unlinkat`,
+/// `prctl`, `setrlimit`, `signal`, `pthread_sigmask`, `raise`) and atomics.
+/// It never touches the alarm timer. Dropping the value forgets the files
+/// and puts the old dispositions back.
+pub struct GiveBackOnSignal {
+    old: Vec<(libc::c_int, libc::sigaction)>,
+    kept: Vec<usize>,
+}
+
+extern "C" fn give_back_and_end(sig: libc::c_int) {
+    use std::sync::atomic::Ordering;
+    if GIVING_BACK.swap(true, Ordering::SeqCst) {
+        return; // another thread is giving back, and ends the process
+    }
+    for slot in &GIVE_BACK {
+        if slot
+            .state
+            .compare_exchange(KEPT, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            continue;
+        }
+        let dir = slot.dir.load(Ordering::Relaxed);
+        let name = slot.name.get().cast::<libc::c_char>();
+        // SAFETY: `name` is NUL-terminated and stays unchanged while TAKEN;
+        // `st` is a stack-local out-parameter; both calls only use their
+        // arguments.
+        unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            if libc::fstatat(dir, name, &mut st, libc::AT_SYMLINK_NOFOLLOW) == 0
+                && st.st_dev == slot.dev.load(Ordering::Relaxed)
+                && st.st_ino == slot.ino.load(Ordering::Relaxed)
+                && st.st_size == 0
+            {
+                libc::unlinkat(dir, name, 0);
+            }
+        }
+    }
+    // SAFETY: as in `end_by_signal`, without its stdio flush (not
+    // async-signal-safe): integer arguments and a stack-local set only.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0);
+        let none = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::setrlimit(libc::RLIMIT_CORE, &none);
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+    }
+}
+
+impl GiveBackOnSignal {
+    /// Installs the handler for each of [`GIVE_BACK_SIGNALS`] whose
+    /// disposition is the default (an ignored signal stays ignored).
+    pub fn arm() -> io::Result<GiveBackOnSignal> {
+        let mut armed = GiveBackOnSignal {
+            old: Vec::with_capacity(GIVE_BACK_SIGNALS.len()),
+            kept: Vec::new(),
+        };
+        for sig in GIVE_BACK_SIGNALS {
+            // SAFETY: `new` and `old` are stack-local and fully initialised
+            // (zeroed, then sigfillset); the handler is async-signal-safe.
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if old.sa_sigaction != libc::SIG_DFL {
+                    continue;
+                }
+                let mut new: libc::sigaction = std::mem::zeroed();
+                new.sa_sigaction = give_back_and_end as extern "C" fn(libc::c_int) as usize;
+                new.sa_flags = libc::SA_RESTART;
+                libc::sigfillset(&mut new.sa_mask);
+                if libc::sigaction(sig, &new, std::ptr::null_mut()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                armed.old.push((sig, old));
+            }
+        }
+        Ok(armed)
+    }
+
+    /// Keeps the file `name` in `dir` (device `dev`, inode `ino`), which the
+    /// caller holds the lock of, to be removed by a signal; `dir` must stay
+    /// open until [`GiveBackOnSignal::forget`]. `None`: it cannot be kept
+    /// (no free slot, or a name of 256 bytes or more).
+    pub fn keep(&mut self, dir: BorrowedFd<'_>, name: &str, dev: u64, ino: u64) -> Option<usize> {
+        use std::sync::atomic::Ordering;
+        if name.len() >= 256 || name.as_bytes().contains(&0) {
+            return None;
+        }
+        let (i, slot) = GIVE_BACK.iter().enumerate().find(|(_, slot)| {
+            slot.state
+                .compare_exchange(FREE, FILLING, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })?;
+        // SAFETY: FILLING is ours alone (see `GiveBackSlot`).
+        let buf = unsafe { &mut *slot.name.get() };
+        buf[..name.len()].copy_from_slice(name.as_bytes());
+        buf[name.len()] = 0;
+        slot.dir.store(dir.as_raw_fd(), Ordering::Relaxed);
+        slot.dev.store(dev, Ordering::Relaxed);
+        slot.ino.store(ino, Ordering::Relaxed);
+        slot.state.store(KEPT, Ordering::Release);
+        self.kept.push(i);
+        Some(i)
+    }
+
+    /// Forgets a kept file: a signal no longer removes it. If a signal is
+    /// removing it right now, this waits for the end of the process.
+    pub fn forget(&mut self, kept: usize) {
+        use std::sync::atomic::Ordering;
+        self.kept.retain(|&i| i != kept);
+        let slot = &GIVE_BACK[kept];
+        while slot
+            .state
+            .compare_exchange(KEPT, FREE, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // TAKEN: the handler gives it back and then ends the process.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for GiveBackOnSignal {
+    fn drop(&mut self) {
+        for kept in std::mem::take(&mut self.kept) {
+            self.forget(kept);
+        }
+        for (sig, old) in self.old.drain(..).rev() {
+            // SAFETY: `old` is the disposition sigaction gave back for `sig`.
+            unsafe {
+                libc::sigaction(sig, &old, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+/// Starts a thread with every signal blocked from its first instruction (the
+/// mask is set in this thread around the spawn, and inherited): a helper
+/// thread of a tool that takes signals with `sigtimedwait` in its main
+/// thread must never be the one a process-directed signal is handed to.
+pub fn spawn_without_signals<F>(name: &str, f: F) -> io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    // SAFETY: both sets are stack-local and initialised (sigfillset, or
+    // filled in by pthread_sigmask) before use.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(f);
+    // SAFETY: `old` is the mask pthread_sigmask gave back above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    spawned
+}
+
 /// `flock(2)` on `fd`. `Ok(false)` means a non-blocking request found the
 /// lock held; an interrupted wait is retried.
 pub fn flock(fd: BorrowedFd<'_>, op: FlockOp) -> io::Result<bool> {
@@ -341,6 +569,57 @@ pub fn signal_name(sig: libc::c_int) -> String {
 /// the default disposition, like every real-time signal.
 pub fn loss_signal() -> libc::c_int {
     libc::SIGRTMIN() + 2
+}
+
+/// The signal that tells a holder's `lockfile-watch` thread that its lock
+/// dir changed (dnotify, [`notify_dir_changes`]) or that it should end
+/// (sent to it alone with [`ThreadSignaller::send`]). Blocked in every
+/// thread of the process for good, so it is only ever taken with
+/// [`wait_signal`].
+pub fn dir_change_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 4
+}
+
+/// Asks the kernel (dnotify, `fcntl(F_NOTIFY)`) to send [`dir_change_signal`]
+/// to the calling thread whenever an entry of the directory `dir` is
+/// deleted, renamed or created, for as long as `dir` stays open. The
+/// caller blocks that signal first. Unlike an inotify(7) instance, which
+/// costs the closing process a wait of up to several milliseconds (the
+/// kernel's SRCU grace period), closing `dir` is as cheap as any close.
+pub fn notify_dir_changes(dir: BorrowedFd<'_>) -> io::Result<()> {
+    // From <linux/fcntl.h>; the libc crate does not have them for glibc.
+    const F_SETSIG: libc::c_int = 10;
+    const F_SETOWN_EX: libc::c_int = 15;
+    const F_OWNER_TID: libc::c_int = 0;
+    const DN_CREATE: libc::c_int = 0x4;
+    const DN_DELETE: libc::c_int = 0x8;
+    const DN_RENAME: libc::c_int = 0x10;
+    const DN_MULTISHOT: libc::c_int = 0x8000_0000_u32 as libc::c_int;
+    #[repr(C)]
+    struct FOwnerEx {
+        kind: libc::c_int,
+        pid: libc::pid_t,
+    }
+    let fd = dir.as_raw_fd();
+    // SAFETY: fcntl with integer arguments, and a stack-local FOwnerEx laid
+    // out as the kernel's struct f_owner_ex, on a borrowed, open descriptor.
+    unsafe {
+        let owner = FOwnerEx {
+            kind: F_OWNER_TID,
+            pid: libc::gettid(),
+        };
+        if libc::fcntl(fd, F_SETSIG, dir_change_signal()) != 0
+            || libc::fcntl(
+                fd,
+                libc::F_NOTIFY,
+                DN_DELETE | DN_RENAME | DN_CREATE | DN_MULTISHOT,
+            ) != 0
+            || libc::fcntl(fd, F_SETOWN_EX, &owner as *const FOwnerEx) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// A signal that other threads can send to the thread that made this

@@ -1,6 +1,7 @@
 //! The `ccci-janitor` command line (SPEC §4): the clap definition and the
 //! code that runs one pass with it.
 
+use ccci_common::names::quote_path;
 use std::ffi::OsString;
 use std::io::{Read, Write};
 
@@ -13,7 +14,7 @@ use clap::Parser;
 use ccci_common::args::{self, LockDirArg};
 use ccci_common::cli::UsageError;
 use ccci_common::exit::{self, Ended};
-use ccci_common::names::shell_quote;
+use ccci_common::names::shell_quote_os;
 use ccci_common::{dirs, duration, say};
 use ccci_lock::place::Place;
 use ccci_lock::{Backend, FlockDir, PassLock};
@@ -47,9 +48,10 @@ A shared server runs apps no CI run deployed (the proxy, backups), and
 naming the CI apps (--only '*' says every deployed app is one).
 
 Patterns are shell patterns with fnmatch(3) semantics, matched against the
-whole domain: *, ?, bracket expressions such as [0-9], [!a-z] and
-[[:digit:]]; \\ quotes the next character. A pattern that cannot be parsed
-(e.g. 'w[0-9', '[[:digits:]]') is status 2. At most one of --deployed,
+whole domain (the C library's fnmatch(3), no flags): *, ?, bracket
+expressions such as [0-9], [!a-z] and [[:digit:]]; \\ quotes the next
+character; braces are not special. A pattern that cannot be parsed (e.g.
+'w[0-9', '[[:digits:]]', a trailing \\) is status 2. At most one of --deployed,
 --only-file and --warm-file may be '-' (stdin).
 
 A missing lock dir whose parent is on a tmpfs (as /run/lock is: a reboot
@@ -198,7 +200,7 @@ fn read_input(path: &Path, flag: &str) -> Result<(String, String), UsageError> {
         let read = std::io::stdin().lock().read_to_end(&mut bytes);
         (format!("{flag} (stdin)"), read.map(|_| bytes))
     } else {
-        let source = format!("{flag} {}", shell_quote(&path.to_string_lossy()));
+        let source = format!("{flag} {}", shell_quote_os(path.as_os_str()));
         (source, std::fs::read(path))
     };
     match bytes {
@@ -251,8 +253,8 @@ fn patterns_of_variable(var: &str) -> Result<Vec<Glob>, UsageError> {
             Glob::parse(p).map_err(|why| {
                 UsageError(format!(
                     "{source}={} is not valid: pattern {}: {why}",
-                    shell_quote(text),
-                    shell_quote(p)
+                    ccci_common::names::shell_quote(text),
+                    ccci_common::names::shell_quote(p)
                 ))
             })
         })
@@ -490,7 +492,7 @@ fn one_pass(cli: &Cli, tally: &Tally) -> anyhow::Result<Ended> {
                 "lock dir {} does not exist, and {why}: nothing probed, nothing reaped; \
                  create it, or point the janitor at the runs' lock dir (--lock-dir, \
                  CCCI_APP_LOCK_DIR in the configuration file)",
-                ccci_common::names::quote_path(&lock_dir)
+                quote_path(&lock_dir)
             );
             Ok(Ended::Code(exit::TOOL_FAILED))
         }
@@ -498,7 +500,7 @@ fn one_pass(cli: &Cli, tally: &Tally) -> anyhow::Result<Ended> {
             ccci_common::say_action!(
                 "lock dir {} does not exist (its parent is on a tmpfs: a reboot?); \
                  dry run: it would be created and every deployed CI app reaped",
-                lock_dir.display()
+                quote_path(&lock_dir)
             );
             run_pass(cli, &settings, &NoClaims, &nowhere, tally)
         }
@@ -506,12 +508,12 @@ fn one_pass(cli: &Cli, tally: &Tally) -> anyhow::Result<Ended> {
             let Some(backend) = FlockDir::open(&lock_dir, true)? else {
                 anyhow::bail!(
                     "lock dir {} vanished while being created",
-                    lock_dir.display()
+                    quote_path(&lock_dir)
                 );
             };
             ccci_common::say_action!(
                 "lock dir {} did not exist (its parent is on a tmpfs: a reboot?); created it",
-                lock_dir.display()
+                quote_path(&lock_dir)
             );
             run_pass(
                 cli,

@@ -1,28 +1,39 @@
 //! Shell patterns for `--only`, `--warm` and their `-file` variants.
 //!
-//! Patterns have fnmatch(3) semantics and are matched against the whole
-//! domain: `*` any run of characters (dots included, so `warm-*` matches
-//! `warm-a.ci.example.org`), `?` one character, `[…]` one character of a
-//! bracket expression (ranges `[a-c0-9]`, negation by a leading `!` or `^`,
-//! a `]` right after the opening bracket or its negation is literal, POSIX
-//! classes such as `[[:digit:]]` and `[[:alpha:]]`, in the C locale), `\`
-//! makes the next character literal. Matching is case-sensitive, as
-//! fnmatch(3) is without `FNM_CASEFOLD`.
+//! Patterns are matched by the C library's `fnmatch(3)` (through the `libc`
+//! crate), with no flags: not `FNM_PATHNAME` (`*` crosses `/`), not
+//! `FNM_PERIOD` (a leading `.` is matched by `*` and `?`), case-sensitive,
+//! against the whole domain. So a pattern means exactly what it means to
+//! fnmatch(3) and to sh(1) `case`: `*` any run of characters (dots
+//! included, so `warm-*` matches `warm-a.ci.example.org`), `?` one
+//! character, `[…]` one character of a bracket expression (ranges
+//! `[a-c0-9]`, negation by a leading `!`, or `^` unless `POSIXLY_CORRECT`
+//! is set, a `]` right after the opening bracket or its negation is
+//! literal, classes such as `[[:digit:]]`, equivalence classes `[[=a=]]`
+//! and collating symbols `[[.a.]]`, in the C locale), `\` makes the next
+//! character literal. Braces are not special: `or{g}` matches only the
+//! text `or{g}`.
 //!
-//! The matcher is the `globset` crate (ripgrep's), which supports bracket
-//! expressions with POSIX classes; no hand-written matcher. Its one
-//! extension, `{a,b}` alternation, cannot matter for domains (no domain
-//! contains `{`, `,` or `}`).
+//! # A pattern that cannot be parsed is refused
 //!
-//! A pattern that silently matched nothing would get a warm app reaped (or,
-//! for `--only`, a CI app forgotten), so a pattern that cannot be parsed
-//! (empty, an unclosed `[`, a reversed range, a trailing `\`, an unknown
-//! class such as `[[:digits:]]`) is refused instead of being read literally
-//! as sh(1) would.
+//! fnmatch(3) has no error for a malformed pattern: it reads an unclosed
+//! `[` as a literal, and answers "no match" for every name when a pattern
+//! ends in `\`, names an unknown class (`[[:digits:]]`) or a collating
+//! symbol of several characters. Such a pattern silently matches nothing,
+//! which would get a warm app reaped (or, for `--only`, a CI app
+//! forgotten). So before a pattern is used, [`Glob::parse`] reads it with
+//! fnmatch(3)'s grammar (glibc's reading, which is also POSIX's) and
+//! refuses, with a reason: an empty pattern, a NUL byte, a trailing `\`, an
+//! unclosed `[`, a reversed range (`[z-a]`), a `[:`, `[=` or `[.` inside
+//! brackets that is not a known class, one-character equivalence class or
+//! one-character collating symbol, and a range that starts or ends with a
+//! class or collating symbol (glibc reads those in ways no shell user
+//! expects). Everything else is handed to fnmatch(3) unchanged. The reading
+//! is not a matcher; the fuzz target `patterns_vs_libc` checks that what it
+//! accepts it understands exactly as fnmatch(3) does.
 
+use std::ffi::CString;
 use std::fmt;
-
-use globset::{GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 
 /// The class names of POSIX bracket expressions (`[[:digit:]]`).
 const CLASSES: &[&str] = &[
@@ -30,79 +41,310 @@ const CLASSES: &[&str] = &[
     "upper", "xdigit",
 ];
 
+/// One element of a pattern as fnmatch(3) reads it: what [`Glob::parse`]
+/// understood, exposed so that a test can check that understanding against
+/// fnmatch(3) itself. Matching never uses it.
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Token {
+    /// This byte.
+    Literal(u8),
+    /// `?`: any one byte.
+    Any,
+    /// `*`: any run of bytes.
+    Star,
+    /// `[…]`: one byte of the set (bit `b` of the 256-bit mask), already
+    /// negated when the bracket was.
+    Set([u64; 4]),
+}
+
 /// A parsed pattern; see the module doc.
 #[derive(Clone)]
 pub struct Glob {
-    glob: globset::Glob,
-    matcher: GlobMatcher,
+    text: String,
+    c_text: CString,
+    tokens: Vec<Token>,
 }
 
 impl fmt::Debug for Glob {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Glob({:?})", self.glob.glob())
+        write!(f, "Glob({:?})", self.text)
     }
 }
 
 impl fmt::Display for Glob {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.glob.glob())
+        f.write_str(&self.text)
     }
 }
 
 impl PartialEq for Glob {
     fn eq(&self, other: &Glob) -> bool {
-        self.glob == other.glob
+        self.text == other.text
     }
 }
 
-/// An unknown class name in a `[:name:]` of `text`, if there is one:
-/// globset reads such a bracket as a plain set, which matches no domain.
-fn unknown_class(text: &str) -> Option<&str> {
-    let mut rest = text;
-    while let Some(at) = rest.find("[:") {
-        rest = &rest[at + 2..];
-        let name_len = rest
-            .find(|c: char| !c.is_ascii_alphanumeric())
-            .unwrap_or(rest.len());
-        if rest[name_len..].starts_with(":]") && !CLASSES.contains(&&rest[..name_len]) {
-            return Some(&rest[..name_len]);
+/// A set of bytes, as a 256-bit mask.
+#[derive(Default)]
+struct ByteSet([u64; 4]);
+
+impl ByteSet {
+    fn add(&mut self, b: u8) {
+        self.0[usize::from(b >> 6)] |= 1 << (b & 63);
+    }
+
+    fn add_range(&mut self, lo: u8, hi: u8) {
+        for b in lo..=hi {
+            self.add(b);
         }
     }
-    None
+
+    fn add_class(&mut self, class: &str) {
+        for b in 0..=255u8 {
+            let yes = match class {
+                "alnum" => b.is_ascii_alphanumeric(),
+                "alpha" => b.is_ascii_alphabetic(),
+                "blank" => b == b' ' || b == b'\t',
+                "cntrl" => b.is_ascii_control(),
+                "digit" => b.is_ascii_digit(),
+                "graph" => b.is_ascii_graphic(),
+                "lower" => b.is_ascii_lowercase(),
+                "print" => b.is_ascii_graphic() || b == b' ',
+                "punct" => b.is_ascii_punctuation(),
+                // C's isspace: also the vertical tab, unlike is_ascii_whitespace.
+                "space" => matches!(b, b'\t'..=b'\r' | b' '),
+                "upper" => b.is_ascii_uppercase(),
+                "xdigit" => b.is_ascii_hexdigit(),
+                _ => false,
+            };
+            if yes {
+                self.add(b);
+            }
+        }
+    }
+}
+
+/// A member of a bracket expression.
+enum Member {
+    /// A byte (plain or escaped): it may start or end a range.
+    Byte(u8),
+    /// A class or an equivalence class, added to the set already.
+    Class,
+    /// A collating symbol, added already; glibc reads one followed by `-`
+    /// in its own way, so that is refused.
+    Symbol,
+}
+
+/// Reads `p[at..]`, right after a `[`, as a bracket expression; returns the
+/// set and the index after its closing `]`.
+fn bracket(p: &[u8], mut at: usize) -> Result<([u64; 4], usize), String> {
+    // glibc reads `^` as `!` unless POSIXLY_CORRECT is set (then it is a member).
+    let negate = match p.get(at) {
+        Some(b'!') => true,
+        Some(b'^') => std::env::var_os("POSIXLY_CORRECT").is_none(),
+        _ => false,
+    };
+    if negate {
+        at += 1;
+    }
+    let mut set = ByteSet::default();
+    let mut first = true;
+    loop {
+        let Some(&c) = p.get(at) else {
+            return Err("an unclosed [ (write \\[ for a literal one)".into());
+        };
+        if c == b']' && !first {
+            at += 1;
+            break;
+        }
+        first = false;
+        let (start, next) = member(p, at, &mut set)?;
+        at = next;
+        // `a-z`; a `-` right before the closing `]` is a member.
+        let range = p.get(at) == Some(&b'-') && p.get(at + 1).is_some_and(|&b| b != b']');
+        match start {
+            Member::Byte(lo) if range => {
+                let (end, next) = member(p, at + 1, &mut ByteSet::default())?;
+                let Member::Byte(hi) = end else {
+                    return Err("a range cannot end with a class or collating symbol".into());
+                };
+                if lo > hi {
+                    return Err(format!(
+                        "the range {}-{} is reversed: it matches nothing",
+                        char::from(lo).escape_default(),
+                        char::from(hi).escape_default()
+                    ));
+                }
+                set.add_range(lo, hi);
+                at = next;
+            }
+            Member::Byte(b) => set.add(b),
+            Member::Class if range => {
+                return Err("a range cannot start with a class".into());
+            }
+            Member::Symbol if p.get(at) == Some(&b'-') => {
+                return Err("a collating symbol cannot start a range".into());
+            }
+            Member::Class | Member::Symbol => {}
+        }
+    }
+    if negate {
+        for word in &mut set.0 {
+            *word = !*word;
+        }
+    }
+    Ok((set.0, at))
+}
+
+/// Reads one member of a bracket expression at `p[at..]` (not its closing
+/// `]`): a byte, or a class, equivalence class or collating symbol, which
+/// it adds to `set`. Returns it and the index after it.
+fn member(p: &[u8], at: usize, set: &mut ByteSet) -> Result<(Member, usize), String> {
+    match (p[at], p.get(at + 1)) {
+        (b'\\', None) => Err("a trailing \\ matches nothing".into()),
+        (b'\\', Some(&e)) => Ok((Member::Byte(e), at + 2)),
+        (b'[', Some(&kind @ (b':' | b'=' | b'.'))) => {
+            let end = [kind, b']'];
+            let body = &p[at + 2..];
+            let Some(len) = body.windows(2).position(|w| w == end) else {
+                return Err(format!("an unclosed [{} inside brackets", char::from(kind)));
+            };
+            let name = &body[..len];
+            let next = at + 2 + len + 2;
+            if kind == b':' {
+                let name = String::from_utf8_lossy(name);
+                if !CLASSES.contains(&name.as_ref()) {
+                    return Err(format!(
+                        "unknown character class [:{name}:] (known: {})",
+                        CLASSES.join(", ")
+                    ));
+                }
+                set.add_class(&name);
+                return Ok((Member::Class, next));
+            }
+            let &[only] = name else {
+                return Err(format!(
+                    "[{k}…{k}] must hold exactly one character (the C locale has no other names)",
+                    k = char::from(kind)
+                ));
+            };
+            set.add(only);
+            Ok((
+                if kind == b'=' {
+                    Member::Class
+                } else {
+                    Member::Symbol
+                },
+                next,
+            ))
+        }
+        (c, _) => Ok((Member::Byte(c), at + 1)),
+    }
+}
+
+/// Reads `text` with fnmatch(3)'s grammar (see the module doc).
+fn tokens(text: &str) -> Result<Vec<Token>, String> {
+    if text.is_empty() {
+        return Err("an empty pattern matches nothing".into());
+    }
+    let p = text.as_bytes();
+    if p.contains(&0) {
+        return Err("a pattern cannot hold a NUL byte".into());
+    }
+    let mut out = Vec::with_capacity(p.len());
+    let mut at = 0;
+    while at < p.len() {
+        let (token, next) = match p[at] {
+            b'*' => (Token::Star, at + 1),
+            b'?' => (Token::Any, at + 1),
+            b'\\' => match p.get(at + 1) {
+                Some(&e) => (Token::Literal(e), at + 2),
+                None => return Err("a trailing \\ matches nothing".into()),
+            },
+            b'[' => {
+                let (set, next) = bracket(p, at + 1)?;
+                (Token::Set(set), next)
+            }
+            c => (Token::Literal(c), at + 1),
+        };
+        out.push(token);
+        at = next;
+    }
+    Ok(out)
 }
 
 impl Glob {
     /// Parses `text`; the error says what is wrong (for clap's message).
     pub fn parse(text: &str) -> Result<Glob, String> {
-        if text.is_empty() {
-            return Err("an empty pattern matches nothing".into());
-        }
-        if let Some(name) = unknown_class(text) {
-            return Err(format!(
-                "unknown character class [:{name}:] (known: {})",
-                CLASSES.join(", ")
-            ));
-        }
-        let glob = GlobBuilder::new(text)
-            .literal_separator(false)
-            .backslash_escape(true)
-            .build()
-            .map_err(|e| e.kind().to_string())?;
-        let matcher = glob.compile_matcher();
-        Ok(Glob { glob, matcher })
+        let tokens = tokens(text)?;
+        let c_text = CString::new(text).map_err(|_| "a pattern cannot hold a NUL byte")?;
+        Ok(Glob {
+            text: text.to_string(),
+            c_text,
+            tokens,
+        })
     }
 
-    /// Whether `name`, as a whole, matches.
+    /// Whether `name`, as a whole, matches: fnmatch(3) with no flags. A
+    /// name with a NUL byte (never a domain) matches nothing.
     pub fn matches(&self, name: &str) -> bool {
-        self.matcher.is_match(name)
+        let name = name.as_bytes();
+        if name.contains(&0) {
+            return false;
+        }
+        // A domain has at most 253 bytes: no allocation per match.
+        let mut short = [0u8; 256];
+        let long;
+        let c_name = if name.len() < short.len() {
+            short[..name.len()].copy_from_slice(name);
+            &short[..]
+        } else {
+            long = [name, b"\0"].concat();
+            &long[..]
+        };
+        // SAFETY: both are NUL-terminated (the name by the zero after its
+        // bytes) and outlive the call; fnmatch only reads them.
+        unsafe { libc::fnmatch(self.c_text.as_ptr(), c_name.as_ptr().cast(), 0) == 0 }
+    }
+
+    /// How the pattern was read (see [`Token`]), for tests.
+    #[doc(hidden)]
+    pub fn tokens(&self) -> &[Token] {
+        &self.tokens
+    }
+
+    /// What the reading ([`Glob::tokens`]) says about `name`: only there to
+    /// check the reading against fnmatch(3) (the fuzz target
+    /// `patterns_vs_libc` and the tests); [`Glob::matches`] never uses it.
+    #[doc(hidden)]
+    pub fn reading_matches(&self, name: &[u8]) -> bool {
+        // can[j]: the tokens so far match name[..j].
+        let mut can = vec![false; name.len() + 1];
+        can[0] = true;
+        for token in &self.tokens {
+            let mut next = vec![false; name.len() + 1];
+            for j in 0..=name.len() {
+                next[j] = match token {
+                    Token::Star => can[j] || (j > 0 && next[j - 1]),
+                    _ if j == 0 => false,
+                    Token::Literal(l) => can[j - 1] && name[j - 1] == *l,
+                    Token::Any => can[j - 1],
+                    Token::Set(set) => {
+                        let b = name[j - 1];
+                        can[j - 1] && set[usize::from(b >> 6)] >> (b & 63) & 1 == 1
+                    }
+                };
+            }
+            can = next;
+        }
+        can[name.len()]
     }
 }
 
-/// Several patterns, matched at once (one automaton for all of them).
-#[derive(Clone)]
+/// Several patterns.
+#[derive(Clone, Default)]
 pub struct Patterns {
     globs: Vec<Glob>,
-    set: GlobSet,
 }
 
 impl fmt::Debug for Patterns {
@@ -111,26 +353,10 @@ impl fmt::Debug for Patterns {
     }
 }
 
-impl Default for Patterns {
-    fn default() -> Patterns {
-        Patterns {
-            globs: Vec::new(),
-            set: GlobSet::empty(),
-        }
-    }
-}
-
 impl Patterns {
     /// The set of `globs`.
     pub fn new(globs: Vec<Glob>) -> anyhow::Result<Patterns> {
-        let mut builder = GlobSetBuilder::new();
-        for glob in &globs {
-            builder.add(glob.glob.clone());
-        }
-        Ok(Patterns {
-            set: builder.build()?,
-            globs,
-        })
+        Ok(Patterns { globs })
     }
 
     /// No patterns at all.
@@ -140,11 +366,7 @@ impl Patterns {
 
     /// The first pattern (in the order given) that `name` matches.
     pub fn first_match(&self, name: &str) -> Option<&Glob> {
-        if self.globs.is_empty() {
-            return None;
-        }
-        let matched = self.set.matches(name);
-        matched.into_iter().min().map(|i| &self.globs[i])
+        self.globs.iter().find(|g| g.matches(name))
     }
 }
 
@@ -219,13 +441,103 @@ mod tests {
             "[z-a]",
             "w[[:digits:]].x",
             "[[:DIGIT:]]",
-            "a}",
+            "[[:foo:]]",
+            "[[.ab.]]",
+            "[[=ab=]]",
+            "[a-[:alpha:]]",
+            "[[:alpha:]-z]",
+            "[[.a.]-z]",
+            "a\0b",
+            "[a\\",
         ] {
             assert!(Glob::parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(Glob::parse("w*").unwrap().to_string(), "w*");
         let e = Glob::parse("w[[:digits:]].x").unwrap_err();
         assert!(e.contains("[:digits:]"), "{e}");
+    }
+
+    #[test]
+    fn braces_are_literal_as_in_fnmatch() {
+        // globset read `{g}` as an alternation of one: `or{g}` matched `org`.
+        assert!(!m("proxy.example.or{g}", "proxy.example.org"));
+        assert!(m("proxy.example.or{g}", "proxy.example.or{g}"));
+        assert!(!m("{a,b}.x", "a.x"));
+        for text in ["x{", "a}", "{", "}{", "{}"] {
+            assert!(m(text, text), "{text:?} is a literal");
+        }
+    }
+
+    #[test]
+    fn fuzz_crash_inputs_stay_fixed() {
+        // The `patterns` fuzz target panicked on this (globset read `{}`).
+        let input = "{}\0\0\0\n{\n*\0";
+        let (pattern, names) = input.split_once('\n').unwrap();
+        assert!(Glob::parse(pattern).is_err(), "a NUL byte is refused");
+        let glob = Glob::parse("{}").unwrap();
+        for name in names.lines() {
+            assert!(!glob.matches(name));
+        }
+        assert!(glob.matches("{}"));
+        // A name with a NUL byte is no domain and matches nothing, not even
+        // `*` (the target once expected `*` to match it).
+        assert!(!Glob::parse("*").unwrap().matches("\0\0\0"));
+    }
+
+    /// Patterns whose fnmatch(3) reading is easy to get wrong, with names
+    /// that tell the readings apart.
+    const TRICKY: &[&str] = &[
+        "[]a]",
+        "[!]a]",
+        "[]-a]",
+        "[a-]",
+        "[-a]",
+        "[--x]",
+        "[a-c-e]",
+        r"[\]]",
+        r"[A-\]]",
+        r"[\a-z]",
+        "[[-a]",
+        "[[]",
+        "[[=a=]]",
+        "[[=a=]b]",
+        "[[.a.]]",
+        "[[.-.]]",
+        "[[...]]",
+        "[^a]",
+        "[!^]",
+        "[[:space:]]",
+        "[[:cntrl:][:punct:]]",
+        "*[[:print:]]?",
+        "[[:graph:]x]",
+        r"\*\?\[",
+        "a*",
+        "*a*b",
+        "?",
+        "[!a-y]",
+        "[a-a]",
+        "[ -~]",
+    ];
+
+    #[test]
+    fn the_reading_agrees_with_fnmatch() {
+        let names: Vec<Vec<u8>> = (1u8..=255)
+            .map(|b| vec![b])
+            .chain(["", "ab", "a]", "]a", "a-", "*?[", "\\", "xb", "aab"].map(|s| s.into()))
+            .collect();
+        for text in TRICKY {
+            let glob = Glob::parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            for name in &names {
+                let Ok(name) = std::str::from_utf8(name) else {
+                    continue;
+                };
+                assert_eq!(
+                    glob.matches(name),
+                    glob.reading_matches(name.as_bytes()),
+                    "{text:?} against {name:?}"
+                );
+            }
+        }
     }
 
     #[test]

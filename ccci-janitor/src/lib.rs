@@ -50,6 +50,7 @@ pub mod glob;
 pub mod reap;
 pub mod tally;
 
+use ccci_common::names::quote_path;
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -349,11 +350,11 @@ pub fn missing_lock_dir(path: &Path) -> MissingLockDir {
         Ok(fs) if fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC => MissingLockDir::Rebooted,
         Ok(_) => MissingLockDir::Leave(format!(
             "its parent {} is not on a tmpfs, so no reboot removed it (a typo? an unmounted disk?)",
-            parent.display()
+            quote_path(parent)
         )),
         Err(e) => MissingLockDir::Leave(format!(
             "its parent {} cannot be examined: {e}",
-            parent.display()
+            quote_path(parent)
         )),
     }
 }
@@ -463,8 +464,22 @@ struct Pass<'a, B: Backend> {
     min_age: String,
 }
 
-fn describe(holder: Option<&Holder>) -> String {
-    holder.map_or_else(|| "an unknown holder".into(), Holder::describe)
+/// The holder of a held claim, for messages: its record, or, without one,
+/// the pid the backend names (`locker`) and that it wrote no record yet.
+fn describe_holder(holder: Option<&Holder>, locker: Option<u32>) -> String {
+    match (holder, locker) {
+        (Some(h), _) => h.describe(),
+        (None, Some(pid)) => format!("pid {pid}, which has written no holder record (yet)"),
+        (None, None) => "a process that has written no holder record (yet)".into(),
+    }
+}
+
+/// The last holder of a free claim, for messages.
+fn describe_last(holder: Option<&Holder>) -> String {
+    match holder {
+        Some(h) => format!("last holder {}", h.describe()),
+        None => "no holder record: whoever made the lockfile ended before writing one".into(),
+    }
 }
 
 impl<B: Backend> Pass<'_, B> {
@@ -596,7 +611,7 @@ impl<B: Backend> Pass<'_, B> {
         age: Duration,
         locker: Option<u32>,
     ) -> Examined {
-        let who = describe(holder.as_ref());
+        let who = describe_holder(holder.as_ref(), locker);
         let note = match (&holder, locker) {
             (Some(h), _) if h.reaper == Some(true) => "; a janitor is reaping it".to_string(),
             (Some(h), Some(pid)) if h.pid.is_some() && h.pid != Some(pid) => format!(
@@ -659,11 +674,7 @@ impl<B: Backend> Pass<'_, B> {
             drop(claim);
             return Ok(self.young(&domain, holder, age));
         }
-        let last = format!(
-            "idle {}, last holder {}",
-            human(age),
-            describe(holder.as_ref())
-        );
+        let last = format!("idle {}, {}", human(age), describe_last(holder.as_ref()));
         let examined = |outcome, level, detail| {
             Examined::new(&domain, outcome, level, detail).with(holder.clone(), Some(age))
         };

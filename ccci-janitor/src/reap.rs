@@ -20,7 +20,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use ccci_common::exit;
-use ccci_common::names::shell_quote;
+use ccci_common::names::shell_quote_os;
 use ccci_common::supervise::{self, Program, Watch};
 
 use crate::{human, ReapEnd, Reaper};
@@ -49,12 +49,10 @@ impl ReapCommand {
     }
 
     fn program(&self) -> String {
-        shell_quote(
-            &self
-                .argv
+        shell_quote_os(
+            self.argv
                 .first()
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+                .map_or(std::ffi::OsStr::new(""), |p| p.as_os_str()),
         )
     }
 }

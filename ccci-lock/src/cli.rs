@@ -500,15 +500,48 @@ pub(crate) fn describe(holder: Option<&Holder>, locker: Option<u32>) -> String {
             _ => h.describe(),
         };
     }
-    let who = match locker {
-        Some(pid) if !current => format!("pid {pid}"),
-        _ => "a process".into(),
-    };
-    format!(
-        "{who} that is not its recorded holder ({}, not running): a janitor \
-         reaping a dead run's claim, or a foreign flock(1) user",
+    let running = h.pid.is_some_and(proc::alive);
+    let recorded = if running {
         h.describe()
-    )
+    } else {
+        format!("{}, not running", h.describe())
+    };
+    let Some(pid) = locker.filter(|_| !current) else {
+        // Nobody holds it now, and the recorded holder is gone: it held the
+        // lock a moment ago and has just finished (its exit raced our look).
+        return if running {
+            h.describe()
+        } else {
+            format!(
+                "{} (it has just finished; the lock is free now)",
+                h.describe()
+            )
+        };
+    };
+    // Another process holds the lock: say which kind, by its name.
+    match command_name(pid).as_deref() {
+        Some("ccci-lock") => format!(
+            "pid {pid}, a run that has just taken it and not yet written its record \
+             (last recorded holder: {recorded})"
+        ),
+        Some("ccci-janitor") => format!(
+            "a janitor (pid {pid}) reaping a dead run's claim (last recorded holder: {recorded})"
+        ),
+        Some(name) => format!(
+            "pid {pid} ({}), which is not its recorded holder ({recorded}): a foreign \
+             flock(1) user",
+            names::shell_quote(name)
+        ),
+        None => format!(
+            "pid {pid}, which is not its recorded holder ({recorded}) and has just exited too"
+        ),
+    }
+}
+
+/// The command name of `pid` (`/proc/PID/comm`), if it is still running.
+fn command_name(pid: u32) -> Option<String> {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(comm.trim_end_matches('\n').to_string())
 }
 
 /// How [`run_holding`] runs COMMAND and settles its claims.
@@ -856,7 +889,7 @@ mod tests {
         // The record names us, but the kernel names another process.
         let stale = describe(Some(&live), Some(1));
         assert!(
-            stale.starts_with("pid 1 that is not its recorded holder"),
+            stale.starts_with("pid 1 (") && stale.contains("not its recorded holder"),
             "{stale}"
         );
         // A recorded pid that no longer exists (pid_max is at most 2^22).
@@ -864,8 +897,20 @@ mod tests {
             pid: Some(1 << 23),
             ..Holder::default()
         };
+        // Nobody holds it now: the recorded holder has just finished (its
+        // exit raced the look), which is no janitor and no foreign user.
         let said = describe(Some(&dead), None);
-        assert!(said.contains("not running"), "{said}");
+        assert!(said.contains("it has just finished"), "{said}");
+        assert!(
+            !said.contains("janitor") && !said.contains("foreign"),
+            "{said}"
+        );
+        // Another process holds it: named by its command name.
+        let said = describe(Some(&dead), Some(1));
+        assert!(
+            said.starts_with("pid 1 ") && said.contains("not running"),
+            "{said}"
+        );
         assert_eq!(describe(None, Some(7)), "pid 7 (no holder record)");
         let keeper = Holder {
             parent: Some(42),

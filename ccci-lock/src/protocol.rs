@@ -4,10 +4,14 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
+
 use ccci_common::cli::UsageError;
 use ccci_common::names::shell_quote;
 use ccci_common::supervise::LossNotifier;
+use ccci_common::sys::GiveBackOnSignal;
 use serde::{Deserialize, Serialize};
+use std::os::fd::BorrowedFd;
 
 /// The holder record written into a lockfile after each acquisition.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -327,6 +331,14 @@ pub trait Claim {
     fn watch_loss(&mut self, notifier: LossNotifier) {
         let _ = notifier;
     }
+    /// For a claim this process created and nobody stamped: the directory
+    /// descriptor, file name, device and inode that a signal handler needs
+    /// to remove it ([`GiveBackOnSignal`]) while [`acquire_all`] waits for
+    /// the rest of its set. The default: nothing to remove (a backend whose
+    /// claim is written only when stamped, as etcd's).
+    fn give_back_on_signal(&self) -> Option<(BorrowedFd<'_>, &str, u64, u64)> {
+        None
+    }
     /// Removes the claim while still holding the lock, then releases it.
     fn remove(self) -> anyhow::Result<()>;
     /// Gives back a claim that was taken but will not be used (another
@@ -354,6 +366,14 @@ pub trait Claim {
 /// - **All or none.** When one domain is busy, the ones already taken are
 ///   given back ([`Claim::give_up`]) before the answer: a caller that gets
 ///   `Busy` holds nothing.
+/// - **A signal gives back too.** While a set of several domains is being
+///   taken, TERM, INT, HUP, QUIT, ALRM, USR1 and USR2 (a cancelled job, a
+///   `ccci-guard` deadline) end the process by that signal, as their
+///   default action does, but first remove the claims of the set that this
+///   process created and holds ([`Claim::give_back_on_signal`],
+///   [`GiveBackOnSignal`]): a run that gave up never leaves a claim for the
+///   janitor. Signals the process ignores stay ignored; the alarm timer is
+///   not touched.
 ///
 /// Every domain is checked ([`Backend::check_domain`]) before the first is
 /// taken. `waiting` is called with the domain and its holder's record each
@@ -374,7 +394,13 @@ pub fn acquire_all<B: Backend>(
         Wait::AtMost(limit) => Some(std::time::Instant::now().checked_add(limit)),
         _ => None,
     };
-    let mut held: Vec<B::Claim> = Vec::with_capacity(sorted.len());
+    // A single domain holds nothing while it waits: nothing to give back.
+    let mut give_back = if sorted.len() > 1 {
+        Some(GiveBackOnSignal::arm().context("cannot set up the signal handlers")?)
+    } else {
+        None
+    };
+    let mut held: Vec<(B::Claim, Option<usize>)> = Vec::with_capacity(sorted.len());
     for domain in sorted {
         let this_wait = match until {
             // An instant beyond the clock's range: as good as forever.
@@ -386,28 +412,45 @@ pub fn acquire_all<B: Backend>(
             None => wait,
         };
         match backend.acquire(domain, this_wait, &mut |h| waiting(domain, h)) {
-            Ok(Acquired::Held(claim)) => held.push(claim),
+            Ok(Acquired::Held(claim)) => {
+                let kept = give_back.as_mut().and_then(|g| {
+                    let (dir, name, dev, ino) = claim.give_back_on_signal()?;
+                    g.keep(dir, name, dev, ino)
+                });
+                held.push((claim, kept));
+            }
             Ok(Acquired::Busy(holder)) => {
-                give_up_all(held);
+                give_up_all(held, give_back.as_mut());
                 return Ok(Acquired::Busy(BusyDomain {
                     domain: domain.to_string(),
                     holder,
                 }));
             }
             Err(e) => {
-                give_up_all(held);
+                give_up_all(held, give_back.as_mut());
                 return Err(e);
             }
         }
     }
-    Ok(Acquired::Held(held))
+    drop(give_back); // forgets the claims (still held) before they are returned
+    Ok(Acquired::Held(
+        held.into_iter().map(|(claim, _)| claim).collect(),
+    ))
 }
 
-/// Gives back claims taken for a set that could not be completed.
-fn give_up_all<C: Claim>(claims: Vec<C>) {
-    for claim in claims.into_iter().rev() {
+/// Gives back claims taken for a set that could not be completed. Each is
+/// forgotten by the signal handler only once given back: a signal meanwhile
+/// finds it removed (or, if it was not, removes it itself).
+fn give_up_all<C: Claim>(
+    claims: Vec<(C, Option<usize>)>,
+    mut give_back: Option<&mut GiveBackOnSignal>,
+) {
+    for (claim, kept) in claims.into_iter().rev() {
         if let Err(e) = claim.give_up() {
             ccci_common::say!("{e:#}");
+        }
+        if let (Some(g), Some(kept)) = (give_back.as_deref_mut(), kept) {
+            g.forget(kept);
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use ccci_common::args::{self, StateDirArg};
-use ccci_common::cli::print_all;
+use ccci_common::cli::{print_all, UsageError};
 use ccci_common::dirs::STATE_DIR;
 use ccci_common::run::{RunArgs, RunKey};
 use ccci_common::{exit, names, say};
@@ -202,7 +202,7 @@ fn reported(begun: Begun) -> Begun {
     if let Some(old) = &begun.replaced {
         say!(
             "replaced stale run dir {} (its harness pid {} now names another process)",
-            begun.locked.dir().path().display(),
+            names::quote_path(begun.locked.dir().path()),
             old.pid
         );
     }
@@ -227,12 +227,21 @@ struct EnvJson<'a> {
 }
 
 fn env(state_dir: &Path, key: &RunKey, json: bool) -> anyhow::Result<u8> {
+    if json && state_dir.to_str().is_none() {
+        // JSON strings are Unicode: the path could not be given exactly.
+        return Err(UsageError(format!(
+            "--json cannot give the paths of the state dir {} exactly (it is not valid \
+             UTF-8); use the export lines, which keep every byte",
+            names::quote_path(state_dir)
+        ))
+        .into());
+    }
     let state = StateDir::open(state_dir, true)?
-        .ok_or_else(|| anyhow::anyhow!("state dir {} vanished", state_dir.display()))?;
+        .ok_or_else(|| anyhow::anyhow!("state dir {} vanished", names::quote_path(state_dir)))?;
     drop(reported(state.begin(key)?));
     let run_dir = state.run_path(key);
     let files: Vec<PathBuf> = HARNESS_FILES.iter().map(|n| run_dir.join(n)).collect();
-    let mut text = String::new();
+    let mut text = Vec::new();
     if json {
         let object = EnvJson {
             run_id: &key.run_id,
@@ -242,19 +251,22 @@ fn env(state_dir: &Path, key: &RunKey, json: bool) -> anyhow::Result<u8> {
             deps: &files[2],
             depskip: &files[3],
         };
-        text.push_str(&serde_json::to_string(&object)?);
-        text.push('\n');
+        text.extend(serde_json::to_vec(&object)?);
+        text.push(b'\n');
     } else {
-        let mut export = |var: &str, value: &str| {
-            text.push_str(&format!("export {var}={}\n", names::export_quote(value)));
+        // Every value as its exact bytes (paths need not be UTF-8).
+        let mut export = |var: &str, value: &std::ffi::OsStr| {
+            text.extend(format!("export {var}=").into_bytes());
+            text.extend(names::export_quote_os(value));
+            text.push(b'\n');
         };
-        export("CCCI_RUN_ID", &key.run_id);
-        export("CCCI_HARNESS_PID", &key.pid.to_string());
+        export("CCCI_RUN_ID", key.run_id.as_ref());
+        export("CCCI_HARNESS_PID", key.pid.to_string().as_ref());
         for (name, path) in HARNESS_FILES.iter().zip(&files) {
-            export(&file_var(name), &path.to_string_lossy());
+            export(&file_var(name), path.as_os_str());
         }
     }
-    print_all(text.as_bytes())?;
+    print_all(&text)?;
     Ok(exit::SUCCESS)
 }
 

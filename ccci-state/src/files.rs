@@ -1,6 +1,7 @@
 //! The state files of one locked directory: whole-file changes under the
 //! directory's lock (guarantees 2 and 3 of the crate doc).
 
+use ccci_common::names::quote_path;
 use std::io::Read;
 
 use anyhow::{anyhow, Context};
@@ -34,7 +35,7 @@ pub fn read_file(dir: &SafeDir, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
         Ok(mut file) => {
             let mut buf = Vec::new();
             file.read_to_end(&mut buf)
-                .with_context(|| format!("cannot read {}", dir.join(name).display()))?;
+                .with_context(|| format!("cannot read {}", quote_path(&dir.join(name))))?;
             Ok(Some(buf))
         }
         Err(FileError {
@@ -109,14 +110,14 @@ impl Locked {
                 let shown: String = text.trim_ascii().chars().take(40).collect();
                 anyhow!(
                     "counter {} holds no number ({}); set a number or remove the file",
-                    path.display(),
+                    quote_path(&path),
                     shell_quote(&shown)
                 )
             })?,
         };
         let new = old
             .checked_add(by)
-            .ok_or_else(|| anyhow!("counter {} would overflow: {old} + {by}", path.display()))?;
+            .ok_or_else(|| anyhow!("counter {} would overflow: {old} + {by}", quote_path(&path)))?;
         self.dir.replace(name, format!("{new}\n").as_bytes())?;
         Ok(new)
     }
@@ -142,28 +143,28 @@ impl Locked {
         let mut entries = self
             .dir
             .names()
-            .with_context(|| format!("cannot list {}", self.dir.path().display()))?;
+            .with_context(|| format!("cannot list {}", quote_path(self.dir.path())))?;
         entries.sort_by_key(|entry| entry == RECORD);
         for entry in entries {
             let path = self.dir.path().join(&entry);
             let entry = entry
                 .to_str()
-                .ok_or_else(|| anyhow!("cannot remove {}: not our file", path.display()))?;
+                .ok_or_else(|| anyhow!("cannot remove {}: not our file", quote_path(&path)))?;
             self.dir.remove_file(entry).map_err(|e| {
                 let e = anyhow::Error::new(e);
                 if path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
                     e.context(format!(
                         "cannot remove {}: a directory we never create; remove it by hand",
-                        path.display()
+                        quote_path(&path)
                     ))
                 } else {
-                    e.context(format!("cannot remove {}", path.display()))
+                    e.context(format!("cannot remove {}", quote_path(&path)))
                 }
             })?;
         }
         parent
             .remove_dir(name)
-            .with_context(|| format!("cannot remove {}", self.dir.path().display()))
+            .with_context(|| format!("cannot remove {}", quote_path(self.dir.path())))
     }
 }
 

@@ -8,6 +8,7 @@
 //! run's files); and `clean` removes only the run's own directory, never
 //! a file a variable names.
 
+use ccci_common::names::quote_path;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -159,8 +160,8 @@ impl Location {
                     anyhow!(
                         "{var} names {}, but {} does not exist; \
                          run `eval \"$(ccci-state env)\"` first, or fix {var}",
-                        dir.join(file).display(),
-                        dir.display()
+                        quote_path(&dir.join(file)),
+                        quote_path(dir)
                     )
                 })?;
                 Ok(Begun {
@@ -170,7 +171,7 @@ impl Location {
             }
             Location::Keyed { state_dir, key, .. } => {
                 let state = StateDir::open(state_dir, true)?
-                    .ok_or_else(|| anyhow!("state dir {} vanished", state_dir.display()))?;
+                    .ok_or_else(|| anyhow!("state dir {} vanished", quote_path(state_dir)))?;
                 state.begin(key)
             }
         }
@@ -180,7 +181,7 @@ impl Location {
 /// Opens the directory `dir` of the exact path `$var` (= `dir/file`).
 fn open_exact(var: &str, dir: &Path, file: &str) -> anyhow::Result<Option<SafeDir>> {
     SafeDir::open(&EXACT_DIR, dir, false)
-        .with_context(|| format!("{var} names {}", dir.join(file).display()))
+        .with_context(|| format!("{var} names {}", quote_path(&dir.join(file))))
 }
 
 /// Opens and locks the directory `dir` of an exact path, checking by

@@ -2,6 +2,7 @@
 //! replaced when stale, removed only under their lock (guarantees 1, 4 and
 //! 5 of the crate doc).
 
+use ccci_common::names::quote_path;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
@@ -92,7 +93,7 @@ impl StateDir {
         }
         Err(anyhow!(
             "{} kept being replaced while it was being opened; try again",
-            self.dir.join(&name).display()
+            quote_path(&self.dir.join(&name))
         ))
     }
 
@@ -129,7 +130,7 @@ impl StateDir {
         let names = self
             .dir
             .sorted_names()
-            .with_context(|| format!("cannot list {}", self.path().display()))?;
+            .with_context(|| format!("cannot list {}", quote_path(self.path())))?;
         let mut out = Vec::new();
         for name in names {
             let Some(key) = RunKey::parse(&name) else {
@@ -218,7 +219,10 @@ fn sweep_temporaries(locked: &Locked, dry_run: bool, out: &mut Vec<GcEntry>) {
         } else {
             match dir.remove_file(name) {
                 Ok(()) => Swept::TemporaryRemoved,
-                Err(e) => Swept::Failed(format!("cannot remove {}: {e}", dir.join(name).display())),
+                Err(e) => Swept::Failed(format!(
+                    "cannot remove {}: {e}",
+                    quote_path(&dir.join(name))
+                )),
             }
         };
         out.push(GcEntry {

@@ -241,6 +241,9 @@ fn case_28_a_squatted_parent_in_a_sticky_dir_is_refused_never_two_holders() {
         ))
         .expect_stderr(OTHER)
         .expect_stderr("sticky");
+    // Their directory is not ours to remove: never advised.
+    let said = &out.stderr;
+    assert!(!said.contains("rm ") && !said.contains("remove"), "{said}");
     assert!(!lock_dir.exists(), "nothing created in the squatted dir");
 
     // The same squat refuses the janitor, the state dir and the runs dir.
@@ -264,6 +267,51 @@ fn case_28_a_squatted_parent_in_a_sticky_dir_is_refused_never_two_holders() {
         .expect_stderr(OTHER);
     assert_eq!(std::fs::read_dir(&squat).unwrap().count(), 0);
     assert!(!sb.path("ran").exists());
+}
+
+/// SPEC §1 "Directories": below a sticky directory, an entry owned by root
+/// is accepted (only root or the entry's owner can have made it there), for
+/// a user who is not root too: here the other user's lock dir is
+/// `<sticky>/shared/ccci-<uid>/locks` with `shared` made by root. Before,
+/// only an entry owned by the user itself was accepted, and this was 125.
+#[test]
+fn a_root_owned_entry_below_a_sticky_dir_is_accepted_for_another_user() {
+    let Some(other) = other_user() else { return };
+    if euid() != 0 {
+        return;
+    }
+    let sb = Sandbox::new();
+    open_sandbox_for_others(&sb);
+    let tmp = sb.path("tmp");
+    mkdir(&tmp, 0o1777);
+    let shared = tmp.join("shared");
+    mkdir(&shared, 0o755);
+    let theirs = shared.join(format!("ccci-{}", other.uid));
+    mkdir(&theirs, 0o700);
+    std::os::unix::fs::chown(&theirs, Some(other.uid), Some(other.gid)).unwrap();
+    let lock_dir = theirs.join("locks");
+    let ccci_lock = ccci_tests::bin("ccci-lock");
+    let out = as_other(
+        &sb,
+        other,
+        &[
+            ccci_lock.to_str().unwrap(),
+            "--lock-dir",
+            lock_dir.to_str().unwrap(),
+            D,
+            "--",
+            "true",
+        ],
+    );
+    out.expect_code(0);
+    assert_eq!(std::fs::metadata(&lock_dir).unwrap().uid(), other.uid);
+    // Another user's entry at the same place is still refused.
+    let squat = tmp.join("squat");
+    mkdir(&squat, 0o755);
+    std::os::unix::fs::chown(&squat, Some(other.uid), Some(other.gid)).unwrap();
+    lock(&sb, &squat.join("locks"))
+        .expect_code(125)
+        .expect_stderr("in the sticky directory");
 }
 
 /// A parent owned by another uid anywhere on the path (not only in a sticky

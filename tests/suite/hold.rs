@@ -173,12 +173,18 @@ fn the_keeper_keeps_no_descriptor_its_caller_leaked() {
         .spawn();
     h.expect_stdout("held");
     let keeper = keeper_of(&sb, DEP);
+    // Its own descriptors may take the number 7; the pipe must not be there.
     let fds: Vec<String> = std::fs::read_dir(format!("/proc/{keeper}/fd"))
         .unwrap()
         .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .map(|e| {
+            std::fs::read_link(e.path())
+                .unwrap_or_default()
+                .display()
+                .to_string()
+        })
         .collect();
-    assert!(!fds.contains(&"7".to_string()), "{fds:?}");
+    assert!(!fds.iter().any(|fd| fd.starts_with("pipe:")), "{fds:?}");
     h.send("");
     h.wait().expect_code(0);
     assert_eq!(lock_dir_names(&sb), Vec::<String>::new());
@@ -678,4 +684,70 @@ fn release_unlinks_each_lockfile_while_the_keeper_still_holds_it() {
     run.wait().expect_code(0);
     h.send("");
     h.wait().expect_code(0);
+}
+
+/// A slow client (same uid, one byte every second, never a whole request)
+/// connected to the keeper's socket neither keeps the keeper from noticing
+/// that its parent died (before, one client at a time with per-read
+/// timeouts: a byte every 8 s kept a dead parent's lock held for 31.7 s)
+/// nor from serving a `--release` meanwhile; and a request must be whole
+/// within the keeper's deadline (10 s), or the client is dropped.
+#[test]
+fn a_slow_client_keeps_neither_a_release_waiting_nor_a_dead_parents_lock_held() {
+    let sb = Sandbox::new();
+    let (h, pid) = harness(&sb);
+    hold(&sb, pid, &[DEP, DEP2]).expect_code(0);
+    let keeper = keeper_of(&sb, DEP);
+    let socket = sb.lock_dir().join(format!(".keeper-{keeper}.sock"));
+    let slow = |seconds: u32| {
+        let script = format!(
+            "import socket, sys, time\n\
+             s = socket.socket(socket.AF_UNIX)\n\
+             s.connect(sys.argv[1])\n\
+             print('connected', flush=True)\n\
+             for _ in range({seconds}):\n\
+             \x20   try:\n\
+             \x20       s.send(b'h')\n\
+             \x20   except OSError:\n\
+             \x20       print('dropped', flush=True); break\n\
+             \x20   time.sleep(1)\n"
+        );
+        let mut p = sb
+            .command("python3")
+            .args(["-c", &script])
+            .arg(&socket)
+            .spawn();
+        p.expect_stdout("connected");
+        p
+    };
+    let dripping = slow(60);
+    // Served meanwhile, at once.
+    let started = std::time::Instant::now();
+    release(&sb, pid, &[DEP2]).expect_code(0);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The whole-request deadline: the dripping client is dropped.
+    wait_until(
+        "the keeper drops a client that never sends a whole request",
+        || dripping.stdout_so_far().contains("dropped"),
+    );
+    let dripped = std::time::Instant::now() - started;
+    assert!(dripped < Duration::from_secs(20), "{dripped:?}");
+    dripping.wait();
+    // The parent dies while a slow client is connected: noticed at once.
+    let another = slow(60);
+    h.signal(libc::SIGKILL);
+    let died = std::time::Instant::now();
+    wait_until("the keeper notices its parent died", || !alive(keeper));
+    assert!(
+        died.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        died.elapsed()
+    );
+    assert_eq!(sb.try_lock(DEP), 0);
+    another.wait();
+    h.wait().expect_code(137);
 }

@@ -1194,3 +1194,35 @@ fn a_lock_dir_that_is_the_state_dir_is_refused_with_125() {
     assert!(calls(&sb).is_empty());
     assert!(sb.lockfile(D).exists());
 }
+
+/// A lockfile without a holder record (its run was killed before it
+/// stamped one) is described as such, free or held, never as "an unknown
+/// holder".
+#[test]
+fn a_claim_without_a_record_is_described_as_having_none() {
+    let sb = Sandbox::new();
+    std::fs::create_dir(sb.lock_dir()).unwrap();
+    std::fs::set_permissions(sb.lock_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let lockfile = sb.lockfile(D);
+    std::fs::write(&lockfile, "").unwrap();
+    std::fs::set_permissions(&lockfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Held by a process that never writes a record: a flock(1) user.
+    let mut holder = sb
+        .command("flock")
+        .arg(&lockfile)
+        .args(["-c", "echo ready; read _"])
+        .piped_stdin()
+        .spawn();
+    holder.expect_stdout("ready");
+    let out = sb.tool("ccci-janitor").args(["-v", "--", "true"]).run();
+    out.expect_code(0)
+        .expect_stderr("has written no holder record (yet)");
+    assert!(!out.stderr.contains("unknown holder"), "{out}");
+    holder.send("");
+    holder.wait().expect_code(0);
+    let out = sb.tool("ccci-janitor").args(["--", "true"]).run();
+    out.expect_code(0)
+        .expect_stderr("no holder record: whoever made the lockfile ended before writing one");
+    assert!(!out.stderr.contains("unknown holder"), "{out}");
+    assert!(!lockfile.exists(), "reaped and unlinked");
+}

@@ -1147,3 +1147,153 @@ fn a_lock_dir_that_is_the_state_or_runs_dir_is_refused() {
         assert!(!sb.path("ran").exists(), "{out}");
     }
 }
+
+/// A `-w` that gives up just as the holder exits names the holder as having
+/// just finished, never "a janitor or a foreign flock(1) user" (before,
+/// 19 of 23 such races said so: the recorded holder was gone and nobody
+/// held the lock any more, which was read as a stale record). The race is
+/// made certain: the waiter runs under strace, which holds its open of
+/// `/proc/locks` (made only for the give-up message) for a second, while
+/// the holder finishes and is reaped.
+#[test]
+fn a_wait_that_runs_out_as_the_holder_exits_says_the_holder_just_finished() {
+    let sb = Sandbox::new();
+    let mut holder = sb
+        .tool("ccci-lock")
+        .args([D, "--", "sh", "-c", "echo ready; sleep 0.5"])
+        .spawn();
+    holder.expect_stdout("ready");
+    let waiter = sb
+        .command("strace")
+        .args(["-qq", "-f", "-o", "/dev/null", "-P", "/proc/locks"])
+        .args([
+            "-e",
+            "trace=openat",
+            "-e",
+            "inject=openat:delay_enter=1000000",
+        ])
+        .arg(ccci_tests::bin("ccci-lock"))
+        .args(["-w", "100ms", D, "--", "true"])
+        .spawn();
+    holder.wait().expect_code(0);
+    let out = waiter.wait();
+    out.expect_code(75).expect_stderr("it has just finished");
+    assert!(
+        !out.stderr.contains("janitor") && !out.stderr.contains("foreign"),
+        "blamed someone who was not there\n{out}"
+    );
+}
+
+/// SPEC §2 "a run that gave up never leaves a claim": a set waiter that is
+/// cancelled (TERM, or any signal ccci-lock forwards) or reaches a
+/// `ccci-guard --deadline` (ALRM) while it waits for the second domain
+/// removes the lockfile it created for the first, and ends by that signal.
+/// Before, the signal's default action killed it and left an empty `a.lock`
+/// that the janitor then reaped. A lockfile that existed before is kept.
+#[test]
+fn a_set_waiter_killed_by_a_signal_leaves_no_lockfile_it_created() {
+    let sb = Sandbox::new();
+    let (a, b) = ("a.example.org", "b.example.org");
+    let mut holder = sb
+        .tool("ccci-lock")
+        .args([b, "--", "sh", "-c", "echo ready; read _"])
+        .piped_stdin()
+        .spawn();
+    holder.expect_stdout("ready");
+    let signals = [
+        (libc::SIGTERM, None),
+        (libc::SIGINT, Some("-w")),
+        (libc::SIGHUP, None),
+        (libc::SIGQUIT, None),
+        (libc::SIGUSR1, Some("-w")),
+        (libc::SIGUSR2, None),
+    ];
+    for (sig, wait) in signals {
+        let mut args = vec![];
+        if let Some(flag) = wait {
+            args.extend([flag, "1h"]);
+        }
+        args.extend([a, b, "--", "touch", "ran"]);
+        let waiter = sb.tool("ccci-lock").args(&args).spawn();
+        let pid = waiter.pid();
+        wait_until("the set waiter waits for b", || {
+            sb.lockfile(a).exists() && blocked_in_flock(pid)
+        });
+        waiter.signal(sig);
+        let out = waiter.wait();
+        out.expect_ended_by(sig);
+        assert!(
+            !sb.lockfile(a).exists(),
+            "SIG{sig}: the waiter left the a.lock it created\n{out}"
+        );
+    }
+    // A ccci-guard deadline: ALRM, the alarm timer armed before the exec.
+    let out = sb
+        .tool("ccci-guard")
+        .args(["--deadline", "1s", "--"])
+        .arg(ccci_tests::bin("ccci-lock"))
+        .args([a, b, "--", "touch", "ran"])
+        .run();
+    out.expect_code(142);
+    assert!(!sb.lockfile(a).exists(), "the deadline left a.lock\n{out}");
+    // An a.lock that existed before (maybe an orphan to reap) stays.
+    std::fs::write(sb.lockfile(a), "").unwrap();
+    std::fs::set_permissions(sb.lockfile(a), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let waiter = sb.tool("ccci-lock").args([a, b, "--", "true"]).spawn();
+    let pid = waiter.pid();
+    wait_until("the set waiter waits for b", || blocked_in_flock(pid));
+    waiter.signal(libc::SIGTERM);
+    waiter.wait().expect_ended_by(libc::SIGTERM);
+    assert!(
+        sb.lockfile(a).exists(),
+        "a lockfile it did not create was removed"
+    );
+    assert!(!sb.path("ran").exists());
+    holder.send("");
+    holder.wait().expect_code(0);
+}
+
+/// The lock dir removed or replaced while a run holds a lock (`rm -rf L`,
+/// `mv L L.old; mkdir L`, or only the lockfile removed): a new run could
+/// then take the domain while the old holder still holds its unlinked or
+/// moved file. The holder notices (inotify on its lock dir), says what
+/// happened, stops COMMAND with SIGTERM and exits 125, as for a lost lease.
+/// Before, it went on holding a lock nobody else could see.
+#[test]
+fn a_holder_whose_lockfile_is_removed_or_replaced_stops_command_and_fails_with_125() {
+    let cases: [(&str, &str); 3] = [
+        ("rm -rf \"$1\"", "was removed"),
+        (
+            "mv \"$1\" \"$1.old\" && mkdir -m 700 \"$1\"",
+            "was removed or moved away",
+        ),
+        ("rm \"$1/$2.lock\"", "was removed"),
+    ];
+    for (attack, said) in cases {
+        let sb = Sandbox::new();
+        let script = r#"trap 'echo TERM > "$1"; exit 3' TERM
+            echo ready; while :; do sleep 0.05; done"#;
+        let got = sb.path("got");
+        let mut holder = sb
+            .tool("ccci-lock")
+            .args(["--lost-grace", "30s", D, "--", "sh", "-c", script, "sh"])
+            .arg(&got)
+            .spawn();
+        holder.expect_stdout("ready");
+        sb.sh(attack)
+            .arg("sh")
+            .arg(sb.lock_dir())
+            .arg(D)
+            .run()
+            .expect_code(0);
+        let out = holder.wait_within(Duration::from_secs(20));
+        out.expect_code(125).expect_stderr(said);
+        assert_eq!(
+            std::fs::read_to_string(&got).unwrap_or_default().trim(),
+            "TERM",
+            "{attack}: COMMAND was not stopped\n{out}"
+        );
+        // The domain is free for the next run, which now is its only holder.
+        assert_eq!(sb.try_lock(D), 0, "{attack}");
+    }
+}

@@ -1164,3 +1164,39 @@ fn gc_removes_temporaries_killed_writers_left_in_a_live_run_dir() {
         "the live run's files were touched"
     );
 }
+
+/// Paths stay bytes: with a state dir whose name is not UTF-8, `env`
+/// exports the exact path of the run dir it created (a single-quoted word
+/// with the raw bytes, which dash reads back as they are), so the harness's
+/// files are the ones `incr` writes. Before, the export lines held a
+/// U+FFFD-mangled path (status 0) naming no directory at all. `--json`,
+/// which cannot carry such a path, refuses (2) and creates nothing.
+#[test]
+fn env_exports_a_state_dir_that_is_not_utf8_byte_for_byte() {
+    use std::os::unix::ffi::OsStrExt;
+    let sb = Sandbox::new();
+    let state_dir = sb.root().join(std::ffi::OsStr::from_bytes(b"state-\xff'x"));
+    let script = r#"eval "$(ccci-state --state-dir "$1" --run-id r --pid 42 env)" || exit 9
+        [ -d "${CCCI_DEPLOYS_FILE%/*}" ] || { echo "no dir: $CCCI_DEPLOYS_FILE"; exit 8; }
+        ccci-state incr deploys >/dev/null && cat "$CCCI_DEPLOYS_FILE""#;
+    let out = sb
+        .sh(script)
+        .arg("sh")
+        .arg(&state_dir)
+        .env_remove("CCCI_STATE_DIR")
+        .run();
+    out.expect_code(0);
+    assert_eq!(out.stdout.trim(), "1", "{out}");
+    let counter = state_dir.join("r-42").join("deploys");
+    assert_eq!(std::fs::read_to_string(&counter).unwrap().trim(), "1");
+    let json_dir = sb.root().join(std::ffi::OsStr::from_bytes(b"json-\xff"));
+    let out = sb
+        .tool("ccci-state")
+        .arg("--state-dir")
+        .arg(&json_dir)
+        .args(["--run-id", "r", "--pid", "42", "env", "--json"])
+        .run();
+    out.expect_code(2).expect_stderr(r"$'");
+    assert!(out.stderr.contains(r"json-\xff'"), "{out}");
+    assert!(!json_dir.exists());
+}

@@ -209,3 +209,22 @@ fn supervise_waits_for_and_signals_the_whole_tree() {
     assert_eq!(std::fs::read_to_string(&record).unwrap(), "got-term\n");
     assert!(!ps_lists(gc));
 }
+
+/// On etcd, ccci-lock has helper threads (the lease's keep-alive, the watch
+/// of its own lock key); a TERM sent to ccci-lock must still reach COMMAND,
+/// never kill ccci-lock by its default action in one of them.
+#[test]
+fn sigterm_to_ccci_lock_on_etcd_reaches_command_and_its_teardown_runs() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let mut p = sb
+        .tool("ccci-lock")
+        .env("CCCI_ETCD_ENDPOINTS", etcd.endpoint())
+        .args([D, "--", "sh", "-c"])
+        .arg("trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.05; done")
+        .spawn();
+    p.expect_stdout("ready");
+    p.signal(libc::SIGTERM);
+    p.expect_stdout("got-term");
+    p.wait().expect_code(3);
+}

@@ -100,12 +100,12 @@ impl Lease {
         let thread = {
             let client = Arc::clone(&client);
             let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name("etcd-keepalive".into())
-                .spawn(move || keep_alive(&client, id, ttl, &shared))
-                .map_err(|e| {
-                    CallError::Refused(format!("cannot start the keep-alive thread: {e}"))
-                })?
+            // Never the thread a process-directed TERM is handed to: that
+            // must reach the main thread, which forwards it to COMMAND.
+            ccci_common::sys::spawn_without_signals("etcd-keepalive", move || {
+                keep_alive(&client, id, ttl, &shared)
+            })
+            .map_err(|e| CallError::Refused(format!("cannot start the keep-alive thread: {e}")))?
         };
         Ok(Lease {
             client,

@@ -781,9 +781,9 @@ impl Claim for EtcdClaim {
         let etcd = self.etcd.clone();
         let key = self.queued.key.clone();
         let rev = self.queued.rev;
-        let spawned = std::thread::Builder::new()
-            .name("etcd-watch-key".into())
-            .spawn(move || watch_key(&etcd, &key, rev, &stop, &notifier));
+        let spawned = ccci_common::sys::spawn_without_signals("etcd-watch-key", move || {
+            watch_key(&etcd, &key, rev, &stop, &notifier)
+        });
         // Without the thread the lease still reports the loss, later.
         drop(spawned);
     }
