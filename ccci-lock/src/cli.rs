@@ -86,7 +86,9 @@ else is refused (125, nothing released), a domain not held is status 1.
 Holding a domain again for the same PID is status 0 and changes nothing.
 With --etcd, the keeper holds the claims under its own lease and keeps it
 alive; its socket stays in the local lock dir (which holds nothing else then).
-If its lease is lost, the keeper exits and the claims stay, for ccci-janitor.
+If its lease is lost, the keeper stops PID and every process PID started
+(SIGTERM, SIGKILL after 10s if PID is still there), as a lost lock stops
+COMMAND, and exits; the claims stay, for ccci-janitor.
 --release finds the keeper through the claim's record; a hold whose record
 names another host is refused (125): release it on that host.
 From a harness in another language:

@@ -86,8 +86,10 @@
 //! transaction guarded by the keeper's lock key (so only while it still
 //! owns the lock); then the keeper revokes its lease when it exits.
 //! **Lease lost**: the keeper looks every `LOSS_TICK` (200 ms), answers "not
-//! held" from then on, removes its socket and exits; the claims stay for
-//! the janitor. PID exiting ends it as on flock: its lock keys are deleted
+//! held" from then on, removes its socket, and stops PID's whole tree as
+//! ccci-lock stops a COMMAND whose lock is lost: SIGTERM to PID (through
+//! its pidfd) and every descendant of PID, SIGKILL after the grace (10 s)
+//! if PID is still there; then it exits. The claims stay for the janitor. PID exiting ends it as on flock: its lock keys are deleted
 //! and its lease revoked at once, the claims stay.
 //!
 //! # Races closed
@@ -685,7 +687,37 @@ where
         tick,
     };
     serve(req.parent, dir, &name, &listener, &watch, claims);
+    if loss.is_lost() {
+        stop_parent(req.parent, pidfd.as_fd(), crate::cli::DEFAULT_LOST_GRACE);
+    }
     Ok(exit::SUCCESS)
+}
+
+/// A lock held for `parent` was lost (its etcd lease expired or was
+/// revoked): the harness must not go on deploying without it, as a
+/// COMMAND under ccci-lock must not (SPEC §2, §8). `parent` and every
+/// descendant of it get SIGTERM, and SIGKILL after `grace` if `parent` is
+/// still there then. `parent` is signalled through its pidfd only, so a
+/// reused pid is never hit; its descendants as [`ccci_common::tree`] does.
+fn stop_parent(parent: u32, pidfd: BorrowedFd<'_>, grace: Duration) {
+    let signal_all = |sig| {
+        let _ = sys::pidfd_signal(pidfd, sig);
+        let _ = ccci_common::tree::signal_descendants_of(parent, sig, None);
+    };
+    signal_all(libc::SIGTERM);
+    let until = Instant::now() + grace;
+    loop {
+        if exited(pidfd).unwrap_or(true) {
+            return;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        // A pidfd is readable once its process has exited.
+        let _ = sys::poll(&[(pidfd, libc::POLLIN)], Some(left));
+    }
+    signal_all(libc::SIGKILL);
 }
 
 /// Binds the keeper's control socket, replacing a stale one that a killed

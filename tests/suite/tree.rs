@@ -228,3 +228,51 @@ fn sigterm_to_ccci_lock_on_etcd_reaches_command_and_its_teardown_runs() {
     p.expect_stdout("got-term");
     p.wait().expect_code(3);
 }
+
+/// A `--hold` keeper whose etcd lease is lost stops the harness it holds
+/// the locks for, and the harness's children, as ccci-lock stops COMMAND:
+/// no harness goes on deploying a dependency whose lock is gone.
+#[test]
+fn a_keeper_whose_lease_is_lost_stops_the_harness_and_its_children() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let script = term_recorder(&sb);
+    let (record_harness, record_child) = (sb.path("record-harness"), sb.path("record-child"));
+    let mut harness = sb
+        .command("sh")
+        .env("CCCI_ETCD_ENDPOINTS", etcd.endpoint())
+        .env("CCCI_ETCD_TTL", "30s")
+        .args(["-c"])
+        .arg(format!(
+            "ccci-lock --hold --parent $$ {D} || exit 9; \
+             setsid sh '{s}' '{child}' & \
+             trap 'echo got-term >> \"{harness}\"; exit 0' TERM; \
+             echo ready; while :; do sleep 0.05; done",
+            s = script.display(),
+            child = record_child.display(),
+            harness = record_harness.display()
+        ))
+        .spawn();
+    let [child] = pids(&harness, &["gc"])[..] else {
+        unreachable!()
+    };
+    harness.expect_stdout("ready");
+    let leases = etcd.ctl(&["lease", "list"]);
+    let id = leases
+        .lines()
+        .nth(1)
+        .expect("the keeper's lease")
+        .trim()
+        .to_string();
+    etcd.ctl(&["lease", "revoke", &id]);
+    harness.wait().expect_code(0);
+    assert_eq!(
+        std::fs::read_to_string(&record_harness).unwrap(),
+        "got-term\n"
+    );
+    wait_until("the harness's child has gone", || !ps_lists(child));
+    assert_eq!(
+        std::fs::read_to_string(&record_child).unwrap(),
+        "got-term\n"
+    );
+}
