@@ -213,7 +213,6 @@ fn read_input(path: &Path, flag: &str) -> Result<(String, String), UsageError> {
 /// environment or the file sets (the file's values are in the environment
 /// by now), single-quoted byte for byte.
 fn config_exports() -> Vec<u8> {
-    use std::os::unix::ffi::OsStrExt;
     let mut out = Vec::new();
     for key in ccci_common::config::KEYS {
         let Some(value) = std::env::var_os(key.name).filter(|v| !v.is_empty()) else {
@@ -221,15 +220,9 @@ fn config_exports() -> Vec<u8> {
         };
         out.extend_from_slice(b"export ");
         out.extend_from_slice(key.name.as_bytes());
-        out.extend_from_slice(b"='");
-        for &b in value.as_bytes() {
-            if b == b'\'' {
-                out.extend_from_slice(b"'\\''");
-            } else {
-                out.push(b);
-            }
-        }
-        out.extend_from_slice(b"'\n");
+        out.push(b'=');
+        out.extend_from_slice(&ccci_common::names::export_quote_os(&value));
+        out.push(b'\n');
     }
     out
 }
@@ -365,9 +358,12 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
     Ok(ended)
 }
 
-/// `--check`: see [`crate::check`].
-fn check(cli: &Cli) -> anyhow::Result<u8> {
-    check_flags_for_stdin(cli)?;
+/// Where the janitor looks (etcd, else the lock dir) and which domains
+/// are CI apps and which are warm: from the flags, else `CCCI_ONLY` and
+/// `CCCI_WARM`.
+fn where_and_which(
+    cli: &Cli,
+) -> anyhow::Result<(Option<ccci_lock::etcd::Config>, Option<Patterns>, Patterns)> {
     let etcd = cli.etcd.config()?;
     let only = patterns(
         &cli.only,
@@ -382,6 +378,13 @@ fn check(cli: &Cli) -> anyhow::Result<u8> {
         "CCCI_WARM",
     )?
     .unwrap_or_default();
+    Ok((etcd, only, warm))
+}
+
+/// `--check`: see [`crate::check`].
+fn check(cli: &Cli) -> anyhow::Result<u8> {
+    check_flags_for_stdin(cli)?;
+    let (etcd, only, warm) = where_and_which(cli)?;
     let deployed = match &cli.deployed {
         Some(path) => {
             let (text, source) = read_input(path, "--deployed")?;
@@ -408,20 +411,7 @@ fn check(cli: &Cli) -> anyhow::Result<u8> {
 fn one_pass(cli: &Cli, tally: &Tally) -> anyhow::Result<Ended> {
     // Every input is read and checked before the lock dir is touched.
     check_flags(cli)?;
-    let etcd = cli.etcd.config()?;
-    let only = patterns(
-        &cli.only,
-        cli.only_file.as_deref(),
-        "--only-file",
-        "CCCI_ONLY",
-    )?;
-    let warm = patterns(
-        &cli.warm,
-        cli.warm_file.as_deref(),
-        "--warm-file",
-        "CCCI_WARM",
-    )?
-    .unwrap_or_default();
+    let (etcd, only, warm) = where_and_which(cli)?;
     let deployed = match &cli.deployed {
         Some(path) => {
             let (text, source) = read_input(path, "--deployed")?;
