@@ -138,8 +138,18 @@ extern "C" fn give_back_and_end(sig: libc::c_int) {
             }
         }
     }
-    // SAFETY: as in `end_by_signal`, without its stdio flush (not
-    // async-signal-safe): integer arguments and a stack-local set only.
+    // As in `end_by_signal`, without its stdio flush (not async-signal-safe).
+    raise_by_default(sig);
+}
+
+/// Ends this process by `sig`'s default action, without a core dump:
+/// no core limit, not dumpable, `sig` set to its default, unblocked in this
+/// thread, raised. Async-signal-safe (a signal handler calls it too).
+fn raise_by_default(sig: libc::c_int) {
+    // SAFETY: prctl and setrlimit read only their integer arguments and
+    // the stack-local `none`; signal installs SIG_DFL (no handler code);
+    // the set is stack-local and initialised by sigemptyset; raise sends
+    // a signal to this thread. None of them touches Rust-managed memory.
     unsafe {
         libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0);
         let none = libc::rlimit {
@@ -445,24 +455,7 @@ pub fn end_by_signal(sig: libc::c_int) -> ! {
         libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
     );
     if (1..=libc::SIGRTMAX()).contains(&sig) && !stops && sig != libc::SIGKILL {
-        // SAFETY: prctl and setrlimit read only their integer arguments and
-        // the stack-local `none`; signal installs SIG_DFL (no handler code);
-        // the set is stack-local and initialised by sigemptyset; raise sends
-        // a signal to this thread. None of them touches Rust-managed memory.
-        unsafe {
-            libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0);
-            let none = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            libc::setrlimit(libc::RLIMIT_CORE, &none);
-            libc::signal(sig, libc::SIG_DFL);
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, sig);
-            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-            libc::raise(sig);
-        }
+        raise_by_default(sig);
     } else if sig == libc::SIGKILL {
         // SAFETY: SIGKILL cannot be caught, blocked or ignored, and makes no
         // core; raise only sends it to this thread.
