@@ -10,6 +10,14 @@ use std::sync::Mutex;
 
 use ccci_tests::{Cmd, Output, Sandbox, TOOLS};
 
+/// The field's CI pattern (FIELD.md): 4 letters, `-`, 6 hex digits.
+const FIELD_PATTERN: &str = "????-[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f].ci.example.org";
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
 fn workspace() -> PathBuf {
     ccci_tests::workspace_root()
 }
@@ -178,7 +186,27 @@ fn make_then_make_install_yields_tools_man_pages_completions_and_scripts() {
     let count = |dir: &str| std::fs::read_dir(prefix.join(dir)).map_or(0, |d| d.count());
     assert_eq!(count("bin"), 5);
     assert_eq!(count("share/man/man1"), 5);
+    assert_eq!(count("share/man/man8"), 2, "the pages of the two scripts");
     assert_eq!(count("lib/ccci"), 2, "ccci-janitor-pass and ccci-reap-abra");
+    // The docs the man pages name, and the example configuration.
+    for doc in [
+        "adopting.md",
+        "configuration.md",
+        "exit-status.md",
+        "README.md",
+    ] {
+        assert!(
+            prefix.join("share/doc/ccci").join(doc).is_file(),
+            "no {doc}"
+        );
+    }
+    let example = prefix.join("share/ccci/ccci.conf.example");
+    assert_eq!(
+        std::fs::read_to_string(&example).unwrap(),
+        std::fs::read_to_string(workspace().join("contrib/ccci.conf.in")).unwrap()
+    );
+    let conf = dest.join("etc/ccci/ccci.conf");
+    assert_eq!(mode(&conf), 0o644);
     let completions = count("share/bash-completion/completions")
         + count("share/zsh/site-functions")
         + count("share/fish/vendor_completions.d");
@@ -216,11 +244,15 @@ fn make_then_make_install_yields_tools_man_pages_completions_and_scripts() {
         assert_eq!(std::fs::read(&bin).unwrap(), std::fs::read(&built).unwrap());
     }
     names_an_unlisted_owner(&sb, &prefix.join("bin/ccci-lock"));
-    make(&sb, &[&["uninstall"][..], &install].concat(), &built).expect_code(0);
+    make(&sb, &[&["uninstall"][..], &install].concat(), &built)
+        .expect_code(0)
+        .expect_stdout("kept");
     assert_eq!(
-        count("bin") + count("share/man/man1") + count("lib/ccci"),
+        count("bin") + count("share/man/man1") + count("share/man/man8") + count("lib/ccci"),
         0
     );
+    assert!(!example.exists() && !prefix.join("share/doc/ccci").exists());
+    assert!(conf.is_file(), "uninstall removed the site's configuration");
 
     // `make STATIC=`: dynamically linked tools, in cargo's usual directory,
     // and `make install` installs those.
@@ -258,29 +290,43 @@ fn make_install_with_ci_user_fills_in_the_units() {
     );
     assert_ne!(out.code(), 0, "{out}");
     out.expect_stderr("unknown user 'no-such-ci-user'");
+    assert!(
+        !dest.exists(),
+        "a refused install installed something\n{out}"
+    );
 
+    let only = format!("CCCI_ONLY={FIELD_PATTERN}");
     let user = [
         "CI_USER=ci",
         "CI_UID=1234",
         "CI_GROUP=cigroup",
         "CI_HOME=/home/ci",
-        "CCCI_ONLY=*-??????.ci.example.org",
+        only.as_str(),
     ];
     make(&sb, &[&["install"][..], &base, &user].concat(), &built).expect_code(0);
     let read = |rel: &str| {
         std::fs::read_to_string(dest.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
     };
+    let path = "/home/ci/.local/bin:/usr/local/bin:/usr/bin:/bin:\
+                /run/current-system/sw/bin:/etc/profiles/per-user/ci/bin";
     let service = read("usr/local/lib/systemd/system/ccci-janitor.service");
     for line in [
-        "User=ci\n",
-        "Group=cigroup\n",
-        "Environment=HOME=/home/ci\n",
-        "Environment=PATH=/usr/local/bin:",
-        "EnvironmentFile=/etc/ccci/janitor.env\n",
-        "ExecStart=/usr/local/lib/ccci/ccci-janitor-pass\n",
+        "User=ci\n".to_string(),
+        "Group=cigroup\n".into(),
+        "Environment=\"HOME=/home/ci\"\n".into(),
+        format!("Environment=\"PATH={path}\"\n"),
+        "ExecStart=\"/usr/local/lib/ccci/ccci-janitor-pass\"\n".into(),
     ] {
-        assert!(service.contains(line), "no {line:?} in\n{service}");
+        assert!(service.contains(&line), "no {line:?} in\n{service}");
     }
+    // The settings are the configuration file's: the unit repeats none.
+    let directives: Vec<&str> = service.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(
+        !directives
+            .iter()
+            .any(|l| l.starts_with("EnvironmentFile") || l.contains("CCCI_")),
+        "{service}"
+    );
     read("usr/local/lib/systemd/system/ccci-janitor.timer");
     let tmpfiles = read("usr/local/lib/tmpfiles.d/ccci.conf");
     assert!(
@@ -288,14 +334,168 @@ fn make_install_with_ci_user_fills_in_the_units() {
         "{tmpfiles}"
     );
     let cron = read("usr/local/share/ccci/cron.ccci-janitor");
-    assert!(cron.contains("HOME=/home/ci\n") && cron.contains(" ci . /etc/ccci/janitor.env"));
-    let env = read("etc/ccci/janitor.env");
-    assert!(env.contains("CCCI_ONLY='*-??????.ci.example.org'"), "{env}");
-    for text in [&service, &tmpfiles, &cron, &env] {
+    for line in [
+        "HOME=/home/ci\n".to_string(),
+        format!("PATH={path}\n"),
+        "*/5 * * * * ci '/usr/local/lib/ccci/ccci-janitor-pass'\n".into(),
+    ] {
+        assert!(cron.contains(&line), "no {line:?} in\n{cron}");
+    }
+    assert!(
+        !cron
+            .lines()
+            .any(|l| !l.starts_with('#') && l.contains("CCCI_")),
+        "{cron}"
+    );
+    let conf = read("etc/ccci/ccci.conf");
+    assert!(
+        conf.ends_with(&format!("\nCCCI_ONLY='{FIELD_PATTERN}'\n")),
+        "{conf}"
+    );
+    for text in [&service, &tmpfiles, &cron, &conf] {
         assert!(!text.contains('@'), "a placeholder is left:\n{text}");
     }
-    // The site's own janitor.env is never overwritten.
-    std::fs::write(dest.join("etc/ccci/janitor.env"), "CCCI_ONLY='mine-*'\n").unwrap();
-    make(&sb, &[&["install"][..], &base, &user].concat(), &built).expect_code(0);
-    assert_eq!(read("etc/ccci/janitor.env"), "CCCI_ONLY='mine-*'\n");
+    // The file is one the tools accept, and says what make was given.
+    sb.tool("ccci-janitor")
+        .arg("--config")
+        .arg(dest.join("etc/ccci/ccci.conf"))
+        .arg("--print-config")
+        .run()
+        .expect_code(0)
+        .expect_stdout(&format!("export CCCI_ONLY='{FIELD_PATTERN}'"));
+    // The site's own configuration is never overwritten.
+    std::fs::write(dest.join("etc/ccci/ccci.conf"), "CCCI_ONLY='mine-*'\n").unwrap();
+    make(&sb, &[&["install"][..], &base, &user].concat(), &built)
+        .expect_code(0)
+        .expect_stdout("kept");
+    assert_eq!(read("etc/ccci/ccci.conf"), "CCCI_ONLY='mine-*'\n");
+    make(&sb, &[&["uninstall"][..], &base, &user].concat(), &built).expect_code(0);
+    assert_eq!(read("etc/ccci/ccci.conf"), "CCCI_ONLY='mine-*'\n");
+    assert!(!dest
+        .join("usr/local/lib/systemd/system/ccci-janitor.service")
+        .exists());
+}
+
+#[test]
+fn make_refuses_values_that_would_break_out_of_quotes_before_installing_anything() {
+    let sb = Sandbox::new();
+    let dest = sb.path("dest");
+    let built = sb.path("built.mk");
+    make(&sb, &[], &built).expect_code(0);
+    let pwned = sb.path("pwned");
+    let destdir = format!("DESTDIR={}", dest.display());
+    let base = [
+        destdir.as_str(),
+        "CARGO=false",
+        "CI_USER=ci",
+        "CI_UID=1234",
+        "CI_GROUP=ci",
+        "CI_HOME=/home/ci",
+    ];
+    let inject = format!("x'; touch '{}'; echo '", pwned.display());
+    let cases = [
+        ("CCCI_ONLY", inject.clone()),
+        ("CCCI_ONLY", "a\\b".into()),
+        ("CCCI_ONLY", "a$$b".into()),
+        ("CCCI_ONLY", "a\nb".into()),
+        ("PREFIX", format!("/opt/x'; touch '{}'; '", pwned.display())),
+        ("PREFIX", "/opt/a|b".into()),
+        ("SYSCONFDIR", "/etc&x".into()),
+        ("DESTDIR", format!("{}\\x", dest.display())),
+        (
+            "CI_HOME",
+            format!("/home/ci'; touch '{}'; '", pwned.display()),
+        ),
+        ("CI_USER", format!("ci'; touch '{}'; '", pwned.display())),
+    ];
+    for (var, value) in cases {
+        let given = format!("{var}={value}");
+        let out = make(
+            &sb,
+            &[&["install"][..], &base, &[given.as_str()]].concat(),
+            &built,
+        );
+        assert_ne!(out.code(), 0, "{given:?} was accepted\n{out}");
+        out.expect_stderr(&format!("{var} holds"))
+            .expect_stderr("nothing was installed");
+        assert!(!pwned.exists(), "{given:?} ran the injected command\n{out}");
+        assert!(!dest.exists(), "{given:?} installed something\n{out}");
+    }
+}
+
+#[test]
+fn make_install_into_a_prefix_with_a_blank_works_end_to_end() {
+    let sb = Sandbox::new();
+    let dest = sb.path("dest");
+    let built = sb.path("built.mk");
+    make(&sb, &[], &built).expect_code(0);
+    let destdir = format!("DESTDIR={}", dest.display());
+    let only = format!("CCCI_ONLY={FIELD_PATTERN}");
+    let args = [
+        "install",
+        destdir.as_str(),
+        "PREFIX=/opt/my ccci",
+        "CARGO=false",
+        "CI_USER=ci",
+        "CI_UID=1234",
+        "CI_GROUP=ci",
+        "CI_HOME=/home/my ci",
+        only.as_str(),
+    ];
+    make(&sb, &args, &built).expect_code(0);
+    let prefix = dest.join("opt/my ccci");
+    let service =
+        std::fs::read_to_string(prefix.join("lib/systemd/system/ccci-janitor.service")).unwrap();
+    for line in [
+        "Environment=\"HOME=/home/my ci\"\n",
+        "Environment=\"PATH=/home/my ci/.local/bin:/opt/my ccci/bin:/usr/local/bin:",
+        "ExecStart=\"/opt/my ccci/lib/ccci/ccci-janitor-pass\"\n",
+    ] {
+        assert!(service.contains(line), "no {line:?} in\n{service}");
+    }
+    let cron = std::fs::read_to_string(prefix.join("share/ccci/cron.ccci-janitor")).unwrap();
+    assert!(
+        cron.contains("* ci '/opt/my ccci/lib/ccci/ccci-janitor-pass'\n"),
+        "{cron}"
+    );
+    // The installed tools and scripts run from there.
+    for tool in TOOLS {
+        sb.command(prefix.join("bin").join(tool))
+            .arg("--version")
+            .run()
+            .expect_code(0)
+            .expect_stdout(tool);
+    }
+    let swarm = sb.install_abra_stub();
+    let path = format!(
+        "{}:{}:/usr/bin:/bin",
+        sb.stub_dir().display(),
+        prefix.join("bin").display()
+    );
+    let conf = dest.join("etc/ccci/ccci.conf");
+    std::fs::create_dir(sb.lock_dir()).unwrap();
+    sb.command(prefix.join("lib/ccci/ccci-janitor-pass"))
+        .args(["--config".as_ref(), conf.as_os_str(), "--dry-run".as_ref()])
+        .env("PATH", &path)
+        .env("TMPDIR", sb.root())
+        .run()
+        .expect_code(0);
+    assert!(std::fs::read_to_string(swarm.join("calls"))
+        .unwrap()
+        .contains("app ls"));
+    sb.command(prefix.join("lib/ccci/ccci-reap-abra"))
+        .arg("nothing-000000.ci.example.org")
+        .env("PATH", &path)
+        .env("CCCI_REAP_POLL", "0.05")
+        .run()
+        .expect_code(0)
+        .expect_stderr("nothing to reap");
+    make(
+        &sb,
+        &["uninstall", destdir.as_str(), "PREFIX=/opt/my ccci"],
+        &built,
+    )
+    .expect_code(0);
+    assert!(!prefix.join("bin/ccci-lock").exists());
+    assert!(conf.exists());
 }
