@@ -11,7 +11,8 @@ use std::sync::Mutex;
 use ccci_tests::{Cmd, Output, Sandbox, TOOLS};
 
 /// The field's CI pattern (FIELD.md): 4 letters, `-`, 6 hex digits.
-const FIELD_PATTERN: &str = "????-[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f].ci.example.org";
+pub(crate) const FIELD_PATTERN: &str =
+    "????-[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f].ci.example.org";
 
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
@@ -87,7 +88,7 @@ fn the_demo_runs_with_cargo_target_dir_pointing_elsewhere() {
 
 /// Runs make in the checkout. Builds write the generated man pages into one
 /// directory of the shared target dir, so make tests take turns.
-fn make(sb: &Sandbox, args: &[&str], built: &Path) -> Output {
+pub(crate) fn make(sb: &Sandbox, args: &[&str], built: &Path) -> Output {
     static TURN: Mutex<()> = Mutex::new(());
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     newcomer(sb, "make")
