@@ -230,3 +230,21 @@ uninstall:
 	      '$(DESTDIR)$(EXAMPLEDIR)'/ccci.conf.example
 	-rmdir '$(DESTDIR)$(EXAMPLEDIR)' 2>/dev/null
 	@[ ! -e '$(CONFDIR)/ccci.conf' ] || echo "kept $(CONFDIR)/ccci.conf (the site's settings; remove it by hand)"
+
+# The README's test command. On a fresh Debian/Ubuntu host, as root, it
+# installs the packages the tests need (contrib/test-deps names them; without
+# root it names the missing ones and stops), checks that every .nix file of
+# contrib/nix parses (nix-instantiate --parse; not evaluated against nixpkgs),
+# and runs the whole suite. The second user the suite creates when it runs as
+# root (ccci-test-other) is removed afterwards, whatever the suite's status,
+# unless it existed before.
+TEST_USER := ccci-test-other
+check:
+	@contrib/test-deps
+	@for f in contrib/nix/*.nix; do [ -e "$$f" ] || continue; \
+	    nix-instantiate --parse "$$f" >/dev/null || { echo "make check: $$f does not parse" >&2; exit 1; }; done
+	@had=; getent passwd $(TEST_USER) >/dev/null 2>&1 && had=1; \
+	status=0; $(CARGO) test --workspace || status=$$?; \
+	if [ -z "$$had" ] && getent passwd $(TEST_USER) >/dev/null 2>&1; then \
+	    userdel $(TEST_USER) && echo "make check: removed the user $(TEST_USER) that the suite created"; fi; \
+	exit $$status

@@ -500,3 +500,65 @@ fn make_install_into_a_prefix_with_a_blank_works_end_to_end() {
     assert!(!prefix.join("bin/ccci-lock").exists());
     assert!(conf.exists());
 }
+
+/// A directory holding links to `programs` (found on this host's `PATH`)
+/// and a stub `id` that says uid 1000: a host without root and without
+/// every other program.
+fn bare_path(sb: &Sandbox, programs: &[&str]) -> PathBuf {
+    let dir = sb.path("bare-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for program in programs {
+        let found = std::env::split_paths(&path)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("no {program} on PATH"));
+        std::os::unix::fs::symlink(found, dir.join(program)).unwrap();
+    }
+    let id = dir.join("id");
+    std::fs::write(&id, "#!/bin/sh\necho 1000\n").unwrap();
+    std::fs::set_permissions(&id, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    dir
+}
+
+#[test]
+fn make_check_without_root_names_the_missing_packages_and_stops() {
+    let sb = Sandbox::new();
+    let dir = bare_path(&sb, &["bash", "make", "sed", "sort", "git", "cargo"]);
+    let out = sb
+        .command("make")
+        .args(["-C".as_ref(), workspace().as_os_str(), "check".as_ref()])
+        .env("PATH", &dir)
+        .run();
+    assert_ne!(out.code(), 0, "{out}");
+    out.expect_stderr("test-deps: missing packages: ");
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("missing packages: "))
+        .unwrap();
+    let named: Vec<&str> = line.split(": ").nth(2).unwrap().split(' ').collect();
+    for pkg in ["jq", "etcd-server", "strace", "nix-bin", "util-linux"] {
+        assert!(named.contains(&pkg), "{pkg} not named\n{out}");
+    }
+    // git and make are there: not named.
+    assert!(!named.contains(&"git") && !named.contains(&"make"), "{out}");
+    assert!(!out.stdout.contains("Running"), "the suite ran\n{out}");
+}
+
+#[test]
+fn the_demo_names_the_programs_it_is_missing() {
+    let sb = Sandbox::new();
+    let dir = bare_path(&sb, &["bash", "dirname", "cargo", "git", "sed"]);
+    let out = sb
+        .command(workspace().join("examples/demo.sh"))
+        .env("PATH", &dir)
+        .run();
+    out.expect_code(1)
+        .expect_stderr("demo.sh: missing programs: ");
+    for missing in ["jq (jq)", "setsid (util-linux)", "timeout (coreutils)"] {
+        out.expect_stderr(missing);
+    }
+    assert!(!out.stderr.contains("git (git)"), "{out}");
+    assert_eq!(out.stdout, "", "the demo started\n{out}");
+}
