@@ -226,6 +226,7 @@ fn make_then_make_install_yields_tools_man_pages_completions_and_scripts() {
             "SYNOPSIS",
             "ENVIRONMENT",
             "EXIT STATUS",
+            "EXAMPLES",
             "142 = SIGALRM deadline",
         ] {
             assert!(
@@ -561,4 +562,92 @@ fn the_demo_names_the_programs_it_is_missing() {
     }
     assert!(!out.stderr.contains("git (git)"), "{out}");
     assert_eq!(out.stdout, "", "the demo started\n{out}");
+}
+
+/// The commands of a man page's EXAMPLES section: the lines between `.nf`
+/// and `.fi`, with roff's escapes undone.
+fn man_examples(page: &str) -> Vec<String> {
+    let Some(start) = page.find(".SH EXAMPLES") else {
+        return Vec::new();
+    };
+    let section = &page[start + 1..];
+    let section = &section[..section.find("\n.SH").unwrap_or(section.len())];
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in section.lines() {
+        match line {
+            ".nf" => inside = true,
+            ".fi" => inside = false,
+            l if inside && !l.starts_with('.') => out.push(
+                l.replace("\\-", "-")
+                    .replace("\\*(Aq", "'")
+                    .replace("\\(aq", "'")
+                    .replace("\\&", "")
+                    .replace("\\e", "\\"),
+            ),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn man_page_examples_run_as_written() {
+    let sb = Sandbox::new();
+    let gen = sb.path("gen");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["run", "--quiet", "-p", "xtask", "--manifest-path"])
+        .arg(workspace().join("Cargo.toml"))
+        .arg("--")
+        .arg("gen")
+        .arg(&gen)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut pages: Vec<(String, String)> = TOOLS
+        .iter()
+        .map(|t| {
+            let page = std::fs::read_to_string(gen.join(format!("man/{t}.1"))).unwrap();
+            (t.to_string(), page)
+        })
+        .collect();
+    for script in ["ccci-janitor-pass", "ccci-reap-abra"] {
+        let page = workspace().join(format!("contrib/man/{script}.8"));
+        pages.push((script.into(), std::fs::read_to_string(page).unwrap()));
+    }
+    for (name, page) in &pages {
+        let examples = man_examples(page);
+        assert!(examples.len() >= 2, "{name}: too few EXAMPLES");
+        for example in examples {
+            assert!(example.starts_with(name.as_str()) || example.contains(name.as_str()));
+            // A fresh host for each: the lock dir and the canonical abra
+            // dir exist, the configuration file names the CI pattern, the
+            // scripts and a stub abra are on PATH.
+            let sb = Sandbox::new();
+            std::fs::create_dir(sb.lock_dir()).unwrap();
+            std::fs::create_dir_all(sb.canonical_dir().join("servers")).unwrap();
+            sb.install_abra_stub();
+            for script in ["ccci-janitor-pass", "ccci-reap-abra"] {
+                std::os::unix::fs::symlink(
+                    workspace().join("contrib").join(script),
+                    sb.stub_dir().join(script),
+                )
+                .unwrap();
+            }
+            let conf = sb.path("ccci.conf");
+            std::fs::write(&conf, format!("CCCI_ONLY='{FIELD_PATTERN}'\n")).unwrap();
+            let out = sb
+                .sh(&example)
+                .env("CCCI_CONFIG", &conf)
+                .env("CCCI_REAP_POLL", "0.05")
+                .env("TMPDIR", sb.root())
+                .run();
+            assert_eq!(
+                out.code(),
+                0,
+                "{name}: the example failed: {example}\n{out}"
+            );
+        }
+    }
 }
