@@ -651,3 +651,38 @@ fn man_page_examples_run_as_written() {
         }
     }
 }
+
+#[test]
+fn every_nix_file_of_contrib_nix_parses() {
+    let sb = Sandbox::new();
+    if sb.sh("command -v nix-instantiate").run().code() != 0 {
+        eprintln!("no nix-instantiate (Debian's nix-bin): contrib/nix is not parsed");
+        return;
+    }
+    let dir = workspace().join("contrib/nix");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "nix"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    for file in &files {
+        sb.command("nix-instantiate")
+            .arg("--parse")
+            .arg(file)
+            .run()
+            .expect_code(0);
+    }
+    // The check can fail: a module with one brace missing does not parse.
+    let broken = sb.path("broken.nix");
+    let module = std::fs::read_to_string(dir.join("module.nix")).unwrap();
+    std::fs::write(&broken, module.trim_end().trim_end_matches('}')).unwrap();
+    let out = sb
+        .command("nix-instantiate")
+        .arg("--parse")
+        .arg(&broken)
+        .run();
+    assert_ne!(out.code(), 0, "{out}");
+}
