@@ -8,8 +8,22 @@
 #
 #   ./examples/demo.sh          (builds the tools first; nothing is installed)
 #
-# Needs: cargo, git, jq, setsid and coreutils.
+# Needs: cargo, git, jq, setsid (util-linux), timeout, sha256sum and
+# mktemp (coreutils), sed and awk; each is checked first.
 set -euo pipefail
+
+# Every program the demo, its stub abra and the janitor pass need, with the
+# Debian package that provides it.
+missing=()
+for pair in cargo:cargo git:git jq:jq setsid:util-linux timeout:coreutils \
+    sha256sum:coreutils mktemp:coreutils sed:sed awk:mawk; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair%%:*} (${pair#*:})")
+done
+if ((${#missing[@]})); then
+    printf 'demo.sh: missing programs: %s\n' "${missing[*]}" >&2
+    echo "demo.sh: install them (e.g. as root: apt-get install jq git), or run 'make check' as root, which installs what the tests and this demo need" >&2
+    exit 1
+fi
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 if [ -t 1 ]; then bold=$'\e[1m' dim=$'\e[2m' off=$'\e[0m'; else bold= dim= off=; fi

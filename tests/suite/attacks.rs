@@ -55,7 +55,7 @@ pub(crate) fn other_user() -> Option<Other> {
             }
             // Several test processes may race here; useradd locks
             // /etc/passwd, and the loser finds the winner's user.
-            let _ = std::process::Command::new("useradd")
+            let created = std::process::Command::new("useradd")
                 .args([
                     "--system",
                     "--user-group",
@@ -66,11 +66,31 @@ pub(crate) fn other_user() -> Option<Other> {
                     "/usr/sbin/nologin",
                     OTHER,
                 ])
-                .output();
+                .output()
+                .is_ok_and(|out| out.status.success());
+            if created {
+                // The suite leaves nothing behind: the user it created goes
+                // when the test process exits, also after a failed test
+                // (libtest exits through exit(3)). `make check` removes it
+                // too if this process could not (killed, or the user busy).
+                // SAFETY: registers a plain function with no captured state.
+                unsafe {
+                    libc::atexit(remove_other_user);
+                }
+            }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         panic!("cannot create the user {OTHER}");
     })
+}
+
+/// Removes `ccci-test-other` (and its group); registered by [`other_user`]
+/// when this process created it.
+extern "C" fn remove_other_user() {
+    let _ = std::process::Command::new("userdel")
+        .arg(OTHER)
+        .stdout(std::process::Stdio::null())
+        .status();
 }
 
 pub(crate) fn euid() -> u32 {
@@ -92,8 +112,24 @@ pub(crate) fn as_other(sb: &Sandbox, user: Other, argv: &[&str]) -> Output {
 }
 
 /// Lets another user reach directories inside the sandbox (search only).
+/// A TMPDIR (or a parent of it) that others cannot search makes every
+/// command of the second user fail with a bare "Permission denied": it is
+/// named instead, with what to do.
 fn open_sandbox_for_others(sb: &Sandbox) {
     std::fs::set_permissions(sb.root(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    for dir in sb.root().ancestors().skip(1) {
+        let meta = std::fs::metadata(dir).unwrap();
+        assert!(
+            meta.mode() & 0o001 != 0,
+            "{} (mode {:o}) cannot be searched by other users, so the second user {OTHER} \
+             cannot reach this test's directory {}: run the suite with a TMPDIR that every \
+             user can traverse (e.g. TMPDIR=/tmp), or chmod o+x {}",
+            dir.display(),
+            meta.mode() & 0o7777,
+            sb.root().display(),
+            dir.display()
+        );
+    }
 }
 
 /// Every path under `root` with its type, mode, owner, links and content:

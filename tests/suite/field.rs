@@ -264,7 +264,7 @@ fn redirect(text: &str, dest: &Path) -> String {
 
 /// The stand-in server of docs/adopting.md: a stub abra with a proxy, a
 /// backups app and a warm app deployed, the CI user's ~/.abra with two
-/// recipes, stub `sudo` and `systemctl`, and the checkout as `work/ccci`.
+/// recipes, stub `runuser`, `systemctl`, `systemd-tmpfiles` and `journalctl`, and the checkout as `work/ccci`.
 fn stand_in_server(sb: &Sandbox) -> (PathBuf, PathBuf) {
     sb.install_abra_stub();
     let stub = |name: &str, body: &str| {
@@ -273,14 +273,29 @@ fn stand_in_server(sb: &Sandbox) -> (PathBuf, PathBuf) {
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
     };
-    // sudo: this test already is the user that may install (DESTDIR).
-    stub("sudo", "#!/bin/sh\nexec \"$@\"\n");
+    // runuser -u USER -- CMD: this test already is the CI user.
+    stub(
+        "runuser",
+        "#!/bin/sh\nset -eu\n[ \"$1\" = -u ] && [ \"$3\" = -- ] || { echo \"runuser stub: $*?\" >&2; exit 1; }\n\
+         shift 3; exec \"$@\"\n",
+    );
+    // systemd-tmpfiles --create FILE: knows only what make install put under DESTDIR.
+    stub(
+        "systemd-tmpfiles",
+        "#!/bin/sh\nset -eu\n[ \"$1\" = --create ] && grep -q '^d  *.run.lock.ccci-' \"$2\"\n\
+         echo \"systemd-tmpfiles $*\" >> \"$CCCI_DOC_DEST/systemctl.log\"\n",
+    );
+    stub(
+        "journalctl",
+        "#!/bin/sh\nset -eu\n[ \"$*\" = '-u ccci-janitor' ] && echo '-- No entries --'\n",
+    );
     // systemctl: knows only the units make install put under DESTDIR.
     stub(
         "systemctl",
         "#!/bin/sh\nset -eu\necho \"systemctl $*\" >> \"$CCCI_DOC_DEST/systemctl.log\"\n\
          case $1 in daemon-reload) ;; enable) shift; [ \"$1\" != --now ] || shift\n\
          test -f \"$CCCI_DOC_DEST/usr/local/lib/systemd/system/$1\" ;;\n\
+         list-timers) test -f \"$CCCI_DOC_DEST/usr/local/lib/systemd/system/$2\"; echo \"NEXT LEFT $2\" ;;\n\
          *) echo \"systemctl stub: $1?\" >&2; exit 1 ;; esac\n",
     );
     let abra = sb.path("home/.abra");
@@ -334,7 +349,8 @@ fn every_snippet_of_the_adoption_guide_runs() {
         if let Some(name) = rest.iter().find_map(|w| w.strip_prefix("file=")) {
             let path = work.join(name);
             std::fs::write(&path, &text).unwrap();
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            // Saved as an editor saves it: the guide makes it executable.
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
                 .unwrap();
             continue;
         }
@@ -343,6 +359,13 @@ fn every_snippet_of_the_adoption_guide_runs() {
             "bash" => sb.command("bash").args(["-e", "-c", &text]),
             "python" => sb.command("python3").args(["-c", &text]),
             other => panic!("docs/adopting.md:{}: cannot run a {other:?} block", s.line),
+        };
+        // The installed configuration file, at its redirected default path.
+        let conf = dest.join("etc/ccci/ccci.conf");
+        let cmd = if conf.exists() {
+            cmd.env("CCCI_CONFIG", &conf)
+        } else {
+            cmd
         };
         let out = cmd
             .current_dir(&work)

@@ -3,6 +3,7 @@
 //! read side by side.
 
 mod abradir;
+mod assembly;
 mod attacks;
 mod chaos;
 mod etcd;

@@ -6,7 +6,8 @@
 //! `--help`), OPTIONS, SUBCOMMANDS where there are any, ENVIRONMENT (every
 //! variable a flag reads, and every variable a tool sets for the command it
 //! runs, from the `Environment:` block of its help), EXIT STATUS (the one
-//! table in `ccci_common::exit`) and SEE ALSO.
+//! table in `ccci_common::exit`), EXAMPLES (from [`examples`]; the suite
+//! runs every one as written) and SEE ALSO.
 
 use std::fs;
 use std::path::Path;
@@ -27,12 +28,83 @@ fn tools() -> Vec<Command> {
     ]
 }
 
+/// The EXAMPLES of each tool's man page: what it shows, and the command.
+/// Each runs as written in a shell whose `CCCI_*` directories are a test's
+/// (the suite's `man_page_examples_run_as_written` runs them, with the lock
+/// dir and the canonical abra dir's `servers/` present).
+pub fn examples(tool: &str) -> &'static [(&'static str, &'static str)] {
+    match tool {
+        "ccci-lock" => &[
+            (
+                "Run a deploy while holding the app's domain; a second run waits:",
+                "ccci-lock word-3f2a01.ci.example.org -- echo deploying",
+            ),
+            (
+                "Give up at once when another run holds it (status 75):",
+                "ccci-lock -n word-3f2a01.ci.example.org -- true || echo \"busy: $?\"",
+            ),
+            (
+                "Hold a dependency's domain for this shell's lifetime, then release it:",
+                "ccci-lock --hold --parent $$ mari-3f2a01.ci.example.org && ccci-lock --release --parent $$ mari-3f2a01.ci.example.org",
+            ),
+            ("List the lockfiles and who holds them:", "ccci-lock --list"),
+        ],
+        "ccci-guard" => &[
+            (
+                "Run a command that is told to stop (TERM) when its parent dies:",
+                "ccci-guard --deadline 60m -- echo guarded",
+            ),
+            (
+                "A deadline: the command gets ALRM, tears down, and the guard ends by ALRM (142):",
+                "ccci-guard --supervise --deadline 1s --kill-after 10s -- sh -c 'trap \"echo teardown; exit 0\" ALRM; while :; do sleep 1; done' || echo \"status $?\"",
+            ),
+        ],
+        "ccci-janitor" => &[
+            (
+                "The settings the janitor and the scripts read (environment and configuration file):",
+                "ccci-janitor --print-config",
+            ),
+            (
+                "What a pass over abra's app list would reap, without reaping:",
+                "echo word-3f2a01.ci.example.org > deployed.list && ccci-janitor --dry-run --deployed deployed.list --only '????-[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f].ci.example.org' -- true",
+            ),
+        ],
+        "ccci-abradir" => &[
+            (
+                "This run's private ABRA_DIR, then its removal:",
+                "eval \"$(ccci-abradir)\" && ls \"$ABRA_DIR\" && ccci-abradir clean",
+            ),
+            (
+                "What gc would remove of dead runs' trees:",
+                "ccci-abradir gc --dry-run",
+            ),
+        ],
+        "ccci-state" => &[
+            (
+                "This run's state files, a counter in them, and their removal:",
+                "eval \"$(ccci-state env)\" && ccci-state incr deploys && ccci-state get deploys && ccci-state clean",
+            ),
+            (
+                "What gc would remove of dead runs' files:",
+                "ccci-state gc --dry-run",
+            ),
+        ],
+        _ => &[],
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
         [cmd, dir] if cmd == "gen" => generate(Path::new(dir)),
         [cmd] if cmd == "docs" => update_docs(),
-        _ => anyhow::bail!("usage: cargo run -p xtask -- gen DIR | docs"),
+        [cmd, tool] if cmd == "examples" => {
+            for (_, example) in examples(tool) {
+                println!("{example}");
+            }
+            Ok(())
+        }
+        _ => anyhow::bail!("usage: cargo run -p xtask -- gen DIR | docs | examples TOOL"),
     }
 }
 
@@ -316,6 +388,13 @@ fn render_man(cmd: Command, w: &mut Vec<u8>) -> anyhow::Result<()> {
             .text([bold(*status)])
             .text([roman(*meaning)]);
     }
+    roff.control("SH", ["EXAMPLES"]);
+    for (what, example) in examples(&name) {
+        roff.control("PP", []).text([roman(*what)]);
+        roff.control("nf", []).control("RS", ["4"]);
+        roff.text([roman(*example)]);
+        roff.control("RE", []).control("fi", []);
+    }
     roff.control("SH", ["SEE ALSO"]);
     let others: Vec<String> = tools()
         .iter()
@@ -324,8 +403,21 @@ fn render_man(cmd: Command, w: &mut Vec<u8>) -> anyhow::Result<()> {
         .map(|n| format!("{n}(1)"))
         .collect();
     let mut see_also = others;
-    see_also.extend(["flock(1)", "timeout(1)", "flock(2)"].map(String::from));
+    see_also.extend(
+        [
+            "ccci-janitor-pass(8)",
+            "ccci-reap-abra(8)",
+            "flock(1)",
+            "timeout(1)",
+            "flock(2)",
+        ]
+        .map(String::from),
+    );
     roff.text([roman(see_also.join(", "))]);
+    roff.control("PP", []).text([roman(
+        "The guides: PREFIX/share/doc/ccci/ (adopting.md, configuration.md, concurrency.md, \
+         exit-status.md, etcd.md), installed by make install.",
+    )]);
     roff.to_writer(w)?;
     man.render_version_section(w)?;
     Ok(())
