@@ -550,3 +550,51 @@ fn janitor_pass_reaps_only_abandoned_ci_apps_and_collects_dead_runs() {
         "{again}\n{out}"
     );
 }
+
+/// `--quiet` (the installed cron line's): a pass that only sums up prints
+/// nothing, so cron's MAILTO stays silent; one that reaps, or fails, shows
+/// everything it said.
+#[test]
+fn a_quiet_pass_prints_only_what_is_worth_a_mail() {
+    let sb = Sandbox::new();
+    sb.install_abra_stub();
+    std::fs::create_dir(sb.lock_dir()).unwrap();
+    std::fs::set_permissions(
+        sb.lock_dir(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    deploy(&sb, "traefik.ci.example.org");
+    let quiet = |sb: &Sandbox| {
+        pass(sb)
+            .env(
+                "CCCI_ONLY",
+                "????-[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f].ci.example.org",
+            )
+            .arg("--quiet")
+            .run()
+    };
+    let out = quiet(&sb);
+    out.expect_code(0);
+    assert_eq!(out.stderr, "", "a pass with nothing to do mailed: {out}");
+    // Without --quiet the same pass says its summary.
+    pass(&sb)
+        .env("CCCI_ONLY", "*-??????.ci.example.org")
+        .run()
+        .expect_code(0)
+        .expect_stderr("pass done: ");
+    // Something to reap: everything is shown, the summary too.
+    deploy(&sb, "word-000001.ci.example.org");
+    quiet(&sb)
+        .expect_code(0)
+        .expect_stderr("word-000001.ci.example.org: reaped")
+        .expect_stderr("pass done: 1 reaped");
+    // A failure is shown.
+    pass(&sb)
+        .env("CCCI_ONLY", "*-??????.ci.example.org")
+        .env("CCCI_ABRA", "no-such-abra")
+        .arg("--quiet")
+        .run()
+        .expect_code(125)
+        .expect_stderr("not found: no-such-abra");
+}

@@ -339,7 +339,7 @@ fn make_install_with_ci_user_fills_in_the_units() {
     for line in [
         "HOME=/home/ci\n".to_string(),
         format!("PATH={path}\n"),
-        "*/5 * * * * ci '/usr/local/lib/ccci/ccci-janitor-pass'\n".into(),
+        "*/5 * * * * ci '/usr/local/lib/ccci/ccci-janitor-pass' --quiet\n".into(),
     ] {
         assert!(cron.contains(&line), "no {line:?} in\n{cron}");
     }
@@ -457,7 +457,7 @@ fn make_install_into_a_prefix_with_a_blank_works_end_to_end() {
     }
     let cron = std::fs::read_to_string(prefix.join("share/ccci/cron.ccci-janitor")).unwrap();
     assert!(
-        cron.contains("* ci '/opt/my ccci/lib/ccci/ccci-janitor-pass'\n"),
+        cron.contains("* ci '/opt/my ccci/lib/ccci/ccci-janitor-pass' --quiet\n"),
         "{cron}"
     );
     // The installed tools and scripts run from there.
