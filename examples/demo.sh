@@ -172,10 +172,10 @@ ccci-lock --list | sed 's/^/   /'
 note "deployed: $(deployed)"
 
 step "3. The janitor pass (cron or systemd, every 5 minutes) reaps them exactly once"
-show "CCCI_ONLY='*-??????.ci.example.org' CCCI_WARM='warm-*' ccci-janitor-pass"
-CCCI_ONLY='*-??????.ci.example.org' CCCI_WARM='warm-*' "$top/contrib/ccci-janitor-pass" 2>&1 | sed 's/^/   /'
+show "CCCI_ONLY='????-[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f].ci.example.org' CCCI_WARM='warm-*' ccci-janitor-pass"
+CCCI_ONLY='????-[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f].ci.example.org' CCCI_WARM='warm-*' "$top/contrib/ccci-janitor-pass" 2>&1 | sed 's/^/   /'
 note "second pass, five minutes later: nothing left to do"
-CCCI_ONLY='*-??????.ci.example.org' CCCI_WARM='warm-*' "$top/contrib/ccci-janitor-pass" 2>&1 | sed 's/^/   /'
+CCCI_ONLY='????-[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f].ci.example.org' CCCI_WARM='warm-*' "$top/contrib/ccci-janitor-pass" 2>&1 | sed 's/^/   /'
 note "deployed now: $(deployed)"
 note "the proxy and the warm app were never candidates: they do not match CCCI_ONLY"
 note "it also ran ccci-state gc and ccci-abradir gc: the state files and ABRA_DIRs of"
