@@ -388,8 +388,11 @@ fn supervise_forwards_signals_to_the_group_and_passes_the_status_through() {
         ("USR2", libc::SIGUSR2),
         ("ALRM", libc::SIGALRM),
     ] {
+        // The background sleep is killed by the trap: a non-interactive
+        // shell starts it with INT and QUIT ignored, and the supervisor
+        // waits for COMMAND's whole tree.
         let script = format!(
-            "trap 'echo got-{name}; read _; exit 7' {name}; echo ready; \
+            "trap 'echo got-{name}; read _; kill $! 2>/dev/null; exit 7' {name}; echo ready; \
              sleep 1000 >/dev/null 2>&1 & wait"
         );
         let mut p = sb
