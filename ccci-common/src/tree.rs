@@ -15,9 +15,14 @@
 //!   then checked to still be a child of a process of the tree (or of this
 //!   one), and signalled through the pidfd: a pid that ended and was
 //!   reused meanwhile is never signalled.
-//! - **New children too.** A process that forks while the signal goes out
-//!   is found by the next reading of `/proc`; readings repeat until one
-//!   finds no process not yet signalled (at most [`ROUNDS`]).
+//! - **New children too, but not a teardown's.** A process that forks
+//!   while the signal goes out is found by the next reading of `/proc`;
+//!   readings repeat until one finds no process not yet signalled (at most
+//!   [`ROUNDS`]). A process started by one that was already signalled is
+//!   left alone: it is that process's answer to the signal (a TERM trap
+//!   running `abra app undeploy`), and killing it would break the
+//!   teardown. What is still running when COMMAND ends gets the signal then
+//!   (see `supervise`).
 //! - **Each process once.** A process gets the signal once per call, so a
 //!   COMMAND that traps TERM to tear down runs its trap once.
 
@@ -100,8 +105,9 @@ pub fn signal_descendants_of(
 ) -> io::Result<usize> {
     let me = root;
     let mut done: HashSet<u32> = HashSet::new();
+    let mut signalled: HashSet<u32> = HashSet::new();
     let mut sent = 0;
-    for _ in 0..ROUNDS {
+    for round in 0..ROUNDS {
         let tree = descendants_of(me)?;
         let members: HashSet<u32> = tree.iter().map(|&(pid, _)| pid).collect();
         let fresh: Vec<(u32, u32)> = tree
@@ -121,9 +127,16 @@ pub fn signal_descendants_of(
             };
             // The pidfd pins the process: if `pid` is still a child of the
             // tree now, the pidfd is that process.
-            let ours = parent_and_group(pid)
-                .is_some_and(|(ppid, _)| ppid == me || members.contains(&ppid));
-            if ours && sys::pidfd_signal(pidfd.as_fd(), sig)? {
+            let Some((ppid, _)) = parent_and_group(pid) else {
+                continue;
+            };
+            let ours = ppid == me || members.contains(&ppid);
+            // A process that a signalled one started after the first
+            // reading is its own business (a TERM trap's teardown): only
+            // what other processes start meanwhile is caught.
+            let started_by_a_signalled_one = round > 0 && signalled.contains(&ppid);
+            if ours && !started_by_a_signalled_one && sys::pidfd_signal(pidfd.as_fd(), sig)? {
+                signalled.insert(pid);
                 sent += 1;
             }
         }

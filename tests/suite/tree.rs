@@ -276,3 +276,21 @@ fn a_keeper_whose_lease_is_lost_stops_the_harness_and_its_children() {
         "got-term\n"
     );
 }
+
+/// The processes a COMMAND's TERM trap starts (its teardown) are not sent
+/// the TERM that started the trap: the teardown runs to its end.
+#[test]
+fn a_term_traps_teardown_is_not_stopped_by_the_same_term() {
+    let sb = Sandbox::new();
+    for _ in 0..10 {
+        let mut p = wrap(
+            &sb,
+            "trap 'sh -c \"sleep 0.2; echo torn-down\"; exit 0' TERM; \
+             echo cmd=$$; sleep 1000 & wait",
+        );
+        pid_line(&mut p, "cmd");
+        p.signal(libc::SIGTERM);
+        let out = p.wait();
+        out.expect_code(0).expect_stdout("torn-down");
+    }
+}
