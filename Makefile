@@ -59,8 +59,12 @@ RUSTC      ?= rustc
 # the first time it is expanded.
 HOST        = $(eval HOST := $(shell $(RUSTC) -vV 2>/dev/null | sed -n 's/^host: //p'))$(HOST)
 MUSL        = $(patsubst %-unknown-linux-gnu,%-unknown-linux-musl,$(filter %-unknown-linux-gnu,$(HOST)))
+# musl needs its standard library and a C compiler for it (the TLS stack,
+# ring, compiles C and assembly: Debian's musl-tools gives musl-gcc).
 HAVE_MUSL   = $(if $(MUSL),$(shell d=$$($(RUSTC) --print target-libdir --target '$(MUSL)' 2>/dev/null) && \
-                ls "$$d"/libstd-*.rlib >/dev/null 2>&1 && echo yes))
+                ls "$$d"/libstd-*.rlib >/dev/null 2>&1 && \
+                { command -v $(patsubst %-unknown-linux-musl,%-linux-musl-gcc,$(MUSL)) || command -v musl-gcc; } \
+                >/dev/null 2>&1 && echo yes))
 # Given on make's command line only: a TARGET variable in the environment
 # (build systems set one for their own purposes) is not ours.
 ifneq ($(origin TARGET),command line)
