@@ -476,7 +476,20 @@ fn one_pass(cli: &Cli, tally: &Tally) -> anyhow::Result<Ended> {
         lock_dir: &lock_dir,
         place: Place::Files,
     };
-    match missing_lock_dir(&lock_dir) {
+    let missing = match missing_lock_dir(&lock_dir) {
+        // A reboot takes every process with the lock dir: a live one that
+        // still has a file of it open says it was removed under live runs.
+        MissingLockDir::Rebooted => match crate::holder_of_removed(&lock_dir) {
+            Some((pid, file)) => MissingLockDir::Leave(format!(
+                "pid {pid} still holds {} of it, so it was removed under live runs, not by \
+                 a reboot",
+                quote_path(&file)
+            )),
+            None => MissingLockDir::Rebooted,
+        },
+        leave => leave,
+    };
+    match missing {
         MissingLockDir::Leave(why) => {
             say!(
                 "lock dir {} does not exist, and {why}: nothing probed, nothing reaped; \

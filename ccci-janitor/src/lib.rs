@@ -336,6 +336,43 @@ pub enum MissingLockDir {
     Leave(String),
 }
 
+/// A process that still has a file of the missing lock dir `path` open
+/// (`/proc/PID/fd` of this user's processes: a holder keeps its lockfile
+/// open, also after the file was unlinked): proof that the lock dir was
+/// removed under a live run (by hand, say), not by a reboot, which ends
+/// every process. Their apps must not be reaped. The pid and the file,
+/// when one is found.
+pub fn holder_of_removed(path: &Path) -> Option<(u32, std::path::PathBuf)> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut prefix = path.as_os_str().as_bytes().to_vec();
+    prefix.push(b'/');
+    let me = nix::unistd::geteuid().as_raw();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        use std::os::unix::fs::MetadataExt;
+        if entry.metadata().map_or(true, |m| m.uid() != me) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                if target.as_os_str().as_bytes().starts_with(&prefix) {
+                    return Some((pid, target));
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Decides about the missing lock dir `path` by the file system of its
 /// parent (`statfs`, `TMPFS_MAGIC`). Only the direct parent counts: a
 /// missing parent is not taken as a sign of a reboot, so a lock dir whose

@@ -1226,3 +1226,35 @@ fn a_claim_without_a_record_is_described_as_having_none() {
     assert!(!out.stderr.contains("unknown holder"), "{out}");
     assert!(!lockfile.exists(), "reaped and unlinked");
 }
+
+/// A lock dir on a tmpfs removed by hand while a run holds a lockfile in it
+/// is not a reboot: the run is alive (it still has its unlinked lockfile
+/// open), so the pass reaps nothing, creates nothing and fails (125).
+#[test]
+fn a_tmpfs_lock_dir_removed_under_a_live_run_is_not_taken_for_a_reboot() {
+    let sb = Sandbox::new();
+    let shm = tmpfs_dir();
+    let lock_dir = shm.path().join("locks");
+    // The run ignores the TERM of its lost lock for long enough.
+    let mut live = sb
+        .tool("ccci-lock")
+        .env("CCCI_APP_LOCK_DIR", &lock_dir)
+        .args(["--lost-grace", "60s", D, "--", "sh", "-c"])
+        .arg("trap '' TERM; echo ready; read _")
+        .piped_stdin()
+        .spawn();
+    live.expect_stdout("ready");
+    std::fs::remove_dir_all(&lock_dir).unwrap();
+    let script = reap_script(&sb, "exit 0");
+    let out = janitor(&sb, &["--deployed", "-", "--only", "*"], &script)
+        .env("CCCI_APP_LOCK_DIR", &lock_dir)
+        .stdin_bytes(format!("{D}\n"))
+        .run();
+    out.expect_code(125)
+        .expect_stderr("removed under live runs, not by a reboot")
+        .expect_stderr(&format!("pid {} still holds", live.pid()));
+    assert!(calls(&sb).is_empty(), "a live run's app was reaped");
+    assert!(!lock_dir.exists(), "the lock dir was recreated");
+    live.signal(libc::SIGKILL);
+    let _ = live.wait();
+}
