@@ -262,7 +262,16 @@ impl Locks {
         });
         match self {
             Locks::Flock(_) => job.run(&local),
-            Locks::Etcd(config) => job.run(&Etcd::new(config.clone())),
+            Locks::Etcd(config) => {
+                // Kept open while the run lives: a janitor that finds the
+                // host's lock dir gone sees a live run of this host in it
+                // (ccci_janitor::holder_of_removed), as a lockfile shows one.
+                let place = crate::place::Place::etcd(&config.endpoints, &config.prefix);
+                let _record = local
+                    .safe_dir()
+                    .open_file(&place.record_name(), ccci_common::fs::OpenHow::Read)?;
+                job.run(&Etcd::new(config.clone()))
+            }
         }
     }
 

@@ -1258,3 +1258,33 @@ fn a_tmpfs_lock_dir_removed_under_a_live_run_is_not_taken_for_a_reboot() {
     live.signal(libc::SIGKILL);
     let _ = live.wait();
 }
+
+/// The same for a run that claims on etcd: it keeps its host's record of
+/// where it claims open, so a janitor on files that finds the lock dir
+/// gone does not take it for a reboot and reap the live app.
+#[test]
+fn a_tmpfs_lock_dir_removed_under_a_live_etcd_run_is_not_taken_for_a_reboot() {
+    let etcd = ccci_tests::etcd::Etcd::start();
+    let sb = Sandbox::new();
+    let shm = tmpfs_dir();
+    let lock_dir = shm.path().join("locks");
+    let mut live = sb
+        .tool("ccci-lock")
+        .env("CCCI_APP_LOCK_DIR", &lock_dir)
+        .env("CCCI_ETCD_ENDPOINTS", etcd.endpoint())
+        .args([D, "--", "sh", "-c", "echo ready; read _"])
+        .piped_stdin()
+        .spawn();
+    live.expect_stdout("ready");
+    std::fs::remove_dir_all(&lock_dir).unwrap();
+    let script = reap_script(&sb, "exit 0");
+    let out = janitor(&sb, &["--deployed", "-", "--only", "*"], &script)
+        .env("CCCI_APP_LOCK_DIR", &lock_dir)
+        .stdin_bytes(format!("{D}\n"))
+        .run();
+    out.expect_code(125)
+        .expect_stderr("removed under live runs, not by a reboot");
+    assert!(calls(&sb).is_empty(), "a live run's app was reaped");
+    live.send("");
+    live.wait().expect_code(0);
+}
