@@ -38,7 +38,6 @@
 //!   `FILE:LINE: CCCI_X='…' is …` ([`variable_source`]).
 
 use std::ffi::{OsStr, OsString};
-use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -65,7 +64,7 @@ pub const CONFIG_FILE: Role = Role {
 };
 
 /// The longest configuration file read; a longer one is refused (125).
-pub const MAX_LEN: u64 = 64 * 1024;
+pub const MAX_LEN: usize = 64 * 1024;
 
 /// A setting the configuration file may hold: a variable a tool or a
 /// contrib script reads.
@@ -406,21 +405,7 @@ pub fn load_and_apply(args: &[OsString]) -> anyhow::Result<()> {
 /// The bytes of the file at `path`, or `None` when it does not exist; a
 /// file that is not safe or too long is refused.
 fn read(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
-    let Some(file) = crate::fs::open_trusted_file(&CONFIG_FILE, path)? else {
-        return Ok(None);
-    };
-    let mut bytes = Vec::new();
-    file.take(MAX_LEN + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("cannot read configuration file {}: {e}", quote_path(path)))?;
-    if bytes.len() as u64 > MAX_LEN {
-        anyhow::bail!(
-            "configuration file {} is longer than {} KiB; refusing to read it",
-            quote_path(path),
-            MAX_LEN / 1024
-        );
-    }
-    Ok(Some(bytes))
+    crate::fs::read_trusted_file_if_present(&CONFIG_FILE, path, MAX_LEN)
 }
 
 /// The settings of the configuration file `path` whose content is `text`

@@ -637,9 +637,21 @@ fn open_dir_at(
 /// file is opened with `O_NOFOLLOW|O_NONBLOCK` and checked on its
 /// descriptor, and at most `limit` bytes are read (more is refused).
 pub fn read_trusted_file(role: &Role, path: &Path, limit: usize) -> anyhow::Result<Vec<u8>> {
+    match read_trusted_file_if_present(role, path, limit)? {
+        Some(bytes) => Ok(bytes),
+        None => bail!("{} {} does not exist", role.what, quote_path(path)),
+    }
+}
+
+/// [`read_trusted_file`] for a file that may be absent: `Ok(None)` then.
+pub fn read_trusted_file_if_present(
+    role: &Role,
+    path: &Path,
+    limit: usize,
+) -> anyhow::Result<Option<Vec<u8>>> {
     use std::io::Read;
     let Some(file) = open_trusted_file(role, path)? else {
-        bail!("{} {} does not exist", role.what, quote_path(path));
+        return Ok(None);
     };
     let mut bytes = Vec::new();
     file.take(limit as u64 + 1)
@@ -652,7 +664,7 @@ pub fn read_trusted_file(role: &Role, path: &Path, limit: usize) -> anyhow::Resu
             quote_path(path)
         );
     }
-    Ok(bytes)
+    Ok(Some(bytes))
 }
 
 /// The [`FileErrorKind::NotRegular`] kind of a regular file with more than
