@@ -312,6 +312,8 @@ pub struct Supervised {
     watch: Watch,
     old_mask: libc::sigset_t,
     started: Instant,
+    /// With `whole_tree`: the descendants, and whom each signal reached.
+    tree: std::cell::RefCell<crate::tree::Tree>,
 }
 
 fn blocked_set(watch: &Watch) -> Vec<libc::c_int> {
@@ -347,6 +349,7 @@ pub fn spawn(cmd: &mut Program, watch: Watch) -> io::Result<Supervised> {
             watch,
             old_mask,
             started: Instant::now(),
+            tree: std::cell::RefCell::new(crate::tree::Tree::of_this_process()),
         }),
         Err(e) => {
             sys::restore_mask(&old_mask);
@@ -362,15 +365,14 @@ impl Supervised {
     }
 
     /// Sends `sig` to the child (its group, with `own_group`), while it is
-    /// not reaped; with `whole_tree`, to every descendant too, except those
-    /// in `except_group` (the terminal signalled them already).
+    /// not reaped; with `whole_tree`, to every descendant instead, except
+    /// those in `except_group` (the terminal signalled them already).
     ///
-    /// Each process gets it once: with `own_group` the group is signalled
-    /// first (while it can exist: its leader, the child, is not reaped, or
-    /// other members keep it) and the tree walk skips its members; without,
-    /// the tree walk reaches the child too.
+    /// With `whole_tree` each process gets a signal once, however often it
+    /// is sent ([`crate::tree::Tree`]): the child and every member of its
+    /// group are descendants, so the walk reaches them all, and no group
+    /// kill sends it a second time to one that had it already.
     fn send_to(&self, sig: libc::c_int, child_alive: bool, except_group: Option<u32>) {
-        let signal = nix::sys::signal::Signal::try_from(sig).ok();
         if !self.watch.whole_tree {
             if child_alive && (self.watch.own_group || except_group.is_none()) {
                 let target = if self.watch.own_group {
@@ -378,18 +380,13 @@ impl Supervised {
                 } else {
                     self.pid
                 };
+                let signal = nix::sys::signal::Signal::try_from(sig).ok();
                 // ESRCH: the child or group is gone already; nothing to do.
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(target), signal);
             }
             return;
         }
-        let skip = if self.watch.own_group {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-self.pid), signal);
-            Some(self.pid as u32)
-        } else {
-            except_group
-        };
-        if let Err(e) = crate::tree::signal_descendants(sig, skip) {
+        if let Err(e) = self.tree.borrow_mut().signal(sig, except_group) {
             crate::say!("cannot signal every process COMMAND started: {e}");
         }
     }
@@ -429,8 +426,9 @@ impl Supervised {
                     sys::wait_pid(self.pid, true)?
                 };
                 // The run was told to stop and the child has ended: what it
-                // left behind (also what it started after the signal went
-                // out) is told the same, once.
+                // left behind that has not had the signal (started by a
+                // process that had not had it yet) is told the same; a
+                // process that had it, and its teardown, are not.
                 if let (Some(_), Some(sig), true) = (status, received, self.watch.whole_tree) {
                     self.send_to(sig, false, None);
                 }

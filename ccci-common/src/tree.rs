@@ -10,21 +10,29 @@
 //! (each `/proc/PID/stat` names its parent), whatever groups or sessions
 //! they made.
 //!
-//! Guarantees of [`signal_descendants`]:
+//! Guarantees of [`Tree::signal`]:
 //! - **Never another process.** Each target is opened as a pidfd first,
-//!   then checked to still be a child of a process of the tree (or of this
-//!   one), and signalled through the pidfd: a pid that ended and was
-//!   reused meanwhile is never signalled.
+//!   then checked to still be the process that was read (same start time)
+//!   and a child of a process of the tree, and signalled through the pidfd:
+//!   a pid that ended and was reused meanwhile is never signalled.
 //! - **New children too, but not a teardown's.** A process that forks
 //!   while the signal goes out is found by the next reading of `/proc`;
-//!   readings repeat until one finds no process not yet signalled (at most
-//!   [`ROUNDS`]). A process started by one that was already signalled is
-//!   left alone: it is that process's answer to the signal (a TERM trap
-//!   running `abra app undeploy`), and killing it would break the
-//!   teardown. What is still running when COMMAND ends gets the signal then
-//!   (see `supervise`).
-//! - **Each process once.** A process gets the signal once per call, so a
-//!   COMMAND that traps TERM to tear down runs its trap once.
+//!   readings repeat until one finds no process not yet seen (at most
+//!   [`ROUNDS`]). A process started by one that was already sent the
+//!   signal, and every process that one starts, is left alone: it is that
+//!   process's answer to the signal (a TERM trap running `abra app
+//!   undeploy`, and the `docker` it runs), and killing it would break the
+//!   teardown.
+//! - **Each process once.** A [`Tree`] remembers, per signal, whom it sent
+//!   it to and whom it left alone as an answer, for as long as it lives: a
+//!   second call (the supervisor tells what is left once COMMAND has
+//!   ended) reaches only processes that neither got the signal nor are a
+//!   teardown. So a grandchild that traps TERM runs its trap once, however
+//!   slow it is to finish. A process in the group the terminal signalled
+//!   counts as sent.
+//!
+//! A different signal is a fresh start: the SIGKILL after a grace reaches
+//! every process, teardowns included.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -32,11 +40,23 @@ use std::os::fd::AsFd;
 
 use crate::sys;
 
-/// How many readings of `/proc` one [`signal_descendants`] makes at most.
+/// How many readings of `/proc` one [`Tree::signal`] makes at most.
 pub const ROUNDS: usize = 8;
 
-/// The parent and process group of `pid`, from `/proc/PID/stat`.
-fn parent_and_group(pid: u32) -> Option<(u32, u32)> {
+/// A process, told apart from a later one with the same pid by its start
+/// time (in clock ticks since boot, `/proc/PID/stat` field 22).
+type Id = (u32, u64);
+
+/// What `/proc/PID/stat` says of one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    ppid: u32,
+    pgrp: u32,
+    start: u64,
+}
+
+/// The parent, process group and start time of `pid`.
+fn stat_of(pid: u32) -> Option<Stat> {
     let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     // "PID (COMM) STATE PPID PGRP ...": COMM may hold spaces and ')'.
     let close = stat.iter().rposition(|&b| b == b')')?;
@@ -45,11 +65,13 @@ fn parent_and_group(pid: u32) -> Option<(u32, u32)> {
     let _state = fields.next()?;
     let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
-    Some((ppid, pgrp))
+    // Fields 6..=21 (session .. itrealvalue), then starttime.
+    let start = fields.nth(16)?.parse().ok()?;
+    Some(Stat { ppid, pgrp, start })
 }
 
-/// Every process now in `/proc` with its parent and process group.
-fn process_table() -> io::Result<HashMap<u32, (u32, u32)>> {
+/// Every process now in `/proc`.
+fn process_table() -> io::Result<HashMap<u32, Stat>> {
     let mut table = HashMap::new();
     for entry in std::fs::read_dir("/proc")? {
         let Ok(entry) = entry else { continue };
@@ -60,19 +82,18 @@ fn process_table() -> io::Result<HashMap<u32, (u32, u32)>> {
         else {
             continue;
         };
-        if let Some(info) = parent_and_group(pid) {
-            table.insert(pid, info);
+        if let Some(stat) = stat_of(pid) {
+            table.insert(pid, stat);
         }
     }
     Ok(table)
 }
 
-/// The descendants of `root` now, with their process groups.
-pub fn descendants_of(root: u32) -> io::Result<Vec<(u32, u32)>> {
-    let table = process_table()?;
+/// The descendants of `root` now, each after its parent.
+fn descendants_in(table: &HashMap<u32, Stat>, root: u32) -> Vec<(u32, Stat)> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    for (&pid, &(ppid, _)) in &table {
-        children.entry(ppid).or_default().push(pid);
+    for (&pid, stat) in table {
+        children.entry(stat.ppid).or_default().push(pid);
     }
     let mut out = Vec::new();
     let mut todo = vec![root];
@@ -80,102 +101,182 @@ pub fn descendants_of(root: u32) -> io::Result<Vec<(u32, u32)>> {
     while let Some(pid) = todo.pop() {
         for &child in children.get(&pid).map_or(&[][..], Vec::as_slice) {
             if seen.insert(child) {
-                out.push((child, table[&child].1));
+                out.push((child, table[&child]));
                 todo.push(child);
             }
         }
     }
-    Ok(out)
+    out
 }
 
-/// Sends `sig` to every descendant of this process (see the module doc),
-/// except those in the process group `except_group` (the terminal already
-/// sent them the same signal). Returns how many were signalled.
-pub fn signal_descendants(sig: libc::c_int, except_group: Option<u32>) -> io::Result<usize> {
-    signal_descendants_of(std::process::id(), sig, except_group)
+/// The descendants of `root` now, with their process groups.
+pub fn descendants_of(root: u32) -> io::Result<Vec<(u32, u32)>> {
+    let table = process_table()?;
+    Ok(descendants_in(&table, root)
+        .into_iter()
+        .map(|(pid, stat)| (pid, stat.pgrp))
+        .collect())
 }
 
-/// [`signal_descendants`] for the descendants of `root` (not `root`
-/// itself): for a process that watches another one's tree without being
-/// its parent (a `--hold` keeper and the harness it holds locks for).
-pub fn signal_descendants_of(
+/// Whom one signal went to, and whom it left alone as an answer to it.
+#[derive(Debug, Default)]
+struct Marks {
+    sent: HashSet<Id>,
+    answers: HashSet<Id>,
+}
+
+/// The descendants of one process, and the signals sent to them so far
+/// (see the module doc).
+#[derive(Debug)]
+pub struct Tree {
     root: u32,
-    sig: libc::c_int,
-    except_group: Option<u32>,
-) -> io::Result<usize> {
-    let me = root;
-    let mut done: HashSet<u32> = HashSet::new();
-    let mut signalled: HashSet<u32> = HashSet::new();
-    let mut sent = 0;
-    for round in 0..ROUNDS {
-        let tree = descendants_of(me)?;
-        let members: HashSet<u32> = tree.iter().map(|&(pid, _)| pid).collect();
-        let fresh: Vec<(u32, u32)> = tree
-            .into_iter()
-            .filter(|(pid, _)| !done.contains(pid))
-            .collect();
-        if fresh.is_empty() {
-            break;
-        }
-        for (pid, group) in fresh {
-            done.insert(pid);
-            if except_group == Some(group) {
-                continue;
-            }
-            let Ok(pidfd) = sys::pidfd_open(pid) else {
-                continue; // ended already
-            };
-            // The pidfd pins the process: if `pid` is still a child of the
-            // tree now, the pidfd is that process.
-            let Some((ppid, _)) = parent_and_group(pid) else {
-                continue;
-            };
-            let ours = ppid == me || members.contains(&ppid);
-            // A process that a signalled one started after the first
-            // reading is its own business (a TERM trap's teardown): only
-            // what other processes start meanwhile is caught.
-            let started_by_a_signalled_one = round > 0 && signalled.contains(&ppid);
-            if ours && !started_by_a_signalled_one && sys::pidfd_signal(pidfd.as_fd(), sig)? {
-                signalled.insert(pid);
-                sent += 1;
-            }
+    marks: HashMap<libc::c_int, Marks>,
+}
+
+impl Tree {
+    /// The descendants of this process.
+    pub fn of_this_process() -> Tree {
+        Tree::of(std::process::id())
+    }
+
+    /// The descendants of `root` (not `root` itself): for a process that
+    /// watches another one's tree without being its parent (a `--hold`
+    /// keeper and the harness it holds locks for).
+    pub fn of(root: u32) -> Tree {
+        Tree {
+            root,
+            marks: HashMap::new(),
         }
     }
-    Ok(sent)
+
+    /// Sends `sig` to every descendant that has not had it from this
+    /// [`Tree`] and is not a teardown (see the module doc), except those in
+    /// the process group `except_group` (the terminal sent them the same
+    /// signal already). Returns how many were signalled.
+    pub fn signal(&mut self, sig: libc::c_int, except_group: Option<u32>) -> io::Result<usize> {
+        let root = self.root;
+        let marks = self.marks.entry(sig).or_default();
+        let mut seen: HashSet<Id> = HashSet::new();
+        let mut count = 0;
+        for _ in 0..ROUNDS {
+            let table = process_table()?;
+            let tree = descendants_in(&table, root);
+            let members: HashSet<u32> = tree.iter().map(|&(pid, _)| pid).collect();
+            // Sent in this round: their children found later in this same
+            // reading were there before the signal, so they are not answers.
+            let mut sent_now = Vec::new();
+            let mut fresh = false;
+            for (pid, stat) in tree {
+                let id = (pid, stat.start);
+                if !seen.insert(id) {
+                    continue;
+                }
+                fresh = true;
+                if marks.sent.contains(&id) || marks.answers.contains(&id) {
+                    continue;
+                }
+                let parent = table.get(&stat.ppid).map(|p| (stat.ppid, p.start));
+                if parent.is_some_and(|p| marks.sent.contains(&p) || marks.answers.contains(&p)) {
+                    marks.answers.insert(id);
+                    continue;
+                }
+                if except_group == Some(stat.pgrp) {
+                    sent_now.push(id);
+                    continue;
+                }
+                let Ok(pidfd) = sys::pidfd_open(pid) else {
+                    continue; // ended already
+                };
+                // The pidfd pins the process: if `pid` is still the process
+                // read above and a child of the tree now, the pidfd is it.
+                let Some(now) = stat_of(pid) else { continue };
+                let ours = now.ppid == root || members.contains(&now.ppid);
+                if now.start == stat.start && ours && sys::pidfd_signal(pidfd.as_fd(), sig)? {
+                    sent_now.push(id);
+                    count += 1;
+                }
+            }
+            marks.sent.extend(sent_now);
+            if !fresh {
+                break;
+            }
+        }
+        Ok(count)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::BufRead;
 
     #[test]
-    fn reads_parent_and_group_of_this_process() {
-        let (ppid, pgrp) = parent_and_group(std::process::id()).unwrap();
-        assert_eq!(ppid, std::os::unix::process::parent_id());
-        assert_eq!(pgrp, nix::unistd::getpgrp().as_raw() as u32);
+    fn reads_parent_group_and_start_of_this_process() {
+        let me = stat_of(std::process::id()).unwrap();
+        assert_eq!(me.ppid, std::os::unix::process::parent_id());
+        assert_eq!(me.pgrp, nix::unistd::getpgrp().as_raw() as u32);
+        let parent = stat_of(me.ppid).unwrap();
+        assert!(parent.start <= me.start, "{parent:?} {me:?}");
+    }
+
+    /// `sh -c SCRIPT` with its stdout read line by line.
+    fn sh(
+        script: &str,
+    ) -> (
+        std::process::Child,
+        std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    ) {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", script])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        (child, lines)
+    }
+
+    fn kill(pid: u32) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 
     #[test]
     fn finds_a_grandchild_that_left_for_its_own_session() {
         // sh starts a setsid'd sleep and prints its pid; the sleep stays
         // our descendant while sh lives.
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "setsid sleep 30 & echo $!; wait"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        use std::io::BufRead;
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let grandchild: u32 = line.trim().parse().unwrap();
+        let (mut child, mut lines) = sh("setsid sleep 30 & echo $!; wait");
+        let grandchild: u32 = lines.next().unwrap().unwrap().trim().parse().unwrap();
         let tree = descendants_of(child.id()).unwrap();
         assert!(tree.iter().any(|&(pid, _)| pid == grandchild), "{tree:?}");
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(grandchild as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        kill(grandchild);
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_second_call_skips_whom_the_first_one_signalled() {
+        // The outer shell is the root; the inner one, its descendant,
+        // catches USR1 and says so, and goes on.
+        let (mut child, mut lines) = sh("sh -c \"trap 'echo usr1' USR1; echo ready; \
+             while :; do sleep 0.01; done\" & wait");
+        assert_eq!(lines.next().unwrap().unwrap(), "ready");
+        let mut tree = Tree::of(child.id());
+        let first = tree.signal(libc::SIGUSR1, None).unwrap();
+        assert!(first >= 1, "the inner shell is a descendant");
+        assert_eq!(lines.next().unwrap().unwrap(), "usr1");
+        // The inner shell was sent USR1 already: not again; a `sleep` its
+        // loop started since is its own business: left alone.
+        assert_eq!(tree.signal(libc::SIGUSR1, None).unwrap(), 0);
+        // A fresh Tree has no memory: the shell gets it again (negative
+        // control for the count above).
+        assert!(Tree::of(child.id()).signal(libc::SIGUSR1, None).unwrap() >= 1);
+        assert_eq!(lines.next().unwrap().unwrap(), "usr1");
+        for (pid, _) in descendants_of(child.id()).unwrap() {
+            kill(pid);
+        }
+        kill(child.id());
         child.wait().unwrap();
     }
 }

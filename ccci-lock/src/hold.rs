@@ -700,9 +700,10 @@ where
 /// still there then. `parent` is signalled through its pidfd only, so a
 /// reused pid is never hit; its descendants as [`ccci_common::tree`] does.
 fn stop_parent(parent: u32, pidfd: BorrowedFd<'_>, grace: Duration) {
-    let signal_all = |sig| {
+    let mut tree = ccci_common::tree::Tree::of(parent);
+    let mut signal_all = |sig| {
         let _ = sys::pidfd_signal(pidfd, sig);
-        let _ = ccci_common::tree::signal_descendants_of(parent, sig, None);
+        let _ = tree.signal(sig, None);
     };
     signal_all(libc::SIGTERM);
     let until = Instant::now() + grace;

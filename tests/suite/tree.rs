@@ -105,13 +105,16 @@ fn case_33_a_grandchild_in_a_session_of_its_own_keeps_the_lock_until_it_exits() 
     held_until_gone(&sb, p, gc);
 }
 
-/// A grandchild in a session of its own that records the TERM it gets.
+/// A grandchild that records each TERM it gets. Its trap runs at once
+/// (the shell is in `wait`) and takes a while, as a teardown does: a
+/// second TERM while it runs would run it again, and the record would say
+/// so (the negative control of "each process once").
 fn term_recorder(sb: &Sandbox) -> std::path::PathBuf {
     let script = sb.path("gc.sh");
     std::fs::write(
         &script,
-        "trap 'echo got-term >> \"$1\"; exit 0' TERM\necho gc=$$\n\
-         while :; do sleep 0.05; done\n",
+        "trap 'echo got-term >> \"$1\"; sleep 0.3; exit 0' TERM\n\
+         sleep 1000 & echo gc=$$; wait\n",
     )
     .unwrap();
     script
