@@ -19,6 +19,7 @@ use ccci_common::{dirs, duration, say};
 use ccci_lock::place::Place;
 use ccci_lock::{Backend, FlockDir, PassLock};
 
+use crate::boot::{Seen, Verdict};
 use crate::reap::ReapCommand;
 use crate::tally::{MetricsFile, Tally};
 use crate::{
@@ -60,6 +61,13 @@ reboot reaps every deployed CI app at once. A missing lock dir anywhere else
 (a typo, an unmounted disk) is reported; nothing is probed or reaped, status
 125, so a timer or cron shows it failed. --dry-run creates nothing, not even
 the lock dir.
+
+A pass records the boot id and the lock dir it used in LOCK_DIR.janitor/seen,
+beside the lock dir. When the lock dir is then missing, or is another
+directory, and the host has not rebooted since, it was removed or replaced
+under live runs (by hand, by a cleanup): the pass probes and reaps nothing
+(125) and says how to accept the lock dir (remove that record). A lock dir
+missing while a process still holds a file of it is refused the same way.
 
 The janitor looks where the runs claim: every run records in its host's lock
 dir where it claims (.claims-in.files, or .claims-in.etcd-... for an etcd
@@ -462,7 +470,22 @@ fn one_pass(cli: &Cli, tally: &Tally) -> anyhow::Result<Ended> {
             tally,
         );
     }
+    // What the last pass saw: tells a reboot from a lock dir removed or
+    // replaced under this boot (crate::boot).
+    let boot_id = crate::boot::boot_id()?;
+    let record = crate::boot::recall(&lock_dir)?;
     if let Some(backend) = FlockDir::open(&lock_dir, false)? {
+        let now = backend
+            .identity()
+            .with_context(|| format!("cannot examine lock dir {}", quote_path(&lock_dir)))?;
+        match Seen::judge(record.seen.as_ref(), &boot_id, Some(now)) {
+            Verdict::Removed(now) => {
+                say!("{}", crate::boot::refusal(&lock_dir, &record, now));
+                return Ok(Ended::Code(exit::TOOL_FAILED));
+            }
+            _ if cli.dry_run => {}
+            _ => crate::boot::remember(&lock_dir, &record, &boot_id, now)?,
+        }
         let backend = backend.reuse_lock_table(LOCK_TABLE_AGE);
         let here = Here {
             local: None,
@@ -476,6 +499,10 @@ fn one_pass(cli: &Cli, tally: &Tally) -> anyhow::Result<Ended> {
         lock_dir: &lock_dir,
         place: Place::Files,
     };
+    if let Verdict::Removed(now) = Seen::judge(record.seen.as_ref(), &boot_id, None) {
+        say!("{}", crate::boot::refusal(&lock_dir, &record, now));
+        return Ok(Ended::Code(exit::TOOL_FAILED));
+    }
     let missing = match missing_lock_dir(&lock_dir) {
         // A reboot takes every process with the lock dir: a live one that
         // still has a file of it open says it was removed under live runs.
@@ -518,6 +545,10 @@ fn one_pass(cli: &Cli, tally: &Tally) -> anyhow::Result<Ended> {
                 "lock dir {} did not exist (its parent is on a tmpfs: a reboot?); created it",
                 quote_path(&lock_dir)
             );
+            let now = backend
+                .identity()
+                .with_context(|| format!("cannot examine lock dir {}", quote_path(&lock_dir)))?;
+            crate::boot::remember(&lock_dir, &record, &boot_id, now)?;
             run_pass(
                 cli,
                 &settings,

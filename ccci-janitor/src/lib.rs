@@ -44,6 +44,7 @@
 
 #![warn(missing_docs)]
 
+pub mod boot;
 pub mod check;
 pub mod cli;
 pub mod glob;

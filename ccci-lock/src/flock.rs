@@ -486,6 +486,13 @@ impl FlockDir {
         self.dir.path()
     }
 
+    /// The lock dir's identity (`st_dev`, `st_ino`), from its descriptor:
+    /// the directory this value opened, whatever its path names now.
+    pub fn identity(&self) -> std::io::Result<(u64, u64)> {
+        let st = nix::sys::stat::fstat(&*self.dir)?;
+        Ok((st.st_dev, st.st_ino))
+    }
+
     /// From now on, whether a lockfile is held ([`Backend::status`],
     /// [`Backend::list`]) is read from a snapshot of `/proc/locks` at most
     /// `max_age` old (see `LockSnapshot`): for a janitor pass that reports

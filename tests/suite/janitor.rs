@@ -1288,3 +1288,141 @@ fn a_tmpfs_lock_dir_removed_under_a_live_etcd_run_is_not_taken_for_a_reboot() {
     live.send("");
     live.wait().expect_code(0);
 }
+
+/// The janitor's record of the lock dir (`LOCK_DIR.janitor/seen`).
+fn seen_record(lock_dir: &Path) -> PathBuf {
+    let mut name = lock_dir.file_name().unwrap().to_os_string();
+    name.push(".janitor");
+    lock_dir.with_file_name(name).join("seen")
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A tmpfs lock dir removed by hand when no process holds a file of it
+/// any more (a run between two wraps, or one whose holder was killed) is
+/// still no reboot: an earlier pass recorded this boot, so the pass reaps
+/// nothing, creates nothing and fails (125), and says how to accept the
+/// lock dir. Removing the record, as it says, lets the next pass go on.
+#[test]
+fn a_tmpfs_lock_dir_removed_without_a_reboot_is_refused_even_with_no_holder_left() {
+    let sb = Sandbox::new();
+    let shm = tmpfs_dir();
+    let lock_dir = shm.path().join("locks");
+    sb.tool("ccci-lock")
+        .env("CCCI_APP_LOCK_DIR", &lock_dir)
+        .args([D, "--", "true"])
+        .run()
+        .expect_code(0);
+    let script = reap_script(&sb, "exit 0");
+    let pass = || {
+        janitor(&sb, &["--deployed", "-", "--only", "*"], &script)
+            .env("CCCI_APP_LOCK_DIR", &lock_dir)
+            .stdin_bytes(format!("{D}\n"))
+    };
+    // A pass while the lock dir is there: D is deployed, no lockfile: an
+    // app whose run died, reaped. The pass records the boot.
+    pass().run().expect_code(0);
+    assert_eq!(calls(&sb).len(), 1);
+    let record = seen_record(&lock_dir);
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert!(
+        text.starts_with(&format!("boot_id={}\n", boot_id())),
+        "{text}"
+    );
+
+    std::fs::remove_dir_all(&lock_dir).unwrap();
+    let out = pass().run();
+    out.expect_code(125)
+        .expect_stderr("does not exist, and the host has not rebooted since")
+        .expect_stderr("nothing probed, nothing reaped")
+        .expect_stderr(&format!("rm {}", record.display()));
+    assert_eq!(calls(&sb).len(), 1, "reaped after a removal: {out}");
+    assert!(!lock_dir.exists(), "the lock dir was recreated");
+
+    // The operator knows no run was live: the record goes, the pass goes on.
+    std::fs::remove_file(&record).unwrap();
+    pass()
+        .run()
+        .expect_code(0)
+        .expect_stderr("its parent is on a tmpfs");
+    assert_eq!(calls(&sb).len(), 2);
+    assert!(lock_dir.is_dir());
+}
+
+/// `mv LOCK_DIR old; mkdir LOCK_DIR` while a run holds its lock in the old
+/// one: the new lock dir holds no claim of it, and a pass that took it at
+/// face value would reap the live app as "deployed, no lockfile". It is not
+/// the directory the earlier pass used, and the host has not rebooted: 125,
+/// nothing reaped.
+#[test]
+fn a_lock_dir_replaced_under_a_live_run_is_refused_and_nothing_is_reaped() {
+    let sb = Sandbox::new();
+    let mut live = sb
+        .tool("ccci-lock")
+        .args(["--lost-grace", "60s", D, "--", "sh", "-c"])
+        .arg("trap '' TERM; echo ready; read _")
+        .piped_stdin()
+        .spawn();
+    live.expect_stdout("ready");
+    let script = reap_script(&sb, "exit 0");
+    let pass = || {
+        janitor(&sb, &["--deployed", "-", "--only", "*"], &script)
+            .stdin_bytes(format!("{D}\n"))
+            .run()
+    };
+    pass().expect_code(0);
+    assert!(calls(&sb).is_empty());
+
+    let old = sb.path("locks.old");
+    std::fs::rename(sb.lock_dir(), &old).unwrap();
+    make_lock_dir(&sb);
+    let out = pass();
+    out.expect_code(125)
+        .expect_stderr("is not the directory an earlier pass used")
+        .expect_stderr("nothing probed, nothing reaped");
+    assert!(calls(&sb).is_empty(), "a live run's app was reaped: {out}");
+    live.send("");
+    live.wait();
+}
+
+/// After a reboot the record names an earlier boot: the missing tmpfs lock
+/// dir is the reboot's doing, so it is created and every deployed CI app
+/// reaped at once (SPEC case 25), and the record names this boot again.
+#[test]
+fn a_record_of_an_earlier_boot_lets_the_pass_recreate_the_lock_dir_and_reap() {
+    let sb = Sandbox::new();
+    let shm = tmpfs_dir();
+    let lock_dir = shm.path().join("locks");
+    let record = seen_record(&lock_dir);
+    std::fs::create_dir(record.parent().unwrap()).unwrap();
+    std::fs::set_permissions(
+        record.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    // As the previous boot's last pass left it.
+    std::fs::write(
+        &record,
+        "boot_id=00000000-0000-4000-8000-000000000000\ndev=1\nino=2\n",
+    )
+    .unwrap();
+    let script = reap_script(&sb, "exit 0");
+    let out = janitor(&sb, &["--deployed", "-", "--only", "*"], &script)
+        .env("CCCI_APP_LOCK_DIR", &lock_dir)
+        .stdin_bytes(format!("{D}\n"))
+        .run();
+    out.expect_code(0)
+        .expect_stderr("its parent is on a tmpfs")
+        .expect_stderr(&format!("{D}: reaped (deployed, no lockfile)"));
+    assert!(lock_dir.is_dir());
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert!(
+        text.starts_with(&format!("boot_id={}\n", boot_id())),
+        "{text}"
+    );
+}
