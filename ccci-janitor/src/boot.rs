@@ -36,13 +36,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use ccci_common::dirs::Role;
 use ccci_common::fs::{OpenHow, SafeDir};
-use ccci_common::names::{quote_path, shell_quote};
+use ccci_common::names::quote_path;
 
 /// The record's directory, beside the lock dir: `LOCK_DIR` + this.
 pub const SUFFIX: &str = ".janitor";
 /// The record's file name in it.
 pub const SEEN: &str = "seen";
-/// Where the kernel tells the boot id.
+/// Where the kernel tells the boot id (for messages).
 pub const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
 const ROLE: Role = Role {
@@ -77,15 +77,10 @@ pub enum Verdict {
     Removed(Option<DirId>),
 }
 
-/// The current boot id.
+/// The current boot id ([`ccci_common::proc::boot_id`]).
 pub fn boot_id() -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(BOOT_ID)
-        .with_context(|| format!("cannot read the boot id from {BOOT_ID}"))?;
-    let id = text.trim();
-    if id.len() != 36 || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
-        anyhow::bail!("{BOOT_ID} holds {}, not a boot id", shell_quote(id));
-    }
-    Ok(id.to_string())
+    ccci_common::proc::boot_id()
+        .ok_or_else(|| anyhow::anyhow!("cannot read the boot id from {BOOT_ID}"))
 }
 
 /// The path of the record dir of `lock_dir`; `None` for a path without a
