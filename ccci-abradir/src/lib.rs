@@ -68,9 +68,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use ccci_common::dirs::{self, Role, RUNS_DIR};
 use ccci_common::fs::SafeDir;
+use ccci_common::gc::{self, RunDirs, Taken};
 use ccci_common::locked::{lock_named, Acquired, Name};
 use ccci_common::names;
-use ccci_common::run::{judge, temporary_maker, GcEntry, Harness, Record, RunKey, Swept};
+use ccci_common::run::{temporary_maker, GcEntry, Harness, Record, RunKey, Swept};
 use ccci_common::sys::FlockOp;
 use nix::errno::Errno;
 use nix::sys::stat::{FileStat, Mode};
@@ -324,30 +325,80 @@ pub fn gc(runs_dir: &Path, dry_run: bool) -> anyhow::Result<Vec<GcEntry>> {
     let Some(runs) = SafeDir::open(&RUNS_DIR, runs_dir, false)? else {
         return Ok(Vec::new());
     };
-    let names = runs
-        .sorted_names()
-        .with_context(|| format!("cannot list runs dir {}", quote_path(runs.path())))?;
-    let mut out = Vec::new();
-    for name in names {
-        let path = runs.join(&name);
-        if let Some(pid) = temporary_maker(&name) {
-            if let Some(outcome) = sweep_temporary(&runs, &name, pid, dry_run) {
-                out.push(GcEntry { path, pid, outcome });
-            }
-            continue;
-        }
-        let Some(key) = RunKey::parse(&name) else {
-            continue; // not a run dir of ours
-        };
-        let outcome = sweep_run(&runs, &name, &key, dry_run, &mut out)
-            .unwrap_or_else(|e| Swept::Failed(format!("{e:#}")));
-        out.push(GcEntry {
-            path,
-            pid: key.pid,
-            outcome,
-        });
+    gc::sweep(&Runs(runs), dry_run)
+}
+
+/// The runs dir, as [`gc`] sweeps it.
+struct Runs(SafeDir);
+
+impl RunDirs for Runs {
+    type Held = SafeDir;
+
+    fn dir(&self) -> &SafeDir {
+        &self.0
     }
-    Ok(out)
+
+    fn sorted_names(&self) -> anyhow::Result<Vec<String>> {
+        gc::sorted_names(&self.0, Some("runs dir"))
+    }
+
+    fn take(&self, name: &str) -> anyhow::Result<Taken<SafeDir>> {
+        // Anything but a real directory of ours is skipped, never removed.
+        if let Err(e) = self.0.subdir(&RUN_DIR, name, false) {
+            return Ok(Taken::Skipped(format!("{e:#}")));
+        }
+        Ok(
+            match lock_run(
+                &self.0,
+                name,
+                &self.0.join(name),
+                FlockOp::ExclusiveNonblock,
+            ) {
+                Ok(Some(Acquired::Held(run))) => Taken::Held(run),
+                Ok(Some(_)) => Taken::InUse,
+                Ok(None) => Taken::Vanished,
+                Err(e) => Taken::Skipped(format!("{e:#}")),
+            },
+        )
+    }
+
+    fn record(&self, run: &SafeDir) -> Option<Record> {
+        Record::read(run)
+    }
+
+    fn remove(&self, run: SafeDir, name: &str) -> anyhow::Result<()> {
+        let removed = tree::remove_tree(&self.0, self.0.path(), OsStr::new(name));
+        drop(run);
+        removed
+    }
+
+    fn sweep_temporary(&self, name: &str, pid: u32, dry_run: bool) -> Option<Swept> {
+        sweep_temporary(&self.0, name, pid, dry_run)
+    }
+
+    /// A live run keeps its tree; clones its killed calls left go.
+    fn tidy_kept(&self, run: &SafeDir, _kept: &Swept, dry_run: bool, out: &mut Vec<GcEntry>) {
+        let Ok(Some(abra)) = run.subdir(&RUN_DIR, ABRA, false) else {
+            return;
+        };
+        let Ok(Some(private)) = abra.subdir(&RUN_DIR, RECIPES, false) else {
+            return;
+        };
+        for entry in private.names().unwrap_or_default() {
+            let Some(entry) = entry.to_str() else {
+                continue;
+            };
+            if let Some(pid) = temporary_maker(entry) {
+                if let Some(outcome) = sweep_temporary(&private, entry, pid, dry_run) {
+                    out.push(GcEntry {
+                        path: private.join(entry),
+                        pid,
+                        outcome,
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// Removes the temporary `name` in `dir` when no process has its maker's
@@ -363,58 +414,6 @@ fn sweep_temporary(dir: &SafeDir, name: &str, pid: u32, dry_run: bool) -> Option
         Ok(()) => Swept::TemporaryRemoved,
         Err(e) => Swept::Failed(format!("{e:#}")),
     })
-}
-
-fn sweep_run(
-    runs: &SafeDir,
-    name: &str,
-    key: &RunKey,
-    dry_run: bool,
-    out: &mut Vec<GcEntry>,
-) -> anyhow::Result<Swept> {
-    let run_path = runs.join(name);
-    // Anything but a real directory of ours is skipped, never removed.
-    if let Err(e) = runs.subdir(&RUN_DIR, name, false) {
-        return Ok(Swept::Skipped(format!("{e:#}")));
-    }
-    let run = match lock_run(runs, name, &run_path, FlockOp::ExclusiveNonblock) {
-        Ok(Some(Acquired::Held(run))) => run,
-        Ok(Some(_)) => return Ok(Swept::InUse),
-        Ok(None) => return Ok(Swept::Vanished),
-        Err(e) => return Ok(Swept::Skipped(format!("{e:#}"))),
-    };
-    let fate = match judge(Record::read(&run), key) {
-        Ok(fate) => fate,
-        Err(kept) => {
-            // A live run keeps its tree; clones its killed calls left go.
-            if let Ok(Some(abra)) = run.subdir(&RUN_DIR, ABRA, false) {
-                if let Ok(Some(private)) = abra.subdir(&RUN_DIR, RECIPES, false) {
-                    for entry in private.names().unwrap_or_default() {
-                        let Some(entry) = entry.to_str() else {
-                            continue;
-                        };
-                        if let Some(pid) = temporary_maker(entry) {
-                            if let Some(outcome) = sweep_temporary(&private, entry, pid, dry_run) {
-                                out.push(GcEntry {
-                                    path: private.join(entry),
-                                    pid,
-                                    outcome,
-                                });
-                            }
-                        }
-                    }
-                }
-            }
-            return Ok(kept);
-        }
-    };
-    if dry_run {
-        return Ok(Swept::WouldRemove(fate));
-    }
-    match tree::remove_tree(runs, runs.path(), OsStr::new(name)) {
-        Ok(()) => Ok(Swept::Removed(fate)),
-        Err(e) => Ok(Swept::Failed(format!("{e:#}"))),
-    }
 }
 
 /// The temporary name a call of this process builds `name` under.

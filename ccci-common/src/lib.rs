@@ -19,6 +19,8 @@
 //!   a run's harness that tells a live run from a reused pid.
 //! - [`proc`]: is a pid alive, when did it start, which namespace and boot,
 //!   the host name.
+//! - [`gc`]: the one sweep of a directory of run dirs (ccci-state's state
+//!   dir, ccci-abradir's runs dir).
 //! - [`locked`]: open → lock → verify the name still names it → retry.
 //! - [`users`]: the name of a uid, for messages, from `/etc/passwd` (no NSS).
 
@@ -31,6 +33,7 @@ pub mod dirs;
 pub mod duration;
 pub mod exit;
 pub mod fs;
+pub mod gc;
 pub mod locked;
 pub mod names;
 pub mod proc;

@@ -6,11 +6,12 @@ use ccci_common::names::quote_path;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use ccci_common::dirs::{self, STATE_DIR};
 use ccci_common::fs::SafeDir;
+use ccci_common::gc::{self, RunDirs, Taken};
 use ccci_common::locked::Name;
-use ccci_common::run::{judge, temporary_maker, GcEntry, Harness, Record, RunKey, Swept};
+use ccci_common::run::{temporary_maker, GcEntry, Harness, Record, RunKey, Swept};
 
 use crate::files::Locked;
 use crate::RUN_DIR;
@@ -127,41 +128,29 @@ impl StateDir {
     /// entries that are not run dirs are kept. The entries are reported in
     /// name order.
     pub fn gc(&self, dry_run: bool) -> anyhow::Result<Vec<GcEntry>> {
-        let names = self
-            .dir
-            .sorted_names()
-            .with_context(|| format!("cannot list {}", quote_path(self.path())))?;
-        let mut out = Vec::new();
-        for name in names {
-            let Some(key) = RunKey::parse(&name) else {
-                continue; // not a run dir of ours
-            };
-            let outcome = self
-                .sweep(&name, &key, dry_run, &mut out)
-                .unwrap_or_else(|e| Swept::Failed(format!("{e:#}")));
-            out.push(GcEntry {
-                path: self.dir.join(&name),
-                pid: key.pid,
-                outcome,
-            });
-        }
-        Ok(out)
+        gc::sweep(self, dry_run)
+    }
+}
+
+impl RunDirs for StateDir {
+    type Held = Locked;
+
+    fn dir(&self) -> &SafeDir {
+        &self.dir
     }
 
-    fn sweep(
-        &self,
-        name: &str,
-        key: &RunKey,
-        dry_run: bool,
-        out: &mut Vec<GcEntry>,
-    ) -> anyhow::Result<Swept> {
+    fn sorted_names(&self) -> anyhow::Result<Vec<String>> {
+        gc::sorted_names(&self.dir, None)
+    }
+
+    fn take(&self, name: &str) -> anyhow::Result<Taken<Locked>> {
         match self.dir.stat(name)? {
-            None => return Ok(Swept::Vanished),
+            None => return Ok(Taken::Vanished),
             Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => {
-                return Ok(Swept::Skipped("is a symlink".into()))
+                return Ok(Taken::Skipped("is a symlink".into()))
             }
             Some(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => {
-                return Ok(Swept::Skipped("is not a directory".into()))
+                return Ok(Taken::Skipped("is not a directory".into()))
             }
             Some(_) => {}
         }
@@ -179,26 +168,24 @@ impl StateDir {
                 }
             },
         )?;
-        let locked = match got {
-            Some(Ok(locked)) => locked,
-            Some(Err(_)) => return Ok(Swept::InUse),
-            None => return Ok(unsafe_dir.map_or(Swept::Vanished, Swept::Skipped)),
-        };
-        let fate = match judge(Record::read(locked.dir()), key) {
-            Ok(fate) => fate,
-            Err(kept) => {
-                if matches!(kept, Swept::Live | Swept::Unrecorded) {
-                    sweep_temporaries(&locked, dry_run, out);
-                }
-                return Ok(kept);
-            }
-        };
-        if dry_run {
-            return Ok(Swept::WouldRemove(fate));
-        }
-        match locked.remove(&self.dir, name) {
-            Ok(()) => Ok(Swept::Removed(fate)),
-            Err(e) => Ok(Swept::Failed(format!("{e:#}"))),
+        Ok(match got {
+            Some(Ok(locked)) => Taken::Held(locked),
+            Some(Err(_)) => Taken::InUse,
+            None => unsafe_dir.map_or(Taken::Vanished, Taken::Skipped),
+        })
+    }
+
+    fn record(&self, held: &Locked) -> Option<Record> {
+        Record::read(held.dir())
+    }
+
+    fn remove(&self, held: Locked, name: &str) -> anyhow::Result<()> {
+        held.remove(&self.dir, name)
+    }
+
+    fn tidy_kept(&self, held: &Locked, kept: &Swept, dry_run: bool, out: &mut Vec<GcEntry>) {
+        if matches!(kept, Swept::Live | Swept::Unrecorded) {
+            sweep_temporaries(held, dry_run, out);
         }
     }
 }
