@@ -24,28 +24,66 @@ pub fn alive(pid: u32) -> bool {
     )
 }
 
-/// The state letter (field 3) and start time (field 22) of `/proc/<pid>/stat`.
-pub(crate) fn stat(pid: u32) -> Option<(char, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) state ppid ..." — comm may contain spaces and ')'.
-    let (_, rest) = stat.rsplit_once(')')?;
-    let mut fields = rest.split_whitespace();
+/// What `/proc/<pid>/stat` says of one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// The state letter (field 3): `R`, `S`, `Z`…
+    pub state: char,
+    /// The parent's pid (field 4).
+    pub ppid: u32,
+    /// The process group (field 5).
+    pub pgrp: u32,
+    /// The start time (field 22), in clock ticks since boot.
+    pub start: u64,
+}
+
+/// `/proc/<pid>/stat` of `pid`; `None` when there is no such process.
+pub fn stat(pid: u32) -> Option<Stat> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces and ')'.
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
     let state = fields.next()?.chars().next()?;
-    // `fields` now starts at field 4; starttime is field 22.
-    let started = fields.nth(22 - 4)?.parse().ok()?;
-    Some((state, started))
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    // `fields` now starts at field 6; starttime is field 22.
+    let start = fields.nth(22 - 6)?.parse().ok()?;
+    Some(Stat {
+        state,
+        ppid,
+        pgrp,
+        start,
+    })
+}
+
+/// The pids `/proc` lists now.
+pub fn pids() -> std::io::Result<impl Iterator<Item = u32>> {
+    Ok(std::fs::read_dir("/proc")?.filter_map(|entry| {
+        entry
+            .ok()?
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+    }))
 }
 
 /// The start time of process `pid`, in clock ticks since boot (field 22 of
 /// `/proc/<pid>/stat`); `None` when there is no such process. Together with
 /// the pid (and the boot) it names a process uniquely.
 pub fn start_time(pid: u32) -> Option<u64> {
-    stat(pid).map(|(_, started)| started)
+    stat(pid).map(|stat| stat.start)
 }
 
 /// Whether `pid` is a process that has exited but is not reaped yet.
 pub fn is_zombie(pid: u32) -> bool {
-    matches!(stat(pid), Some(('Z' | 'X', _)))
+    matches!(
+        stat(pid),
+        Some(Stat {
+            state: 'Z' | 'X',
+            ..
+        })
+    )
 }
 
 /// The inode of this process's pid namespace (`/proc/self/ns/pid`); pids

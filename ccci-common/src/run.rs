@@ -151,8 +151,10 @@ pub enum Harness {
 pub fn harness(pid: u32, recorded: Option<u64>) -> Harness {
     match proc::stat(pid) {
         None => Harness::Gone,
-        Some(('Z' | 'X', _)) => Harness::Gone,
-        Some((_, now)) if recorded == Some(now) => Harness::Running,
+        Some(proc::Stat {
+            state: 'Z' | 'X', ..
+        }) => Harness::Gone,
+        Some(stat) if recorded == Some(stat.start) => Harness::Running,
         Some(_) => Harness::Replaced,
     }
 }
@@ -427,7 +429,7 @@ mod tests {
         let pid = child.id();
         // Not reaped yet: a zombie is a harness that has exited.
         let start = std::time::Instant::now();
-        while proc::stat(pid).is_some_and(|(state, _)| state != 'Z') {
+        while proc::stat(pid).is_some_and(|stat| stat.state != 'Z') {
             assert!(start.elapsed().as_secs() < 30, "`true` never exited");
             std::thread::yield_now();
         }

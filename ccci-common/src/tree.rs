@@ -12,9 +12,11 @@
 //!
 //! Guarantees of [`Tree::signal`]:
 //! - **Never another process.** Each target is opened as a pidfd first,
-//!   then checked to still be the process that was read (same start time)
-//!   and a child of a process of the tree, and signalled through the pidfd:
-//!   a pid that ended and was reused meanwhile is never signalled.
+//!   then checked to still be the process that was read in the tree (same
+//!   pid, same start time), and signalled through the pidfd: a pid that
+//!   ended and was reused meanwhile is never signalled. One whose parent
+//!   exited after the reading, and which was re-parented out of the tree
+//!   (to init, when the watcher is not a subreaper), is still signalled.
 //! - **New children too, but not a teardown's.** A process that forks
 //!   while the signal goes out is found by the next reading of `/proc`;
 //!   readings repeat until one finds no process not yet seen (at most
@@ -38,6 +40,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::AsFd;
 
+use crate::proc::{self, Stat};
 use crate::sys;
 
 /// How many readings of `/proc` one [`Tree::signal`] makes at most.
@@ -47,46 +50,11 @@ pub const ROUNDS: usize = 8;
 /// time (in clock ticks since boot, `/proc/PID/stat` field 22).
 type Id = (u32, u64);
 
-/// What `/proc/PID/stat` says of one process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stat {
-    ppid: u32,
-    pgrp: u32,
-    start: u64,
-}
-
-/// The parent, process group and start time of `pid`.
-fn stat_of(pid: u32) -> Option<Stat> {
-    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    // "PID (COMM) STATE PPID PGRP ...": COMM may hold spaces and ')'.
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    let mut fields = rest.split_ascii_whitespace();
-    let _state = fields.next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    // Fields 6..=21 (session .. itrealvalue), then starttime.
-    let start = fields.nth(16)?.parse().ok()?;
-    Some(Stat { ppid, pgrp, start })
-}
-
 /// Every process now in `/proc`.
 fn process_table() -> io::Result<HashMap<u32, Stat>> {
-    let mut table = HashMap::new();
-    for entry in std::fs::read_dir("/proc")? {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Some(stat) = stat_of(pid) {
-            table.insert(pid, stat);
-        }
-    }
-    Ok(table)
+    Ok(proc::pids()?
+        .filter_map(|pid| Some((pid, proc::stat(pid)?)))
+        .collect())
 }
 
 /// The descendants of `root` now, each after its parent.
@@ -161,7 +129,6 @@ impl Tree {
         for _ in 0..ROUNDS {
             let table = process_table()?;
             let tree = descendants_in(&table, root);
-            let members: HashSet<u32> = tree.iter().map(|&(pid, _)| pid).collect();
             // Sent in this round: their children found later in this same
             // reading were there before the signal, so they are not answers.
             let mut sent_now = Vec::new();
@@ -187,11 +154,13 @@ impl Tree {
                 let Ok(pidfd) = sys::pidfd_open(pid) else {
                     continue; // ended already
                 };
-                // The pidfd pins the process: if `pid` is still the process
-                // read above and a child of the tree now, the pidfd is it.
-                let Some(now) = stat_of(pid) else { continue };
-                let ours = now.ppid == root || members.contains(&now.ppid);
-                if now.start == stat.start && ours && sys::pidfd_signal(pidfd.as_fd(), sig)? {
+                // The pidfd pins the process: if `pid` still started when
+                // the process read above did, the pidfd is that process
+                // (a pid and a start time name one process). Its parent
+                // may have exited since and left it to init or another
+                // subreaper: it is still one COMMAND started.
+                let Some(now) = proc::stat(pid) else { continue };
+                if now.start == stat.start && sys::pidfd_signal(pidfd.as_fd(), sig)? {
                     sent_now.push(id);
                     count += 1;
                 }
@@ -212,10 +181,10 @@ mod tests {
 
     #[test]
     fn reads_parent_group_and_start_of_this_process() {
-        let me = stat_of(std::process::id()).unwrap();
+        let me = proc::stat(std::process::id()).unwrap();
         assert_eq!(me.ppid, std::os::unix::process::parent_id());
         assert_eq!(me.pgrp, nix::unistd::getpgrp().as_raw() as u32);
-        let parent = stat_of(me.ppid).unwrap();
+        let parent = proc::stat(me.ppid).unwrap();
         assert!(parent.start <= me.start, "{parent:?} {me:?}");
     }
 

@@ -348,16 +348,10 @@ pub fn holder_of_removed(path: &Path) -> Option<(u32, std::path::PathBuf)> {
     let mut prefix = path.as_os_str().as_bytes().to_vec();
     prefix.push(b'/');
     let me = nix::unistd::geteuid().as_raw();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in ccci_common::proc::pids().ok()? {
         use std::os::unix::fs::MetadataExt;
-        if entry.metadata().map_or(true, |m| m.uid() != me) {
+        let owner = std::fs::metadata(format!("/proc/{pid}")).map(|m| m.uid());
+        if owner.map_or(true, |uid| uid != me) {
             continue;
         }
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {

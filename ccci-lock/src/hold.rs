@@ -701,9 +701,11 @@ where
 /// reused pid is never hit; its descendants as [`ccci_common::tree`] does.
 fn stop_parent(parent: u32, pidfd: BorrowedFd<'_>, grace: Duration) {
     let mut tree = ccci_common::tree::Tree::of(parent);
+    // Descendants first: a harness that ends at once on the signal would
+    // leave its children to init before the walk found them.
     let mut signal_all = |sig| {
-        let _ = sys::pidfd_signal(pidfd, sig);
         let _ = tree.signal(sig, None);
+        let _ = sys::pidfd_signal(pidfd, sig);
     };
     signal_all(libc::SIGTERM);
     let until = Instant::now() + grace;
