@@ -1,27 +1,4 @@
-//! The frame every tool's `main` runs in: parse, run, map to an exit status.
-//!
-//! - `--help` and `--version` print to stdout and exit 0.
-//! - Usage errors are clap's messages, prefixed with the tool's name, status 2,
-//!   except for a bad value: clap would print it raw, so it is reported as
-//!   `invalid value <quoted> for <--flag or POSITIONAL>: <reason>` or
-//!   `CCCI_X=<quoted> is …`, quoted by [`quote`] (see `clap_error`).
-//! - [`UsageError`] (bad input found after parsing) is status 2.
-//! - Any other error is printed as `tool: what: why` and is status 125.
-//! - A closed pipe on stdout (`ccci-lock --list | head -1`) is not an error
-//!   for a listing; output that must arrive whole (shell for `eval`, a
-//!   path, a value) is written with [`print_all`], and a stdout closed
-//!   before it was all written is status 125, saying so.
-//! - A stdout that is already closed when a tool starts (`>&-`) is not seen
-//!   by it: Rust's runtime opens descriptors 0-2 on `/dev/null` before any
-//!   tool code runs (so no file the tool opens can take their number), and
-//!   output then goes to `/dev/null` whole, as with `>/dev/null`.
-//! - A tool run from cron ([`stamp_stderr`]) starts each stderr line with an
-//!   RFC 3339 timestamp, unless stderr is the journal, which stamps lines
-//!   itself (`JOURNAL_STREAM` names the journal's stream as `DEV:INODE`).
-//! - A run that returns [`exit::Ended::Signal`] ends by that signal, after
-//!   its cleanup (SPEC §1 "Signal deaths propagate").
-//!
-//! # Naming where a bad value came from
+//! Naming where a bad value came from.
 //!
 //! SPEC §1 wants a bad value blamed on where it came from: the flag the user
 //! typed, or the variable the environment set
@@ -38,7 +15,7 @@
 //! let run_id = cli::checked("run_id", cli.run_id.as_deref(), names::run_id)?;
 //! ```
 //!
-//! [`main`] keeps clap's matches, so [`checked`] (and [`source`]) can ask
+//! [`super::main`] keeps clap's matches, so [`checked`] (and [`source`]) can ask
 //! clap where the value came from. The message is
 //! `CCCI_RUN_ID='build 42' is not a valid run id: …` for a variable and
 //! `invalid value 'build 42' for --run-id: not a valid run id: …` for a flag,
@@ -47,270 +24,16 @@
 //! required; see there).
 
 use std::ffi::OsString;
-use std::fmt;
 use std::io::{self, Write};
-use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
+use super::say::{stderr_text, tool};
+use super::UsageError;
 use crate::exit;
-
-static TOOL: OnceLock<&'static str> = OnceLock::new();
-static STAMP: AtomicBool = AtomicBool::new(false);
-/// Whether stderr is the journal: then every line starts with its
-/// sd-daemon(3) priority (SPEC §1 "Logs under systemd").
-static JOURNAL: AtomicBool = AtomicBool::new(false);
-
-/// How a stderr line counts under the journal (sd-daemon(3) priorities),
-/// so that `journalctl -p warning` shows exactly warnings and errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Priority {
-    /// `<3>`: an error; the default of [`say!`](crate::say).
-    Error = 3,
-    /// `<4>`: a warning (a possible leaked run, a refused or odd file).
-    Warning = 4,
-    /// `<6>`: an action (reaped, unlinked, removed).
-    Action = 6,
-    /// `<7>`: what `-v` adds.
-    Debug = 7,
-}
-
-/// Whether stderr is the journal (see [`Priority`]).
-pub fn stderr_to_journal() -> bool {
-    JOURNAL.load(Ordering::Relaxed)
-}
 
 /// The parsed command line and its definition, kept by [`main`] for
 /// [`source`].
-static PARSED: OnceLock<(clap::Command, clap::ArgMatches)> = OnceLock::new();
-
-/// The running tool's name, for message prefixes.
-pub fn tool() -> &'static str {
-    TOOL.get().copied().unwrap_or("ccci")
-}
-
-/// From now on, start every stderr line of this process with an RFC 3339
-/// timestamp, unless stderr is the journal (see the module doc).
-pub fn stamp_stderr() {
-    STAMP.store(!stderr_to_journal(), Ordering::Relaxed);
-}
-
-/// Whether `JOURNAL_STREAM` (`DEV:INODE`, set by systemd) names our stderr.
-fn stderr_is_journal() -> bool {
-    names_file(std::env::var_os("JOURNAL_STREAM").as_deref(), io::stderr())
-}
-
-/// Whether `value`, as `DEV:INODE`, names the file open as `fd`.
-fn names_file(value: Option<&std::ffi::OsStr>, fd: impl std::os::fd::AsFd) -> bool {
-    let Some((dev, ino)) = value
-        .and_then(|v| v.to_str())
-        .and_then(|v| v.split_once(':'))
-    else {
-        return false;
-    };
-    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
-        return false;
-    };
-    nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
-}
-
-/// `text` as stderr lines: each prefixed with a timestamp when stamping.
-fn stderr_text(text: &str) -> String {
-    let mut out = String::new();
-    stamp_lines(text, Priority::Error, &mut out);
-    out
-}
-
-/// Appends `text` to `out`, each line starting with its priority under
-/// the journal, or stamped with the time when stamps are on
-/// ([`stderr_text`]).
-fn stamp_lines(text: &str, priority: Priority, out: &mut String) {
-    if JOURNAL.load(Ordering::Relaxed) {
-        for line in text.lines() {
-            out.push('<');
-            out.push(char::from(b'0' + priority as u8));
-            out.push('>');
-            out.push_str(line);
-            out.push('\n');
-        }
-        return;
-    }
-    if !STAMP.load(Ordering::Relaxed) {
-        out.push_str(text);
-        return;
-    }
-    use std::cell::RefCell;
-    thread_local! {
-        // The last stamp made, and the second it is of.
-        static LAST: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
-    }
-    let now = std::time::SystemTime::now();
-    let second = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    LAST.with_borrow_mut(|(of, stamp)| {
-        if *of != second {
-            *of = second;
-            *stamp = humantime::format_rfc3339_seconds(now).to_string();
-        }
-        for line in text.lines() {
-            out.push_str(stamp);
-            out.push(' ');
-            out.push_str(line);
-            out.push('\n');
-        }
-    });
-}
-
-/// Writes `tool: message` (one or more lines) to stderr, in one `write`.
-/// The line is built in buffers kept for the next one: a janitor `-v` pass
-/// writes a line per lockfile.
-pub fn try_emit(args: fmt::Arguments<'_>) -> io::Result<()> {
-    try_emit_at(Priority::Error, args)
-}
-
-/// [`try_emit`] at `priority` (see [`Priority`]).
-pub fn try_emit_at(priority: Priority, args: fmt::Arguments<'_>) -> io::Result<()> {
-    use std::cell::RefCell;
-    use std::fmt::Write as _;
-    thread_local! {
-        static BUFFERS: RefCell<(String, String)> = const { RefCell::new((String::new(), String::new())) };
-    }
-    BUFFERS.with(|buffers| {
-        // A message whose formatting emits again (never, in practice)
-        // finds the buffers in use and gets its own.
-        let mut own = (String::new(), String::new());
-        let mut guard = buffers.try_borrow_mut();
-        let (message, text) = match guard.as_deref_mut() {
-            Ok(buffers) => buffers,
-            Err(_) => &mut own,
-        };
-        message.clear();
-        text.clear();
-        let _ = writeln!(message, "{}: {}", tool(), args);
-        stamp_lines(message, priority, text);
-        io::stderr().lock().write_all(text.as_bytes())
-    })
-}
-
-/// Writes `tool: message` to stderr; a closed stderr is ignored.
-pub fn emit(args: fmt::Arguments<'_>) {
-    let _ = try_emit(args);
-}
-
-/// [`emit`] at `priority`.
-pub fn emit_at(priority: Priority, args: fmt::Arguments<'_>) {
-    let _ = try_emit_at(priority, args);
-}
-
-/// `say!("...")`: one line on stderr, prefixed with the tool's name; an
-/// error under the journal (`<3>`).
-#[macro_export]
-macro_rules! say {
-    ($($arg:tt)*) => { $crate::cli::emit(format_args!($($arg)*)) };
-}
-
-/// [`say!`] for a warning (`<4>` under the journal).
-#[macro_export]
-macro_rules! say_warning {
-    ($($arg:tt)*) => { $crate::cli::emit_at($crate::cli::Priority::Warning, format_args!($($arg)*)) };
-}
-
-/// [`say!`] for an action (`<6>` under the journal).
-#[macro_export]
-macro_rules! say_action {
-    ($($arg:tt)*) => { $crate::cli::emit_at($crate::cli::Priority::Action, format_args!($($arg)*)) };
-}
-
-/// [`say!`] for what `-v` adds (`<7>` under the journal).
-#[macro_export]
-macro_rules! say_debug {
-    ($($arg:tt)*) => { $crate::cli::emit_at($crate::cli::Priority::Debug, format_args!($($arg)*)) };
-}
-
-/// Invalid input noticed after parsing (status 2). The message should quote
-/// the value, e.g. with [`crate::names::shell_quote`].
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl fmt::Display for UsageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
-
-/// Parses the command line as `P`, calls `run` and turns the outcome into
-/// the process's exit status (see the module doc). `run` returns a status
-/// (`u8`) or an [`exit::Ended`]: `Ended::Signal(N)` ends the process by
-/// signal N once `run` has returned, so every value it owned has been
-/// dropped (lockfiles settled, temporaries removed) first.
-pub fn main<P: clap::Parser, R: Into<exit::Ended>>(
-    tool: &'static str,
-    run: impl FnOnce(P) -> anyhow::Result<R>,
-) -> ExitCode {
-    let _ = TOOL.set(tool);
-    JOURNAL.store(stderr_is_journal(), Ordering::Relaxed);
-    // Before clap reads any variable: the file's values join the
-    // environment where it sets none (crate::config).
-    let args: Vec<OsString> = std::env::args_os().collect();
-    if let Err(e) = crate::config::load_and_apply(&args) {
-        // A preflight reports a bad file among its other checks.
-        let checking = args
-            .iter()
-            .skip(1)
-            .take_while(|a| *a != "--")
-            .any(|a| a == "--check");
-        if !checking {
-            return ExitCode::from(error_status(&e));
-        }
-        crate::config::defer_error(&e);
-    }
-    drop_empty_variables();
-    let mut command = P::command();
-    let parsed = command.try_get_matches_from_mut(args).and_then(|matches| {
-        let parsed = P::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
-        let _ = PARSED.set((command.clone(), matches));
-        Ok(parsed)
-    });
-    let parsed = match parsed {
-        Ok(parsed) => parsed,
-        Err(e) => return ExitCode::from(clap_error(e, &command)),
-    };
-    ExitCode::from(match run(parsed).map(Into::into) {
-        Ok(exit::Ended::Code(status)) => status,
-        Ok(ended @ exit::Ended::Signal(_)) => ended.end(),
-        Err(e) => error_status(&e),
-    })
-}
-
-/// Removes empty `CCCI_*` variables from our environment: an empty
-/// variable counts as unset, as it does for most Unix tools
-/// (`CCCI_RUN_ID=${BUILD_ID:-}` must not be an invalid run id). Runs before
-/// anything else, while the process has one thread.
-///
-/// They are set again, empty, for every COMMAND a tool starts
-/// ([`dropped_empty`]): an empty variable also overrides the configuration
-/// file, and a ccci tool that COMMAND runs must see the same override.
-fn drop_empty_variables() {
-    let empty: Vec<_> = std::env::vars_os()
-        .filter(|(k, v)| k.to_string_lossy().starts_with("CCCI_") && v.is_empty())
-        .map(|(k, _)| k)
-        .collect();
-    for key in &empty {
-        std::env::remove_var(key);
-    }
-    let _ = DROPPED.set(empty);
-}
-
-static DROPPED: OnceLock<Vec<OsString>> = OnceLock::new();
-
-/// The empty `CCCI_*` variables this process was started with (and
-/// removed from its own environment at start).
-pub fn dropped_empty() -> &'static [OsString] {
-    DROPPED.get().map_or(&[], Vec::as_slice)
-}
+pub(super) static PARSED: OnceLock<(clap::Command, clap::ArgMatches)> = OnceLock::new();
 
 /// Whether the argument `id` (the field name, `lock_dir`) was given on the
 /// command line (not by its variable, nor by default).
@@ -324,7 +47,7 @@ pub fn given_on_command_line(id: &str) -> bool {
 
 /// Where the value of the argument `id` (the field name, `run_id`) came
 /// from, for messages: its variable (`CCCI_RUN_ID`) when the environment
-/// set it, else its flag (`--run-id`). Without the matches of [`main`] (in
+/// set it, else its flag (`--run-id`). Without the matches of [`super::main`] (in
 /// unit tests) the flag is derived from `id`.
 pub fn source(id: &str) -> String {
     let flag = || format!("--{}", id.replace('_', "-"));
@@ -426,7 +149,7 @@ pub fn checked_path(
 /// the error's context and the command line, with [`quote`], naming the flag
 /// (`--wait`), the positional (`DOMAIN`) or the variable (`CCCI_RUN_ID=…`)
 /// it came from. Every other error is clap's own text.
-fn clap_error(e: clap::Error, command: &clap::Command) -> u8 {
+pub(super) fn clap_error(e: clap::Error, command: &clap::Command) -> u8 {
     if !e.use_stderr() {
         // --help, --version
         let _ = write!(io::stdout().lock(), "{}", e.render());
@@ -695,74 +418,9 @@ fn non_utf8_argument(
     format!("an argument is {why}")
 }
 
-/// The status for an error that ended `run`, after reporting it.
-pub fn error_status(e: &anyhow::Error) -> u8 {
-    let broken_pipe = e.chain().any(|cause| {
-        cause
-            .downcast_ref::<io::Error>()
-            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
-    });
-    if broken_pipe {
-        return exit::SUCCESS;
-    }
-    emit(format_args!("{e:#}"));
-    if e.downcast_ref::<UsageError>().is_some() {
-        exit::USAGE
-    } else {
-        exit::TOOL_FAILED
-    }
-}
-
-/// Writes `bytes` to stdout and flushes: output that must arrive whole
-/// (shell for `eval`, a path, a value). A stdout closed before everything
-/// was written is an error (status 125, saying so), not the quiet success
-/// a closed pipe is for a listing: an `eval "$(ccci-state env)"` whose text
-/// was cut short must not look like it worked.
-pub fn print_all(bytes: &[u8]) -> anyhow::Result<()> {
-    let mut out = io::stdout().lock();
-    out.write_all(bytes)
-        .and_then(|()| out.flush())
-        .map_err(|e| {
-            let what = if e.kind() == io::ErrorKind::BrokenPipe {
-                "stdout was closed before all output was written".to_string()
-            } else {
-                format!("cannot write to stdout: {e}")
-            };
-            anyhow::Error::new(OutputCutShort(what))
-        })
-}
-
-/// Output that did not arrive whole ([`print_all`]): status 125, even when
-/// the cause was a closed pipe.
-#[derive(Debug)]
-struct OutputCutShort(String);
-
-impl fmt::Display for OutputCutShort {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for OutputCutShort {}
-
-/// The current time as RFC 3339 in UTC, to the second.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn errors_map_to_statuses() {
-        let usage = anyhow::Error::new(UsageError("bad 'x'".into()));
-        assert_eq!(error_status(&usage), exit::USAGE);
-        let io = anyhow::Error::new(io::Error::other("disk on fire")).context("cannot write");
-        assert_eq!(error_status(&io), exit::TOOL_FAILED);
-        let pipe = anyhow::Error::new(io::Error::from(io::ErrorKind::BrokenPipe));
-        assert_eq!(error_status(&pipe), exit::SUCCESS);
-    }
 
     #[test]
     fn values_are_quoted_visibly() {
@@ -1005,38 +663,5 @@ mod tests {
         );
         assert_eq!(checked("run_id", None, crate::names::run_id).unwrap(), None);
         assert!(checked_path("state_dir", Some(std::path::Path::new(""))).is_err());
-    }
-
-    #[test]
-    fn stamped_lines_each_start_with_a_timestamp() {
-        assert_eq!(stderr_text("a\nb\n"), "a\nb\n");
-        STAMP.store(true, Ordering::Relaxed);
-        let text = stderr_text("tool: a\n  b\n");
-        STAMP.store(false, Ordering::Relaxed);
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2, "{text}");
-        assert!(lines[0].ends_with("Z tool: a"), "{text}");
-        assert!(lines[1].ends_with("Z   b"), "{text}");
-    }
-
-    #[test]
-    fn journal_stream_must_name_stderr_itself() {
-        // Not set, malformed, or naming another file: stamp.
-        let file = tempfile::tempfile().unwrap();
-        let st = nix::sys::stat::fstat(&file).unwrap();
-        let other = format!("{}:{}", st.st_dev, st.st_ino + 1);
-        for value in [None, Some("garbage"), Some("1:x"), Some(other.as_str())] {
-            let value = value.map(std::ffi::OsStr::new);
-            assert!(!names_file(value, &file), "{value:?}");
-        }
-        let same = format!("{}:{}", st.st_dev, st.st_ino);
-        assert!(names_file(Some(std::ffi::OsStr::new(&same)), &file));
-    }
-
-    #[test]
-    fn rfc3339_is_utc_to_the_second() {
-        let now = now_rfc3339();
-        assert_eq!(now.len(), "2026-11-27T03:35:11Z".len(), "{now}");
-        assert!(now.ends_with('Z'));
     }
 }
