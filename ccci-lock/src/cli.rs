@@ -15,13 +15,12 @@ use ccci_common::cli::UsageError;
 use ccci_common::dirs::LOCK_DIR;
 use ccci_common::exit::{self, Ended};
 use ccci_common::supervise::{self, Watch};
-use ccci_common::{duration, names, proc, say, sys};
+use ccci_common::{duration, names, say, sys};
 
 use crate::etcd::args::EtcdArgs;
 use crate::etcd::Etcd;
-use crate::{
-    acquire_all, lockfile_name, Acquired, Backend, BusyDomain, Claim, FlockDir, Holder, Wait,
-};
+use crate::report::{describe, locker_of, say_busy};
+use crate::{acquire_all, lockfile_name, Acquired, Backend, Claim, FlockDir, Holder, Wait};
 
 const AFTER_HELP: &str = "\
 Several DOMAINs are all taken before COMMAND starts, in sorted order, so two
@@ -195,9 +194,7 @@ pub struct Cli {
 /// `ccci_common::supervise`).
 pub use ccci_common::supervise::FORWARDED;
 
-/// How long COMMAND may take to stop after SIGTERM when the lock it runs
-/// under is lost, before it gets SIGKILL.
-pub const DEFAULT_LOST_GRACE: Duration = Duration::from_secs(10);
+pub use crate::DEFAULT_LOST_GRACE;
 
 /// Where locks live, chosen once per command line (SPEC §8).
 ///
@@ -403,21 +400,6 @@ fn wait_of(cli: &Cli) -> Wait {
     }
 }
 
-/// Says that `busy.domain` is held, by whom, and that we give up; `of_set`:
-/// it was one of several DOMAINs (and none of them is held now).
-pub(crate) fn say_busy(busy: &BusyDomain, of_set: bool, locker: Option<u32>) {
-    let others = if of_set {
-        " (holding none of the domains)"
-    } else {
-        ""
-    };
-    say!(
-        "{} is locked by {}; giving up{others}",
-        busy.domain,
-        describe(busy.holder.as_ref(), locker)
-    );
-}
-
 /// Takes the locks, then runs COMMAND under them.
 struct LockAndRun<'a> {
     cli: &'a Cli,
@@ -481,78 +463,6 @@ impl Job for LockAndRun<'_> {
         };
         run_holding(claims, &cli.command, &how)
     }
-}
-
-/// The pid the backend names as holding `domain` (a lookup that takes no
-/// lock), for messages.
-pub(crate) fn locker_of<B: Backend>(backend: &B, domain: &str) -> Option<u32> {
-    backend.status(domain).ok().flatten().and_then(|s| s.locker)
-}
-
-/// Who holds a lock, for messages: the holder record when it names the
-/// process that holds the lock (a `--hold` keeper says for which pid);
-/// otherwise what is known, saying that the recorded holder is not running
-/// instead of naming a dead process. `locker` is the pid the backend names
-/// as holding it ([`locker_of`]).
-pub(crate) fn describe(holder: Option<&Holder>, locker: Option<u32>) -> String {
-    let this_host = proc::hostname();
-    let Some(h) = holder.filter(|h| h.pid.is_some()) else {
-        return match locker {
-            Some(pid) => format!("pid {pid} (no holder record)"),
-            None => "an unknown process".into(),
-        };
-    };
-    let elsewhere = h.host.as_deref().is_some_and(|host| host != this_host);
-    let current = locker.is_none_or(|l| h.pid == Some(l));
-    if elsewhere || (current && h.pid.is_some_and(proc::alive)) {
-        return match (h.reaper, h.parent) {
-            (Some(true), _) => format!("a janitor reaping it ({})", h.describe()),
-            (_, Some(parent)) => format!("a keeper for pid {parent} ({})", h.describe()),
-            _ => h.describe(),
-        };
-    }
-    let running = h.pid.is_some_and(proc::alive);
-    let recorded = if running {
-        h.describe()
-    } else {
-        format!("{}, not running", h.describe())
-    };
-    let Some(pid) = locker.filter(|_| !current) else {
-        // Nobody holds it now, and the recorded holder is gone: it held the
-        // lock a moment ago and has just finished (its exit raced our look).
-        return if running {
-            h.describe()
-        } else {
-            format!(
-                "{} (it has just finished; the lock is free now)",
-                h.describe()
-            )
-        };
-    };
-    // Another process holds the lock: say which kind, by its name.
-    match command_name(pid).as_deref() {
-        Some("ccci-lock") => format!(
-            "pid {pid}, a run that has just taken it and not yet written its record \
-             (last recorded holder: {recorded})"
-        ),
-        Some("ccci-janitor") => format!(
-            "a janitor (pid {pid}) reaping a dead run's claim (last recorded holder: {recorded})"
-        ),
-        Some(name) => format!(
-            "pid {pid} ({}), which is not its recorded holder ({recorded}): a foreign \
-             flock(1) user",
-            names::shell_quote(name)
-        ),
-        None => format!(
-            "pid {pid}, which is not its recorded holder ({recorded}) and has just exited too"
-        ),
-    }
-}
-
-/// The command name of `pid` (`/proc/PID/comm`), if it is still running.
-fn command_name(pid: u32) -> Option<String> {
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    Some(comm.trim_end_matches('\n').to_string())
 }
 
 /// How [`run_holding`] runs COMMAND and settles its claims.
@@ -880,54 +790,6 @@ mod tests {
         let (status, _) = run_losing(tmp.path(), true, script, Duration::from_millis(200));
         assert_eq!(status, exit::TOOL_FAILED);
         assert!(started.elapsed() < Duration::from_secs(60));
-    }
-
-    #[test]
-    fn describe_never_names_a_dead_process_as_the_holder() {
-        let me = std::process::id();
-        let live = Holder {
-            pid: Some(me),
-            run_id: Some("r1".into()),
-            ..Holder::default()
-        };
-        assert!(describe(Some(&live), Some(me)).starts_with("pid "));
-        assert!(describe(Some(&live), None).starts_with("pid "));
-        let reaper = Holder {
-            reaper: Some(true),
-            ..live.clone()
-        };
-        assert!(describe(Some(&reaper), Some(me)).starts_with("a janitor reaping it"));
-        // The record names us, but the kernel names another process.
-        let stale = describe(Some(&live), Some(1));
-        assert!(
-            stale.starts_with("pid 1 (") && stale.contains("not its recorded holder"),
-            "{stale}"
-        );
-        // A recorded pid that no longer exists (pid_max is at most 2^22).
-        let dead = Holder {
-            pid: Some(1 << 23),
-            ..Holder::default()
-        };
-        // Nobody holds it now: the recorded holder has just finished (its
-        // exit raced the look), which is no janitor and no foreign user.
-        let said = describe(Some(&dead), None);
-        assert!(said.contains("it has just finished"), "{said}");
-        assert!(
-            !said.contains("janitor") && !said.contains("foreign"),
-            "{said}"
-        );
-        // Another process holds it: named by its command name.
-        let said = describe(Some(&dead), Some(1));
-        assert!(
-            said.starts_with("pid 1 ") && said.contains("not running"),
-            "{said}"
-        );
-        assert_eq!(describe(None, Some(7)), "pid 7 (no holder record)");
-        let keeper = Holder {
-            parent: Some(42),
-            ..live.clone()
-        };
-        assert!(describe(Some(&keeper), Some(me)).starts_with("a keeper for pid 42 (pid "));
     }
 
     #[test]

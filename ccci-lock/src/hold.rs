@@ -126,8 +126,8 @@ use anyhow::{bail, Context};
 use ccci_common::supervise::Loss;
 use ccci_common::{exit, say, sys};
 
-use crate::cli::{describe, locker_of, say_busy};
 use crate::etcd::{Config as EtcdConfig, Etcd};
+use crate::report::{describe, locker_of, say_busy};
 use crate::{acquire_all, Acquired, Backend, BusyDomain, Claim, FlockDir, Holder, Wait};
 
 /// How long a client may take, from being accepted, to send its whole
@@ -688,7 +688,7 @@ where
     };
     serve(req.parent, dir, &name, &listener, &watch, claims);
     if loss.is_lost() {
-        stop_parent(req.parent, pidfd.as_fd(), crate::cli::DEFAULT_LOST_GRACE);
+        stop_parent(req.parent, pidfd.as_fd(), crate::DEFAULT_LOST_GRACE);
     }
     Ok(exit::SUCCESS)
 }

@@ -50,9 +50,15 @@ pub mod flock;
 pub mod hold;
 pub mod place;
 pub mod protocol;
+pub mod report;
 
 pub use flock::{domain_of, lockfile_name, FlockClaim, FlockDir, PASS_LOCK, SUFFIX};
 pub use protocol::{
     acquire_all, Acquired, Backend, BusyDomain, Claim, DomainList, Holder, PassLock, Probe, Status,
     Wait,
 };
+
+/// How long COMMAND may take to stop after SIGTERM when the lock it runs
+/// under is lost, before it gets SIGKILL (`--lost-grace`; a keeper's
+/// harness too).
+pub const DEFAULT_LOST_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
