@@ -78,6 +78,13 @@ pub fn is_place_record(name: &str) -> bool {
     name.starts_with(".claims-in.")
 }
 
+/// Whether `name` is the janitor's record of a lock dir, beside it
+/// (`LOCK_DIR.janitor/`, `ccci_janitor::boot`): written by the first pass
+/// that uses the lock dir, like a place record.
+pub fn is_janitor_record(name: &str) -> bool {
+    name.ends_with(".janitor")
+}
+
 /// The names in `dir` other than place records ([`is_place_record`]),
 /// sorted; an absent dir has none.
 pub fn lock_dir_entries(dir: &Path) -> Vec<String> {

@@ -142,8 +142,10 @@ pub(crate) fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            if ccci_tests::is_place_record(&entry.file_name().to_string_lossy()) {
-                continue; // written once per lock dir, before any claim
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if ccci_tests::is_place_record(&name) || ccci_tests::is_janitor_record(&name) {
+                continue; // written once per lock dir: before any claim, by the first pass
             }
             let Ok(meta) = std::fs::symlink_metadata(&path) else {
                 continue;
