@@ -20,18 +20,20 @@
 //! - **New children too, but not a teardown's.** A process that forks
 //!   while the signal goes out is found by the next reading of `/proc`;
 //!   readings repeat until one finds no process not yet seen (at most
-//!   [`ROUNDS`]). A process started by one that was already sent the
-//!   signal, and every process that one starts, is left alone: it is that
-//!   process's answer to the signal (a TERM trap running `abra app
+//!   [`ROUNDS`]). A process whose parent already had the signal, and every
+//!   process below it, is left alone *while that parent lives*: it is the
+//!   parent's answer to the signal (a TERM trap running `abra app
 //!   undeploy`, and the `docker` it runs), and killing it would break the
 //!   teardown.
 //! - **Each process once.** A [`Tree`] remembers, per signal, whom it sent
-//!   it to and whom it left alone as an answer, for as long as it lives: a
-//!   second call (the supervisor tells what is left once COMMAND has
-//!   ended) reaches only processes that neither got the signal nor are a
-//!   teardown. So a grandchild that traps TERM runs its trap once, however
-//!   slow it is to finish. A process in the group the terminal signalled
-//!   counts as sent.
+//!   it to, for as long as it lives: a second call (the supervisor's, once
+//!   COMMAND has ended) reaches only processes that have not had the
+//!   signal and are not a living process's teardown. So a grandchild that
+//!   traps TERM runs its trap once, however slow it is to finish, and its
+//!   teardown runs on; but what a process that has since *exited* left
+//!   behind (a `sleep &` its shell forked as the signal came, now
+//!   re-parented to the subreaper) is told then. A process in the group
+//!   the terminal signalled counts as sent.
 //!
 //! A different signal is a fresh start: the SIGKILL after a grace reaches
 //! every process, teardowns included.
@@ -86,19 +88,13 @@ pub fn descendants_of(root: u32) -> io::Result<Vec<(u32, u32)>> {
         .collect())
 }
 
-/// Whom one signal went to, and whom it left alone as an answer to it.
-#[derive(Debug, Default)]
-struct Marks {
-    sent: HashSet<Id>,
-    answers: HashSet<Id>,
-}
-
 /// The descendants of one process, and the signals sent to them so far
 /// (see the module doc).
 #[derive(Debug)]
 pub struct Tree {
     root: u32,
-    marks: HashMap<libc::c_int, Marks>,
+    /// Per signal, whom it was sent to (or the terminal sent it to).
+    sent: HashMap<libc::c_int, HashSet<Id>>,
 }
 
 impl Tree {
@@ -113,7 +109,7 @@ impl Tree {
     pub fn of(root: u32) -> Tree {
         Tree {
             root,
-            marks: HashMap::new(),
+            sent: HashMap::new(),
         }
     }
 
@@ -123,28 +119,32 @@ impl Tree {
     /// signal already). Returns how many were signalled.
     pub fn signal(&mut self, sig: libc::c_int, except_group: Option<u32>) -> io::Result<usize> {
         let root = self.root;
-        let marks = self.marks.entry(sig).or_default();
+        let sent = self.sent.entry(sig).or_default();
         let mut seen: HashSet<Id> = HashSet::new();
         let mut count = 0;
         for _ in 0..ROUNDS {
             let table = process_table()?;
+            // Parents come before their children, so a teardown's children
+            // are known to be a teardown's when they are reached.
             let tree = descendants_in(&table, root);
-            // Sent in this round: their children found later in this same
-            // reading were there before the signal, so they are not answers.
+            let mut teardown: HashSet<Id> = HashSet::new();
+            // Sent in this reading: their children found later in it were
+            // there before the signal, so they are no teardown.
             let mut sent_now = Vec::new();
             let mut fresh = false;
             for (pid, stat) in tree {
                 let id = (pid, stat.start);
+                let parent = table.get(&stat.ppid).map(|p| (stat.ppid, p.start));
+                let of_teardown =
+                    parent.is_some_and(|p| sent.contains(&p) || teardown.contains(&p));
+                if of_teardown && !sent.contains(&id) {
+                    teardown.insert(id);
+                }
                 if !seen.insert(id) {
                     continue;
                 }
                 fresh = true;
-                if marks.sent.contains(&id) || marks.answers.contains(&id) {
-                    continue;
-                }
-                let parent = table.get(&stat.ppid).map(|p| (stat.ppid, p.start));
-                if parent.is_some_and(|p| marks.sent.contains(&p) || marks.answers.contains(&p)) {
-                    marks.answers.insert(id);
+                if sent.contains(&id) || of_teardown {
                     continue;
                 }
                 if except_group == Some(stat.pgrp) {
@@ -165,7 +165,7 @@ impl Tree {
                     count += 1;
                 }
             }
-            marks.sent.extend(sent_now);
+            sent.extend(sent_now);
             if !fresh {
                 break;
             }

@@ -297,3 +297,46 @@ fn a_term_traps_teardown_is_not_stopped_by_the_same_term() {
         out.expect_code(0).expect_stdout("torn-down");
     }
 }
+
+/// A shell that, told to stop, starts a process in the background and
+/// ends: what it left behind is its own child no longer, so when COMMAND
+/// has ended it gets the same TERM, and ccci-lock ends with COMMAND's
+/// status instead of holding the domain for it. (A teardown is left alone
+/// only while the process that started it lives.)
+#[test]
+fn what_a_signalled_process_left_behind_when_it_ended_is_told_too() {
+    let sb = Sandbox::new();
+    let script = term_recorder(&sb);
+    let record = sb.path("record");
+    let mut p = wrap(
+        &sb,
+        &format!(
+            "trap 'trap - TERM; sh \"{s}\" \"{r}\" > \"{o}\" & \
+               until grep -q gc= \"{o}\"; do sleep 0.01; done; kill -TERM $$' TERM; \
+             echo cmd=$$; while :; do sleep 0.05; done",
+            s = script.display(),
+            r = record.display(),
+            o = sb.path("left").display()
+        ),
+    );
+    pid_line(&mut p, "cmd");
+    p.signal(libc::SIGTERM);
+    let out = p.wait();
+    out.expect_ended_by(libc::SIGTERM);
+    let left: u32 = std::fs::read_to_string(sb.path("left"))
+        .unwrap()
+        .trim()
+        .trim_start_matches("gc=")
+        .parse()
+        .unwrap();
+    assert!(
+        !ps_lists(left),
+        "the process COMMAND left behind outlived ccci-lock"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&record).unwrap_or_default(),
+        "got-term\n",
+        "the process COMMAND left behind was not told to stop: {out}"
+    );
+    assert_eq!(sb.try_lock(D), 0);
+}
