@@ -91,10 +91,11 @@ impl Proc {
     /// What was captured so far, for failure messages.
     pub fn report(&self) -> String {
         format!(
-            "command: {}\n--- stdout ---\n{}--- stderr ---\n{}",
+            "command: {}\n--- stdout ---\n{}--- stderr ---\n{}--- processes in its session ---\n{}",
             self.desc,
             self.stdout.lock().unwrap(),
-            self.stderr.lock().unwrap()
+            self.stderr.lock().unwrap(),
+            session_processes(self.child.id())
         )
     }
 
@@ -294,4 +295,41 @@ impl std::fmt::Display for Output {
             self.stderr
         )
     }
+}
+
+/// What `ps` says of the processes in the session of `pid` and of those
+/// whose parent is `pid` (a child subreaper keeps what left the session),
+/// for a report when a process did not end: who is still running, in what
+/// state, waiting on what.
+fn session_processes(pid: u32) -> String {
+    let out = std::process::Command::new("ps")
+        .args(["-e", "-o", "pid,ppid,pgid,sid,stat,wchan:20,args"])
+        .output();
+    let Ok(out) = out else {
+        return "(ps did not run)\n".into();
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let mut shown = lines.next().map(|h| format!("{h}\n")).unwrap_or_default();
+    let mut family = std::collections::HashSet::from([pid.to_string()]);
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
+    // Descendants of pid, by parent, until no more are found.
+    loop {
+        let before = family.len();
+        for row in &rows {
+            if row.len() > 1 && family.contains(row[1]) {
+                family.insert(row[0].to_string());
+            }
+        }
+        if family.len() == before {
+            break;
+        }
+    }
+    for (row, line) in rows.iter().zip(text.lines().skip(1)) {
+        if row.len() > 3 && (family.contains(row[0]) || row[3] == pid.to_string()) {
+            shown.push_str(line);
+            shown.push('\n');
+        }
+    }
+    shown
 }
