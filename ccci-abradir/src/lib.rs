@@ -58,6 +58,8 @@
 
 pub mod cli;
 pub mod git;
+mod layout;
+mod sweep;
 pub mod tree;
 
 use ccci_common::names::quote_path;
@@ -68,13 +70,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use ccci_common::dirs::{self, Role, RUNS_DIR};
 use ccci_common::fs::SafeDir;
-use ccci_common::gc::{self, RunDirs, Taken};
+use ccci_common::gc::{self};
 use ccci_common::locked::{lock_named, Acquired, Name};
 use ccci_common::names;
-use ccci_common::run::{temporary_maker, GcEntry, Harness, Record, RunKey, Swept};
+use ccci_common::run::{GcEntry, Harness, Record, RunKey};
 use ccci_common::sys::FlockOp;
-use nix::errno::Errno;
-use nix::sys::stat::{FileStat, Mode};
+
+use layout::*;
+use sweep::Runs;
 
 /// The run's `ABRA_DIR`, inside its run dir.
 pub const ABRA: &str = "abra";
@@ -328,94 +331,6 @@ pub fn gc(runs_dir: &Path, dry_run: bool) -> anyhow::Result<Vec<GcEntry>> {
     gc::sweep(&Runs(runs), dry_run)
 }
 
-/// The runs dir, as [`gc`] sweeps it.
-struct Runs(SafeDir);
-
-impl RunDirs for Runs {
-    type Held = SafeDir;
-
-    fn dir(&self) -> &SafeDir {
-        &self.0
-    }
-
-    fn sorted_names(&self) -> anyhow::Result<Vec<String>> {
-        gc::sorted_names(&self.0, Some("runs dir"))
-    }
-
-    fn take(&self, name: &str) -> anyhow::Result<Taken<SafeDir>> {
-        // Anything but a real directory of ours is skipped, never removed.
-        if let Err(e) = self.0.subdir(&RUN_DIR, name, false) {
-            return Ok(Taken::Skipped(format!("{e:#}")));
-        }
-        Ok(
-            match lock_run(
-                &self.0,
-                name,
-                &self.0.join(name),
-                FlockOp::ExclusiveNonblock,
-            ) {
-                Ok(Some(Acquired::Held(run))) => Taken::Held(run),
-                Ok(Some(_)) => Taken::InUse,
-                Ok(None) => Taken::Vanished,
-                Err(e) => Taken::Skipped(format!("{e:#}")),
-            },
-        )
-    }
-
-    fn record(&self, run: &SafeDir) -> Option<Record> {
-        Record::read(run)
-    }
-
-    fn remove(&self, run: SafeDir, name: &str) -> anyhow::Result<()> {
-        let removed = tree::remove_tree(&self.0, self.0.path(), OsStr::new(name));
-        drop(run);
-        removed
-    }
-
-    fn sweep_temporary(&self, name: &str, pid: u32, dry_run: bool) -> Option<Swept> {
-        sweep_temporary(&self.0, name, pid, dry_run)
-    }
-
-    /// A live run keeps its tree; clones its killed calls left go.
-    fn tidy_kept(&self, run: &SafeDir, _kept: &Swept, dry_run: bool, out: &mut Vec<GcEntry>) {
-        let Ok(Some(abra)) = run.subdir(&RUN_DIR, ABRA, false) else {
-            return;
-        };
-        let Ok(Some(private)) = abra.subdir(&RUN_DIR, RECIPES, false) else {
-            return;
-        };
-        for entry in private.names().unwrap_or_default() {
-            let Some(entry) = entry.to_str() else {
-                continue;
-            };
-            if let Some(pid) = temporary_maker(entry) {
-                if let Some(outcome) = sweep_temporary(&private, entry, pid, dry_run) {
-                    out.push(GcEntry {
-                        path: private.join(entry),
-                        pid,
-                        outcome,
-                    });
-                }
-            }
-        }
-    }
-}
-
-/// Removes the temporary `name` in `dir` when no process has its maker's
-/// pid any more; `None` when it is kept (its maker may still be at work).
-fn sweep_temporary(dir: &SafeDir, name: &str, pid: u32, dry_run: bool) -> Option<Swept> {
-    if ccci_common::proc::alive(pid) {
-        return None;
-    }
-    if dry_run {
-        return Some(Swept::WouldRemoveTemporary);
-    }
-    Some(match tree::remove_tree(dir, dir.path(), OsStr::new(name)) {
-        Ok(()) => Swept::TemporaryRemoved,
-        Err(e) => Swept::Failed(format!("{e:#}")),
-    })
-}
-
 /// The temporary name a call of this process builds `name` under.
 fn temporary(name: &str) -> String {
     format!(".{name}.{}.tmp", std::process::id())
@@ -442,213 +357,6 @@ fn refusal(run: &Path, what: &str) -> anyhow::Error {
          and nothing else",
         quote_path(run)
     )
-}
-
-/// The existing directory `name` of a run's tree (`None` when missing),
-/// refused when it is anything but a real directory of ours.
-fn existing_dir(parent: &SafeDir, name: &str, run: &Path) -> anyhow::Result<Option<SafeDir>> {
-    match parent.stat(name)? {
-        None => Ok(None),
-        Some(st) if !is_dir(&st) => Err(refusal(
-            run,
-            &format!(
-                "{} is not a directory ({})",
-                quote_path(&parent.join(name)),
-                describe(parent, name)
-            ),
-        )),
-        Some(_) => parent
-            .subdir(&RUN_DIR, name, false)
-            .map_err(|e| refusal(run, &format!("{e:#}"))),
-    }
-}
-
-/// Builds the run's tree under a temporary name and renames it to `key`.
-/// `Ok(None)`: another call of the same run renamed its tree first; ours is
-/// gone and theirs is to be verified.
-fn build(
-    runs: &SafeDir,
-    key: &RunKey,
-    canonical: &Canonical,
-    recipes: &[Recipe],
-) -> anyhow::Result<Option<PathBuf>> {
-    let name = key.key();
-    let published = publish(runs, &name, |tmp| fill(runs, tmp, key, canonical, recipes))?;
-    Ok(published.then(|| runs.join(&name)))
-}
-
-/// Makes `name` in `dir` complete or not at all: `make` fills a temporary
-/// (`.<name>.<pid>.tmp`), which is then renamed to `name`, and removed
-/// instead on any failure. `Ok(false)`: `name` appeared meanwhile (another
-/// call of the same run got there first) and ours was dropped.
-fn publish(
-    dir: &SafeDir,
-    name: &str,
-    make: impl FnOnce(&str) -> anyhow::Result<()>,
-) -> anyhow::Result<bool> {
-    let tmp = temporary(name);
-    // Left by an earlier process that had our pid and died mid-way.
-    tree::remove_tree(dir, dir.path(), OsStr::new(&tmp))?;
-    let renamed =
-        make(&tmp).and_then(
-            |()| match nix::fcntl::renameat(dir, tmp.as_str(), dir, name) {
-                Ok(()) => Ok(true),
-                Err(Errno::EEXIST) | Err(Errno::ENOTEMPTY) => Ok(false),
-                Err(e) => Err(e).with_context(|| {
-                    format!(
-                        "cannot rename {} to {}",
-                        quote_path(&dir.join(&tmp)),
-                        quote_path(&dir.join(name))
-                    )
-                }),
-            },
-        );
-    if !matches!(renamed, Ok(true)) {
-        if let Err(e) = tree::remove_tree(dir, dir.path(), OsStr::new(&tmp)) {
-            ccci_common::say!("{e:#}");
-        }
-    }
-    renamed
-}
-
-/// Makes the complete layout in `runs/tmp`.
-fn fill(
-    runs: &SafeDir,
-    tmp: &str,
-    key: &RunKey,
-    canonical: &Canonical,
-    recipes: &[Recipe],
-) -> anyhow::Result<()> {
-    let run = create_dir(runs, tmp)?;
-    Record::write(&run, key)?;
-    let abra = create_dir(&run, ABRA)?;
-    link(&abra, SERVERS, &canonical.servers())?;
-    if canonical.has_catalogue() {
-        link(&abra, CATALOGUE, &canonical.catalogue())?;
-    }
-    let private = create_dir(&abra, RECIPES)?;
-    for recipe in recipes {
-        git::clone_local(&recipe.source, &private.join(&recipe.name))?;
-    }
-    Ok(())
-}
-
-/// Verifies an existing run tree (see the crate doc) and adds what is missing.
-fn reuse(run: &SafeDir, canonical: &Canonical, recipes: &[Recipe]) -> anyhow::Result<()> {
-    let refuse = |what: String| refusal(run.path(), &what);
-    let abra = existing_dir(run, ABRA, run.path())?
-        .ok_or_else(|| refuse(format!("{ABRA}/ is missing")))?;
-    match read_link(&abra, SERVERS)? {
-        Some(target) if target == canonical.servers() => {}
-        Some(_) | None => {
-            return Err(refuse(format!(
-                "{} is not the expected symlink to {} ({})",
-                quote_path(&abra.join(SERVERS)),
-                quote_path(&canonical.servers()),
-                describe(&abra, SERVERS)
-            )))
-        }
-    }
-    match read_link(&abra, CATALOGUE)? {
-        Some(target) if target == canonical.catalogue() => {}
-        None if abra.stat(CATALOGUE)?.is_none() => {
-            if canonical.has_catalogue() {
-                match link(&abra, CATALOGUE, &canonical.catalogue()) {
-                    Ok(()) => {}
-                    // A concurrent call of this run made it: verify that one.
-                    Err(_) if read_link(&abra, CATALOGUE)? == Some(canonical.catalogue()) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        _ => {
-            return Err(refuse(format!(
-                "{} is not the expected symlink to {} ({})",
-                quote_path(&abra.join(CATALOGUE)),
-                quote_path(&canonical.catalogue()),
-                describe(&abra, CATALOGUE)
-            )))
-        }
-    }
-    let private = existing_dir(&abra, RECIPES, run.path())?
-        .ok_or_else(|| refuse(format!("{RECIPES}/ is missing")))?;
-    for recipe in recipes {
-        // A clone may be group-writable (git follows the umask), so it is
-        // not held to the run dir's rules; it only has to be a directory.
-        match private.stat(&recipe.name)? {
-            Some(st) if is_dir(&st) => {}
-            Some(_) => {
-                return Err(refuse(format!(
-                    "{} is not a directory ({})",
-                    quote_path(&private.join(&recipe.name)),
-                    describe(&private, &recipe.name)
-                )))
-            }
-            None => add_recipe(&private, recipe)?,
-        }
-    }
-    Ok(())
-}
-
-/// Clones `recipe` into an existing run's `recipes/`; a clone another call
-/// of this run put there first is kept.
-fn add_recipe(private: &SafeDir, recipe: &Recipe) -> anyhow::Result<()> {
-    publish(private, &recipe.name, |tmp| {
-        git::clone_local(&recipe.source, &private.join(tmp))
-    })
-    .map(drop)
-}
-
-fn create_dir(parent: &SafeDir, name: &str) -> anyhow::Result<SafeDir> {
-    nix::sys::stat::mkdirat(parent, name, Mode::from_bits_truncate(0o700))
-        .with_context(|| format!("cannot create {}", quote_path(&parent.join(name))))?;
-    parent.subdir(&RUN_DIR, name, false)?.with_context(|| {
-        format!(
-            "{} vanished while being built",
-            quote_path(&parent.join(name))
-        )
-    })
-}
-
-fn link(dir: &SafeDir, name: &str, target: &Path) -> anyhow::Result<()> {
-    nix::unistd::symlinkat(target, dir, name).with_context(|| {
-        format!(
-            "cannot create symlink {} -> {}",
-            quote_path(&dir.join(name)),
-            quote_path(target)
-        )
-    })
-}
-
-/// The target of the symlink `name`; `None` when it is missing or not a symlink.
-fn read_link(dir: &SafeDir, name: &str) -> anyhow::Result<Option<PathBuf>> {
-    match nix::fcntl::readlinkat(dir, name) {
-        Ok(target) => Ok(Some(PathBuf::from(target))),
-        Err(Errno::ENOENT) | Err(Errno::EINVAL) => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", quote_path(&dir.join(name)))),
-    }
-}
-
-fn is_dir(st: &FileStat) -> bool {
-    st.st_mode & libc::S_IFMT == libc::S_IFDIR
-}
-
-/// What `name` is, for messages: "missing", "a directory", "a symlink to /x"…
-fn describe(dir: &SafeDir, name: &str) -> String {
-    let st = match dir.stat(name) {
-        Ok(Some(st)) => st,
-        Ok(None) => return "it is missing".into(),
-        Err(e) => return format!("cannot stat it: {e}"),
-    };
-    match st.st_mode & libc::S_IFMT {
-        libc::S_IFLNK => match read_link(dir, name) {
-            Ok(Some(target)) => format!("it is a symlink to {}", quote_path(&target)),
-            _ => "it is a symlink".into(),
-        },
-        libc::S_IFDIR => "it is a directory".into(),
-        libc::S_IFREG => "it is a regular file".into(),
-        _ => "it is a special file".into(),
-    }
 }
 
 #[cfg(test)]
