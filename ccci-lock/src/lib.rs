@@ -41,6 +41,16 @@
 //! The protocol is expressed by the [`Backend`] and [`Claim`] traits in
 //! [`protocol`], so that a second backend (etcd, for several hosts) can
 //! provide the same semantics; [`FlockDir`] in [`flock`] is the local one.
+//!
+//! # What lives where
+//!
+//! - [`protocol`]: the [`Backend`] and [`Claim`] traits, holder records,
+//!   sets taken in one order.
+//! - [`flock`]: the lock dir backend; [`etcd`]: the etcd backend.
+//! - [`place`]: the lock dir's record of where its runs claim.
+//! - [`cli`]: the command line, and the wrap (lock, run COMMAND, settle).
+//! - [`hold`]: `--hold` and `--release`, and the keeper they start.
+//! - [`report`]: who holds a lock, in words.
 
 #![warn(missing_docs)]
 
