@@ -55,6 +55,7 @@
 //!    judged by our pids; a foreign-owned or symlinked entry is skipped.
 
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod cli;
 pub mod git;

@@ -25,6 +25,7 @@
 //! - [`users`]: the name of a uid, for messages, from `/etc/passwd` (no NSS).
 
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod args;
 pub mod cli;
@@ -39,6 +40,7 @@ pub mod names;
 pub mod proc;
 pub mod run;
 pub mod supervise;
+#[allow(unsafe_code)] // the one module with unsafe code (see its doc)
 pub mod sys;
 pub mod tree;
 pub mod users;

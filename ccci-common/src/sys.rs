@@ -1338,6 +1338,14 @@ pub fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: libc::c_int) -> io::Result<bool>
     }
 }
 
+/// Whether `name` matches the shell pattern `pattern`: the C library's
+/// fnmatch(3), no flags (the janitor's `--only` and `--warm`).
+pub fn fnmatch(pattern: &std::ffi::CStr, name: &std::ffi::CStr) -> bool {
+    // SAFETY: both are NUL-terminated C strings that outlive the call;
+    // fnmatch only reads them.
+    unsafe { libc::fnmatch(pattern.as_ptr(), name.as_ptr(), 0) == 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

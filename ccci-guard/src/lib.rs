@@ -29,6 +29,7 @@
 //!    `ccci-lock` around it sees the signal death and keeps its lockfile.
 
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod cli;
 

@@ -302,9 +302,11 @@ impl Glob {
             long = [name, b"\0"].concat();
             &long[..]
         };
-        // SAFETY: both are NUL-terminated (the name by the zero after its
-        // bytes) and outlive the call; fnmatch only reads them.
-        unsafe { libc::fnmatch(self.c_text.as_ptr(), c_name.as_ptr().cast(), 0) == 0 }
+        // NUL-terminated by the zero after its bytes, and holds no other.
+        let Ok(c_name) = std::ffi::CStr::from_bytes_until_nul(c_name) else {
+            return false;
+        };
+        ccci_common::sys::fnmatch(&self.c_text, c_name)
     }
 
     /// How the pattern was read (see [`Token`]), for tests.

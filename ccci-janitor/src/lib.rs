@@ -43,6 +43,7 @@
 //! locking it, when nobody needs to know whether it is held.
 
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod boot;
 pub mod check;

@@ -1,4 +1,5 @@
 //! `ccci-janitor`: see `ccci_janitor::cli`.
+#![deny(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
     ccci_common::cli::stamp_stderr();

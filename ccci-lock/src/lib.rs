@@ -53,6 +53,7 @@
 //! - [`report`]: who holds a lock, in words.
 
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod cli;
 pub mod etcd;

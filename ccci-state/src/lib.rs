@@ -50,6 +50,7 @@
 //! symlinks.
 
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod cli;
 pub mod files;
