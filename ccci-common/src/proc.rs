@@ -57,6 +57,20 @@ pub fn stat(pid: u32) -> Option<Stat> {
     })
 }
 
+/// Whether process `pid` catches signal `sig` now (it has a handler for
+/// it: `SigCgt` of `/proc/<pid>/status`); `None` when there is no such
+/// process. A shell that traps a signal catches it; a process just forked
+/// from one catches it too until it execs another program.
+pub fn catches(pid: u32, sig: libc::c_int) -> Option<bool> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let mask = status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())?;
+    let bit = u32::try_from(sig).ok()?.checked_sub(1)?;
+    Some(bit < 64 && mask & (1 << bit) != 0)
+}
+
 /// The pids `/proc` lists now.
 pub fn pids() -> std::io::Result<impl Iterator<Item = u32>> {
     Ok(std::fs::read_dir("/proc")?.filter_map(|entry| {

@@ -418,6 +418,9 @@ impl Supervised {
         // The child's status, once it is reaped; with `whole_tree` the
         // wait goes on until no descendant is left.
         let mut status: Option<ExitStatus> = None;
+        // After the child ended on a signal, how soon what it left behind
+        // is told again (see below): soon, then less and less often.
+        let mut again = Duration::from_millis(10);
         let result = loop {
             if status.is_none() {
                 status = if self.watch.whole_tree {
@@ -474,9 +477,22 @@ impl Supervised {
                 (None, k) => k.map(|k| (k, true)),
             };
             let timer = next.map(|(at, _)| at.saturating_sub(self.started.elapsed()));
-            let timeout = timer.map_or(RECHECK, |t| t.min(RECHECK));
+            let mut timeout = timer.map_or(RECHECK, |t| t.min(RECHECK));
+            let leftovers = status.is_some() && received.is_some() && self.watch.whole_tree;
+            if leftovers {
+                timeout = timeout.min(again);
+                again = (again * 2).min(RECHECK);
+            }
             match sys::wait_signal(&set, Some(timeout))? {
-                None if timer != Some(timeout) => {} // recheck only
+                // COMMAND has ended after a signal and left processes: tell
+                // those again that have no handler for it. One that took it
+                // between fork and exec lost it (see crate::tree); one that
+                // handles it is not sent it twice.
+                None if timer != Some(timeout) => {
+                    if let (true, Some(sig)) = (leftovers, received) {
+                        self.send_to(sig, false, None);
+                    }
+                }
                 None if next.is_some_and(|(_, kill)| !kill) => {
                     deadline_fired = true;
                     self.send_to(self.watch.deadline_signal, child_alive, None);

@@ -20,20 +20,23 @@
 //! - **New children too, but not a teardown's.** A process that forks
 //!   while the signal goes out is found by the next reading of `/proc`;
 //!   readings repeat until one finds no process not yet seen (at most
-//!   [`ROUNDS`]). A process whose parent already had the signal, and every
-//!   process below it, is left alone *while that parent lives*: it is the
-//!   parent's answer to the signal (a TERM trap running `abra app
+//!   [`ROUNDS`]). A process whose parent already had the signal and
+//!   handles it, and every process below it, is left alone *while that
+//!   parent lives*: it is the parent's answer to the signal (a TERM trap running `abra app
 //!   undeploy`, and the `docker` it runs), and killing it would break the
 //!   teardown.
-//! - **Each process once.** A [`Tree`] remembers, per signal, whom it sent
-//!   it to, for as long as it lives: a second call (the supervisor's, once
-//!   COMMAND has ended) reaches only processes that have not had the
-//!   signal and are not a living process's teardown. So a grandchild that
-//!   traps TERM runs its trap once, however slow it is to finish, and its
-//!   teardown runs on; but what a process that has since *exited* left
-//!   behind (a `sleep &` its shell forked as the signal came, now
-//!   re-parented to the subreaper) is told then. A process in the group
-//!   the terminal signalled counts as sent.
+//! - **Each handler once.** A [`Tree`] remembers, per signal, whom it sent
+//!   it to, for as long as it lives. A second call (the supervisor's, once
+//!   COMMAND has ended) skips a process that had the signal and catches it
+//!   (`SigCgt`): it may still be running its handler, and a TERM trap must
+//!   not run twice, however slow it is to finish; its teardown runs on. A
+//!   process that had it but has no handler gets it again, which can do no
+//!   harm: it is one that took the signal between fork and exec, in the
+//!   handler it had from its parent, and lost it when it exec'd (a `sleep
+//!   &` forked by a trapping shell as the signal came). What a process that
+//!   has since *exited* left behind (re-parented to the subreaper) is no
+//!   teardown any more and is told too. A process in the group the
+//!   terminal signalled counts as sent.
 //!
 //! A different signal is a fresh start: the SIGKILL after a grace reaches
 //! every process, teardowns included.
@@ -135,8 +138,14 @@ impl Tree {
             for (pid, stat) in tree {
                 let id = (pid, stat.start);
                 let parent = table.get(&stat.ppid).map(|p| (stat.ppid, p.start));
-                let of_teardown =
-                    parent.is_some_and(|p| sent.contains(&p) || teardown.contains(&p));
+                // Only a process that handles the signal answers it: one
+                // that had it and does not catch it is dying of it, or
+                // took it in the instant between fork and exec, in its
+                // parent's handler, and lost it.
+                let handling = |(pid, start): Id| {
+                    sent.contains(&(pid, start)) && proc::catches(pid, sig) == Some(true)
+                };
+                let of_teardown = parent.is_some_and(|p| teardown.contains(&p) || handling(p));
                 if of_teardown && !sent.contains(&id) {
                     teardown.insert(id);
                 }
@@ -144,7 +153,10 @@ impl Tree {
                     continue;
                 }
                 fresh = true;
-                if sent.contains(&id) || of_teardown {
+                // Had it, and may be running its handler: not again (a
+                // trap would run twice). Had it and has no handler: again,
+                // harmlessly (its default action, or what it lost at exec).
+                if of_teardown || (sent.contains(&id) && proc::catches(pid, sig) != Some(false)) {
                     continue;
                 }
                 if except_group == Some(stat.pgrp) {
