@@ -6,6 +6,7 @@
 //! check holds, else 125, with one line per failed check saying what to
 //! change.
 
+use crate::boot::{Seen, Verdict};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -170,6 +171,43 @@ pub fn run(inputs: &Inputs<'_>, json: bool) -> anyhow::Result<u8> {
             ),
         },
         Err(e) => check("lock dir", false, format!("{e:#}")),
+    }
+    if inputs.etcd.is_none() {
+        // What the last pass saw of the lock dir (crate::boot).
+        let now = match &opened {
+            Ok(Some(dir)) => nix::sys::stat::fstat(dir)
+                .ok()
+                .map(|st| (st.st_dev, st.st_ino)),
+            _ => None,
+        };
+        let what = "lock dir record";
+        match (crate::boot::boot_id(), crate::boot::recall(lock_dir)) {
+            (Ok(boot), Ok(record)) => match Seen::judge(record.seen.as_ref(), &boot, now) {
+                Verdict::Unknown => {
+                    check(what, true, "no pass has recorded the lock dir yet".into())
+                }
+                Verdict::Same => check(
+                    what,
+                    true,
+                    format!(
+                        "{} names the lock dir the last pass used, in this boot",
+                        quote_path(&record.path)
+                    ),
+                ),
+                Verdict::Rebooted => check(
+                    what,
+                    true,
+                    format!(
+                        "{} is from before a reboot: the next pass takes the lock dir as it is",
+                        quote_path(&record.path)
+                    ),
+                ),
+                Verdict::Removed(now) => {
+                    check(what, false, crate::boot::refusal(lock_dir, &record, now))
+                }
+            },
+            (Err(e), _) | (_, Err(e)) => check(what, false, format!("{e:#}")),
+        }
     }
     if let Ok(Some(dir)) = &opened {
         match place::elsewhere(dir, &mine) {

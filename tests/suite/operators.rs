@@ -304,3 +304,42 @@ fn case_34_under_the_journal_warnings_carry_priority_4_and_actions_6() {
     holder.send("");
     holder.wait().expect_code(0);
 }
+
+/// `--check` reads the janitor's record of the lock dir: a lock dir that a
+/// pass used and that was then replaced, with no reboot since, is a broken
+/// part (every pass would refuse, 125), said with the way out; `--check`
+/// itself writes no record.
+#[test]
+fn case_34_check_names_a_lock_dir_replaced_since_the_last_pass() {
+    let sb = Sandbox::new();
+    let reap = reap_script(&sb);
+    let good = config(&sb, &format!("CCCI_ONLY='{ONLY}'\n"));
+    make_lock_dir(&sb);
+    let mut record_dir = sb.lock_dir().into_os_string();
+    record_dir.push(".janitor");
+    let record_dir = PathBuf::from(record_dir);
+    let out = check(&sb, &good, &[], &reap).run();
+    out.expect_code(0)
+        .expect_stdout("ok: lock dir record: no pass has recorded the lock dir yet");
+    assert!(!record_dir.exists(), "--check wrote a record");
+    // A pass records the lock dir.
+    sb.tool("ccci-janitor")
+        .arg("--config")
+        .arg(&good)
+        .arg("--")
+        .arg(&reap)
+        .run()
+        .expect_code(0);
+    check(&sb, &good, &[], &reap)
+        .run()
+        .expect_code(0)
+        .expect_stdout("names the lock dir the last pass used, in this boot");
+    // Replaced by hand.
+    std::fs::remove_dir(sb.lock_dir()).unwrap();
+    make_lock_dir(&sb);
+    check(&sb, &good, &[], &reap)
+        .run()
+        .expect_code(125)
+        .expect_stdout("FAILED: lock dir record")
+        .expect_stdout("is not the directory an earlier pass used");
+}
