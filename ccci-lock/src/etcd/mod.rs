@@ -298,15 +298,38 @@ impl Etcd {
         lease: &Lease,
         limit: Option<Instant>,
     ) -> anyhow::Result<(Queued, bool)> {
+        self.enqueue_reading(name, lease, limit, None)
+            .map(|(queued, first, _)| (queued, first))
+    }
+
+    /// [`Etcd::enqueue`], also reading the key `also` in the same
+    /// transaction: when our key is the oldest, its value as it is under
+    /// our lock (`None`: no such key), with no second round trip.
+    fn enqueue_reading(
+        &self,
+        name: &str,
+        lease: &Lease,
+        limit: Option<Instant>,
+        also: Option<&str>,
+    ) -> anyhow::Result<(Queued, bool, Option<Value>)> {
         let pfx = format!("{name}/");
         let key = format!("{pfx}{:x}", lease.id());
         let oldest = json!({"request_range": {
             "key": b64(&pfx), "range_end": b64(prefix_end(&pfx)),
             "sort_order": "ASCEND", "sort_target": "CREATE", "limit": "1", "keys_only": true}});
+        let mut success = vec![
+            json!({"request_put": {"key": b64(&key), "value": "", "lease": lease.id().to_string()}}),
+            oldest.clone(),
+        ];
+        let mut failure = vec![range(&key), oldest];
+        if let Some(also) = also {
+            success.push(range(also));
+            failure.push(range(also));
+        }
         let answer = self.txn(
             json!([{"key": b64(&key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}]),
-            json!([{"request_put": {"key": b64(&key), "value": "", "lease": lease.id().to_string()}}, oldest]),
-            json!([range(&key), oldest]),
+            Value::Array(success),
+            Value::Array(failure),
             limit,
         )?;
         let responses = &answer["responses"];
@@ -323,7 +346,8 @@ impl Etcd {
         if rev == 0 || first == 0 {
             bail!("etcd gave an unexpected answer while locking {name}");
         }
-        Ok((Queued { key, rev }, first == rev))
+        let read = also.and_then(|_| kvs(&responses[2]["response_range"]).first().cloned());
+        Ok((Queued { key, rev }, first == rev, read))
     }
 
     /// Takes our key out of a queue. Only our lease ever names it.
@@ -587,36 +611,45 @@ impl Backend for Etcd {
         }
     }
 
+    /// Two round trips for an orphan: one read (the claim, and whether any
+    /// lock key exists: a transaction of reads only, which etcd answers
+    /// without a write), then our key queued in a transaction that also
+    /// reads the claim again, as it is once the lock is ours.
     fn probe(&self, domain: &str) -> anyhow::Result<Probe<EtcdClaim>> {
         check(domain)?;
-        let Some(holder) = self.read_claim(domain, None)? else {
-            return Ok(Probe::Missing);
-        };
         let name = self.lock_name(domain);
         let pfx = format!("{name}/");
-        let queue = self.call(
-            "/v3/kv/range",
-            &json!({"key": b64(&pfx), "range_end": b64(prefix_end(&pfx)), "count_only": true}),
+        let claim_key = self.claim_key(domain);
+        let look = self.txn(
+            json!([]),
+            json!([range(&claim_key), {"request_range": {
+                "key": b64(&pfx), "range_end": b64(prefix_end(&pfx)), "count_only": true}}]),
+            json!([]),
             None,
         )?;
-        if int(&queue["count"]) > 0 {
+        let Some(kv) = kvs(&look["responses"][0]["response_range"]).first() else {
+            return Ok(Probe::Missing);
+        };
+        let holder = holder_of(&kv["value"]);
+        if int(&look["responses"][1]["response_range"]["count"]) > 0 {
             let age = age_of(holder.as_ref());
             return Ok(Probe::Held { holder, age });
         }
         let lease = self.lease(None)?;
-        let (queued, first) = self.enqueue(&name, &lease, None)?;
+        let (queued, first, now) = self.enqueue_reading(&name, &lease, None, Some(&claim_key))?;
         if !first {
             self.withdraw(&queued.key);
             let age = age_of(holder.as_ref());
             return Ok(Probe::Held { holder, age });
         }
         let mut claim = self.claim(lease, domain, queued, None);
-        // Read again, owning the lock: a claim deleted or rewritten since
-        // the first look belongs to whoever got there first.
-        match self.read_claim(domain, None)? {
+        // Read again with our key queued, owning the lock: a claim deleted
+        // or rewritten since the first look belongs to whoever got there
+        // first.
+        match now {
             None => Ok(Probe::Moved),
-            Some(holder) => {
-                claim.holder = holder;
+            Some(kv) => {
+                claim.holder = holder_of(&kv["value"]);
                 Ok(Probe::Acquired(claim))
             }
         }
