@@ -661,6 +661,10 @@ impl<B: Backend> Pass<'_, B> {
                     let detail = self.foreign_detail(whose, st.holder.as_ref(), age);
                     return Ok(self.foreign(domain, whose, st.holder.clone(), age, detail));
                 }
+                // Free and young: left alone, as after a look without a lock.
+                if age < s.min_age {
+                    return Ok(self.young(domain, st.holder, age));
+                }
             }
         }
         // A claim younger than --min-age is never reaped, so it is never

@@ -996,3 +996,19 @@ fn another_hosts_live_run_past_leak_after_is_its_janitors_to_warn_about() {
     );
     drop(claim);
 }
+
+#[test]
+fn a_young_claim_of_this_host_is_told_from_the_snapshot_without_its_lock() {
+    let w = World::new();
+    w.orphan_of("host-a", "a.example", Duration::from_secs(60));
+    let settings = on_host(
+        "host-a",
+        &[],
+        Settings {
+            min_age: HOUR,
+            ..exact()
+        },
+    );
+    let seen = pass_reaping_nothing(&NoProbes(w.dir.clone()), &settings);
+    assert_eq!(outcomes(&seen), [("a.example", Outcome::Young)]);
+}
