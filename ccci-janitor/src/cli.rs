@@ -89,7 +89,7 @@ lockfile), warnings and errors; -v adds live, young, warm and not-CI domains.
 Each stderr line starts with an RFC 3339 timestamp, unless stderr is the
 journal (JOURNAL_STREAM names it), which stamps lines itself. --json prints
 one object per examined domain on stdout: domain, outcome (reaped,
-would-reap, live, leaked, stale-unlinked, young, skipped, failed),
+would-reap, live, leaked, stale-unlinked, young, skipped, failed, foreign),
 holder_pid, run_id, age_s, detail.
 
 A domain that cannot be examined (an I/O error) is reported and the pass goes
@@ -97,8 +97,15 @@ on; the status is then 125. A pass cut short (stdout or stderr cannot be
 written) says so and exits 125.
 
 With --etcd (several hosts; or CCCI_ETCD_ENDPOINTS) the claims are the etcd
-keys PREFIX/claim/DOMAIN instead of lockfiles, the pass lock is PREFIX/janitor,
-and no lock dir is used; every rule above holds. See docs/etcd.md.
+keys PREFIX/claim/DOMAIN instead of lockfiles, the pass lock is
+PREFIX/janitor/HOST, and no lock dir is used; every rule above holds for this
+host's claims. Each claim names the host whose run made it, and only that
+host's abra has the app: run one janitor on every host, with that host's
+--deployed list. A claim of another host (or one naming no host) that is not
+held is reported as 'foreign' and never locked, reaped or deleted.
+--adopt-host NAME takes over the claims of host NAME, gone for good: they are
+reaped (never unlinked unreaped, since this host's --deployed list does not
+list NAME's apps). See docs/etcd.md.
 
 Environment:
   CCCI_APP_LOCK_DIR   the lock dir (like --lock-dir)
@@ -177,6 +184,10 @@ pub struct Cli {
     #[command(flatten)]
     pub etcd: ccci_lock::etcd::args::EtcdArgs,
 
+    /// With --etcd: also settle the claims of host NAME, gone for good (they are reaped, whatever --deployed says); repeatable
+    #[arg(long, value_name = "NAME", value_parser = adopt_host)]
+    pub adopt_host: Vec<String>,
+
     /// Check the setup and print the effective configuration with each value's origin; change nothing (0: all checks hold, 125: a check failed)
     #[arg(long, conflicts_with_all = ["dry_run", "metrics"])]
     pub check: bool,
@@ -196,6 +207,12 @@ pub struct Cli {
         required_unless_present_any = ["dry_run", "print_config", "check"]
     )]
     pub reap_command: Vec<OsString>,
+}
+
+/// A `--adopt-host` value: a host name as claims record it.
+fn adopt_host(value: &str) -> Result<String, String> {
+    ccci_lock::etcd::check_host(value)?;
+    Ok(value.to_string())
 }
 
 fn is_stdin(path: &Option<PathBuf>) -> bool {
@@ -443,7 +460,16 @@ fn one_pass(cli: &Cli, tally: &Tally) -> anyhow::Result<Ended> {
         leak_after: cli.leak_after,
         dry_run: cli.dry_run,
         exact: cli.verbose || cli.json,
+        hosts: None,
     };
+    if etcd.is_none() && !cli.adopt_host.is_empty() {
+        return Err(UsageError(
+            "--adopt-host needs --etcd (or CCCI_ETCD_ENDPOINTS): a lock dir holds the claims of \
+             one host only"
+                .into(),
+        )
+        .into());
+    }
     let lock_dir = cli.lock_dir.resolve()?;
     args::check_apart(&dirs::LOCK_DIR, &lock_dir)?;
     if etcd.is_none() {
@@ -462,13 +488,19 @@ fn one_pass(cli: &Cli, tally: &Tally) -> anyhow::Result<Ended> {
             lock_dir: &lock_dir,
             place,
         };
-        return run_pass(
-            cli,
-            &settings,
-            &ccci_lock::etcd::Etcd::new(config),
-            &here,
-            tally,
-        );
+        let hosts = match crate::Hosts::here(cli.adopt_host.clone()) {
+            Ok(hosts) => hosts,
+            Err(why) => {
+                say!("{why}: nothing probed, nothing reaped");
+                return Ok(Ended::Code(exit::TOOL_FAILED));
+            }
+        };
+        let backend = ccci_lock::etcd::Etcd::for_janitor_of(config, &hosts.this);
+        let settings = Settings {
+            hosts: Some(hosts),
+            ..settings
+        };
+        return run_pass(cli, &settings, &backend, &here, tally);
     }
     // What the last pass saw: tells a reboot from a lock dir removed or
     // replaced under this boot (crate::boot).

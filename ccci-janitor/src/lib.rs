@@ -37,6 +37,18 @@
 //!   it; anywhere else it is a mistake, and creating it would make every
 //!   deployed app look orphaned while its run holds its real lock.
 //!
+//! - **Another host's claim is never settled** ([`Settings::hosts`], set on
+//!   etcd, where claims of every host meet). A claim names the host whose
+//!   run made it; only that host's abra has the app, and only that host's
+//!   `--deployed` list can say whether it is still deployed. A pass settles
+//!   the claims of its own host (and of the hosts it was told to adopt),
+//!   reports every other orphan as `foreign` and writes nothing for it: no
+//!   lock key is queued, no claim deleted. A claim that names no host is
+//!   nobody's and is left alone too. The host is read from one snapshot of
+//!   every claim at the start of the pass ([`Backend::list`]), and read
+//!   again once the lock is ours: a claim that changed hands meanwhile is
+//!   released untouched.
+//!
 //! The pass is written against [`Backend`] and [`Claim`] (ccci-lock's
 //! protocol), so a second backend gets the same decisions. Skipping a young
 //! claim may use [`Backend::peek_age`] (a `stat`) instead of opening and
@@ -54,7 +66,7 @@ pub mod tally;
 
 use ccci_common::names::quote_path;
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
@@ -85,6 +97,73 @@ pub struct Settings {
     /// Tell live claims from young ones (for `-v` and `--json`). Without it,
     /// a claim whose age alone says "leave it" is not opened at all.
     pub exact: bool,
+    /// Whose claims this pass may settle, when claims of several hosts meet
+    /// in one backend (etcd); `None`: every claim is this host's (a lock
+    /// dir).
+    pub hosts: Option<Hosts>,
+}
+
+/// The hosts whose claims a pass settles: its own, and those it adopts
+/// (`--adopt-host`), whose janitor is gone for good.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hosts {
+    /// This host's name, as its runs record it (`gethostname(2)`).
+    pub this: String,
+    /// Hosts whose claims this pass settles as well.
+    pub adopted: Vec<String>,
+}
+
+/// Whose claim a holder record is, for a pass with [`Hosts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Whose<'a> {
+    /// This host's.
+    Ours,
+    /// An adopted host's: reaped whatever this host's `--deployed` says.
+    Adopted(&'a str),
+    /// Another host's.
+    Other(&'a str),
+    /// The record names no host (or there is no readable record).
+    Unknown,
+}
+
+impl Hosts {
+    /// This host, by `gethostname(2)` as its runs record it, adopting
+    /// `adopted`; why not, when this host's name cannot tell its claims
+    /// from other hosts'.
+    pub fn here(adopted: Vec<String>) -> Result<Hosts, String> {
+        let this = ccci_common::proc::hostname();
+        let unusable = match this.as_str() {
+            "-" => Some("it cannot be read".to_string()),
+            name => ccci_lock::etcd::check_host(name).err(),
+        };
+        match unusable {
+            Some(why) => Err(format!(
+                "this host's name {} cannot tell its claims from other hosts' ({why}); give \
+                 the host a name of its own (hostnamectl set-hostname)",
+                shell_quote(&this)
+            )),
+            None => Ok(Hosts { this, adopted }),
+        }
+    }
+
+    fn whose<'a>(&self, holder: Option<&'a Holder>) -> Whose<'a> {
+        match holder.and_then(|h| h.host.as_deref()) {
+            None => Whose::Unknown,
+            Some(host) if host == self.this => Whose::Ours,
+            Some(host) if self.adopted.iter().any(|a| a == host) => Whose::Adopted(host),
+            Some(host) => Whose::Other(host),
+        }
+    }
+}
+
+/// The age of a claim by its record's `since` (the writer's wall clock):
+/// zero when it has none.
+fn record_age(holder: Option<&Holder>) -> Duration {
+    holder
+        .and_then(|h| h.since.as_deref())
+        .and_then(|s| humantime::parse_rfc3339(s).ok())
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .unwrap_or(Duration::ZERO)
 }
 
 /// The outcome words of SPEC §4.
@@ -108,6 +187,9 @@ pub enum Outcome {
     Skipped,
     /// The reap failed (or an error kept the domain from being settled).
     Failed,
+    /// A claim of another host (or one naming no host), not held: left
+    /// for that host's janitor, nothing written.
+    Foreign,
 }
 
 impl Level {
@@ -125,7 +207,7 @@ impl Level {
 
 impl Outcome {
     /// Every outcome, in the order of SPEC §4 (and of `as usize`).
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Reaped,
         Outcome::WouldReap,
         Outcome::Live,
@@ -134,6 +216,7 @@ impl Outcome {
         Outcome::Young,
         Outcome::Skipped,
         Outcome::Failed,
+        Outcome::Foreign,
     ];
 
     /// The outcome's word, as `--json` writes it.
@@ -147,6 +230,7 @@ impl Outcome {
             Outcome::Young => "young",
             Outcome::Skipped => "skipped",
             Outcome::Failed => "failed",
+            Outcome::Foreign => "foreign",
         }
     }
 }
@@ -154,7 +238,8 @@ impl Outcome {
 /// How loud an [`Examined`] is on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
-    /// Only with `-v`: live, young, warm, not a CI app, settled by someone else.
+    /// Only with `-v`: live, young, warm, not a CI app, settled by someone
+    /// else, another host's.
     Info,
     /// Something was (or, in a dry run, would be) done.
     Action,
@@ -461,6 +546,17 @@ pub fn pass<B: Backend>(
     reaper: &mut dyn Reaper,
     report: &mut dyn FnMut(&Examined) -> anyhow::Result<()>,
 ) -> anyhow::Result<Summary> {
+    // Claims of several hosts: whose each is, and whether it is held, from
+    // one read of them all (two range requests on etcd), so that another
+    // host's claim is never locked to be looked at.
+    let snapshot = match settings.hosts {
+        Some(_) => backend
+            .list()?
+            .into_iter()
+            .map(|st| (st.domain.clone(), st))
+            .collect(),
+        None => HashMap::new(),
+    };
     let mut pass = Pass {
         backend,
         settings,
@@ -468,6 +564,7 @@ pub fn pass<B: Backend>(
         summary: Summary::default(),
         host: None,
         min_age: human(settings.min_age),
+        snapshot,
     };
     for domain in domains.iter() {
         let examined = pass.examine(domain).unwrap_or_else(|e| {
@@ -495,6 +592,8 @@ struct Pass<'a, B: Backend> {
     host: Option<String>,
     /// `--min-age` for people, written once for every young claim.
     min_age: String,
+    /// With [`Settings::hosts`]: every claim, as read at the start.
+    snapshot: HashMap<String, ccci_lock::Status>,
 }
 
 /// The holder of a held claim, for messages: its record, or, without one,
@@ -541,6 +640,28 @@ impl<B: Backend> Pass<'_, B> {
                 Level::Info,
                 detail.into(),
             ));
+        }
+        if let Some(hosts) = &s.hosts {
+            if let Some(st) = self.snapshot.remove(domain) {
+                // The backend's own age when it can tell (a lockfile's
+                // mtime), else the record's (an etcd claim's `since`).
+                let age = match self.backend.peek_age(domain)? {
+                    Some(age) => age,
+                    None => record_age(st.holder.as_ref()),
+                };
+                if st.held {
+                    return Ok(self.held(domain, st.holder, age, st.locker));
+                }
+                if let whose @ (Whose::Other(_) | Whose::Unknown) = hosts.whose(st.holder.as_ref())
+                {
+                    let detail = self.foreign_detail(whose, st.holder.as_ref(), age);
+                    return Ok(self.foreign(domain, whose, st.holder.clone(), age, detail));
+                }
+                // Free and young: left alone, as after a look without a lock.
+                if age < s.min_age {
+                    return Ok(self.young(domain, st.holder, age));
+                }
+            }
         }
         // A claim younger than --min-age is never reaped, so it is never
         // locked either: whether it is held (for -v, --json and the leak
@@ -626,7 +747,7 @@ impl<B: Backend> Pass<'_, B> {
             ));
         }
         match self.backend.create(domain)? {
-            Some(claim) => Ok(self.reap(claim, None, None, why)),
+            Some(claim) => Ok(self.reap(claim, None, None, why, None)),
             // A run created it first: settle it as an existing claim.
             None => {
                 let probe = self.backend.probe(domain)?;
@@ -658,6 +779,19 @@ impl<B: Backend> Pass<'_, B> {
             }
             _ => String::new(),
         };
+        let other_host = match self
+            .settings
+            .hosts
+            .as_ref()
+            .map(|h| h.whose(holder.as_ref()))
+        {
+            Some(Whose::Other(host)) => Some(host.to_string()),
+            _ => None,
+        };
+        let note = match &other_host {
+            Some(host) => format!("{note}; a run of host {}", shell_quote(host)),
+            None => note,
+        };
         let (outcome, level, detail) = if age > self.settings.leak_after {
             (
                 Outcome::Leaked,
@@ -676,7 +810,50 @@ impl<B: Backend> Pass<'_, B> {
                 format!("live: locked by {who}, for {}{note}", human(age)),
             )
         };
+        // Another host's leak is its own janitor's to warn about: every host
+        // of a fleet would warn about it otherwise.
+        let level = if other_host.is_some() {
+            Level::Info
+        } else {
+            level
+        };
         Examined::new(domain, outcome, level, detail.into()).with(holder, Some(age))
+    }
+
+    /// A claim that is not this pass's to settle (see [`Whose`]).
+    fn foreign(
+        &self,
+        domain: &str,
+        whose: Whose<'_>,
+        holder: Option<Holder>,
+        age: Duration,
+        detail: String,
+    ) -> Examined {
+        // Left over long after its run, another host's orphan says that its
+        // janitor does not run; one naming no host needs a person at once.
+        let level = match whose {
+            Whose::Other(_) if age <= self.settings.leak_after => Level::Info,
+            _ => Level::Warning,
+        };
+        Examined::new(domain, Outcome::Foreign, level, detail.into()).with(holder, Some(age))
+    }
+
+    fn foreign_detail(&self, whose: Whose<'_>, holder: Option<&Holder>, age: Duration) -> String {
+        let last = format!("idle {}, {}", human(age), describe_last(holder));
+        match whose {
+            Whose::Other(host) if age > self.settings.leak_after => format!(
+                "foreign: an orphan of host {h} ({last}), idle longer than --leak-after {};                  only host {h}'s janitor reaps it: is it running? If host {h} is gone for                  good, a janitor given --adopt-host {h} takes its claims over; not touched",
+                human(self.settings.leak_after),
+                h = shell_quote(host),
+            ),
+            Whose::Other(host) => format!(
+                "foreign: an orphan of host {h} ({last}); left for host {h}'s janitor,                  which has its apps; not touched",
+                h = shell_quote(host),
+            ),
+            _ => format!(
+                "foreign: its claim names no host ({last}), so no janitor can tell whose app                  it is; not touched: reap it on the host that deployed it, as docs/etcd.md                  says under \"A claim that names no host\""
+            ),
+        }
     }
 
     fn recorded_holder_gone(&mut self, holder: &Holder) -> bool {
@@ -707,11 +884,37 @@ impl<B: Backend> Pass<'_, B> {
             drop(claim);
             return Ok(self.young(&domain, holder, age));
         }
-        let last = format!("idle {}, {}", human(age), describe_last(holder.as_ref()));
+        let whose = self
+            .settings
+            .hosts
+            .as_ref()
+            .map(|h| h.whose(holder.as_ref()));
+        if let Some(whose @ (Whose::Other(_) | Whose::Unknown)) = whose {
+            // It changed hands since the pass looked (or it was not looked
+            // at): released untouched, its claim as it is.
+            drop(claim);
+            let detail = self.foreign_detail(whose, holder.as_ref(), age);
+            return Ok(self.foreign(&domain, whose, holder.clone(), age, detail));
+        }
+        let adopted = match whose {
+            Some(Whose::Adopted(host)) => Some(host.to_string()),
+            _ => None,
+        };
+        let last = match &adopted {
+            Some(host) => format!(
+                "idle {}, {}, of adopted host {}",
+                human(age),
+                describe_last(holder.as_ref()),
+                shell_quote(host)
+            ),
+            None => format!("idle {}, {}", human(age), describe_last(holder.as_ref())),
+        };
         let examined = |outcome, level, detail| {
             Examined::new(&domain, outcome, level, detail).with(holder.clone(), Some(age))
         };
-        if self.deployed(&domain) == Some(false) {
+        // This host's deployed list says nothing of an adopted host's apps:
+        // those are always reaped, never unlinked unreaped.
+        if adopted.is_none() && self.deployed(&domain) == Some(false) {
             if self.settings.dry_run {
                 return Ok(examined(
                     Outcome::Skipped,
@@ -733,27 +936,34 @@ impl<B: Backend> Pass<'_, B> {
                 format!("dry run: would reap ({last})").into(),
             ));
         }
-        Ok(self.reap(claim, holder.clone(), Some(age), &last))
+        Ok(self.reap(claim, holder.clone(), Some(age), &last, adopted))
     }
 
     /// Runs the reap while holding `claim`, with our own record in it
     /// (`"reaper": true`, so that a run waiting for the domain is told a
     /// janitor is reaping it); removes the claim on success, and puts the
     /// last holder's record back on failure, for the next pass's report.
+    /// The claim of an `adopted` host keeps naming that host while it is
+    /// reaped: a janitor that dies during the reap leaves it to the next
+    /// adopting pass, never to this host's own rules.
     fn reap(
         &mut self,
         mut claim: B::Claim,
         holder: Option<Holder>,
         age: Option<Duration>,
         why: &str,
+        adopted: Option<String>,
     ) -> Examined {
         let domain = claim.domain().to_string();
         let mut env = claim.env();
         env.push(("CCCI_DOMAIN", domain.clone().into()));
-        let reaper = Holder {
+        let mut reaper = Holder {
             reaper: Some(true),
             ..Holder::this_process(None)
         };
+        if adopted.is_some() {
+            reaper.host = adopted;
+        }
         // The record is diagnostics only: a claim we cannot write is still
         // ours to reap.
         let _ = claim.stamp(&reaper);

@@ -703,34 +703,70 @@ fn case_08_on_etcd_two_overlapping_janitors_exactly_one_reaps() {
 fn case_08_on_etcd_racing_janitors_on_two_hosts_reap_each_orphan_exactly_once() {
     let etcd = Etcd::start();
     let w = World::on(&etcd);
+    // Orphans of two "hosts" (UTS namespaces with host names of their own,
+    // each with a lock dir of its own), four each.
     let domains: Vec<String> = (0..8).map(|i| format!("app-{i:02}.example")).collect();
-    for d in &domains {
-        orphan(&w, &etcd, d);
+    let on_host = |host: &str, script: String| {
+        w.setup(w.sb.command("unshare"))
+            .args(["--uts", "sh", "-c"])
+            .arg(format!("hostname {host}; {script}"))
+            .env("CCCI_APP_LOCK_DIR", w.sb.path(&format!("locks-{host}")))
+    };
+    for (i, d) in domains.iter().enumerate() {
+        let host = ["jan-a", "jan-b"][i % 2];
+        on_host(host, format!("ccci-lock {d} -- sh -c 'kill -TERM $$'"))
+            .run()
+            .expect_code(143);
     }
-    let script = reap_script(&w, "exit 0");
-    // Janitors on three "hosts" (UTS namespaces), one pass after another as
-    // fast as they can, racing for the pass lock and the claims.
-    let janitors: Vec<Proc> = ["jan-a", "jan-b", "jan-c"]
-        .iter()
-        .map(|h| {
-            w.setup(w.sb.command("unshare"))
-                .args(["--uts", "sh", "-c"])
-                .arg(format!(
-                    "hostname {h}; for i in 1 2 3; do ccci-janitor -- sh '{}' || exit $?; done",
-                    script.display()
-                ))
-                .spawn()
-        })
-        .collect();
+    let script = w.sb.path("reap.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "echo \"$1|$(hostname)\" >> '{}'\n",
+            w.sb.path("calls").display()
+        ),
+    )
+    .unwrap();
+    // Janitors on three hosts, one pass after another as fast as they can,
+    // racing for the pass locks and the claims: jan-a also adopts jan-b's
+    // claims, so two hosts race for each of those; jan-c has none.
+    let janitors: Vec<Proc> = [
+        ("jan-a", "--adopt-host jan-b"),
+        ("jan-b", ""),
+        ("jan-c", ""),
+    ]
+    .iter()
+    .map(|(h, flags)| {
+        on_host(
+            h,
+            format!(
+                "for i in 1 2 3; do ccci-janitor {flags} -- sh '{}' || exit $?; done",
+                script.display()
+            ),
+        )
+        .spawn()
+    })
+    .collect();
     for j in janitors {
         j.wait().expect_code(0);
     }
-    let mut reaped: Vec<String> = calls(&w)
+    let calls = calls(&w);
+    let mut reaped: Vec<String> = calls
         .iter()
         .map(|c| c.split('|').next().unwrap().to_string())
         .collect();
     reaped.sort();
     assert_eq!(reaped, domains, "each orphan must be reaped exactly once");
+    for c in &calls {
+        let (d, host) = c.split_once('|').unwrap();
+        let i: usize = d[4..6].parse().unwrap();
+        let allowed: &[&str] = if i.is_multiple_of(2) {
+            &["jan-a"]
+        } else {
+            &["jan-a", "jan-b"]
+        };
+        assert!(allowed.contains(&host), "{d} reaped on {host}: {calls:?}");
+    }
     assert_eq!(etcd.dump(PREFIX), Vec::<String>::new());
 }
 

@@ -8,6 +8,7 @@ mod attacks;
 mod chaos;
 mod etcd;
 mod etcd_bounds;
+mod etcd_hosts;
 mod etcd_tls;
 mod field;
 mod guard;

@@ -9,7 +9,10 @@
 //!   either kind of client excludes the other.
 //! - `P/claim/D`: the claim, the lockfile's counterpart, holding the JSON
 //!   holder record. It has no lease: it outlives a holder that dies.
-//! - `P/janitor/<lease id>`: the lock of a janitor pass.
+//! - `P/janitor/<host>/<lease id>`: the lock of a janitor pass of `<host>`
+//!   ([`Etcd::for_janitor_of`]). Each host's janitor settles only its own
+//!   host's claims, so passes of different hosts need not exclude each
+//!   other; two passes of one host must (SPEC §4 "One pass at a time").
 //!
 //! # Invariants
 //!
@@ -159,6 +162,8 @@ struct Inner {
     prefix: String,
     ttl: Duration,
     lease: Mutex<Option<Arc<Lease>>>,
+    /// The lock name of a janitor pass: `P/janitor/<host>`, or `P/janitor`.
+    pass_name: String,
 }
 
 /// A key we put in a lock's queue.
@@ -208,6 +213,20 @@ fn range(key: &str) -> Value {
 impl Etcd {
     /// A backend for `config`. Nothing is contacted yet.
     pub fn new(config: Config) -> Etcd {
+        let pass_name = format!("{}/janitor", config.prefix);
+        Etcd::with_pass_name(config, pass_name)
+    }
+
+    /// The backend of a janitor of `host`: its pass lock is `host`'s own,
+    /// `P/janitor/<host>`, so a pass on one host never keeps another host's
+    /// janitor from settling that host's claims. `host` must be usable as
+    /// one part of a key: [`check_host`].
+    pub fn for_janitor_of(config: Config, host: &str) -> Etcd {
+        let pass_name = format!("{}/janitor/{host}", config.prefix);
+        Etcd::with_pass_name(config, pass_name)
+    }
+
+    fn with_pass_name(config: Config, pass_name: String) -> Etcd {
         Etcd {
             inner: Arc::new(Inner {
                 client: Arc::new(Client::new(
@@ -218,6 +237,7 @@ impl Etcd {
                 prefix: config.prefix,
                 ttl: config.ttl,
                 lease: Mutex::new(None),
+                pass_name,
             }),
         }
     }
@@ -278,15 +298,38 @@ impl Etcd {
         lease: &Lease,
         limit: Option<Instant>,
     ) -> anyhow::Result<(Queued, bool)> {
+        self.enqueue_reading(name, lease, limit, None)
+            .map(|(queued, first, _)| (queued, first))
+    }
+
+    /// [`Etcd::enqueue`], also reading the key `also` in the same
+    /// transaction: when our key is the oldest, its value as it is under
+    /// our lock (`None`: no such key), with no second round trip.
+    fn enqueue_reading(
+        &self,
+        name: &str,
+        lease: &Lease,
+        limit: Option<Instant>,
+        also: Option<&str>,
+    ) -> anyhow::Result<(Queued, bool, Option<Value>)> {
         let pfx = format!("{name}/");
         let key = format!("{pfx}{:x}", lease.id());
         let oldest = json!({"request_range": {
             "key": b64(&pfx), "range_end": b64(prefix_end(&pfx)),
             "sort_order": "ASCEND", "sort_target": "CREATE", "limit": "1", "keys_only": true}});
+        let mut success = vec![
+            json!({"request_put": {"key": b64(&key), "value": "", "lease": lease.id().to_string()}}),
+            oldest.clone(),
+        ];
+        let mut failure = vec![range(&key), oldest];
+        if let Some(also) = also {
+            success.push(range(also));
+            failure.push(range(also));
+        }
         let answer = self.txn(
             json!([{"key": b64(&key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}]),
-            json!([{"request_put": {"key": b64(&key), "value": "", "lease": lease.id().to_string()}}, oldest]),
-            json!([range(&key), oldest]),
+            Value::Array(success),
+            Value::Array(failure),
             limit,
         )?;
         let responses = &answer["responses"];
@@ -303,7 +346,8 @@ impl Etcd {
         if rev == 0 || first == 0 {
             bail!("etcd gave an unexpected answer while locking {name}");
         }
-        Ok((Queued { key, rev }, first == rev))
+        let read = also.and_then(|_| kvs(&responses[2]["response_range"]).first().cloned());
+        Ok((Queued { key, rev }, first == rev, read))
     }
 
     /// Takes our key out of a queue. Only our lease ever names it.
@@ -416,12 +460,12 @@ impl Etcd {
         }
     }
 
-    /// Takes the lock of a janitor pass (`P/janitor`) without waiting;
-    /// `None` when another pass holds it. Dropping the answer releases it.
+    /// Takes the lock of a janitor pass (`P/janitor/<host>`, see
+    /// [`Etcd::for_janitor_of`]) without waiting; `None` when another pass
+    /// holds it. Dropping the answer releases it.
     pub fn try_pass(&self) -> anyhow::Result<Option<PassGuard>> {
         let lease = self.lease(None)?;
-        let name = format!("{}/janitor", self.inner.prefix);
-        let (queued, first) = self.enqueue(&name, &lease, None)?;
+        let (queued, first) = self.enqueue(&self.inner.pass_name, &lease, None)?;
         if !first {
             self.withdraw(&queued.key);
             return Ok(None);
@@ -469,6 +513,25 @@ pub fn check_domain(domain: &str) -> Result<(), UsageError> {
         .map_err(|why| UsageError(format!("invalid domain {}: {why}", shell_quote(domain))))
 }
 
+/// Checks that `host` (a host name, as `gethostname(2)` gives it, or a
+/// `--adopt-host` value) can name a host in a claim and one part of an etcd
+/// key: 1 to 64 bytes (`HOST_NAME_MAX`), printable, no blank, no `/`.
+pub fn check_host(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("a host name is not empty".into());
+    }
+    if host.len() > 64 {
+        return Err("a host name has at most 64 bytes".into());
+    }
+    if host
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '/')
+    {
+        return Err("a host name has no blank, control character or '/'".into());
+    }
+    Ok(())
+}
+
 fn check(domain: &str) -> anyhow::Result<()> {
     Ok(check_domain(domain)?)
 }
@@ -480,8 +543,8 @@ impl Backend for Etcd {
         check_domain(domain)
     }
 
-    /// `P/janitor`, a lock like a domain's, taken without waiting. A dry
-    /// run only looks: any key under `P/janitor/` means a pass is running.
+    /// `P/janitor/<host>`, a lock like a domain's, taken without waiting. A
+    /// dry run only looks: any key under it means a pass is running.
     fn pass_lock(&self, create: bool) -> anyhow::Result<PassLock> {
         if create {
             return Ok(match self.try_pass()? {
@@ -489,7 +552,7 @@ impl Backend for Etcd {
                 None => PassLock::Busy,
             });
         }
-        let pfx = format!("{}/janitor/", self.inner.prefix);
+        let pfx = format!("{}/", self.inner.pass_name);
         let queue = self.call(
             "/v3/kv/range",
             &json!({"key": b64(&pfx), "range_end": b64(prefix_end(&pfx)), "count_only": true}),
@@ -548,36 +611,45 @@ impl Backend for Etcd {
         }
     }
 
+    /// Two round trips for an orphan: one read (the claim, and whether any
+    /// lock key exists: a transaction of reads only, which etcd answers
+    /// without a write), then our key queued in a transaction that also
+    /// reads the claim again, as it is once the lock is ours.
     fn probe(&self, domain: &str) -> anyhow::Result<Probe<EtcdClaim>> {
         check(domain)?;
-        let Some(holder) = self.read_claim(domain, None)? else {
-            return Ok(Probe::Missing);
-        };
         let name = self.lock_name(domain);
         let pfx = format!("{name}/");
-        let queue = self.call(
-            "/v3/kv/range",
-            &json!({"key": b64(&pfx), "range_end": b64(prefix_end(&pfx)), "count_only": true}),
+        let claim_key = self.claim_key(domain);
+        let look = self.txn(
+            json!([]),
+            json!([range(&claim_key), {"request_range": {
+                "key": b64(&pfx), "range_end": b64(prefix_end(&pfx)), "count_only": true}}]),
+            json!([]),
             None,
         )?;
-        if int(&queue["count"]) > 0 {
+        let Some(kv) = kvs(&look["responses"][0]["response_range"]).first() else {
+            return Ok(Probe::Missing);
+        };
+        let holder = holder_of(&kv["value"]);
+        if int(&look["responses"][1]["response_range"]["count"]) > 0 {
             let age = age_of(holder.as_ref());
             return Ok(Probe::Held { holder, age });
         }
         let lease = self.lease(None)?;
-        let (queued, first) = self.enqueue(&name, &lease, None)?;
+        let (queued, first, now) = self.enqueue_reading(&name, &lease, None, Some(&claim_key))?;
         if !first {
             self.withdraw(&queued.key);
             let age = age_of(holder.as_ref());
             return Ok(Probe::Held { holder, age });
         }
         let mut claim = self.claim(lease, domain, queued, None);
-        // Read again, owning the lock: a claim deleted or rewritten since
-        // the first look belongs to whoever got there first.
-        match self.read_claim(domain, None)? {
+        // Read again with our key queued, owning the lock: a claim deleted
+        // or rewritten since the first look belongs to whoever got there
+        // first.
+        match now {
             None => Ok(Probe::Moved),
-            Some(holder) => {
-                claim.holder = holder;
+            Some(kv) => {
+                claim.holder = holder_of(&kv["value"]);
                 Ok(Probe::Acquired(claim))
             }
         }
@@ -592,16 +664,24 @@ impl Backend for Etcd {
             return Ok(None);
         }
         let claim_key = self.claim_key(domain);
+        // The claim names this host from its first write on: a janitor that
+        // dies before it stamps its own record leaves a claim that its
+        // host's next pass still knows as its own (a claim naming no host
+        // is nobody's, and left alone).
+        let record = Holder {
+            reaper: Some(true),
+            ..Holder::this_process(None)
+        };
         let answer = self.txn(
             json!([
                 {"key": b64(&claim_key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"},
                 {"key": b64(&queued.key), "target": "CREATE", "result": "EQUAL", "create_revision": queued.rev.to_string()},
             ]),
-            json!([{"request_put": {"key": b64(&claim_key), "value": b64("{}")}}]),
+            json!([{"request_put": {"key": b64(&claim_key), "value": b64(serde_json::to_vec(&record)?)}}]),
             json!([]),
             None,
         )?;
-        let claim = self.claim(lease, domain, queued, Some(Holder::default()));
+        let claim = self.claim(lease, domain, queued, Some(record));
         if answer["succeeded"].as_bool() == Some(true) {
             Ok(Some(claim))
         } else {
