@@ -429,9 +429,9 @@ impl Supervised {
                     sys::wait_pid(self.pid, true)?
                 };
                 // The run was told to stop and the child has ended: what it
-                // left behind that has not had the signal (started by a
-                // process that had not had it yet) is told the same; a
-                // process that had it, and its teardown, are not.
+                // left behind is told the same, at once (and again below
+                // while anything is left), except a process that had it and
+                // handles it, and that process's teardown (crate::tree).
                 if let (Some(_), Some(sig), true) = (status, received, self.watch.whole_tree) {
                     self.send_to(sig, false, None);
                 }

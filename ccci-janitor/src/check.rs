@@ -175,9 +175,7 @@ pub fn run(inputs: &Inputs<'_>, json: bool) -> anyhow::Result<u8> {
     if inputs.etcd.is_none() {
         // What the last pass saw of the lock dir (crate::boot).
         let now = match &opened {
-            Ok(Some(dir)) => nix::sys::stat::fstat(dir)
-                .ok()
-                .map(|st| (st.st_dev, st.st_ino)),
+            Ok(Some(dir)) => dir.identity().ok(),
             _ => None,
         };
         let what = "lock dir record";

@@ -506,17 +506,19 @@ fn one_pass(cli: &Cli, tally: &Tally) -> anyhow::Result<Ended> {
     // replaced under this boot (crate::boot).
     let boot_id = crate::boot::boot_id()?;
     let record = crate::boot::recall(&lock_dir)?;
-    if let Some(backend) = FlockDir::open(&lock_dir, false)? {
-        let now = backend
-            .identity()
-            .with_context(|| format!("cannot examine lock dir {}", quote_path(&lock_dir)))?;
-        match Seen::judge(record.seen.as_ref(), &boot_id, Some(now)) {
-            Verdict::Removed(now) => {
-                say!("{}", crate::boot::refusal(&lock_dir, &record, now));
-                return Ok(Ended::Code(exit::TOOL_FAILED));
-            }
-            _ if cli.dry_run => {}
-            _ => crate::boot::remember(&lock_dir, &record, &boot_id, now)?,
+    let opened = FlockDir::open(&lock_dir, false)?;
+    let identity = |dir: &FlockDir| {
+        dir.identity()
+            .with_context(|| format!("cannot examine lock dir {}", quote_path(&lock_dir)))
+    };
+    let now = opened.as_ref().map(identity).transpose()?;
+    if let Verdict::Removed(now) = Seen::judge(record.seen.as_ref(), &boot_id, now) {
+        say!("{}", crate::boot::refusal(&lock_dir, &record, now));
+        return Ok(Ended::Code(exit::TOOL_FAILED));
+    }
+    if let (Some(backend), Some(now)) = (opened, now) {
+        if !cli.dry_run {
+            crate::boot::remember(&lock_dir, &record, &boot_id, now)?;
         }
         let backend = backend.reuse_lock_table(LOCK_TABLE_AGE);
         let here = Here {
@@ -531,10 +533,6 @@ fn one_pass(cli: &Cli, tally: &Tally) -> anyhow::Result<Ended> {
         lock_dir: &lock_dir,
         place: Place::Files,
     };
-    if let Verdict::Removed(now) = Seen::judge(record.seen.as_ref(), &boot_id, None) {
-        say!("{}", crate::boot::refusal(&lock_dir, &record, now));
-        return Ok(Ended::Code(exit::TOOL_FAILED));
-    }
     let missing = match missing_lock_dir(&lock_dir) {
         // A reboot takes every process with the lock dir: a live one that
         // still has a file of it open says it was removed under live runs.
@@ -577,10 +575,7 @@ fn one_pass(cli: &Cli, tally: &Tally) -> anyhow::Result<Ended> {
                 "lock dir {} did not exist (its parent is on a tmpfs: a reboot?); created it",
                 quote_path(&lock_dir)
             );
-            let now = backend
-                .identity()
-                .with_context(|| format!("cannot examine lock dir {}", quote_path(&lock_dir)))?;
-            crate::boot::remember(&lock_dir, &record, &boot_id, now)?;
+            crate::boot::remember(&lock_dir, &record, &boot_id, identity(&backend)?)?;
             run_pass(
                 cli,
                 &settings,

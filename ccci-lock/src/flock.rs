@@ -489,8 +489,7 @@ impl FlockDir {
     /// The lock dir's identity (`st_dev`, `st_ino`), from its descriptor:
     /// the directory this value opened, whatever its path names now.
     pub fn identity(&self) -> std::io::Result<(u64, u64)> {
-        let st = nix::sys::stat::fstat(&*self.dir)?;
-        Ok((st.st_dev, st.st_ino))
+        self.dir.identity()
     }
 
     /// From now on, whether a lockfile is held ([`Backend::status`],

@@ -226,6 +226,13 @@ impl SafeDir {
         &self.path
     }
 
+    /// This directory's identity (`st_dev`, `st_ino`), from its descriptor:
+    /// the directory that was opened, whatever its path names now.
+    pub fn identity(&self) -> io::Result<(u64, u64)> {
+        let st = nix::sys::stat::fstat(&self.fd)?;
+        Ok((st.st_dev, st.st_ino))
+    }
+
     /// The path of `name` inside this directory.
     pub fn join(&self, name: &str) -> PathBuf {
         self.path.join(name)
