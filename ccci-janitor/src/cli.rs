@@ -487,6 +487,10 @@ fn one_pass(cli: &Cli, tally: &Tally) -> anyhow::Result<Ended> {
             local: local.as_ref(),
             lock_dir: &lock_dir,
             place,
+            records: match &local {
+                Some(local) => RecordsAt::Dir(local),
+                None => RecordsAt::Create(&lock_dir),
+            },
         };
         let hosts = match crate::Hosts::here(cli.adopt_host.clone()) {
             Ok(hosts) => hosts,
@@ -525,13 +529,16 @@ fn one_pass(cli: &Cli, tally: &Tally) -> anyhow::Result<Ended> {
             local: None,
             lock_dir: &lock_dir,
             place: Place::Files,
+            records: RecordsAt::Dir(&backend),
         };
         return run_pass(cli, &settings, &backend, &here, tally);
     }
+    // Only a dry run passes over no lock dir, and it never reaps.
     let nowhere = Here {
         local: None,
         lock_dir: &lock_dir,
         place: Place::Files,
+        records: RecordsAt::Create(&lock_dir),
     };
     let missing = match missing_lock_dir(&lock_dir) {
         // A reboot takes every process with the lock dir: a live one that
@@ -576,13 +583,12 @@ fn one_pass(cli: &Cli, tally: &Tally) -> anyhow::Result<Ended> {
                 quote_path(&lock_dir)
             );
             crate::boot::remember(&lock_dir, &record, &boot_id, identity(&backend)?)?;
-            run_pass(
-                cli,
-                &settings,
-                &backend.reuse_lock_table(LOCK_TABLE_AGE),
-                &nowhere,
-                tally,
-            )
+            let backend = backend.reuse_lock_table(LOCK_TABLE_AGE);
+            let here = Here {
+                records: RecordsAt::Dir(&backend),
+                ..nowhere
+            };
+            run_pass(cli, &settings, &backend, &here, tally)
         }
     }
 }
@@ -595,6 +601,80 @@ struct Here<'a> {
     local: Option<&'a FlockDir>,
     lock_dir: &'a Path,
     place: Place,
+    /// The lock dir whose records lock the pass takes before its first
+    /// reap.
+    records: RecordsAt<'a>,
+}
+
+/// Where the records lock is taken ([`ccci_lock::place`]).
+#[derive(Clone, Copy)]
+enum RecordsAt<'a> {
+    /// In this lock dir.
+    Dir(&'a FlockDir),
+    /// In the lock dir at this path, created when missing (a janitor on
+    /// etcd whose host's lock dir does not exist yet: a run that creates it
+    /// meanwhile must find the records lock there).
+    Create(&'a Path),
+}
+
+/// How long a pass waits for the records lock before its first reap: a
+/// run holds it only to write one small file.
+const RECORDS_WAIT: Duration = Duration::from_secs(10);
+
+/// The pass's reaper: before the first reap, the records lock of the
+/// host's lock dir and a second reading of its records
+/// ([`ccci_lock::place::before_reaping`]), held to the end of the pass and
+/// removed while held; then the reap command for each domain.
+struct RecordsFirst<'a> {
+    reap: ReapCommand,
+    here: &'a Here<'a>,
+    held: Option<ccci_lock::FlockClaim>,
+}
+
+impl crate::Reaper for RecordsFirst<'_> {
+    fn reap(&mut self, domain: &str, env: &[(&'static str, OsString)]) -> crate::ReapEnd {
+        self.reap.reap(domain, env)
+    }
+
+    fn ready(&mut self) -> Result<(), String> {
+        use ccci_lock::place::{before_reaping, refusal, Reaping};
+        let here = self.here;
+        let opened;
+        let dir = match here.records {
+            RecordsAt::Dir(dir) => dir,
+            RecordsAt::Create(path) => {
+                opened = FlockDir::open(path, true)
+                    .map_err(|e| format!("{e:#}"))?
+                    .ok_or_else(|| {
+                        format!("lock dir {} vanished while being created", quote_path(path))
+                    })?;
+                &opened
+            }
+        };
+        let wait = ccci_lock::Wait::AtMost(RECORDS_WAIT);
+        match before_reaping(dir, &here.place, wait).map_err(|e| format!("{e:#}"))? {
+            Reaping::Clear(lock) => {
+                self.held = Some(lock);
+                Ok(())
+            }
+            Reaping::Elsewhere(found) => Err(refusal(&here.place, here.lock_dir, &found)),
+            Reaping::Busy => Err(format!(
+                "the records lock of lock dir {} stayed busy for {} (a run writing where it \
+                 claims, stopped?)",
+                quote_path(here.lock_dir),
+                crate::human(RECORDS_WAIT)
+            )),
+        }
+    }
+}
+
+impl Drop for RecordsFirst<'_> {
+    fn drop(&mut self) {
+        if let Some(lock) = self.held.take() {
+            // Left behind, it is only an unlocked file the next taker locks.
+            let _ = ccci_lock::Claim::remove(lock);
+        }
+    }
 }
 
 /// How old the snapshot of the kernel's lock table may be that tells a
@@ -620,14 +700,14 @@ fn run_pass<B: Backend>(
         }
         held_or_missing => held_or_missing,
     };
-    // With etcd, the host's lock dir's pass lock too: a run that must
-    // record where it claims waits for it (see ccci_lock::place).
+    // With etcd, the host's lock dir's pass lock too: one pass at a time
+    // reads and guards its records (see ccci_lock::place).
     let _local_pass_lock = match here.local {
         Some(local) => match local.pass_lock(!cli.dry_run)? {
             PassLock::Busy => {
                 say!(
-                    "another janitor pass (or a run recording where it claims) holds the \
-                     pass lock of lock dir {}: this one examines nothing",
+                    "another janitor pass holds the pass lock of lock dir {}: this one \
+                     examines nothing",
                     ccci_common::names::quote_path(here.lock_dir)
                 );
                 return Ok(Ended::Code(exit::SUCCESS));
@@ -651,10 +731,14 @@ fn run_pass<B: Backend>(
         }
     }
     let domains = candidates(backend, settings.deployed.as_ref())?;
-    let mut reaper = ReapCommand {
-        argv: cli.reap_command.clone(),
-        timeout: cli.reap_timeout,
-        verbose: cli.verbose,
+    let mut reaper = RecordsFirst {
+        reap: ReapCommand {
+            argv: cli.reap_command.clone(),
+            timeout: cli.reap_timeout,
+            verbose: cli.verbose,
+        },
+        here,
+        held: None,
     };
     let mut stdout = std::io::stdout().lock();
     let mut examined_count = 0usize;

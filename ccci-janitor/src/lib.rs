@@ -331,6 +331,14 @@ pub trait Reaper {
     /// Reaps `domain`; `env` is the environment the reap gets
     /// (`CCCI_DOMAIN`, and the claim's own).
     fn reap(&mut self, domain: &str, env: &[(&'static str, OsString)]) -> ReapEnd;
+    /// Called once, before the pass's first reap, while that domain's
+    /// claim is held: `Err(why)` ends the pass there with nothing reaped
+    /// (125). The command-line janitor takes the records lock here and
+    /// reads the records of where the host's runs claim again
+    /// ([`ccci_lock::place`]). The default: ready.
+    fn ready(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 impl<F: FnMut(&str, &[(&'static str, OsString)]) -> ReapEnd> Reaper for F {
@@ -346,6 +354,9 @@ pub struct Summary {
     pub reap_failed: bool,
     /// At least one domain could not be examined or settled (status 125).
     pub errors: bool,
+    /// The reaper was not ready ([`Reaper::ready`]): the pass ended before
+    /// its first reap (status 125).
+    pub refused: bool,
     /// The pass stopped early, asked to by this signal: the process ends by
     /// it (a shell sees 128+N).
     pub stopped_by: Option<libc::c_int>,
@@ -358,7 +369,7 @@ impl Summary {
         use ccci_common::exit::{self, Ended};
         match self.stopped_by {
             Some(sig) => Ended::Signal(sig),
-            None if self.errors => Ended::Code(exit::TOOL_FAILED),
+            None if self.errors || self.refused => Ended::Code(exit::TOOL_FAILED),
             None if self.reap_failed => Ended::Code(exit::FAILURE),
             None => Ended::Code(exit::SUCCESS),
         }
@@ -565,6 +576,7 @@ pub fn pass<B: Backend>(
         host: None,
         min_age: human(settings.min_age),
         snapshot,
+        ready: false,
     };
     for domain in domains.iter() {
         let examined = pass.examine(domain).unwrap_or_else(|e| {
@@ -577,7 +589,7 @@ pub fn pass<B: Backend>(
             )
         });
         report(&examined)?;
-        if pass.summary.stopped_by.is_some() {
+        if pass.summary.stopped_by.is_some() || pass.summary.refused {
             break;
         }
     }
@@ -594,6 +606,8 @@ struct Pass<'a, B: Backend> {
     min_age: String,
     /// With [`Settings::hosts`]: every claim, as read at the start.
     snapshot: HashMap<String, ccci_lock::Status>,
+    /// [`Reaper::ready`] said yes.
+    ready: bool,
 }
 
 /// The holder of a held claim, for messages: its record, or, without one,
@@ -955,6 +969,18 @@ impl<B: Backend> Pass<'_, B> {
         adopted: Option<String>,
     ) -> Examined {
         let domain = claim.domain().to_string();
+        if !self.ready {
+            if let Err(why) = self.reaper.ready() {
+                // Given back as found: removed if this pass created it.
+                let kept = claim.give_up().err();
+                self.summary.refused = true;
+                let kept = kept.map_or(String::new(), |e| format!(" ({e:#})"));
+                let detail = format!("not reaped: {why}{kept}");
+                return Examined::new(&domain, Outcome::Skipped, Level::Error, detail.into())
+                    .with(holder, age);
+            }
+            self.ready = true;
+        }
         let mut env = claim.env();
         env.push(("CCCI_DOMAIN", domain.clone().into()));
         let mut reaper = Holder {

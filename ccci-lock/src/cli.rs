@@ -273,7 +273,7 @@ impl Locks {
     }
 
     /// Makes sure the host's lock dir records where this backend claims
-    /// ([`crate::place`]), waiting for a janitor pass as `wait` allows, and
+    /// ([`crate::place`]), waiting for a reaping janitor pass as `wait` allows, and
     /// returns that lock dir, opened; `Err(75)` when the wait ran out.
     /// `lock_dir` names the host's lock dir for etcd, where it holds only
     /// the record (and `--hold` keepers' sockets).
@@ -292,9 +292,9 @@ impl Locks {
             }
         };
         let local = local.ok_or_else(|| anyhow::anyhow!("the lock dir vanished"))?;
-        if crate::place::note(&local, &place, wait)? == crate::place::Noted::PassRunning {
+        if crate::place::note(&local, &place, wait)? == crate::place::Noted::Busy {
             say!(
-                "a janitor pass is running, and the lock dir {} must first record that this \
+                "a janitor pass is reaping, and the lock dir {} must first record that this \
                  host's runs claim {place}; giving up (try again once the pass is over)",
                 ccci_common::names::quote_path(local.path())
             );

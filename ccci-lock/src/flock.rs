@@ -96,6 +96,10 @@ pub const SUFFIX: &str = ".lock";
 /// The pass lock of `ccci-janitor` in a lock dir; not a domain's lockfile
 /// (no domain starts with a dot), so never listed or reaped.
 pub const PASS_LOCK: &str = ".janitor.lock";
+/// The lock that orders a run's writing of the lock dir's record of where
+/// it claims against a janitor's reaps ([`crate::place`]); not a domain's
+/// lockfile either.
+pub const RECORDS_LOCK: &str = ".records.lock";
 /// The most of a lockfile that is read for its holder record.
 const RECORD_MAX: usize = 4096;
 /// How often a given-up wait re-sends the wake-up signal until its thread ends.
@@ -513,19 +517,16 @@ impl FlockDir {
         &self.dir
     }
 
-    /// Takes the pass lock ([`PASS_LOCK`]) as a real pass does, waiting as
-    /// `wait` says; `None` when it stayed busy. A run that must change the
-    /// lock dir's record of where its runs claim ([`crate::place`]) holds
-    /// it meanwhile, so that no pass runs while the record changes.
-    pub fn lock_pass(&self, wait: Wait) -> anyhow::Result<Option<FlockClaim>> {
+    /// Takes the records lock ([`RECORDS_LOCK`]) with the lock protocol,
+    /// waiting as `wait` says; `None` when it stayed busy. A run holds it
+    /// while it writes the lock dir's record of where it claims, a janitor
+    /// from its first reap to the end of its pass ([`crate::place`]).
+    pub fn lock_records(&self, wait: Wait) -> anyhow::Result<Option<FlockClaim>> {
+        let name = RECORDS_LOCK;
         let got = match wait {
-            Wait::Forever => {
-                Acquired::Held(self.acquire_forever(PASS_LOCK, PASS_LOCK, &mut |_| {})?)
-            }
-            Wait::Never => self.try_acquire(PASS_LOCK, PASS_LOCK)?,
-            Wait::AtMost(limit) => {
-                self.acquire_at_most(PASS_LOCK, PASS_LOCK, limit, &mut |_| {})?
-            }
+            Wait::Forever => Acquired::Held(self.acquire_forever(name, name, &mut |_| {})?),
+            Wait::Never => self.try_acquire(name, name)?,
+            Wait::AtMost(limit) => self.acquire_at_most(name, name, limit, &mut |_| {})?,
         };
         Ok(match got {
             Acquired::Held(claim) => Some(claim),

@@ -63,7 +63,7 @@ pub mod place;
 pub mod protocol;
 pub mod report;
 
-pub use flock::{domain_of, lockfile_name, FlockClaim, FlockDir, PASS_LOCK, SUFFIX};
+pub use flock::{domain_of, lockfile_name, FlockClaim, FlockDir, PASS_LOCK, RECORDS_LOCK, SUFFIX};
 pub use protocol::{
     acquire_all, Acquired, Backend, BusyDomain, Claim, DomainList, Holder, PassLock, Probe, Status,
     Wait,

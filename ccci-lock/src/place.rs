@@ -11,23 +11,31 @@
 //!   its host (`--lock-dir`, `CCCI_APP_LOCK_DIR`, the configuration file or
 //!   the default: the same resolution as the janitor's) has the record
 //!   `.claims-in.<place>` of its [`Place`]. Present: one `fstatat`, nothing
-//!   more. Missing: the run takes the janitor's pass lock
-//!   (`.janitor.lock`, exclusive, waiting as `-n`/`-w` say), writes the
-//!   record (write, then rename), and removes the pass lock while holding
-//!   it, as a pass does.
-//! - **A janitor checks the records under its pass lock.** A pass holds
-//!   `.janitor.lock` of the host's lock dir for its whole length (a
-//!   janitor on etcd takes it too, besides its etcd pass lock), and reads
-//!   every record first. One that names another place: the whole pass is
-//!   refused (125), saying where the runs claim and how to point the
-//!   janitor there; nothing is probed or reaped.
+//!   more. Missing: the run takes the records lock (`.records.lock`,
+//!   exclusive, with the lock protocol, waiting as `-n`/`-w` say), writes
+//!   the record (write, then rename), and removes the records lock while
+//!   holding it.
+//! - **A janitor checks the records before it looks, and again before it
+//!   reaps.** A pass reads every record of the host's lock dir first (a
+//!   janitor on etcd reads its host's lock dir too). One that names another
+//!   place: the whole pass is refused (125), saying where the runs claim
+//!   and how to point the janitor there; nothing is probed or reaped. Before
+//!   its first reap, with that domain's claim held, the pass takes the
+//!   records lock (a janitor on etcd creates its host's lock dir for it when
+//!   missing) and reads the records again; one naming another place now
+//!   ends the pass there, nothing reaped (125). It keeps the records lock
+//!   to the end of the pass and removes it while holding it.
 //!
 //! Why no interleaving reaps a live app: a run's claim exists only after
-//! its record does. If the record was written before the pass took the
-//! pass lock, the pass reads it and refuses. If not, the run's write waits
-//! for the pass lock, so the run claims, and deploys, only after the pass
-//! has ended: no reap of that pass overlaps it. The next pass reads the
-//! record and refuses. A run whose record is already there never waits.
+//! its record does, and a reap happens only under the records lock. If the
+//! record was written before the pass took the records lock, the pass reads
+//! it and refuses before it reaps. If not, the run's write waits for the
+//! records lock, so the run claims, and deploys, only after the pass has
+//! ended: no reap of that pass overlaps it. The next pass reads the record
+//! and refuses. A run whose record is already there never waits, and a pass
+//! that only looks (young and live claims, `-v`, `--json`, a dry run) never
+//! takes the records lock, so it never keeps a first run waiting either
+//! (SPEC §2 "Looking never blocks anyone").
 //!
 //! The record names a place, not a run, and stays until removed by hand
 //! (after moving a host from files to etcd, say: remove the old record
@@ -159,9 +167,10 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 pub enum Noted {
     /// The record is there.
     Recorded,
-    /// It had to be written, and a janitor pass held the pass lock for
-    /// longer than `wait` allowed.
-    PassRunning,
+    /// It had to be written, and a janitor pass that reaps (or another run
+    /// writing its record) held the records lock for longer than `wait`
+    /// allowed.
+    Busy,
 }
 
 /// A run's side: makes sure the lock dir `dir` records `place` before the
@@ -178,18 +187,47 @@ pub fn note(dir: &FlockDir, place: &Place, wait: Wait) -> anyhow::Result<Noted> 
     if present(safe)? {
         return Ok(Noted::Recorded);
     }
-    let Some(pass) = dir.lock_pass(wait)? else {
-        return Ok(Noted::PassRunning);
+    let Some(lock) = dir.lock_records(wait)? else {
+        return Ok(Noted::Busy);
     };
     if !present(safe)? {
         safe.replace(&name, place.line().as_bytes())?;
     }
-    pass.remove()?;
+    lock.remove()?;
     Ok(Noted::Recorded)
 }
 
+/// What [`before_reaping`] found.
+#[derive(Debug)]
+pub enum Reaping {
+    /// No record names another place: reap, holding this records lock to
+    /// the end of the pass (then remove it while holding it).
+    Clear(crate::FlockClaim),
+    /// Records that name another place than the janitor's, with their
+    /// paths: reap nothing.
+    Elsewhere(Vec<(std::path::PathBuf, Place)>),
+    /// The records lock stayed busy for longer than the wait allowed.
+    Busy,
+}
+
+/// A janitor's side, before the first reap of its pass: takes the records
+/// lock of `dir`, waiting as `wait` says, and reads the records again (see
+/// the module doc).
+pub fn before_reaping(dir: &FlockDir, mine: &Place, wait: Wait) -> anyhow::Result<Reaping> {
+    let Some(lock) = dir.lock_records(wait)? else {
+        return Ok(Reaping::Busy);
+    };
+    let found = elsewhere(dir.safe_dir(), mine)?;
+    Ok(if found.is_empty() {
+        Reaping::Clear(lock)
+    } else {
+        lock.remove()?;
+        Reaping::Elsewhere(found)
+    })
+}
+
 /// A janitor's side: every place the lock dir `dir` records, with its
-/// record's path. Read under the pass lock.
+/// record's path.
 pub fn recorded(dir: &SafeDir) -> anyhow::Result<Vec<(std::path::PathBuf, Place)>> {
     use std::io::Read;
     let mut names = Vec::new();
@@ -282,26 +320,39 @@ mod tests {
         let found = elsewhere(safe, &Place::Files).unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].1, etcd);
-        // The pass lock was removed while held, as a pass removes it.
-        assert!(!tmp.path().join("locks/.janitor.lock").exists());
+        // The records lock was removed while held.
+        assert!(!tmp.path().join("locks/.records.lock").exists());
     }
 
     #[test]
-    fn a_record_that_must_be_written_waits_for_a_running_pass() {
+    fn a_record_that_must_be_written_waits_for_a_reaping_pass_only() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = FlockDir::open(&tmp.path().join("locks"), true)
             .unwrap()
             .unwrap();
-        let pass = dir.lock_pass(Wait::Never).unwrap().unwrap();
-        assert_eq!(
-            note(&dir, &Place::Files, Wait::Never).unwrap(),
-            Noted::PassRunning
-        );
-        assert!(recorded(dir.safe_dir()).unwrap().is_empty());
-        drop(pass);
+        // A pass that only looks holds the pass lock, not the records lock.
+        let looking = crate::protocol::Backend::pass_lock(&dir, true).unwrap();
+        assert!(matches!(looking, crate::protocol::PassLock::Held(_)));
+        let etcd = Place::etcd(&["http://a:2379".into()], "/ccci");
+        assert_eq!(note(&dir, &etcd, Wait::Never).unwrap(), Noted::Recorded);
+        drop(looking);
+        // A pass that reaps holds the records lock: a missing record waits.
+        let Reaping::Clear(reaping) = before_reaping(&dir, &etcd, Wait::Never).unwrap() else {
+            panic!("the records name no other place than etcd's");
+        };
+        assert_eq!(note(&dir, &Place::Files, Wait::Never).unwrap(), Noted::Busy);
+        assert!(recorded(dir.safe_dir()).unwrap().len() == 1);
+        reaping.remove().unwrap();
         assert_eq!(
             note(&dir, &Place::Files, Wait::Never).unwrap(),
             Noted::Recorded
         );
+        // Now a pass on etcd is told, before it reaps, where the new run claims.
+        let Reaping::Elsewhere(found) = before_reaping(&dir, &etcd, Wait::Never).unwrap() else {
+            panic!("a record names lockfiles");
+        };
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].1, Place::Files);
+        assert!(!tmp.path().join("locks/.records.lock").exists());
     }
 }

@@ -78,6 +78,14 @@ pub fn is_place_record(name: &str) -> bool {
     name.starts_with(".claims-in.")
 }
 
+/// Whether `name`, an entry of a lock dir, is one of the janitor's own
+/// locks in it: the pass lock (`.janitor.lock`) or the records lock
+/// (`.records.lock`, see `ccci_lock::place`). A pass removes both while
+/// holding them; a killed pass leaves them, unlocked, for the next one.
+pub fn is_janitor_lock(name: &str) -> bool {
+    name == ".janitor.lock" || name == ".records.lock"
+}
+
 /// Whether `name` is the janitor's record of a lock dir, beside it
 /// (`LOCK_DIR.janitor/`, `ccci_janitor::boot`): written by the first pass
 /// that uses the lock dir, like a place record.

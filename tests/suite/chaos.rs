@@ -456,7 +456,7 @@ echo "$d" >> '{reaps}'
     let left: Vec<String> = std::fs::read_dir(sb.lock_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name != ".janitor.lock" && !ccci_tests::is_place_record(name))
+        .filter(|name| !ccci_tests::is_janitor_lock(name) && !ccci_tests::is_place_record(name))
         .collect();
     let runs = runs.load(Ordering::Relaxed);
     let killed = killed.load(Ordering::Relaxed);

@@ -929,7 +929,7 @@ fn case_23_only_ci_apps_are_reaped() {
     let opened: Vec<String> = watch
         .names()
         .into_iter()
-        .filter(|name| name != ".janitor.lock" && !ccci_tests::is_place_record(name))
+        .filter(|name| !ccci_tests::is_janitor_lock(name) && !ccci_tests::is_place_record(name))
         .collect();
     assert_eq!(
         opened,

@@ -181,10 +181,11 @@ fn case_32_runs_starting_while_passes_start_never_overlap_a_reap() {
     eprintln!("place race: {refused} passes refused, {reaped} ran");
 }
 
-/// A run whose lock dir has no record yet waits for a running pass (within
-/// `-n`/`-w`) before it writes one; once the record is there it never waits.
+/// A run whose lock dir has no record yet waits for a pass that reaps
+/// (within `-n`/`-w`) before it writes one; once the record is there it
+/// never waits.
 #[test]
-fn a_run_that_must_record_its_place_waits_for_a_running_pass_within_its_wait() {
+fn a_run_that_must_record_its_place_waits_for_a_reaping_pass_within_its_wait() {
     let sb = Sandbox::new();
     let release = sb.path("release");
     ccci_tests::mkfifo(&release);
@@ -206,13 +207,14 @@ fn a_run_that_must_record_its_place_waits_for_a_running_pass_within_its_wait() {
     let other = "wp-000001.ci.example.org";
     let mut pass = janitor(&sb, &script, &[other]).spawn();
     pass.expect_stderr(&format!("reaping-{other}"));
-    // No record in the lock dir, and a pass runs: -n gives up at once.
+    // No record in the lock dir, and a pass reaps: -n gives up at once.
     sb.tool("ccci-lock")
         .args(["-n", D, "--", "true"])
         .run()
         .expect_code(75)
-        .expect_stderr("a janitor pass is running");
+        .expect_stderr("a janitor pass is reaping");
     // A waiting run goes on once the pass is over.
+    assert!(sb.lock_dir().join(".records.lock").exists());
     let mut waiting = sb
         .tool("ccci-lock")
         .args(["-w", "60s", D, "--", "sh", "-c", "echo in"])
@@ -232,5 +234,104 @@ fn a_run_that_must_record_its_place_waits_for_a_running_pass_within_its_wait() {
         .run()
         .expect_code(0);
     std::fs::write(&release, "\n").unwrap();
-    pass.wait().expect_code(0);
+    pass.wait().expect_stderr("status 0");
+}
+
+/// `count` lockfiles made by hand (no record, no holder), young, named
+/// before `wp-`, so a pass over them writes a line of `--json` for each
+/// before it gets to D.
+fn young_lockfiles(sb: &Sandbox, count: usize) {
+    std::fs::create_dir(sb.lock_dir()).unwrap();
+    std::fs::set_permissions(
+        sb.lock_dir(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    for i in 0..count {
+        let name = format!("app-{i:05}.ci.example.org.lock");
+        std::fs::write(sb.lock_dir().join(name), "").unwrap();
+    }
+}
+
+/// A janitor pass writing `--json` into a pipe whose reader takes one line,
+/// says `started`, and reads no more until `release` gets a line: the pass
+/// stays in the middle of its look (holding its pass lock) until then. Its
+/// status is the last line of stderr: `status N`.
+fn pass_stuck_in_its_look(sb: &Sandbox, janitor: &str, release: &Path) -> Proc {
+    let mut pass = sb
+        .sh(&format!(
+            "{{ {janitor}; echo \"status $?\" >&2; }} | \
+             {{ read -r _; echo started; read _ < '{}'; cat >/dev/null; }}",
+            release.display()
+        ))
+        .spawn();
+    pass.expect_stdout("started");
+    assert!(
+        sb.lock_dir().join(".janitor.lock").exists(),
+        "the pass is over already"
+    );
+    pass
+}
+
+/// SPEC §2 "Looking never blocks anyone", for the first run of a lock dir:
+/// a pass that only looks (young claims, `--json`) holds its pass lock but
+/// not the records lock, so the run that must write the record first goes
+/// on at once with `-n`. (When runs took the pass lock to write the record,
+/// this `-n` failed with 75: SPEC §7 case 29 saw it now and then.)
+#[test]
+fn a_first_run_is_not_kept_waiting_by_a_pass_that_only_looks() {
+    let sb = Sandbox::new();
+    young_lockfiles(&sb, 2000);
+    let release = sb.path("release");
+    ccci_tests::mkfifo(&release);
+    let pass = pass_stuck_in_its_look(
+        &sb,
+        "ccci-janitor --min-age 1h --json -- sh -c 'exit 9'",
+        &release,
+    );
+    sb.tool("ccci-lock")
+        .args(["-n", D, "--", "true"])
+        .run()
+        .expect_code(0);
+    assert!(sb.lock_dir().join(".claims-in.files").exists());
+    std::fs::write(&release, "\n").unwrap();
+    pass.wait().expect_stderr("status 0");
+}
+
+/// A run on etcd that records its place while a pass on files is in the
+/// middle of its look, after that pass read the records: the pass reads
+/// them again, under the records lock, before its first reap, and ends
+/// there (125) without reaping the run's live app.
+#[test]
+fn a_record_written_during_a_pass_stops_it_before_its_first_reap() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    young_lockfiles(&sb, 2000);
+    let log = sb.path("log");
+    let script = reap_script(&sb, &log);
+    let release = sb.path("release");
+    ccci_tests::mkfifo(&release);
+    let deployed = sb.path("deployed");
+    std::fs::write(&deployed, format!("{D}\n")).unwrap();
+    let pass = pass_stuck_in_its_look(
+        &sb,
+        &format!(
+            "ccci-janitor --min-age 1h --json --only '*' --deployed '{}' -- sh '{}'",
+            deployed.display(),
+            script.display()
+        ),
+        &release,
+    );
+    let mut live = run(&sb, Some((&etcd, "/ccci")));
+    std::fs::write(&release, "\n").unwrap();
+    let ended = pass.wait();
+    assert_eq!(log_of(&log), "", "a live app was reaped: {ended}");
+    ended
+        .expect_stderr("status 125")
+        .expect_stderr(&format!("{D}: not reaped: refusing the pass"))
+        .expect_stderr(&format!("on etcd at {} under /ccci", etcd.endpoint()));
+    assert!(!sb.lockfile(D).exists(), "the lockfile the pass made stays");
+    assert!(!sb.lock_dir().join(".records.lock").exists());
+    live.send("");
+    live.wait().expect_code(0);
 }
