@@ -11,7 +11,9 @@
 //! a reboot changes `/proc/sys/kernel/random/boot_id`, a removal does not.
 //!
 //! So a pass that uses the lock dir records, beside it and outside it, the
-//! boot id and the lock dir's identity (`st_dev`, `st_ino`):
+//! boot id and the lock dir's identity (`st_dev`, `st_ino` and, where the
+//! file system keeps one, its birth time, since ext4 gives a new directory
+//! the inode number of one just removed):
 //! `LOCK_DIR.janitor/seen` (made 0700/0600, through [`SafeDir`], written
 //! then renamed). A removal of the lock dir does not take the record with
 //! it. The next pass compares ([`Seen::judge`]):
@@ -51,8 +53,7 @@ const ROLE: Role = Role {
     env: "CCCI_APP_LOCK_DIR",
 };
 
-/// The identity of a directory: `st_dev`, `st_ino`.
-pub type DirId = (u64, u64);
+pub use ccci_common::fs::DirId;
 
 /// What the last pass saw: the boot it ran in and the lock dir it used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,10 +96,14 @@ pub fn record_dir(lock_dir: &Path) -> Option<PathBuf> {
 impl Seen {
     /// The record's text.
     pub fn to_text(&self) -> String {
-        format!(
+        let mut text = format!(
             "boot_id={}\ndev={}\nino={}\n",
-            self.boot_id, self.dir.0, self.dir.1
-        )
+            self.boot_id, self.dir.dev, self.dir.ino
+        );
+        if let Some(born) = self.dir.born {
+            text.push_str(&format!("born={born}\n"));
+        }
+        text
     }
 
     /// Parses the record's text; `None` when it is not one.
@@ -106,11 +111,16 @@ impl Seen {
         let mut boot_id = None;
         let mut dev = None;
         let mut ino = None;
+        let mut born = None;
         for line in text.lines() {
             let (key, value) = line.split_once('=')?;
             let slot = match key {
                 "boot_id" => {
                     boot_id = Some(value.to_string());
+                    continue;
+                }
+                "born" => {
+                    born = Some(value.parse::<u128>().ok()?);
                     continue;
                 }
                 "dev" => &mut dev,
@@ -121,7 +131,11 @@ impl Seen {
         }
         Some(Seen {
             boot_id: boot_id.filter(|b| !b.is_empty())?,
-            dir: (dev?, ino?),
+            dir: DirId {
+                dev: dev?,
+                ino: ino?,
+                born,
+            },
         })
     }
 
@@ -131,7 +145,7 @@ impl Seen {
         match seen {
             None => Verdict::Unknown,
             Some(seen) if seen.boot_id != boot_id => Verdict::Rebooted,
-            Some(seen) if Some(seen.dir) == now => Verdict::Same,
+            Some(seen) if now.is_some_and(|now| seen.dir.same_as(&now)) => Verdict::Same,
             Some(_) => Verdict::Removed(now),
         }
     }
@@ -231,10 +245,19 @@ mod tests {
         }
     }
 
+    fn id(dev: u64, ino: u64, born: Option<u128>) -> DirId {
+        DirId { dev, ino, born }
+    }
+
     #[test]
     fn a_record_reads_back_as_written() {
-        let s = seen("0e6f3b0e-6b8c-4d43-9f5e-3c1f6f0c2a11", (64768, 1234));
-        assert_eq!(Seen::parse(&s.to_text()), Some(s));
+        for born in [None, Some(1_765_000_000_123_456_789)] {
+            let s = seen(
+                "0e6f3b0e-6b8c-4d43-9f5e-3c1f6f0c2a11",
+                id(64768, 1234, born),
+            );
+            assert_eq!(Seen::parse(&s.to_text()), Some(s));
+        }
     }
 
     #[test]
@@ -245,6 +268,7 @@ mod tests {
             "boot_id=x\ndev=1\nino=two\n",
             "boot_id=\ndev=1\nino=2\n",
             "boot_id=x\ndev=1\nino=2\nmore=3\n",
+            "boot_id=x\ndev=1\nino=2\nborn=yesterday\n",
             "garbage",
         ] {
             assert_eq!(Seen::parse(text), None, "{text:?}");
@@ -253,22 +277,31 @@ mod tests {
 
     #[test]
     fn the_verdict_tells_a_reboot_from_a_removal() {
-        let s = seen("boot-a", (1, 2));
+        let s = seen("boot-a", id(1, 2, Some(7)));
         assert_eq!(Seen::judge(None, "boot-a", None), Verdict::Unknown);
-        assert_eq!(Seen::judge(Some(&s), "boot-a", Some((1, 2))), Verdict::Same);
+        let same = Some(id(1, 2, Some(7)));
+        assert_eq!(Seen::judge(Some(&s), "boot-a", same), Verdict::Same);
         assert_eq!(Seen::judge(Some(&s), "boot-b", None), Verdict::Rebooted);
-        assert_eq!(
-            Seen::judge(Some(&s), "boot-b", Some((1, 3))),
-            Verdict::Rebooted
-        );
+        let other = Some(id(1, 3, Some(8)));
+        assert_eq!(Seen::judge(Some(&s), "boot-b", other), Verdict::Rebooted);
         assert_eq!(
             Seen::judge(Some(&s), "boot-a", None),
             Verdict::Removed(None)
         );
         assert_eq!(
-            Seen::judge(Some(&s), "boot-a", Some((1, 3))),
-            Verdict::Removed(Some((1, 3)))
+            Seen::judge(Some(&s), "boot-a", other),
+            Verdict::Removed(other)
         );
+        // The inode number of a removed directory, given to the next one.
+        let reused = Some(id(1, 2, Some(9)));
+        assert_eq!(
+            Seen::judge(Some(&s), "boot-a", reused),
+            Verdict::Removed(reused)
+        );
+        // A record without a birth time (or a file system that keeps
+        // none) compares the device and inode only.
+        let unborn = seen("boot-a", id(1, 2, None));
+        assert_eq!(Seen::judge(Some(&unborn), "boot-a", same), Verdict::Same);
     }
 
     #[test]

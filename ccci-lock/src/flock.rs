@@ -490,9 +490,10 @@ impl FlockDir {
         self.dir.path()
     }
 
-    /// The lock dir's identity (`st_dev`, `st_ino`), from its descriptor:
-    /// the directory this value opened, whatever its path names now.
-    pub fn identity(&self) -> std::io::Result<(u64, u64)> {
+    /// The lock dir's identity ([`ccci_common::fs::DirId`]), from its
+    /// descriptor: the directory this value opened, whatever its path names
+    /// now.
+    pub fn identity(&self) -> std::io::Result<ccci_common::fs::DirId> {
         self.dir.identity()
     }
 

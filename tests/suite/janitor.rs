@@ -1390,6 +1390,40 @@ fn a_lock_dir_replaced_under_a_live_run_is_refused_and_nothing_is_reaped() {
     live.wait();
 }
 
+/// `rmdir LOCK_DIR; mkdir LOCK_DIR`: ext4 gives the new directory the inode
+/// number of the one just removed, so device and inode alone took it for
+/// the directory the earlier pass used (SPEC case 34 saw it now and then).
+/// Its birth time tells them apart: 125, nothing reaped.
+#[test]
+fn a_lock_dir_remade_with_the_same_inode_number_is_still_refused() {
+    use std::os::unix::fs::MetadataExt;
+    let sb = Sandbox::new();
+    make_lock_dir(&sb);
+    let script = reap_script(&sb, "exit 0");
+    let pass = || {
+        janitor(&sb, &["--deployed", "-", "--only", "*"], &script)
+            .stdin_bytes(format!("{D}\n"))
+            .run()
+    };
+    // The first pass, over nothing, records the lock dir.
+    janitor(&sb, &[], &script).run().expect_code(0);
+    let ino = std::fs::metadata(sb.lock_dir()).unwrap().ino();
+    let mut reused = false;
+    for _ in 0..20 {
+        std::fs::remove_dir(sb.lock_dir()).unwrap();
+        make_lock_dir(&sb);
+        if std::fs::metadata(sb.lock_dir()).unwrap().ino() == ino {
+            reused = true;
+            break;
+        }
+    }
+    eprintln!("inode number reused: {reused}");
+    let out = pass();
+    out.expect_code(125)
+        .expect_stderr("is not the directory an earlier pass used");
+    assert!(calls(&sb).is_empty(), "reaped: {out}");
+}
+
 /// After a reboot the record names an earlier boot: the missing tmpfs lock
 /// dir is the reboot's doing, so it is created and every deployed CI app
 /// reaped at once (SPEC case 25), and the record names this boot again.

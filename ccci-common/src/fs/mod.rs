@@ -67,6 +67,33 @@ pub use file::{FileError, FileErrorKind, OpenHow, HARD_LINKED};
 pub use trusted::{open_trusted_file, read_trusted_file, read_trusted_file_if_present};
 use walk::*;
 
+/// A directory's identity: its device and inode and, where the file system
+/// keeps one (ext4, xfs, btrfs, tmpfs), its birth time. The inode number
+/// alone does not tell a directory from the next one: ext4 gives a new
+/// directory the number of the one just removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirId {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// The birth time in nanoseconds since the epoch, when known.
+    pub born: Option<u128>,
+}
+
+impl DirId {
+    /// Whether `other` is the same directory: the same device and inode,
+    /// and the same birth time when both know one.
+    pub fn same_as(&self, other: &DirId) -> bool {
+        self.dev == other.dev
+            && self.ino == other.ino
+            && match (self.born, other.born) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+}
+
 /// A directory we checked and may write into; see the module doc.
 #[derive(Debug)]
 pub struct SafeDir {
@@ -226,11 +253,23 @@ impl SafeDir {
         &self.path
     }
 
-    /// This directory's identity (`st_dev`, `st_ino`), from its descriptor:
-    /// the directory that was opened, whatever its path names now.
-    pub fn identity(&self) -> io::Result<(u64, u64)> {
+    /// This directory's identity ([`DirId`]), from its descriptor: the
+    /// directory that was opened, whatever its path names now.
+    pub fn identity(&self) -> io::Result<DirId> {
         let st = nix::sys::stat::fstat(&self.fd)?;
-        Ok((st.st_dev, st.st_ino))
+        // std reads the birth time with statx(2) on the descriptor; a file
+        // system that keeps none answers with an error.
+        let born = File::from(self.fd.try_clone()?)
+            .metadata()?
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos());
+        Ok(DirId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            born,
+        })
     }
 
     /// The path of `name` inside this directory.
