@@ -601,8 +601,8 @@ struct Here<'a> {
     local: Option<&'a FlockDir>,
     lock_dir: &'a Path,
     place: Place,
-    /// The lock dir whose records lock the pass takes before its first
-    /// reap.
+    /// The lock dir whose records the pass reads first, and whose records
+    /// lock it takes before its first reap.
     records: RecordsAt<'a>,
 }
 
@@ -716,12 +716,10 @@ fn run_pass<B: Backend>(
         },
         None => None,
     };
-    let records = here
-        .local
-        .and_then(|local| local.records_dir())
-        .or_else(|| backend.records_dir());
-    if let Some(records) = records {
-        let elsewhere = ccci_lock::place::elsewhere(records, &here.place)?;
+    // Where the host's runs claim, read before anything is listed; a lock
+    // dir that does not exist yet records nothing.
+    if let RecordsAt::Dir(dir) = here.records {
+        let elsewhere = ccci_lock::place::elsewhere(dir.safe_dir(), &here.place)?;
         if !elsewhere.is_empty() {
             say!(
                 "{}",

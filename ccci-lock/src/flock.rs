@@ -512,9 +512,10 @@ impl FlockDir {
         self
     }
 
-    /// The lock dir itself, for the keeper of `--hold` (its socket lives
-    /// there; see [`crate::hold`]).
-    pub(crate) fn safe_dir(&self) -> &SafeDir {
+    /// The lock dir itself: for the keeper of `--hold` (its socket lives
+    /// there; see [`crate::hold`]), and for the records of where the host's
+    /// runs claim ([`crate::place`]).
+    pub fn safe_dir(&self) -> &SafeDir {
         &self.dir
     }
 
@@ -983,10 +984,6 @@ impl Backend for FlockDir {
             snapshot.peeked = Some(st);
         }
         Ok(Some(age_since(modified_of(&st))))
-    }
-
-    fn records_dir(&self) -> Option<&SafeDir> {
-        Some(&self.dir)
     }
 
     fn pass_lock(&self, create: bool) -> anyhow::Result<PassLock> {

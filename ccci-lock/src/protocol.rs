@@ -302,11 +302,6 @@ pub trait Backend {
         let _ = create;
         anyhow::bail!("this lock backend has no janitor pass lock")
     }
-    /// The lock dir whose records say where this host's runs claim
-    /// ([`crate::place`]), when this backend is a lock dir.
-    fn records_dir(&self) -> Option<&ccci_common::fs::SafeDir> {
-        None
-    }
 }
 
 /// A lock we hold. Dropping it releases the lock and keeps the claim.
