@@ -256,18 +256,18 @@ impl SafeDir {
     /// This directory's identity ([`DirId`]), from its descriptor: the
     /// directory that was opened, whatever its path names now.
     pub fn identity(&self) -> io::Result<DirId> {
-        let st = nix::sys::stat::fstat(&self.fd)?;
-        // std reads the birth time with statx(2) on the descriptor; a file
-        // system that keeps none answers with an error.
-        let born = File::from(self.fd.try_clone()?)
-            .metadata()?
+        use std::os::unix::fs::MetadataExt;
+        // One statx(2) on the descriptor; a file system that keeps no birth
+        // time answers `created()` with an error.
+        let meta = File::from(self.fd.try_clone()?).metadata()?;
+        let born = meta
             .created()
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_nanos());
         Ok(DirId {
-            dev: st.st_dev,
-            ino: st.st_ino,
+            dev: meta.dev(),
+            ino: meta.ino(),
             born,
         })
     }
