@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -776,10 +776,10 @@ fn kill_writers_at_random(
     let run_dir = DirLock::open(file.parent().unwrap());
 
     let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
     let reader = {
-        let (stop, file) = (stop.clone(), file.to_path_buf());
+        let (stop, reads, file) = (stop.clone(), reads.clone(), file.to_path_buf());
         std::thread::spawn(move || {
-            let mut reads = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 match std::fs::read_to_string(&file) {
                     Ok(content) => {
@@ -788,12 +788,11 @@ fn kill_writers_at_random(
                             "torn: {:?}",
                             &content[..content.len().min(80)]
                         );
-                        reads += 1;
+                        reads.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
                 }
             }
-            reads
         })
     };
     let writers = writers.spawn();
@@ -849,10 +848,18 @@ fn kill_writers_at_random(
             !state_children(writers.pid()).contains(&victim)
         });
     }
+    // Under load every write may have been killed so far: the writers go
+    // on until one finishes and the reader has read a whole file.
+    poll_until("the reader reads a file a writer finished", || {
+        reads.load(Ordering::Relaxed) > 0 || reader.is_finished()
+    });
     drop(writers);
     stop.store(true, Ordering::Relaxed);
-    let reads = reader.join().expect("the reader saw a torn file");
-    assert!(reads > 0, "the reader never saw the file");
+    reader.join().expect("the reader saw a torn file");
+    assert!(
+        reads.load(Ordering::Relaxed) > 0,
+        "the reader never saw the file"
+    );
 }
 
 #[test]
