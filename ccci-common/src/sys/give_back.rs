@@ -13,7 +13,7 @@ use super::end::raise_by_default;
 /// The signals that end a tool by default and that `ccci-lock` forwards:
 /// while a set of locks is being taken, they make the process give back the
 /// lockfiles it created for the set, then end by the signal
-/// ([`GiveBackOnSignal`]).
+/// ([`GiveBackOnSignal`]). [`crate::supervise::FORWARDED`] is this list.
 pub const GIVE_BACK_SIGNALS: [libc::c_int; 7] = [
     libc::SIGTERM,
     libc::SIGINT,
