@@ -102,8 +102,13 @@ fn lock_table() -> io::Result<String> {
 /// The first granted `FLOCK` entry of a `/proc/locks` text for the file
 /// `dev`/`ino` (entries marked `->` are waiters, not holders).
 fn find_flock(table: &str, dev: u64, ino: u64) -> Option<KernelLock> {
-    let want = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev), ino);
+    let want = table_id(dev, ino);
     granted_flocks(table).find_map(|(id, lock)| (id == want).then_some(lock))
+}
+
+/// How `/proc/locks` names the file `dev`/`ino`: (major, minor, inode).
+fn table_id(dev: u64, ino: u64) -> (u64, u64, u64) {
+    (nix::sys::stat::major(dev), nix::sys::stat::minor(dev), ino)
 }
 
 /// The granted `FLOCK` entries of a `/proc/locks` text, each with its
@@ -195,8 +200,7 @@ impl LockSnapshot {
             }
             self.taken = Some(Instant::now());
         }
-        let id = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev), ino);
-        Ok(self.locks.get(&id).copied())
+        Ok(self.locks.get(&table_id(dev, ino)).copied())
     }
 }
 
