@@ -67,12 +67,15 @@ pub(super) enum Round {
     /// We locked a file that is no longer at the path: start over.
     Moved,
     /// Somebody holds it.
-    Busy {
-        file: File,
-        id: FileId,
-        created: bool,
-        holder: Option<Holder>,
-    },
+    Busy(Busy),
+}
+
+/// A lockfile somebody else holds, as a round found it.
+pub(super) struct Busy {
+    pub(super) file: File,
+    pub(super) id: FileId,
+    pub(super) created: bool,
+    pub(super) holder: Option<Holder>,
 }
 
 impl FlockDir {
@@ -119,12 +122,7 @@ impl FlockDir {
     /// from its first reap to the end of its pass ([`crate::place`]).
     pub fn lock_records(&self, wait: Wait) -> anyhow::Result<Option<FlockClaim>> {
         let name = RECORDS_LOCK;
-        let got = match wait {
-            Wait::Forever => Acquired::Held(self.acquire_forever(name, name, &mut |_| {})?),
-            Wait::Never => self.try_acquire(name, name)?,
-            Wait::AtMost(limit) => self.acquire_at_most(name, name, limit, &mut |_| {})?,
-        };
-        Ok(match got {
+        Ok(match self.acquire_as(name, name, wait, &mut |_| {})? {
             Acquired::Held(claim) => Some(claim),
             Acquired::Busy(_) => None,
         })
@@ -132,7 +130,7 @@ impl FlockDir {
 
     /// A claim on `file` (identity `id`), whose lock we hold and whose
     /// identity check saw `at_path`.
-    pub(super) fn claim(
+    fn claim(
         &self,
         file: File,
         id: FileId,
@@ -157,7 +155,7 @@ impl FlockDir {
     /// when it still names the file `id` (taken from the open descriptor,
     /// whose device and inode never change). Made after the lock is taken,
     /// it also gives the file's size and mtime as of then.
-    pub(super) fn at_path(&self, name: &str, id: FileId) -> io::Result<Option<FileStat>> {
+    fn at_path(&self, name: &str, id: FileId) -> io::Result<Option<FileStat>> {
         Ok(self.dir.stat(name)?.filter(|st| FileId::of(st) == id))
     }
 
@@ -200,17 +198,34 @@ impl FlockDir {
         let (file, id, created) = self.open_or_create(name)?;
         if !flock(file.as_fd(), FlockOp::ExclusiveNonblock)? {
             let holder = read_holder(&file);
-            return Ok(Round::Busy {
+            return Ok(Round::Busy(Busy {
                 file,
                 id,
                 created,
                 holder,
-            });
+            }));
         }
         Ok(match self.at_path(name, id)? {
             Some(st) => Round::Held(self.claim(file, id, &st, name, domain, created)),
             None => Round::Moved,
         })
+    }
+
+    /// Rounds until one ends with the lockfile at the path locked by us
+    /// (`Ok`) or by somebody else (`Err`): a locked file no longer at the
+    /// path is let go and the round made again.
+    pub(super) fn round_at_path(
+        &self,
+        domain: &str,
+        name: &str,
+    ) -> anyhow::Result<Result<FlockClaim, Busy>> {
+        loop {
+            match self.round(domain, name)? {
+                Round::Held(claim) => return Ok(Ok(claim)),
+                Round::Moved => continue,
+                Round::Busy(busy) => return Ok(Err(busy)),
+            }
+        }
     }
 
     /// Without waiting: held, or busy (after discarding a lockfile we
@@ -220,23 +235,33 @@ impl FlockDir {
         domain: &str,
         name: &str,
     ) -> anyhow::Result<Acquired<FlockClaim>> {
-        loop {
-            match self.round(domain, name)? {
-                Round::Held(claim) => return Ok(Acquired::Held(claim)),
-                Round::Moved => continue,
-                Round::Busy {
-                    file,
-                    id,
-                    created,
-                    holder,
-                } => {
-                    if created {
-                        self.discard_created(name, &file, id)?;
-                    }
-                    return Ok(Acquired::Busy(holder));
+        match self.round_at_path(domain, name)? {
+            Ok(claim) => Ok(Acquired::Held(claim)),
+            Err(busy) => {
+                if busy.created {
+                    self.discard_created(name, &busy.file, busy.id)?;
                 }
+                Ok(Acquired::Busy(busy.holder))
             }
         }
+    }
+
+    /// The claim on a lockfile that was busy and whose lock we then got by
+    /// waiting, if the path still names it (the identity check); `None`:
+    /// start over. Someone else held it meanwhile: "ours" only if it is
+    /// still the empty file we made.
+    pub(super) fn claim_after_wait(
+        &self,
+        domain: &str,
+        name: &str,
+        file: File,
+        id: FileId,
+        created: bool,
+    ) -> io::Result<Option<FlockClaim>> {
+        Ok(self.at_path(name, id)?.map(|st| {
+            let ours = created && st.st_size == 0;
+            self.claim(file, id, &st, name, domain, ours)
+        }))
     }
 }
 
@@ -254,13 +279,7 @@ impl Backend for FlockDir {
         waiting: &mut dyn FnMut(Option<&Holder>),
     ) -> anyhow::Result<Acquired<FlockClaim>> {
         let name = lockfile_name(domain)?;
-        match wait {
-            Wait::Forever => self
-                .acquire_forever(domain, &name, waiting)
-                .map(Acquired::Held),
-            Wait::Never => self.try_acquire(domain, &name),
-            Wait::AtMost(limit) => self.acquire_at_most(domain, &name, limit, waiting),
-        }
+        self.acquire_as(domain, &name, wait, waiting)
     }
 
     fn probe(&self, domain: &str) -> anyhow::Result<Probe<FlockClaim>> {

@@ -37,8 +37,8 @@ use anyhow::Context;
 use ccci_common::sys::{self, flock, FlockOp};
 
 use super::claim::FlockClaim;
-use super::lock_dir::{FlockDir, Round};
-use crate::protocol::{Acquired, Claim, Holder};
+use super::lock_dir::{Busy, FlockDir, Round};
+use crate::protocol::{Acquired, Claim, Holder, Wait};
 
 /// How often a given-up wait re-sends the wake-up signal until its thread ends.
 const REWAKE: Duration = Duration::from_millis(10);
@@ -68,8 +68,25 @@ impl WaitShared {
 }
 
 impl FlockDir {
+    /// Acquires the lockfile `name` (of `domain`) waiting as `wait` says.
+    pub(super) fn acquire_as(
+        &self,
+        domain: &str,
+        name: &str,
+        wait: Wait,
+        waiting: &mut dyn FnMut(Option<&Holder>),
+    ) -> anyhow::Result<Acquired<FlockClaim>> {
+        match wait {
+            Wait::Forever => self
+                .acquire_forever(domain, name, waiting)
+                .map(Acquired::Held),
+            Wait::Never => self.try_acquire(domain, name),
+            Wait::AtMost(limit) => self.acquire_at_most(domain, name, limit, waiting),
+        }
+    }
+
     /// Waiting as long as it takes (a blocking `flock`, no polling).
-    pub(super) fn acquire_forever(
+    fn acquire_forever(
         &self,
         domain: &str,
         name: &str,
@@ -77,24 +94,21 @@ impl FlockDir {
     ) -> anyhow::Result<FlockClaim> {
         let mut reported = false;
         loop {
-            match self.round(domain, name)? {
-                Round::Held(claim) => return Ok(claim),
-                Round::Moved => continue,
-                Round::Busy {
-                    file,
-                    id,
-                    created,
-                    holder,
-                } => {
-                    if !std::mem::replace(&mut reported, true) {
-                        waiting(holder.as_ref());
-                    }
-                    flock(file.as_fd(), FlockOp::Exclusive)?;
-                    if let Some(st) = self.at_path(name, id)? {
-                        let ours = created && st.st_size == 0;
-                        return Ok(self.claim(file, id, &st, name, domain, ours));
-                    }
-                }
+            let Busy {
+                file,
+                id,
+                created,
+                holder,
+            } = match self.round_at_path(domain, name)? {
+                Ok(claim) => return Ok(claim),
+                Err(busy) => busy,
+            };
+            if !std::mem::replace(&mut reported, true) {
+                waiting(holder.as_ref());
+            }
+            flock(file.as_fd(), FlockOp::Exclusive)?;
+            if let Some(claim) = self.claim_after_wait(domain, name, file, id, created)? {
+                return Ok(claim);
             }
         }
     }
@@ -139,25 +153,21 @@ impl FlockDir {
                 match self.round(domain, name)? {
                     Round::Held(claim) => return Ok(Some(claim)),
                     Round::Moved => continue,
-                    Round::Busy {
+                    Round::Busy(Busy {
                         file, id, created, ..
-                    } => (file, id, created),
+                    }) => (file, id, created),
                 }
             };
             if !sys::flock_or_interrupted(file.as_fd())? {
                 continue; // woken: the next round reads `gave_up`
             }
-            let Some(st) = self.at_path(name, id)? else {
-                continue;
-            };
-            // Someone else held it meanwhile: "ours" only if it is still
-            // the empty file we made.
-            let ours = created && st.st_size == 0;
-            return Ok(Some(self.claim(file, id, &st, name, domain, ours)));
+            if let Some(claim) = self.claim_after_wait(domain, name, file, id, created)? {
+                return Ok(Some(claim));
+            }
         }
     }
 
-    pub(super) fn acquire_at_most(
+    fn acquire_at_most(
         &self,
         domain: &str,
         name: &str,
@@ -227,7 +237,7 @@ impl FlockDir {
 mod tests {
     use super::*;
     use crate::flock::testing::{held, lock_dir};
-    use crate::protocol::{Backend, Wait};
+    use crate::protocol::Backend;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::sync::mpsc;
 
