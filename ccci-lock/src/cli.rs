@@ -1,26 +1,23 @@
 //! The `ccci-lock` command line (SPEC §2): the clap definition, which also
-//! feeds the man page and completions, and the code that runs it.
+//! feeds the man page and completions, its parsing, and the dispatch to the
+//! code that runs it: the wrap ([`crate::wrap`]), `--list` ([`crate::list`]),
+//! `--hold` and `--release` ([`crate::hold`]), each on the backend that
+//! [`crate::backend`] chooses.
 
 use std::ffi::OsString;
-use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 
-use ccci_common::args::{self, LockDirArg};
+use ccci_common::args::LockDirArg;
 use ccci_common::cli::UsageError;
-use ccci_common::dirs::LOCK_DIR;
 use ccci_common::exit::{self, Ended};
-use ccci_common::supervise::{self, Watch};
-use ccci_common::{duration, names, say, sys};
+use ccci_common::{duration, names};
 
 use crate::etcd::args::EtcdArgs;
-use crate::etcd::Etcd;
-use crate::report::{describe, locker_of, say_busy};
-use crate::{acquire_all, lockfile_name, Acquired, Backend, Claim, FlockDir, Holder, Wait};
+use crate::list::List;
+use crate::wrap::LockAndRun;
+use crate::Wait;
 
 const AFTER_HELP: &str = "\
 Several DOMAINs are all taken before COMMAND starts, in sorted order, so two
@@ -196,126 +193,10 @@ pub use ccci_common::supervise::FORWARDED;
 
 pub use crate::DEFAULT_LOST_GRACE;
 
-/// Where locks live, chosen once per command line (SPEC §8).
-///
-/// The local flock backend, or etcd when `--etcd` or `CCCI_ETCD_ENDPOINTS`
-/// names endpoints; everything else is written against [`Backend`] and runs
-/// unchanged on either.
-#[derive(Debug, Clone)]
-pub enum Locks {
-    /// `flock(2)` on `<DOMAIN>.lock` in this lock dir.
-    Flock(PathBuf),
-    /// Etcd's lock on `<prefix>/lock/<DOMAIN>`, claims at `<prefix>/claim/<DOMAIN>`.
-    Etcd(crate::etcd::Config),
-}
-
-/// Work that needs a backend, whichever [`Locks`] picked.
-pub trait Job {
-    /// Does the work on `backend`; returns the exit status.
-    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Ended>;
-}
-
-impl Locks {
-    /// The backend the command line asks for: etcd when endpoints are
-    /// given (then the lock dir is not used), else the lock dir. A bad or
-    /// empty `--lock-dir` (or `CCCI_APP_LOCK_DIR`) is a usage error naming
-    /// its source; a lock dir that coincides with the state or runs dir is
-    /// refused (125).
-    pub fn from_cli(cli: &Cli) -> anyhow::Result<Locks> {
-        if let Some(config) = cli.etcd.config()? {
-            return Ok(Locks::Etcd(config));
-        }
-        let lock_dir = cli.lock_dir.resolve()?;
-        args::check_apart(&LOCK_DIR, &lock_dir)?;
-        Ok(Locks::Flock(lock_dir))
-    }
-
-    /// Checks `domain` as the chosen backend will (see
-    /// [`Backend::check_domain`]), before anything is opened or created.
-    pub fn check_domain(&self, domain: &str) -> Result<(), UsageError> {
-        match self {
-            Locks::Flock(_) => lockfile_name(domain).map(drop),
-            Locks::Etcd(_) => crate::etcd::check_domain(domain),
-        }
-    }
-
-    /// Like [`Locks::run`] with `create`, for a job that claims: first
-    /// [`Locks::note_place`]. `job` is made with what is left of `wait`
-    /// after that, so `-w` bounds the whole acquisition.
-    pub fn run_claiming<J: Job>(
-        &self,
-        lock_dir: &LockDirArg,
-        wait: Wait,
-        job: impl FnOnce(Wait) -> J,
-    ) -> anyhow::Result<Ended> {
-        let started = Instant::now();
-        let local = match self.note_place(lock_dir, wait)? {
-            Ok(local) => local,
-            Err(busy) => return Ok(busy),
-        };
-        let job = job(match wait {
-            Wait::AtMost(limit) => Wait::AtMost(limit.saturating_sub(started.elapsed())),
-            other => other,
-        });
-        match self {
-            Locks::Flock(_) => job.run(&local),
-            Locks::Etcd(config) => {
-                // Kept open while the run lives: a janitor that finds the
-                // host's lock dir gone sees a live run of this host in it
-                // (ccci_janitor::holder_of_removed), as a lockfile shows one.
-                let place = crate::place::Place::etcd(&config.endpoints, &config.prefix);
-                let _record = local
-                    .safe_dir()
-                    .open_file(&place.record_name(), ccci_common::fs::OpenHow::Read)?;
-                job.run(&Etcd::new(config.clone()))
-            }
-        }
-    }
-
-    /// Makes sure the host's lock dir records where this backend claims
-    /// ([`crate::place`]), waiting for a reaping janitor pass as `wait` allows, and
-    /// returns that lock dir, opened; `Err(75)` when the wait ran out.
-    /// `lock_dir` names the host's lock dir for etcd, where it holds only
-    /// the record (and `--hold` keepers' sockets).
-    pub fn note_place(
-        &self,
-        lock_dir: &LockDirArg,
-        wait: Wait,
-    ) -> anyhow::Result<Result<FlockDir, Ended>> {
-        let (local, place) = match self {
-            Locks::Flock(dir) => (FlockDir::open(dir, true)?, crate::place::Place::Files),
-            Locks::Etcd(config) => {
-                let dir = lock_dir.resolve()?;
-                args::check_apart(&LOCK_DIR, &dir)?;
-                let place = crate::place::Place::etcd(&config.endpoints, &config.prefix);
-                (FlockDir::open(&dir, true)?, place)
-            }
-        };
-        let local = local.ok_or_else(|| anyhow::anyhow!("the lock dir vanished"))?;
-        if crate::place::note(&local, &place, wait)? == crate::place::Noted::Busy {
-            say!(
-                "a janitor pass is reaping, and the lock dir {} must first record that this \
-                 host's runs claim {place}; giving up (try again once the pass is over)",
-                ccci_common::names::quote_path(local.path())
-            );
-            return Ok(Err(Ended::Code(exit::BUSY)));
-        }
-        Ok(Ok(local))
-    }
-
-    /// Opens the backend and runs `job` on it. With `create`, the lock dir
-    /// is made when missing; without, a missing one means nothing was ever
-    /// locked, and the answer is `None` without running `job`.
-    pub fn run<J: Job>(&self, create: bool, job: J) -> anyhow::Result<Option<Ended>> {
-        match self {
-            Locks::Flock(dir) => match FlockDir::open(dir, create)? {
-                Some(backend) => job.run(&backend).map(Some),
-                None => Ok(None),
-            },
-            Locks::Etcd(config) => job.run(&Etcd::new(config.clone())).map(Some),
-        }
-    }
-}
+// The backend choice and the wrap, where they were defined before they had
+// modules of their own.
+pub use crate::backend::{Job, Locks};
+pub use crate::wrap::{merged_env, run_holding, RunHow};
 
 /// Runs a parsed command line; returns how to end: an exit status, or
 /// COMMAND's signal (SPEC §1 "Signal deaths propagate").
@@ -325,7 +206,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
         return Err(UsageError("--json needs --list".into()).into());
     }
     let run_id = ccci_common::cli::checked("run_id", cli.run_id.as_deref(), names::run_id)?;
-    let locks = Locks::from_cli(&cli)?;
+    let locks = Locks::from_cli(&cli.lock_dir, &cli.etcd)?;
     if cli.list {
         let listed = locks.run(false, List { json: cli.json })?;
         return Ok(listed.unwrap_or(Ended::Code(exit::SUCCESS))); // no lock dir: no locks
@@ -338,7 +219,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
         return hold_or_release(&cli, &locks, parent, run_id).map(Ended::Code);
     }
     let job = |wait| LockAndRun {
-        cli: &cli,
+        command: &cli.command,
+        keep: cli.keep,
+        verbose: cli.verbose,
         wait,
         run_id,
         domains: &cli.domains,
@@ -357,26 +240,19 @@ fn hold_or_release(
     run_id: Option<String>,
 ) -> anyhow::Result<u8> {
     // With etcd, the lock dir holds only the keeper's socket (SPEC §8).
-    let (lock_dir, etcd) = match locks {
-        Locks::Flock(dir) => (dir.clone(), None),
-        Locks::Etcd(config) => {
-            let dir = cli.lock_dir.resolve()?;
-            args::check_apart(&LOCK_DIR, &dir)?;
-            (dir, Some(config.clone()))
-        }
-    };
+    let lock_dir = locks.local_dir(&cli.lock_dir)?;
     let mut domains = cli.domains.clone();
     domains.sort();
     domains.dedup();
     if cli.release {
-        return crate::hold::release(parent, &lock_dir, etcd.as_ref(), &domains);
+        return crate::hold::release(parent, locks, &lock_dir, &domains);
     }
     let req = crate::hold::HoldRequest {
         parent,
         domains,
         wait: wait_of(cli),
         lock_dir,
-        etcd,
+        locks: locks.clone(),
         run_id,
         verbose: cli.verbose,
     };
@@ -400,228 +276,6 @@ fn wait_of(cli: &Cli) -> Wait {
     }
 }
 
-/// Takes the locks, then runs COMMAND under them.
-struct LockAndRun<'a> {
-    cli: &'a Cli,
-    /// How long to wait for the domains (`-n`, `-w`, or for ever).
-    wait: Wait,
-    run_id: Option<String>,
-    domains: &'a [String],
-    lost_grace: Duration,
-    /// See [`RunHow::whole_tree`].
-    whole_tree: bool,
-}
-
-impl Job for LockAndRun<'_> {
-    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Ended> {
-        let cli = self.cli;
-        let wait = self.wait;
-        // Before anything that can be lost is taken: see supervise::Loss.
-        let loss = supervise::Loss::new().context("cannot block the lost-lock signal")?;
-        let started = Instant::now();
-        let verbose = cli.verbose;
-        let mut waited = false;
-        let acquired = acquire_all(backend, self.domains, wait, &mut |domain, holder| {
-            waited = true;
-            if verbose {
-                ccci_common::say_debug!(
-                    "waiting for {domain}: held by {}",
-                    describe(holder, locker_of(backend, domain))
-                );
-            }
-        })?;
-        let mut claims = match acquired {
-            Acquired::Held(claims) => claims,
-            Acquired::Busy(busy) => {
-                let locker = locker_of(backend, &busy.domain);
-                say_busy(&busy, self.domains.len() > 1, locker);
-                return Ok(Ended::Code(exit::BUSY));
-            }
-        };
-        if verbose && waited {
-            say!(
-                "acquired {} after {:.1}s",
-                domains_of(&claims),
-                started.elapsed().as_secs_f64()
-            );
-        }
-        let holder = Holder::this_process(self.run_id.clone());
-        if let Err(e) = claims.iter_mut().try_for_each(|c| c.stamp(&holder)) {
-            for claim in claims {
-                let _ = claim.give_up(); // nothing ran: leave nothing we made
-            }
-            return Err(e);
-        }
-        for claim in &mut claims {
-            claim.watch_loss(loss.notifier());
-        }
-        let how = RunHow {
-            keep: cli.keep,
-            lost_grace: self.lost_grace,
-            loss: Some(&loss),
-            whole_tree: self.whole_tree,
-        };
-        run_holding(claims, &cli.command, &how)
-    }
-}
-
-/// How [`run_holding`] runs COMMAND and settles its claims.
-#[derive(Debug, Clone, Copy)]
-pub struct RunHow<'a> {
-    /// Keep the claims when COMMAND exits normally.
-    pub keep: bool,
-    /// After a loss: the time between SIGTERM and SIGKILL.
-    pub lost_grace: Duration,
-    /// Reported when a claim loses its lock ([`Claim::watch_loss`]).
-    pub loss: Option<&'a supervise::Loss>,
-    /// Hold the claims until COMMAND's whole tree has exited, and signal
-    /// all of it (SPEC §2; see [`Watch::whole_tree`]). Off only where this
-    /// process has other children (unit tests).
-    pub whole_tree: bool,
-}
-
-/// The environment for COMMAND: each claim's variables; a variable that
-/// several claims set gets their values in the claims' (sorted) order,
-/// separated by single spaces. So with one DOMAIN, `CCCI_LOCK_DOMAIN` is it
-/// and `CCCI_LOCK_FILE` its lockfile; with several, `CCCI_LOCK_DOMAIN` is
-/// the sorted list and `CCCI_LOCK_FILE` the lockfiles in the same order.
-pub fn merged_env<C: Claim>(claims: &[C]) -> Vec<(&'static str, OsString)> {
-    let mut merged: Vec<(&'static str, OsString)> = Vec::new();
-    for (key, value) in claims.iter().flat_map(Claim::env) {
-        match merged.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, joined)) => {
-                joined.push(" ");
-                joined.push(value);
-            }
-            None => merged.push((key, value)),
-        }
-    }
-    merged
-}
-
-fn domains_of<C: Claim>(claims: &[C]) -> String {
-    let names: Vec<&str> = claims.iter().map(|c| c.domain()).collect();
-    names.join(" ")
-}
-
-/// Runs `argv` as a child while holding `claims`, forwarding signals, and
-/// settles the claims when it ends: removed (unlinked while held) after a
-/// normal exit unless `keep`, left in place when a signal killed the child.
-/// Returns how to end: the child's exit status, or `Ended::Signal(N)` when
-/// signal N killed it, which the caller turns into its own death by N once
-/// the claims are released (they are, when this returns); 126/127 when it
-/// could not be started; 125 when a lock was lost (before COMMAND started,
-/// which is then not started, or while it ran, which stops it: SIGTERM,
-/// then SIGKILL after the grace), with the lost claims left in place.
-pub fn run_holding<C: Claim>(
-    claims: Vec<C>,
-    argv: &[OsString],
-    how: &RunHow<'_>,
-) -> anyhow::Result<Ended> {
-    let mut cmd = supervise::command(argv)?;
-    let lost = || how.loss.is_some_and(supervise::Loss::is_lost);
-    if lost() {
-        say!(
-            "lost the lock of {} before COMMAND started; not running it",
-            domains_of(&claims)
-        );
-        return Ok(Ended::Code(exit::TOOL_FAILED));
-    }
-    cmd.envs(merged_env(&claims));
-    let watch = Watch {
-        forward: FORWARDED.to_vec(),
-        own_group: false,
-        deadline: None,
-        deadline_signal: libc::SIGALRM,
-        kill_after: None,
-        death_signal: Some(libc::SIGTERM),
-        whole_tree: how.whole_tree,
-    };
-    let ended = match supervise::spawn(&mut cmd, watch) {
-        Ok(child) => {
-            let outcome = child.wait_or_lose(how.loss.map(|l| (l, how.lost_grace)))?;
-            if outcome.lost {
-                say!(
-                    "lost the lock of {} while COMMAND ran: stopped it ({})",
-                    domains_of(&claims),
-                    match outcome.status.signal() {
-                        Some(sig) => format!("it ended by SIG{}", sys::signal_name(sig)),
-                        None =>
-                            format!("it exited with {}", exit::from_wait_status(outcome.status)),
-                    }
-                );
-                return Ok(Ended::Code(exit::TOOL_FAILED));
-            }
-            Ended::from_wait_status(outcome.status)
-        }
-        Err(e) => Ended::Code(supervise::cannot_start(&cmd, &e)),
-    };
-    let signaled = matches!(ended, Ended::Signal(_));
-    if !(signaled || how.keep || lost()) {
-        for claim in claims {
-            if let Err(e) = claim.remove() {
-                say!("{e:#}");
-            }
-        }
-    }
-    Ok(ended)
-}
-
-/// One line of `--list --json`: the fields of the tab-separated form.
-#[derive(serde::Serialize)]
-struct ListLine<'a> {
-    domain: &'a str,
-    state: &'a str,
-    pid: Option<u32>,
-    run_id: Option<&'a str>,
-    since: Option<&'a str>,
-    /// For a held domain: the process a `--hold` keeper holds it for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parent: Option<u32>,
-}
-
-/// `--list`.
-struct List {
-    json: bool,
-}
-
-impl Job for List {
-    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Ended> {
-        list(backend, self.json).map(Ended::Code)
-    }
-}
-
-fn list<B: Backend>(backend: &B, json: bool) -> anyhow::Result<u8> {
-    let mut out = std::io::stdout().lock();
-    for status in backend.list()? {
-        let holder = status.holder.unwrap_or_default();
-        let state = if status.held { "held" } else { "free" };
-        if json {
-            let line = ListLine {
-                domain: &status.domain,
-                state,
-                pid: holder.pid,
-                run_id: holder.run_id.as_deref(),
-                since: holder.since.as_deref(),
-                parent: holder.parent.filter(|_| status.held),
-            };
-            writeln!(out, "{}", serde_json::to_string(&line)?)?;
-        } else {
-            let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-            writeln!(
-                out,
-                "{}\t{state}\t{}\t{}\t{}",
-                status.domain,
-                dash(holder.pid.map(|p| p.to_string())),
-                dash(holder.run_id),
-                dash(holder.since),
-            )?;
-        }
-    }
-    out.flush()?;
-    Ok(exit::SUCCESS)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -638,158 +292,6 @@ mod tests {
         let cli = Cli::try_parse_from(["ccci-lock", "-w", "2m", "d", "--", "true", "-x"]).unwrap();
         assert_eq!(cli.wait, Some(Duration::from_secs(120)));
         assert_eq!(cli.command, ["true", "-x"]);
-    }
-
-    /// The flock backend, except that each claim loses its lock on cue:
-    /// when the file `cue` appears (COMMAND makes it), or at once (`None`),
-    /// as an etcd claim does when its lease expires.
-    struct Losing {
-        inner: FlockDir,
-        cue: Option<PathBuf>,
-    }
-
-    struct LosingClaim {
-        inner: crate::FlockClaim,
-        cue: Option<PathBuf>,
-    }
-
-    impl Backend for Losing {
-        type Claim = LosingClaim;
-
-        fn acquire(
-            &self,
-            domain: &str,
-            wait: Wait,
-            waiting: &mut dyn FnMut(Option<&Holder>),
-        ) -> anyhow::Result<Acquired<LosingClaim>> {
-            Ok(match self.inner.acquire(domain, wait, waiting)? {
-                Acquired::Held(inner) => Acquired::Held(LosingClaim {
-                    inner,
-                    cue: self.cue.clone(),
-                }),
-                Acquired::Busy(h) => Acquired::Busy(h),
-            })
-        }
-
-        fn probe(&self, _: &str) -> anyhow::Result<crate::Probe<LosingClaim>> {
-            unimplemented!()
-        }
-
-        fn create(&self, _: &str) -> anyhow::Result<Option<LosingClaim>> {
-            unimplemented!()
-        }
-
-        fn domains(&self) -> anyhow::Result<Vec<String>> {
-            self.inner.domains()
-        }
-
-        fn list(&self) -> anyhow::Result<Vec<crate::Status>> {
-            self.inner.list()
-        }
-    }
-
-    impl Claim for LosingClaim {
-        fn domain(&self) -> &str {
-            self.inner.domain()
-        }
-
-        fn stamp(&mut self, holder: &Holder) -> anyhow::Result<()> {
-            self.inner.stamp(holder)
-        }
-
-        fn age(&self) -> anyhow::Result<Duration> {
-            self.inner.age()
-        }
-
-        fn env(&self) -> Vec<(&'static str, OsString)> {
-            self.inner.env()
-        }
-
-        fn remove(self) -> anyhow::Result<()> {
-            self.inner.remove()
-        }
-
-        fn watch_loss(&mut self, notifier: supervise::LossNotifier) {
-            let Some(cue) = self.cue.clone() else {
-                return notifier.notify();
-            };
-            std::thread::spawn(move || {
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while !cue.exists() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                notifier.notify();
-            });
-        }
-    }
-
-    /// Runs `ccci-lock d -- sh -c SCRIPT` on a [`Losing`] backend.
-    fn run_losing(tmp: &std::path::Path, cue: bool, script: &str, grace: Duration) -> (u8, bool) {
-        let locks = tmp.join("locks");
-        let cli = Cli::try_parse_from([
-            "ccci-lock".as_ref(),
-            "--lock-dir".as_ref(),
-            locks.as_os_str(),
-            "d".as_ref(),
-            "--".as_ref(),
-            "sh".as_ref(),
-            "-c".as_ref(),
-            std::ffi::OsStr::new(script),
-            "sh".as_ref(),
-            tmp.as_os_str(),
-        ])
-        .unwrap();
-        let backend = Losing {
-            inner: FlockDir::open(&locks, true).unwrap().unwrap(),
-            cue: cue.then(|| tmp.join("started")),
-        };
-        let job = LockAndRun {
-            cli: &cli,
-            wait: wait_of(&cli),
-            run_id: None,
-            domains: &["d".to_string()],
-            lost_grace: grace,
-            // The test harness has other children: never wait for them.
-            whole_tree: false,
-        };
-        let status = job.run(&backend).unwrap();
-        (status.shell_status(), locks.join("d.lock").exists())
-    }
-
-    #[test]
-    fn a_lost_lock_stops_command_with_term_and_ccci_lock_fails_with_125() {
-        let tmp = tempfile::tempdir().unwrap();
-        let script = r#"trap 'echo TERM > "$1/got"; exit 3' TERM
-            touch "$1/started"; while :; do sleep 0.05; done"#;
-        let (status, kept) = run_losing(tmp.path(), true, script, Duration::from_secs(600));
-        assert_eq!(status, exit::TOOL_FAILED);
-        let got = std::fs::read_to_string(tmp.path().join("got")).unwrap();
-        assert_eq!(got.trim(), "TERM");
-        assert!(kept, "a lost claim is left for the janitor");
-    }
-
-    #[test]
-    fn a_lock_lost_before_command_starts_means_command_never_runs() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (status, kept) = run_losing(
-            tmp.path(),
-            false,
-            r#"touch "$1/started""#,
-            DEFAULT_LOST_GRACE,
-        );
-        assert_eq!(status, exit::TOOL_FAILED);
-        assert!(!tmp.path().join("started").exists());
-        assert!(kept);
-    }
-
-    #[test]
-    fn a_command_that_ignores_term_after_a_loss_is_killed_after_the_grace() {
-        let tmp = tempfile::tempdir().unwrap();
-        let script = r#"trap '' TERM; touch "$1/started"; while :; do sleep 0.05; done"#;
-        let started = Instant::now();
-        let (status, _) = run_losing(tmp.path(), true, script, Duration::from_millis(200));
-        assert_eq!(status, exit::TOOL_FAILED);
-        assert!(started.elapsed() < Duration::from_secs(60));
     }
 
     #[test]

@@ -48,20 +48,27 @@
 //!   sets taken in one order.
 //! - [`flock`]: the lock dir backend; [`etcd`]: the etcd backend.
 //! - [`place`]: the lock dir's record of where its runs claim.
-//! - [`cli`]: the command line, and the wrap (lock, run COMMAND, settle).
+//! - [`cli`]: the command line: the clap definition, parsing, dispatch.
+//! - [`backend`]: the one choice of backend (the lock dir or etcd), and the
+//!   [`backend::Job`]s that run on either.
+//! - [`wrap`]: the wrap (lock, run COMMAND, settle).
+//! - [`list`]: the listing of `--list`, which takes no lock.
 //! - [`hold`]: `--hold` and `--release`, and the keeper they start.
 //! - [`report`]: who holds a lock, in words.
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod backend;
 pub mod cli;
 pub mod etcd;
 pub mod flock;
 pub mod hold;
+pub mod list;
 pub mod place;
 pub mod protocol;
 pub mod report;
+pub mod wrap;
 
 pub use flock::{domain_of, lockfile_name, FlockClaim, FlockDir, PASS_LOCK, RECORDS_LOCK, SUFFIX};
 pub use protocol::{

@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 use ccci_common::supervise::Loss;
 use ccci_common::{exit, sys};
 
-use crate::etcd::Etcd;
+use crate::backend::Job;
 use crate::report::{describe, locker_of, say_busy};
 use crate::{acquire_all, Acquired, Backend, BusyDomain, Claim, FlockDir, Holder};
 
@@ -42,77 +42,87 @@ pub fn keeper(req: &HoldRequest, fds: (i32, i32)) -> anyhow::Result<u8> {
         .ok_or_else(|| anyhow::anyhow!("lock dir {} vanished", quote_path(&req.lock_dir)))?;
     // Before any thread starts: see supervise::Loss.
     let loss = Loss::new().context("cannot block the lost-lock signal")?;
-    match &req.etcd {
-        None => keep(req, &dir, &dir, pidfd, ready, &loss, None),
-        Some(config) => keep(
-            req,
-            &Etcd::new(config.clone()),
-            &dir,
-            pidfd,
-            ready,
-            &loss,
-            Some(LOSS_TICK),
-        ),
-    }
+    let keep = Keep {
+        req,
+        dir: &dir,
+        pidfd,
+        ready,
+        loss: &loss,
+        tick: req.locks.can_lose_locks().then_some(LOSS_TICK),
+    };
+    req.locks.run_at(&dir, keep)
 }
 
-/// The keeper's life on `backend`, once its lock dir (for its socket) is
+/// The keeper's life on a backend, once its lock dir (for its socket) is
 /// open. `tick`: how often to look whether a lock was lost (`None`: the
 /// backend's locks are never lost while held).
-pub(super) fn keep<B>(
-    req: &HoldRequest,
-    backend: &B,
-    dir: &FlockDir,
+pub(super) struct Keep<'a> {
+    req: &'a HoldRequest,
+    dir: &'a FlockDir,
     pidfd: OwnedFd,
     ready: OwnedFd,
-    loss: &Loss,
+    loss: &'a Loss,
     tick: Option<Duration>,
-) -> anyhow::Result<u8>
-where
-    B: Backend + Clone + Send + 'static,
-    B::Claim: Send + 'static,
-{
-    let Some(mut claims) = acquire_watching(req, backend, pidfd.as_fd(), ready.as_fd())? else {
-        return Ok(exit::BUSY);
-    };
-    for claim in &mut claims {
-        claim.watch_loss(loss.notifier());
-    }
-    if sys::poll(&[(ready.as_fd(), 0)], Some(Duration::ZERO))?[0] != 0 {
-        // The --hold process went away while we took the locks: give them
-        // back unstamped (a lockfile we created is removed while held).
-        for claim in claims {
-            claim.give_up()?;
+}
+
+impl Job for Keep<'_> {
+    type Output = u8;
+
+    fn run<B>(self, backend: &B) -> anyhow::Result<u8>
+    where
+        B: Backend + Clone + Send + 'static,
+        B::Claim: Send + 'static,
+    {
+        let Keep {
+            req,
+            dir,
+            pidfd,
+            ready,
+            loss,
+            tick,
+        } = self;
+        let Some(mut claims) = acquire_watching(req, backend, pidfd.as_fd(), ready.as_fd())? else {
+            return Ok(exit::BUSY);
+        };
+        for claim in &mut claims {
+            claim.watch_loss(loss.notifier());
         }
-        return Ok(exit::TOOL_FAILED);
+        if sys::poll(&[(ready.as_fd(), 0)], Some(Duration::ZERO))?[0] != 0 {
+            // The --hold process went away while we took the locks: give them
+            // back unstamped (a lockfile we created is removed while held).
+            for claim in claims {
+                claim.give_up()?;
+            }
+            return Ok(exit::TOOL_FAILED);
+        }
+        // The socket exists before any record names this keeper, so whoever
+        // reads a record can reach its keeper.
+        let name = socket_name(std::process::id());
+        let listener = bind(dir, &name)?;
+        let mut holder = Holder::this_process(req.run_id.clone());
+        holder.parent = Some(req.parent);
+        for claim in &mut claims {
+            claim.stamp(&holder)?;
+        }
+        sys::stdio_to_dev_null().context("cannot point stdio at /dev/null")?;
+        if File::from(ready).write_all(READY).is_err() {
+            // The --hold process is gone: nobody learned of this hold. The
+            // stamped lockfiles stay (a claim is never dropped without need).
+            let _ = dir.safe_dir().remove_file(&name);
+            return Ok(exit::TOOL_FAILED);
+        }
+        let lost = || loss.is_lost();
+        let watch = Watch {
+            pidfd: pidfd.as_fd(),
+            lost: &lost,
+            tick,
+        };
+        serve(req.parent, dir, &name, &listener, &watch, claims);
+        if loss.is_lost() {
+            stop_parent(req.parent, pidfd.as_fd(), crate::DEFAULT_LOST_GRACE);
+        }
+        Ok(exit::SUCCESS)
     }
-    // The socket exists before any record names this keeper, so whoever
-    // reads a record can reach its keeper.
-    let name = socket_name(std::process::id());
-    let listener = bind(dir, &name)?;
-    let mut holder = Holder::this_process(req.run_id.clone());
-    holder.parent = Some(req.parent);
-    for claim in &mut claims {
-        claim.stamp(&holder)?;
-    }
-    sys::stdio_to_dev_null().context("cannot point stdio at /dev/null")?;
-    if File::from(ready).write_all(READY).is_err() {
-        // The --hold process is gone: nobody learned of this hold. The
-        // stamped lockfiles stay (a claim is never dropped without need).
-        let _ = dir.safe_dir().remove_file(&name);
-        return Ok(exit::TOOL_FAILED);
-    }
-    let lost = || loss.is_lost();
-    let watch = Watch {
-        pidfd: pidfd.as_fd(),
-        lost: &lost,
-        tick,
-    };
-    serve(req.parent, dir, &name, &listener, &watch, claims);
-    if loss.is_lost() {
-        stop_parent(req.parent, pidfd.as_fd(), crate::DEFAULT_LOST_GRACE);
-    }
-    Ok(exit::SUCCESS)
 }
 
 /// A lock held for `parent` was lost (its etcd lease expired or was

@@ -130,7 +130,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use ccci_common::{exit, say, sys};
 
-use crate::etcd::{Config as EtcdConfig, Etcd};
+use crate::backend::{Job, Locks};
 use crate::report::describe;
 use crate::{Backend, FlockDir, Holder, Wait};
 
@@ -158,11 +158,11 @@ pub struct HoldRequest {
     pub domains: Vec<String>,
     /// `-n` / `-w`.
     pub wait: Wait,
-    /// The lock dir: the locks' and the keeper's socket's place; with
-    /// `etcd`, only the socket's.
+    /// The host's lock dir ([`Locks::local_dir`]): the locks' and the
+    /// keeper's socket's place; with etcd, only the socket's.
     pub lock_dir: PathBuf,
-    /// Lock on etcd instead of in the lock dir.
-    pub etcd: Option<EtcdConfig>,
+    /// Where the locks live: in the lock dir, or on etcd.
+    pub locks: Locks,
     /// Recorded in the lockfiles.
     pub run_id: Option<String>,
     /// Report waiting on stderr.
@@ -261,14 +261,29 @@ pub fn hold(req: &HoldRequest) -> anyhow::Result<u8> {
     let pidfd = open_parent(req.parent)?;
     let dir = FlockDir::open(&req.lock_dir, true)?
         .ok_or_else(|| anyhow::anyhow!("lock dir {} vanished", quote_path(&req.lock_dir)))?;
-    let todo = match &req.etcd {
-        None => not_held(&dir, &dir, req)?,
-        Some(config) => not_held(&Etcd::new(config.clone()), &dir, req)?,
-    };
+    let todo = req.locks.run_at(&dir, NotHeld { dir: &dir, req })?;
     if todo.is_empty() {
         return Ok(exit::SUCCESS);
     }
     start_keeper(req, &todo, pidfd, &dir)
+}
+
+/// [`not_held`] as a [`Job`].
+pub(super) struct NotHeld<'a> {
+    dir: &'a FlockDir,
+    req: &'a HoldRequest,
+}
+
+impl Job for NotHeld<'_> {
+    type Output = Vec<String>;
+
+    fn run<B>(self, backend: &B) -> anyhow::Result<Vec<String>>
+    where
+        B: Backend + Clone + Send + 'static,
+        B::Claim: Send + 'static,
+    {
+        not_held(backend, self.dir, self.req)
+    }
 }
 
 /// The domains of `req` that no live keeper holds for its parent yet.
@@ -329,7 +344,7 @@ pub(super) fn start_keeper(
     if req.verbose {
         cmd.arg("-v");
     }
-    if let Some(etcd) = &req.etcd {
+    if let Locks::Etcd(etcd) = &req.locks {
         cmd.args(crate::etcd::args::EtcdArgs::to_args(etcd));
     }
     cmd.args(domains); // valid domains never start with "-"
@@ -363,22 +378,24 @@ pub(super) fn start_keeper(
 /// for `parent` and is released; 1 when some were not held (the others are
 /// released); 125, releasing nothing, when any is held by someone else.
 ///
-/// With `etcd`, who holds a domain is read from its claim on etcd, and its
-/// keeper is reached through its socket in the local `lock_dir`: a domain
+/// With etcd, who holds a domain is read from its claim on etcd, and its
+/// keeper is reached through its socket in the host's `lock_dir`: a domain
 /// held by a keeper on another host is refused (125).
 pub fn release(
     parent: u32,
+    locks: &Locks,
     lock_dir: &Path,
-    etcd: Option<&EtcdConfig>,
     domains: &[String],
 ) -> anyhow::Result<u8> {
     let dir = FlockDir::open(lock_dir, false)?;
-    match (etcd, dir) {
-        (Some(config), dir) => {
-            release_on(&Etcd::new(config.clone()), dir.as_ref(), parent, domains)
-        }
-        (None, Some(dir)) => release_on(&dir, Some(&dir), parent, domains),
-        (None, None) => {
+    let job = ReleaseOn {
+        dir: dir.as_ref(),
+        parent,
+        domains,
+    };
+    match locks.run_if_local(dir.as_ref(), job)? {
+        Some(status) => Ok(status),
+        None => {
             for domain in domains {
                 say!(
                     "{domain} is not held (no lock dir {})",
@@ -387,6 +404,25 @@ pub fn release(
             }
             Ok(exit::FAILURE)
         }
+    }
+}
+
+/// [`release_on`] as a [`Job`].
+pub(super) struct ReleaseOn<'a> {
+    dir: Option<&'a FlockDir>,
+    parent: u32,
+    domains: &'a [String],
+}
+
+impl Job for ReleaseOn<'_> {
+    type Output = u8;
+
+    fn run<B>(self, backend: &B) -> anyhow::Result<u8>
+    where
+        B: Backend + Clone + Send + 'static,
+        B::Claim: Send + 'static,
+    {
+        release_on(backend, self.dir, self.parent, self.domains)
     }
 }
 
