@@ -113,8 +113,10 @@
 //!
 //! # What lives where
 //!
-//! This module: the `--hold` and `--release` commands (the caller's side).
-//! [`keeper`]: the keeper process (taking the locks, serving clients,
+//! This module: the `--hold` command (the caller's side), and what it
+//! shares with `--release`: how a domain's lock looks from outside.
+//! [`mod@release`]: the `--release` command (the caller's side).
+//! [`mod@keeper`]: the keeper process (taking the locks, serving clients,
 //! watching PID and a lease). [`channel`]: the control socket and its
 //! one-line requests, both ends.
 
@@ -123,23 +125,24 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use ccci_common::{exit, say, sys};
+use ccci_common::{exit, sys};
 
 use crate::backend::{Job, Locks};
-use crate::report::describe;
 use crate::{Backend, FlockDir, Holder, Wait};
 
 pub mod channel;
 pub mod keeper;
+pub mod release;
 
 use channel::*;
 use keeper::*;
 pub use keeper::{keeper, parse_keeper_fds};
+pub use release::release;
 
 /// `--parent`'s value parser: a positive pid.
 pub fn parse_pid(value: &str) -> Result<u32, String> {
@@ -372,147 +375,6 @@ pub(super) fn start_keeper(
         ),
         _ => bail!("the keeper exited before it held the locks"),
     }
-}
-
-/// `ccci-lock --release`: see the module doc. 0 when every domain was held
-/// for `parent` and is released; 1 when some were not held (the others are
-/// released); 125, releasing nothing, when any is held by someone else.
-///
-/// With etcd, who holds a domain is read from its claim on etcd, and its
-/// keeper is reached through its socket in the host's `lock_dir`: a domain
-/// held by a keeper on another host is refused (125).
-pub fn release(
-    parent: u32,
-    locks: &Locks,
-    lock_dir: &Path,
-    domains: &[String],
-) -> anyhow::Result<u8> {
-    let dir = FlockDir::open(lock_dir, false)?;
-    let job = ReleaseOn {
-        dir: dir.as_ref(),
-        parent,
-        domains,
-    };
-    match locks.run_if_local(dir.as_ref(), job)? {
-        Some(status) => Ok(status),
-        None => {
-            for domain in domains {
-                say!(
-                    "{domain} is not held (no lock dir {})",
-                    quote_path(lock_dir)
-                );
-            }
-            Ok(exit::FAILURE)
-        }
-    }
-}
-
-/// [`release_on`] as a [`Job`].
-pub(super) struct ReleaseOn<'a> {
-    dir: Option<&'a FlockDir>,
-    parent: u32,
-    domains: &'a [String],
-}
-
-impl Job for ReleaseOn<'_> {
-    type Output = u8;
-
-    fn run<B>(self, backend: &B) -> anyhow::Result<u8>
-    where
-        B: Backend + Clone + Send + 'static,
-        B::Claim: Send + 'static,
-    {
-        release_on(backend, self.dir, self.parent, self.domains)
-    }
-}
-
-pub(super) fn release_on<B: Backend>(
-    backend: &B,
-    dir: Option<&FlockDir>,
-    parent: u32,
-    domains: &[String],
-) -> anyhow::Result<u8> {
-    let mut by_keeper: Vec<(u32, Vec<&str>)> = Vec::new();
-    let mut not_held = false;
-    let mut refused = false;
-    for domain in domains {
-        match state(backend, domain, parent)? {
-            State::Keeper(keeper) => match by_keeper.iter_mut().find(|(k, _)| *k == keeper) {
-                Some((_, list)) => list.push(domain),
-                None => by_keeper.push((keeper, vec![domain])),
-            },
-            State::Free { last } => {
-                not_held = true;
-                match last.filter(|h| h.parent == Some(parent)) {
-                    Some(h) => say!(
-                        "{domain} is not held: its keeper for pid {parent} (pid {}) is gone; \
-                         the lockfile stays for ccci-janitor",
-                        h.pid.map_or("?".into(), |p| p.to_string())
-                    ),
-                    None => say!("{domain} is not held"),
-                }
-            }
-            State::Other(holder, locker) => {
-                refused = true;
-                say!(
-                    "{domain} is held by {}, not for pid {parent}; refusing to release it",
-                    describe(holder.as_ref(), locker)
-                );
-            }
-            State::Elsewhere(host) => {
-                refused = true;
-                say!(
-                    "{domain} is held by a keeper for pid {parent} on host {host}, not on this \
-                     host; run --release there; refusing to release it"
-                );
-            }
-        }
-    }
-    if refused {
-        say!("nothing released");
-        return Ok(exit::TOOL_FAILED);
-    }
-    let mut failed = false;
-    for (keeper, list) in by_keeper {
-        let answers = match ask(dir, keeper, "release", parent, &list) {
-            Ok(Some(answers)) => answers,
-            Ok(None) => {
-                not_held = true;
-                for domain in &list {
-                    say!(
-                        "{domain} is not held: its keeper for pid {parent} (pid {keeper}) is \
-                         gone; the lockfile stays for ccci-janitor"
-                    );
-                }
-                continue;
-            }
-            Err(e) => {
-                say!("{e:#}");
-                failed = true;
-                continue;
-            }
-        };
-        for (domain, answer) in list.iter().zip(answers) {
-            match answer {
-                Answer::Released => {}
-                Answer::NotHeld | Answer::Held => {
-                    not_held = true;
-                    say!("{domain} is not held for pid {parent} (any more)");
-                }
-                Answer::Failed(why) => {
-                    failed = true;
-                    say!("{domain}: {why}");
-                }
-            }
-        }
-    }
-    Ok(if failed {
-        exit::TOOL_FAILED
-    } else if not_held {
-        exit::FAILURE
-    } else {
-        exit::SUCCESS
-    })
 }
 
 #[cfg(test)]
