@@ -1,14 +1,15 @@
 //! The keeper's control socket (see "The control channel" in [`super`]):
 //! reached through the lock dir's descriptor, one request line, one answer
 //! line per domain and `done`, each end checking the other with
-//! `SO_PEERCRED`.
+//! `SO_PEERCRED`. On the keeper's side, each [`Client`]'s request and
+//! answer are read and written without blocking.
 
 use ccci_common::names::quote_path;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use ccci_common::sys;
@@ -138,4 +139,53 @@ pub(super) fn bind(dir: &FlockDir, name: &str) -> anyhow::Result<UnixListener> {
             quote_path(&dir.safe_dir().join(name))
         )
     })
+}
+
+/// One client of the keeper's socket, served without blocking.
+pub(super) struct Client {
+    pub(super) stream: UnixStream,
+    /// The whole request must be read and answered by then.
+    pub(super) until: Instant,
+    pub(super) request: Vec<u8>,
+    /// The answer, once the request is whole; written from `sent` on.
+    pub(super) reply: Option<Vec<u8>>,
+    pub(super) sent: usize,
+}
+
+impl Client {
+    /// Reads what has arrived; `true` once the request is whole (a line,
+    /// or the client stopped sending, or it is too long to be one).
+    pub(super) fn read(&mut self) -> io::Result<bool> {
+        let mut buf = [0u8; 4096];
+        loop {
+            match (&self.stream).read(&mut buf) {
+                Ok(0) => return Ok(true),
+                Ok(n) => {
+                    self.request.extend_from_slice(&buf[..n]);
+                    if buf[..n].contains(&b'\n') || self.request.len() as u64 >= REQUEST_MAX {
+                        return Ok(true);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes what it can of the answer; `true` once all of it is sent.
+    pub(super) fn write(&mut self) -> io::Result<bool> {
+        let Some(reply) = &self.reply else {
+            return Ok(false);
+        };
+        while self.sent < reply.len() {
+            match (&self.stream).write(&reply[self.sent..]) {
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
 }

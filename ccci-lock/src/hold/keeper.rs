@@ -5,9 +5,9 @@
 
 use ccci_common::names::quote_path;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -443,55 +443,6 @@ pub(super) fn pidfd_pid(pidfd: BorrowedFd<'_>) -> anyhow::Result<Option<u32>> {
         .map(str::trim)
         .ok_or_else(|| anyhow::anyhow!("descriptor {} is not a pidfd", pidfd.as_raw_fd()))?;
     Ok(pid.parse::<u32>().ok())
-}
-
-/// One client of the keeper's socket, served without blocking.
-pub(super) struct Client {
-    stream: UnixStream,
-    /// The whole request must be read and answered by then.
-    until: Instant,
-    request: Vec<u8>,
-    /// The answer, once the request is whole; written from `sent` on.
-    reply: Option<Vec<u8>>,
-    sent: usize,
-}
-
-impl Client {
-    /// Reads what has arrived; `true` once the request is whole (a line,
-    /// or the client stopped sending, or it is too long to be one).
-    fn read(&mut self) -> io::Result<bool> {
-        let mut buf = [0u8; 4096];
-        loop {
-            match (&self.stream).read(&mut buf) {
-                Ok(0) => return Ok(true),
-                Ok(n) => {
-                    self.request.extend_from_slice(&buf[..n]);
-                    if buf[..n].contains(&b'\n') || self.request.len() as u64 >= REQUEST_MAX {
-                        return Ok(true);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Writes what it can of the answer; `true` once all of it is sent.
-    fn write(&mut self) -> io::Result<bool> {
-        let Some(reply) = &self.reply else {
-            return Ok(false);
-        };
-        while self.sent < reply.len() {
-            match (&self.stream).write(&reply[self.sent..]) {
-                Ok(n) => self.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(true)
-    }
 }
 
 #[cfg(test)]
