@@ -6,6 +6,7 @@ mod abradir;
 mod assembly;
 mod attacks;
 mod chaos;
+mod docs;
 mod etcd;
 mod etcd_bounds;
 mod etcd_hosts;
