@@ -9,6 +9,9 @@
 //! starts three members that know each other. [`Etcd::start_secure`] serves
 //! clients over TLS (certificates made by openssl, [`Pki`]) and can turn
 //! on etcd's authentication.
+//!
+//! One file: the single server, the TLS one and the cluster share the
+//! spawning, port picking and health probing.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

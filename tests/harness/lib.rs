@@ -11,16 +11,20 @@
 //! - [`bin`]: the path of a tool, built once per test process from this
 //!   workspace wherever cargo puts it (or taken from `CCCI_TEST_BIN_DIR`, to
 //!   test an install).
+//! - [`Backend`] and [`both_backends!`]: one test body run on the file
+//!   backend and on a real etcd (the SPEC §7 cases that hold on both).
 //!
 //! Nothing here sleeps to synchronise: waits are for lines, files or
 //! kernel state (see [`wait_until`], [`blocked_in_flock`]), bounded by
 //! [`deadline`] and failing with the captured output.
 
+pub mod backend;
 pub mod etcd;
 pub mod fake_http;
 mod proc;
 mod sandbox;
 
+pub use backend::Backend;
 pub use proc::{Output, Proc};
 pub use sandbox::{Cmd, Sandbox};
 
