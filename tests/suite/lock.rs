@@ -1,10 +1,15 @@
-//! ccci-lock (SPEC §2) and SPEC §7 cases 1-4 and 21.
+//! ccci-lock (SPEC §2) and SPEC §7 cases 1-4 and 21; cases 1-4, 22 and 27
+//! run on both backends (see `ccci_tests::both_backends`).
+//!
+//! One file, as the suite has one module per tool (see `main.rs`): its
+//! tests share the holder and wait helpers defined in it.
 
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
 
 use ccci_tests::{
-    alive, assert_clean_signal_state, blocked_in_flock, kill, mkfifo, wait_until, Proc, Sandbox,
+    alive, assert_clean_signal_state, blocked_in_flock, both_backends, kill, mkfifo, wait_until,
+    Backend, Proc, Sandbox,
 };
 
 const D: &str = "wp-3f2a.ci.example.org";
@@ -23,96 +28,134 @@ fn hold(sb: &Sandbox, domain: &str, flags: &[&str]) -> Proc {
     p
 }
 
-#[test]
-fn case_01_sigkill_of_a_holder_releases_its_lock_at_once() {
-    let sb = Sandbox::new();
-    let holder = hold(&sb, D, &[]);
-    assert_eq!(sb.try_lock(D), 75);
-    holder.signal(libc::SIGKILL);
-    let out = holder.wait();
-    out.expect_code(137);
-    // No timeout, no cleanup step: the kernel dropped the lock with the process.
-    assert_eq!(sb.try_lock(D), 0);
-}
+both_backends!(
+    /// A SIGKILLed holder frees its lock (on files at once, with no timeout
+    /// and no cleanup step: the kernel drops it with the process; on etcd
+    /// within the lease TTL) and leaves its claim for the janitor.
+    case_01_sigkill_of_a_holder_releases_its_lock_at_once,
+    |b: &Backend| {
+        let (holder, rev) = b.hold(D, &["--run-id", "r1"]);
+        if b.is_etcd() {
+            assert!(rev.is_some_and(|r| r > 0), "{rev:?}");
+        }
+        assert_eq!(b.try_lock(D), 75);
+        holder.signal(libc::SIGKILL);
+        let out = holder.wait();
+        out.expect_code(137);
+        assert!(b.has_claim(D), "the claim stays");
+        b.assert_freed(D, "the lock is free again");
+        // The -n that got the lock exited normally: it removed the claim.
+        assert!(!b.has_claim(D), "{:?}", b.leftovers());
+    }
+);
 
-#[test]
-fn case_02_nonblock_is_75_while_held_and_0_when_free() {
-    let sb = Sandbox::new();
-    assert_eq!(sb.try_lock(D), 0);
-    let mut holder = hold(&sb, D, &["--run-id", "run-a"]);
-    let busy = sb
-        .tool("ccci-lock")
-        .args(["-n", D, "--", "touch", "ran"])
-        .run();
-    busy.expect_code(75)
-        .expect_stderr(&format!("pid {}", holder.pid()))
-        .expect_stderr("'run-a'");
-    assert!(!sb.path("ran").exists(), "COMMAND ran without the lock");
-    holder.send("");
-    holder.wait().expect_code(0);
-    assert_eq!(sb.try_lock(D), 0);
-}
+both_backends!(
+    case_02_nonblock_is_75_while_held_and_0_when_free,
+    |b: &Backend| {
+        assert_eq!(b.try_lock(D), 0);
+        let (mut holder, _) = b.hold(D, &["--run-id", "run-a"]);
+        let busy = b
+            .tool("ccci-lock")
+            .args(["-n", D, "--", "touch", "ran"])
+            .run();
+        busy.expect_code(75)
+            .expect_stderr(&format!("pid {}", holder.pid()))
+            .expect_stderr("'run-a'");
+        assert!(!b.sb().path("ran").exists(), "COMMAND ran without the lock");
+        holder.send("");
+        holder.wait().expect_code(0);
+        // A clean exit removed the claim and freed the lock at once.
+        assert_eq!(b.leftovers(), Vec::<String>::new());
+        assert_eq!(b.try_lock(D), 0);
+    }
+);
 
-#[test]
-fn case_03_the_lock_is_not_inherited_by_the_holders_child() {
-    let sb = Sandbox::new();
-    // COMMAND ignores TERM (so the parent-death signal does not end it) and
-    // becomes a long sleep: it outlives its ccci-lock.
-    let mut holder = sb
-        .tool("ccci-lock")
-        .args([D, "--", "sh", "-c"])
-        .arg("trap '' TERM; echo pid=$$; exec sleep 1000 >/dev/null")
-        .spawn();
-    let line = holder.expect_stdout("pid=");
-    let child: u32 = line.trim_start_matches("pid=").parse().unwrap();
-    wait_until("COMMAND is sleep", || {
-        std::fs::read_to_string(format!("/proc/{child}/comm")).is_ok_and(|c| c.trim() == "sleep")
-    });
-    let lockfile = sb.lockfile(D);
-    let holds_lockfile = |pid: u32| {
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .flatten()
-            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == lockfile))
-    };
-    assert!(
-        holds_lockfile(holder.pid()),
-        "ccci-lock itself holds the lockfile open"
-    );
-    assert!(
-        !holds_lockfile(child),
-        "COMMAND inherited the lock descriptor"
-    );
+both_backends!(
+    /// The holder's child outlives its SIGKILLed ccci-lock and the lock is
+    /// released anyway (on etcd within the lease TTL). On files the child
+    /// is also seen not to have the lockfile open at all.
+    case_03_the_lock_is_not_inherited_by_the_holders_child,
+    |b: &Backend| {
+        // COMMAND ignores TERM (so the parent-death signal does not end it) and
+        // becomes a long sleep: it outlives its ccci-lock.
+        let mut holder = b
+            .tool("ccci-lock")
+            .args([D, "--", "sh", "-c"])
+            .arg("trap '' TERM; echo pid=$$; exec sleep 1000 >/dev/null")
+            .spawn();
+        let line = holder.expect_stdout("pid=");
+        let child: u32 = line.trim_start_matches("pid=").parse().unwrap();
+        wait_until("COMMAND is sleep", || {
+            std::fs::read_to_string(format!("/proc/{child}/comm"))
+                .is_ok_and(|c| c.trim() == "sleep")
+        });
+        if !b.is_etcd() {
+            let lockfile = b.sb().lockfile(D);
+            let holds_lockfile = |pid: u32| {
+                std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .unwrap()
+                    .flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == lockfile))
+            };
+            assert!(
+                holds_lockfile(holder.pid()),
+                "ccci-lock itself holds the lockfile open"
+            );
+            assert!(
+                !holds_lockfile(child),
+                "COMMAND inherited the lock descriptor"
+            );
+        }
+        assert_eq!(b.try_lock(D), 75);
 
-    holder.signal(libc::SIGKILL);
-    holder.wait().expect_code(137);
-    assert!(alive(child), "COMMAND should have survived its holder");
-    assert_eq!(sb.try_lock(D), 0, "a surviving child kept the lock");
-    kill(child, libc::SIGKILL);
-}
+        holder.signal(libc::SIGKILL);
+        holder.wait().expect_code(137);
+        assert!(alive(child), "COMMAND should have survived its holder");
+        b.assert_freed(D, "a surviving child kept the lock");
+        assert!(alive(child), "the holder's child should have outlived it");
+        kill(child, libc::SIGKILL);
+    }
+);
 
-#[test]
-fn case_04_a_second_acquirer_blocks_until_the_first_holder_exits() {
-    let sb = Sandbox::new();
-    let mut first = hold(&sb, D, &[]);
-    let mut second = sb
-        .tool("ccci-lock")
-        .args([D, "--", "sh", "-c", "echo second-in"])
-        .spawn();
-    wait_until("the second acquirer blocks in flock", || {
-        blocked_in_flock(second.pid())
-    });
-    assert!(!second.has_exited(), "{}", second.report());
-    assert_eq!(
-        second.stdout_so_far(),
-        "",
-        "the second ran while the first held"
-    );
-    first.send("");
-    first.wait().expect_code(0);
-    second.expect_stdout("second-in");
-    second.wait().expect_code(0);
-}
+both_backends!(
+    /// The second acquirer waits (blocked in flock, or saying so on etcd)
+    /// and runs only after the first exits; on etcd with a greater fencing
+    /// token.
+    case_04_a_second_acquirer_blocks_until_the_first_holder_exits,
+    |b: &Backend| {
+        let (mut first, rev1) = b.hold(D, &[]);
+        let mut second = b
+            .tool("ccci-lock")
+            .args([
+                "-v",
+                D,
+                "--",
+                "sh",
+                "-c",
+                "echo second-in rev=$CCCI_LOCK_REVISION",
+            ])
+            .spawn();
+        b.wait_blocked(&mut second);
+        assert!(!second.has_exited(), "{}", second.report());
+        assert_eq!(
+            second.stdout_so_far(),
+            "",
+            "the second ran while the first held"
+        );
+        first.send("");
+        first.wait().expect_code(0);
+        let line = second.expect_stdout("second-in");
+        if b.is_etcd() {
+            let rev2: i64 = line.trim_start_matches("second-in rev=").parse().unwrap();
+            let rev1 = rev1.unwrap();
+            assert!(
+                rev2 > rev1,
+                "fencing token did not grow: {rev1} then {rev2}"
+            );
+        }
+        second.wait().expect_code(0);
+    }
+);
 
 /// Case 21, step by step: the first holder unlinks its lockfile on exit
 /// while a second acquirer waits on that (now nameless) file; a third
@@ -752,42 +795,45 @@ fn wait_progressing(procs: Vec<Proc>, progress: &std::path::Path) -> Vec<ccci_te
     procs.into_iter().map(Proc::wait).collect()
 }
 
-/// Case 27: two runs take the sets {a, b} and {b, a} at the same time, many
-/// times over. Taken in the order given, they would soon deadlock (each
-/// holding one and waiting for the other); taken sorted, they never do.
-/// Each COMMAND marks its domains with a mkdir, so an overlap is recorded.
-#[test]
-fn case_27_overlapping_sets_never_deadlock_and_never_overlap() {
-    let sb = Sandbox::new();
-    let log = sb.path("overlaps");
-    let marks = sb.path("marks");
-    std::fs::create_dir(&marks).unwrap();
-    let inside = format!(
-        "for d in a b; do mkdir {m}/$d 2>/dev/null || echo \"overlap on $d\" >> {log}; done; \
-         for d in a b; do rmdir {m}/$d; done",
-        m = marks.display(),
-        log = log.display(),
-    );
-    let progress = sb.path("progress");
-    let run = |order: &str| {
-        let script = format!(
-            "for i in $(seq 60); do ccci-lock {order} -- sh -c '{inside}' || exit 1; \
-             echo >> {progress}; done; echo done",
-            progress = progress.display(),
+both_backends!(
+    /// Case 27: two runs take the sets {a, b} and {b, a} at the same time, many
+    /// times over. Taken in the order given, they would soon deadlock (each
+    /// holding one and waiting for the other); taken sorted, they never do.
+    /// Each COMMAND marks its domains with a mkdir, so an overlap is recorded.
+    case_27_overlapping_sets_never_deadlock_and_never_overlap,
+    |b: &Backend| {
+        let sb = b.sb();
+        let log = sb.path("overlaps");
+        let marks = sb.path("marks");
+        std::fs::create_dir(&marks).unwrap();
+        let inside = format!(
+            "for d in a b; do mkdir {m}/$d 2>/dev/null || echo \"overlap on $d\" >> {log}; done; \
+             for d in a b; do rmdir {m}/$d; done",
+            m = marks.display(),
+            log = log.display(),
         );
-        sb.sh(&script).spawn()
-    };
-    // Stuck for a whole deadline fails the test: that is the deadlock check.
-    for out in wait_progressing(vec![run("a b"), run("b a")], &progress) {
-        out.expect_code(0).expect_stdout("done");
+        let progress = sb.path("progress");
+        let run = |order: &str| {
+            let script = format!(
+                "for i in $(seq 60); do ccci-lock {order} -- sh -c '{inside}' || exit 1; \
+                 echo >> {progress}; done; echo done",
+                progress = progress.display(),
+            );
+            b.sh(&script).spawn()
+        };
+        // Stuck for a whole deadline fails the test: that is the deadlock check.
+        for out in wait_progressing(vec![run("a b"), run("b a")], &progress) {
+            out.expect_code(0).expect_stdout("done");
+        }
+        assert!(
+            !log.exists(),
+            "two holders overlapped: {:?}",
+            std::fs::read_to_string(&log)
+        );
+        assert!(!b.has_claim("a") && !b.has_claim("b"));
+        assert_eq!(b.leftovers(), Vec::<String>::new());
     }
-    assert!(
-        !log.exists(),
-        "two holders overlapped: {:?}",
-        std::fs::read_to_string(&log)
-    );
-    assert!(!sb.lockfile("a").exists() && !sb.lockfile("b").exists());
-}
+);
 
 #[test]
 fn several_domains_are_all_held_with_sorted_environment_and_all_settled() {
@@ -1082,56 +1128,57 @@ fn list_json_shows_the_parent_of_held_domains_and_misuse_is_status_2() {
     assert!(!sb.path("ran").exists());
 }
 
-/// Case 22: signal deaths compose through ccci-guard and nested ccci-locks:
-/// each ccci-lock keeps its lockfile, releases its lock, and ends by the
-/// same signal, so the one around it sees a signal death too.
-#[test]
-fn case_22_signal_deaths_compose_and_keep_every_lockfile() {
-    let sb = Sandbox::new();
-    let out = sb
-        .tool("ccci-lock")
-        .args([D, "--", "ccci-guard", "--supervise", "--deadline", "1s"])
-        .args(["--", "sleep", "30"])
-        .run();
-    out.expect_code(142).expect_ended_by(libc::SIGALRM);
-    assert!(sb.lockfile(D).exists(), "{}", sb.listing());
-    assert_eq!(sb.try_lock(D), 0, "the lock was not released");
+both_backends!(
+    /// Case 22: signal deaths compose through ccci-guard and nested ccci-locks:
+    /// each ccci-lock keeps its claim, releases its lock, and ends by the
+    /// same signal, so the one around it sees a signal death too.
+    case_22_signal_deaths_compose_and_keep_every_lockfile,
+    |b: &Backend| {
+        let out = b
+            .tool("ccci-lock")
+            .args([D, "--", "ccci-guard", "--supervise", "--deadline", "1s"])
+            .args(["--", "sleep", "30"])
+            .run();
+        out.expect_code(142).expect_ended_by(libc::SIGALRM);
+        assert!(b.has_claim(D), "the claim must stay\n{}", b.sb().listing());
+        b.assert_freed(D, "the lock was not released");
 
-    let out = sb
-        .tool("ccci-lock")
-        .args([
-            "a",
-            "--",
-            "ccci-lock",
-            "b",
-            "--",
-            "sh",
-            "-c",
-            "kill -KILL $$",
-        ])
-        .run();
-    out.expect_code(137).expect_ended_by(libc::SIGKILL);
-    for d in ["a", "b"] {
-        assert!(
-            sb.lockfile(d).exists(),
-            "{d}.lock removed\n{}",
-            sb.listing()
-        );
-        assert_eq!(sb.try_lock(d), 0, "{d} was not released"); // and removes it
-    }
+        let out = b
+            .tool("ccci-lock")
+            .args([
+                "a",
+                "--",
+                "ccci-lock",
+                "b",
+                "--",
+                "sh",
+                "-c",
+                "kill -KILL $$",
+            ])
+            .run();
+        out.expect_code(137).expect_ended_by(libc::SIGKILL);
+        for d in ["a", "b"] {
+            assert!(
+                b.has_claim(d),
+                "{d}'s claim removed\n{}",
+                b.sb().listing()
+            );
+            b.assert_freed(d, &format!("{d} was not released")); // and removes it
+        }
 
-    let out = sb
-        .tool("ccci-lock")
-        .args(["a", "--", "ccci-lock", "b", "--", "sh", "-c", "exit 3"])
-        .run();
-    out.expect_code(3);
-    for d in ["a", "b"] {
-        assert!(
-            !sb.lockfile(d).exists(),
-            "{d}.lock left after a normal exit"
-        );
+        let out = b
+            .tool("ccci-lock")
+            .args(["a", "--", "ccci-lock", "b", "--", "sh", "-c", "exit 3"])
+            .run();
+        out.expect_code(3);
+        for d in ["a", "b"] {
+            assert!(!b.has_claim(d), "{d}'s claim left after a normal exit");
+        }
+        // Nothing is left held: both locks are free at once.
+        assert_eq!(b.try_lock("a"), 0);
+        assert_eq!(b.leftovers(), Vec::<String>::new());
     }
-}
+);
 
 #[test]
 fn a_lock_dir_that_is_the_state_or_runs_dir_is_refused() {

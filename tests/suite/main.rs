@@ -1,6 +1,8 @@
 //! The integration suite: one binary, one module per tool. Tests named
 //! `case_NN_…` are the cases of SPEC §7, so the spec and the suite can be
-//! read side by side.
+//! read side by side. A case that runs on both lock backends is a module
+//! of that name holding a `flock` and an `etcd` test (see
+//! `ccci_tests::both_backends`).
 
 mod abradir;
 mod assembly;
