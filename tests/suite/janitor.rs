@@ -1,10 +1,14 @@
 //! ccci-janitor (SPEC §4) and SPEC §7 cases 5-12: real holders (ccci-lock),
-//! a real reap script, real flocks and signals.
+//! a real reap script, real flocks and signals. Cases 5-10 run on both
+//! backends (see `ccci_tests::both_backends`).
+//!
+//! One file, as the suite has one module per tool (see `main.rs`): its
+//! tests share the orphan, reap-script and janitor helpers defined in it.
 
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use ccci_tests::{alive, blocked_in_flock, mkfifo, wait_until, Cmd, Proc, Sandbox};
+use ccci_tests::{alive, both_backends, mkfifo, wait_until, Backend, Cmd, Proc, Sandbox};
 
 const D: &str = "wp-3f2a.ci.example.org";
 
@@ -44,6 +48,30 @@ fn orphan(sb: &Sandbox, domain: &str) {
         .run()
         .expect_code(143);
     assert!(sb.lockfile(domain).is_file());
+}
+
+/// `cmd` pointed at `b`'s backend.
+fn on(b: &Backend, cmd: Cmd) -> Cmd {
+    b.setup(cmd)
+}
+
+/// Leaves an orphaned claim for `domain` on `b`'s backend: its holder's
+/// COMMAND is killed by a signal, so ccci-lock keeps the claim and releases
+/// the lock.
+fn orphan_on(b: &Backend, domain: &str) {
+    b.tool("ccci-lock")
+        .args([
+            "--run-id",
+            "dead-run",
+            domain,
+            "--",
+            "sh",
+            "-c",
+            "kill -TERM $$",
+        ])
+        .run()
+        .expect_code(143);
+    assert!(b.has_claim(domain));
 }
 
 /// Sets the mtime of `path` to `when` (touch -d syntax), as if it were
@@ -126,134 +154,139 @@ fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
-fn case_05_an_orphan_is_reaped_exactly_once_and_its_lockfile_unlinked() {
-    let sb = Sandbox::new();
-    orphan(&sb, D);
-    let script = reap_script(&sb, "exit 0");
-    let out = sb
-        .tool("ccci-janitor")
-        .args(["--", "sh"])
-        .arg(&script)
-        .arg("--force")
-        .run();
-    out.expect_code(0)
-        .expect_stderr(&format!("ccci-janitor: {D}: reaped"))
-        .expect_stderr("'dead-run'");
-    assert_eq!(
-        calls(&sb),
-        [format!("--force {D}|{D}")],
-        "domain is the last argument"
-    );
-    assert!(
-        !sb.lockfile(D).exists(),
-        "the lockfile stays after a reap\n{out}"
-    );
-    assert_eq!(out.stdout, "", "stdout is for --json only");
+both_backends!(
+    case_05_an_orphan_is_reaped_exactly_once_and_its_lockfile_unlinked,
+    |b: &Backend| {
+        let sb = b.sb();
+        orphan_on(b, D);
+        let script = reap_script(sb, "exit 0");
+        let out = b
+            .tool("ccci-janitor")
+            .args(["--", "sh"])
+            .arg(&script)
+            .arg("--force")
+            .run();
+        out.expect_code(0)
+            .expect_stderr(&format!("ccci-janitor: {D}: reaped"))
+            .expect_stderr("'dead-run'");
+        assert_eq!(
+            calls(sb),
+            [format!("--force {D}|{D}")],
+            "domain is the last argument"
+        );
+        assert!(!b.has_claim(D), "the claim stays after a reap\n{out}");
+        assert_eq!(b.leftovers(), Vec::<String>::new(), "{out}");
+        assert_eq!(out.stdout, "", "stdout is for --json only");
 
-    janitor(&sb, &[], &script).run().expect_code(0);
-    assert_eq!(calls(&sb).len(), 1, "reaped a second time");
-}
+        on(b, janitor(sb, &[], &script)).run().expect_code(0);
+        assert_eq!(calls(sb).len(), 1, "reaped a second time");
+    }
+);
 
-#[test]
-fn case_06_a_live_holder_is_never_reaped_and_is_logged() {
-    let sb = Sandbox::new();
-    let mut holder = hold(&sb, D, "live-run");
-    touch(&sb, &sb.lockfile(D), "10 minutes ago");
-    let script = reap_script(&sb, "exit 0");
+both_backends!(
+    case_06_a_live_holder_is_never_reaped_and_is_logged,
+    |b: &Backend| {
+        let sb = b.sb();
+        let (mut holder, _) = b.hold(D, &["--run-id", "live-run"]);
+        b.backdate_claim(D, 10 * 60);
+        let script = reap_script(sb, "exit 0");
 
-    let quiet = janitor(&sb, &[], &script).run();
-    quiet.expect_code(0);
-    // Quiet by default but for the summary line: a live run is not news.
-    assert_eq!(
-        without_summary(&quiet.stderr),
-        Vec::<&str>::new(),
-        "quiet by default: {quiet}"
-    );
-    quiet.expect_stderr("pass done: 0 reaped, 0 would-reap, 1 live");
+        let quiet = on(b, janitor(sb, &[], &script)).run();
+        quiet.expect_code(0);
+        // Quiet by default but for the summary line: a live run is not news.
+        assert_eq!(
+            without_summary(&quiet.stderr),
+            Vec::<&str>::new(),
+            "quiet by default: {quiet}"
+        );
+        quiet.expect_stderr("pass done: 0 reaped, 0 would-reap, 1 live");
 
-    let out = janitor(&sb, &["-v"], &script).run();
-    out.expect_code(0)
-        .expect_stderr(&format!("{D}: live: locked by pid {}", holder.pid()))
-        .expect_stderr("'live-run'");
-    assert!(calls(&sb).is_empty(), "a live run was reaped");
-    assert!(sb.lockfile(D).exists());
-    assert_eq!(sb.try_lock(D), 75, "the holder lost its lock");
-    holder.send("");
-    holder.wait().expect_code(0);
-}
+        let out = on(b, janitor(sb, &["-v"], &script)).run();
+        out.expect_code(0)
+            .expect_stderr(&format!("{D}: live: locked by pid {}", holder.pid()))
+            .expect_stderr("'live-run'");
+        assert!(calls(sb).is_empty(), "a live run was reaped");
+        assert!(b.has_claim(D));
+        assert_eq!(b.try_lock(D), 75, "the holder lost its lock");
+        holder.send("");
+        holder.wait().expect_code(0);
+    }
+);
 
-#[test]
-fn case_07_a_new_run_blocks_until_the_slow_reap_completes() {
-    let sb = Sandbox::new();
-    orphan(&sb, D);
-    let (script, fifo) = slow_reap(&sb);
-    let done = sb.path("reap-done");
-    std::fs::write(
-        &script,
-        std::fs::read_to_string(&script).unwrap() + &format!("touch '{}'\n", done.display()),
-    )
-    .unwrap();
-    let mut jan = janitor(&sb, &[], &script).spawn();
-    jan.expect_stderr(&format!("reaping-{D}"));
+both_backends!(
+    case_07_a_new_run_blocks_until_the_slow_reap_completes,
+    |b: &Backend| {
+        let sb = b.sb();
+        orphan_on(b, D);
+        let (script, fifo) = slow_reap(sb);
+        let done = sb.path("reap-done");
+        std::fs::write(
+            &script,
+            std::fs::read_to_string(&script).unwrap() + &format!("touch '{}'\n", done.display()),
+        )
+        .unwrap();
+        let mut jan = on(b, janitor(sb, &[], &script)).spawn();
+        jan.expect_stderr(&format!("reaping-{D}"));
 
-    let mut run = sb
-        .tool("ccci-lock")
-        .args([D, "--", "sh", "-c"])
-        .arg(format!(
-            "test -e '{}' && echo run-in-after-reap || echo run-in-during-reap",
-            done.display()
-        ))
-        .spawn();
-    wait_until("the new run blocks on the domain's lock", || {
-        blocked_in_flock(run.pid())
-    });
-    assert!(!run.has_exited(), "{}", run.report());
-    assert_eq!(run.stdout_so_far(), "", "the run started during the reap");
+        let mut run = b
+            .tool("ccci-lock")
+            .args(["-v", D, "--", "sh", "-c"])
+            .arg(format!(
+                "test -e '{}' && echo run-in-after-reap || echo run-in-during-reap",
+                done.display()
+            ))
+            .spawn();
+        b.wait_blocked(&mut run);
+        assert!(!run.has_exited(), "{}", run.report());
+        assert_eq!(run.stdout_so_far(), "", "the run started during the reap");
 
-    release(&fifo);
-    jan.expect_stderr(&format!("{D}: reaped"));
-    jan.wait().expect_code(0);
-    run.expect_stdout("run-in-after-reap");
-    run.wait().expect_code(0);
-    assert!(!sb.lockfile(D).exists());
-}
+        release(&fifo);
+        jan.expect_stderr(&format!("{D}: reaped"));
+        jan.wait().expect_code(0);
+        run.expect_stdout("run-in-after-reap");
+        run.wait().expect_code(0);
+        assert!(!b.has_claim(D));
+    }
+);
 
-#[test]
-fn case_08_two_overlapping_janitors_exactly_one_reaps() {
-    let sb = Sandbox::new();
-    orphan(&sb, D);
-    let (script, fifo) = slow_reap(&sb);
-    let mut first = janitor(&sb, &[], &script).spawn();
-    first.expect_stderr(&format!("reaping-{D}"));
+both_backends!(
+    case_08_two_overlapping_janitors_exactly_one_reaps,
+    |b: &Backend| {
+        let sb = b.sb();
+        orphan_on(b, D);
+        let (script, fifo) = slow_reap(sb);
+        let mut first = on(b, janitor(sb, &[], &script)).spawn();
+        first.expect_stderr(&format!("reaping-{D}"));
 
-    // The second pass runs entirely while the first one reaps: it examines
-    // nothing (one pass at a time, SPEC §4).
-    let second = janitor(&sb, &["-v", "--json"], &script).run();
-    second
-        .expect_code(0)
-        .expect_stderr("another janitor pass is running");
-    assert_eq!(second.stdout, "", "the second pass examined a domain");
-    // While it reaps, the claim carries the janitor's own record.
-    let record = std::fs::read_to_string(sb.lockfile(D)).unwrap();
-    assert!(record.contains(r#""reaper":true"#), "{record}");
-    assert!(
-        record.contains(&format!(r#""pid":{}"#, first.pid())),
-        "{record}"
-    );
-    sb.tool("ccci-lock")
-        .args(["-n", "-v", D, "--", "true"])
-        .run()
-        .expect_code(75);
+        // The second pass runs entirely while the first one reaps: it examines
+        // nothing (one pass at a time, SPEC §4).
+        let second = on(b, janitor(sb, &["-v", "--json"], &script)).run();
+        second
+            .expect_code(0)
+            .expect_stderr("another janitor pass is running");
+        assert_eq!(second.stdout, "", "the second pass examined a domain");
+        // While it reaps, the claim carries the janitor's own record.
+        let record = b.claim_record(D);
+        assert!(record.contains(r#""reaper":true"#), "{record}");
+        assert!(
+            record.contains(&format!(r#""pid":{}"#, first.pid())),
+            "{record}"
+        );
+        b.tool("ccci-lock")
+            .args(["-n", "-v", D, "--", "true"])
+            .run()
+            .expect_code(75);
 
-    release(&fifo);
-    first
-        .wait()
-        .expect_code(0)
-        .expect_stderr(&format!("{D}: reaped"));
-    assert_eq!(calls(&sb).len(), 1, "reaped twice: {:?}", calls(&sb));
-    assert!(!sb.lockfile(D).exists());
-}
+        release(&fifo);
+        first
+            .wait()
+            .expect_code(0)
+            .expect_stderr(&format!("{D}: reaped"));
+        assert_eq!(calls(sb).len(), 1, "reaped twice: {:?}", calls(sb));
+        assert!(!b.has_claim(D));
+        assert_eq!(b.leftovers(), Vec::<String>::new());
+    }
+);
 
 #[test]
 fn case_08_racing_janitors_reap_each_orphan_exactly_once() {
@@ -279,58 +312,74 @@ fn case_08_racing_janitors_reap_each_orphan_exactly_once() {
     );
 }
 
-#[test]
-fn case_09_a_deployed_domain_without_a_lockfile_is_reaped_at_once() {
-    let sb = Sandbox::new();
-    make_lock_dir(&sb); // the host rebooted: the lock dir is back, its lockfiles are not
-    let script = reap_script(&sb, "test -e \"$CCCI_LOCK_FILE\" || exit 9");
-    let out = janitor(
-        &sb,
-        &["--deployed", "-", "--only", "*", "--min-age", "1h"],
-        &script,
-    )
-    .stdin_bytes(format!("# from abra app ls\n\n{D}\n"))
-    .run();
-    out.expect_code(0)
-        .expect_stderr(&format!("{D}: reaped (deployed, no lockfile)"));
-    assert_eq!(calls(&sb), [format!("{D}|{D}")]);
-    assert!(
-        !sb.lockfile(D).exists(),
-        "the new lockfile is removed after the reap"
-    );
-}
+both_backends!(
+    /// On files the host rebooted: the lock dir is back, its lockfiles are
+    /// not. The reap runs holding the domain: its new lockfile exists, or
+    /// on etcd COMMAND has a fencing token.
+    case_09_a_deployed_domain_without_a_lockfile_is_reaped_at_once,
+    |b: &Backend| {
+        let sb = b.sb();
+        let held = if b.is_etcd() {
+            "test -n \"$CCCI_LOCK_REVISION\" || exit 9"
+        } else {
+            make_lock_dir(sb);
+            "test -e \"$CCCI_LOCK_FILE\" || exit 9"
+        };
+        let script = reap_script(sb, held);
+        let out = on(
+            b,
+            janitor(
+                sb,
+                &["--deployed", "-", "--only", "*", "--min-age", "1h"],
+                &script,
+            ),
+        )
+        .stdin_bytes(format!("# from abra app ls\n\n{D}\n"))
+        .run();
+        out.expect_code(0)
+            .expect_stderr(&format!("{D}: reaped (deployed, no lockfile)"));
+        assert_eq!(calls(sb), [format!("{D}|{D}")]);
+        assert!(
+            !b.has_claim(D),
+            "the new claim is removed after the reap\n{out}"
+        );
+        assert_eq!(b.leftovers(), Vec::<String>::new(), "{out}");
+    }
+);
 
-#[test]
-fn case_10_a_lock_held_past_leak_after_is_flagged_and_not_stolen() {
-    let sb = Sandbox::new();
-    let mut holder = hold(&sb, D, "stuck-run");
-    touch(&sb, &sb.lockfile(D), "3 hours ago");
-    let script = reap_script(&sb, "exit 0");
+both_backends!(
+    case_10_a_lock_held_past_leak_after_is_flagged_and_not_stolen,
+    |b: &Backend| {
+        let sb = b.sb();
+        let (mut holder, _) = b.hold(D, &["--run-id", "stuck-run"]);
+        b.backdate_claim(D, 3 * 3600);
+        let script = reap_script(sb, "exit 0");
 
-    let out = janitor(&sb, &["--json"], &script).run();
-    out.expect_code(0)
-        .expect_stderr(&format!("{D}: possible leaked run"))
-        .expect_stderr(&format!("pid {}", holder.pid()))
-        .expect_stderr("'stuck-run'");
-    let lines = json_lines(&out.stdout);
-    assert_eq!(lines[0]["outcome"], "leaked");
-    assert_eq!(lines[0]["holder_pid"], holder.pid());
-    assert_eq!(lines[0]["run_id"], "stuck-run");
-    assert!(lines[0]["age_s"].as_u64().unwrap() >= 3 * 3600 - 60);
-    assert!(calls(&sb).is_empty(), "a leaked run was reaped");
-    assert_eq!(sb.try_lock(D), 75, "the lock was stolen");
+        let out = on(b, janitor(sb, &["--json"], &script)).run();
+        out.expect_code(0)
+            .expect_stderr(&format!("{D}: possible leaked run"))
+            .expect_stderr(&format!("pid {}", holder.pid()))
+            .expect_stderr("'stuck-run'");
+        let lines = json_lines(&out.stdout);
+        assert_eq!(lines[0]["outcome"], "leaked");
+        assert_eq!(lines[0]["holder_pid"], holder.pid());
+        assert_eq!(lines[0]["run_id"], "stuck-run");
+        assert!(lines[0]["age_s"].as_u64().unwrap() >= 3 * 3600 - 60);
+        assert!(calls(sb).is_empty(), "a leaked run was reaped");
+        assert_eq!(b.try_lock(D), 75, "the lock was stolen");
 
-    let later = janitor(&sb, &["--leak-after", "4h"], &script).run();
-    later.expect_code(0);
-    assert_eq!(
-        without_summary(&later.stderr),
-        Vec::<&str>::new(),
-        "held for 3h is not a leak with --leak-after 4h"
-    );
+        let later = on(b, janitor(sb, &["--leak-after", "4h"], &script)).run();
+        later.expect_code(0);
+        assert_eq!(
+            without_summary(&later.stderr),
+            Vec::<&str>::new(),
+            "held for 3h is not a leak with --leak-after 4h"
+        );
 
-    holder.send("");
-    holder.wait().expect_code(0);
-}
+        holder.send("");
+        holder.wait().expect_code(0);
+    }
+);
 
 #[test]
 fn case_11_warm_names_are_never_probed() {
