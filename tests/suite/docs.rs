@@ -574,10 +574,21 @@ fn test_fns(path: &Path, out: &mut BTreeSet<String>) {
             test_fns(&path, out);
         } else if path.extension().is_some_and(|e| e == "rs") {
             let text = read(&path);
-            let mut after_test = false;
+            let (mut after_test, mut after_macro) = (false, false);
             for line in text.lines().map(str::trim) {
                 if line.starts_with("#[test]") {
                     after_test = true;
+                } else if line.starts_with("both_backends!(") {
+                    // A case run on both backends: its name is the module
+                    // holding the two tests (`janitor::case_05_…::etcd`).
+                    after_macro = true;
+                } else if after_macro && !line.starts_with("///") && !line.starts_with("#[") {
+                    let name: String = line
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    out.insert(name);
+                    after_macro = false;
                 } else if after_test {
                     if let Some(rest) = line.strip_prefix("fn ").or(line.strip_prefix("pub fn ")) {
                         let name: String = rest
