@@ -58,7 +58,7 @@ otherwise status 125.";
 #[command(
     name = "ccci-abradir",
     version,
-    after_help = format!("{AFTER_HELP}\n\n{}\n\n{}", ccci_common::config::help_note(), exit::help_section()),
+    after_help = ccci_common::cli::after_help(AFTER_HELP),
     override_usage = "ccci-abradir [--run-id ID] [--pid PID] [--runs-dir DIR] [--canonical DIR] [--recipe NAME]...\n       ccci-abradir clean [--run-id ID] [--pid PID] [--runs-dir DIR]\n       ccci-abradir gc [--dry-run] [--runs-dir DIR]"
 )]
 pub struct Cli {
@@ -164,12 +164,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
-    #[test]
-    fn clap_definition_is_consistent() {
-        Cli::command().debug_assert();
-    }
+    ccci_common::clap_definition_test!(Cli);
 
     #[test]
     fn flags_work_on_either_side_of_clean() {

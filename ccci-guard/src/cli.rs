@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use ccci_common::duration;
-use ccci_common::exit::{self, Ended};
+use ccci_common::exit::Ended;
 use ccci_common::run::parse_pid;
 
 use crate::{
@@ -51,7 +51,7 @@ Environment:
 #[command(
     name = "ccci-guard",
     version,
-    after_help = format!("{AFTER_HELP}\n\n{}\n\n{}", ccci_common::config::help_note(), exit::help_section()),
+    after_help = ccci_common::cli::after_help(AFTER_HELP),
     override_usage = "ccci-guard [--parent PID] [--pdeathsig SIG|none] [--deadline DURATION]\n                  [--supervise] [--kill-after DURATION] -- COMMAND [ARG...]"
 )]
 pub struct Cli {
@@ -118,12 +118,8 @@ pub fn run(cli: Cli, started_with: u32) -> anyhow::Result<Ended> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
-    #[test]
-    fn clap_definition_is_consistent() {
-        Cli::command().debug_assert();
-    }
+    ccci_common::clap_definition_test!(Cli);
 
     #[test]
     fn defaults_and_the_double_dash() {

@@ -44,7 +44,7 @@ directories, none inside another: otherwise status 125.";
 #[command(
     name = "ccci-state",
     version,
-    after_help = format!("{AFTER_HELP}\n\n{}\n\n{}", ccci_common::config::help_note(), exit::help_section()),
+    after_help = ccci_common::cli::after_help(AFTER_HELP),
     override_usage = "ccci-state [--run-id ID] [--pid PID] [--state-dir DIR] env [--json]\n       \
                       ccci-state path NAME | get NAME [--default V] | set NAME VALUE | incr NAME [BY] | append NAME LINE\n       \
                       ccci-state clean | gc [--dry-run]"
@@ -280,12 +280,8 @@ fn gc(state_dir: &Path, dry_run: bool) -> anyhow::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
-    #[test]
-    fn clap_definition_is_consistent() {
-        Cli::command().debug_assert();
-    }
+    ccci_common::clap_definition_test!(Cli);
 
     #[test]
     fn flags_and_values() {

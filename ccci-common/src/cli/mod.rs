@@ -24,7 +24,8 @@
 //!
 //! What lives where: [`say`] writes stderr lines (tool prefix, time stamps,
 //! journal priorities); [`blame`] names where a bad value came from (below);
-//! this module is the frame itself.
+//! [`testing`] holds the check every tool's command-line tests share; this
+//! module is the frame itself.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -36,12 +37,25 @@ use crate::exit;
 
 pub mod blame;
 pub mod say;
+pub mod testing;
 
 pub use blame::{bad_value, checked, checked_path, given_on_command_line, quote, source};
 pub use say::{
     emit, emit_at, now_rfc3339, stamp_stderr, stderr_to_journal, tool, try_emit, try_emit_at,
     Priority,
 };
+
+/// The after-help text of every tool's `--help` (and so of its man page):
+/// the tool's own `notes`, then the configuration file's note
+/// ([`crate::config::help_note`]), then the exit-status table
+/// ([`exit::help_section`]). For clap's `after_help = …`.
+pub fn after_help(notes: &str) -> String {
+    format!(
+        "{notes}\n\n{}\n\n{}",
+        crate::config::help_note(),
+        exit::help_section()
+    )
+}
 
 /// Invalid input noticed after parsing (status 2). The message should quote
 /// the value, e.g. with [`crate::names::shell_quote`].
