@@ -376,8 +376,7 @@ mod tests {
     }
 
     fn world(catalogue: bool) -> World {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let tmp = ccci_common::fs::testing::private_tempdir();
         let root = tmp.path().join("abra");
         std::fs::create_dir_all(root.join("servers")).unwrap();
         if catalogue {

@@ -223,13 +223,7 @@ fn sweep_temporaries(locked: &Locked, dry_run: bool, out: &mut Vec<GcEntry>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    fn tmp() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        dir
-    }
+    use ccci_common::fs::testing::private_tempdir as tmp;
 
     fn me() -> RunKey {
         RunKey {

@@ -285,8 +285,7 @@ mod tests {
     #[test]
     fn a_trusted_file_is_refused_when_others_can_write_it() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let dir = crate::fs::testing::private_tempdir();
         let file = dir.path().join("ccci.conf");
         std::fs::write(&file, "CCCI_RUN_ID=x\n").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o620)).unwrap();

@@ -42,7 +42,8 @@
 //! What lives where: [`SafeDir`] here; the walk from `/` and its checks in
 //! `walk`; files opened through a [`SafeDir`] and their errors in `file`;
 //! a trusted file read by path (the configuration file, a password file) in
-//! `trusted`.
+//! `trusted`; the temporary directories unit tests use in [`testing`] (with
+//! the feature `testing`).
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -60,6 +61,8 @@ use crate::dirs::Role;
 use crate::names::quote_path;
 
 mod file;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod trusted;
 mod walk;
 

@@ -4,11 +4,7 @@ use super::*;
 use crate::dirs::LOCK_DIR;
 use std::os::unix::fs::{symlink, PermissionsExt};
 
-fn tmp() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    dir
-}
+use super::testing::private_tempdir as tmp;
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777

@@ -153,13 +153,8 @@ pub fn read_trusted_file_if_present(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::testing::private_tempdir as tmp;
     use std::os::unix::fs::{symlink, PermissionsExt};
-
-    fn tmp() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        dir
-    }
 
     #[test]
     fn a_trusted_file_is_read_only_when_safe() {
