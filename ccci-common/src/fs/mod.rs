@@ -122,9 +122,7 @@ impl SafeDir {
         let names = walk_components(path)
             .with_context(|| format!("cannot resolve {} {}", role.what, quote_path(path)))?;
         let mut here = PathBuf::from("/");
-        let mut fd = nix::fcntl::open("/", path_flags(), Mode::empty())
-            .with_context(|| format!("cannot open / for {} {}", role.what, quote_path(path)))?;
-        let mut st = nix::sys::stat::fstat(&fd).context("cannot stat /")?;
+        let (mut fd, mut st) = open_root(role, path)?;
         for (i, name) in names.iter().enumerate() {
             let last = i + 1 == names.len();
             let sticky = check_ancestor(role, path, &here, &st)?;
@@ -138,14 +136,7 @@ impl SafeDir {
                         Mode::from_bits_truncate(0o700),
                     ) {
                         Ok(()) | Err(Errno::EEXIST) => {}
-                        Err(e) => {
-                            return Err(anyhow::Error::new(e).context(format!(
-                                "cannot create {} (for {} {})",
-                                quote_path(&here),
-                                role.what,
-                                quote_path(path)
-                            )))
-                        }
+                        Err(e) => return Err(failed_on_the_way(e, "create", &here, role, path)),
                     }
                     open_dir_at(&fd, name, last)
                 }
@@ -165,12 +156,7 @@ impl SafeDir {
                     });
                 }
                 Err(OpenDir::Errno(e)) => {
-                    return Err(anyhow::Error::new(e).context(format!(
-                        "cannot open {} (for {} {})",
-                        quote_path(&here),
-                        role.what,
-                        quote_path(path)
-                    )))
+                    return Err(failed_on_the_way(e, "open", &here, role, path))
                 }
             };
             // Below a sticky directory only root and the entry's owner can

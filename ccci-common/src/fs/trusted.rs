@@ -33,9 +33,7 @@ pub fn open_trusted_file(role: &Role, path: &Path) -> anyhow::Result<Option<File
     let me = nix::unistd::geteuid().as_raw();
     let ours = |uid: u32| uid == 0 || uid == me;
     let mut here = PathBuf::from("/");
-    let mut fd = nix::fcntl::open("/", path_flags(), Mode::empty())
-        .with_context(|| format!("cannot open / for {} {}", role.what, quote_path(path)))?;
-    let mut st = nix::sys::stat::fstat(&fd).context("cannot stat /")?;
+    let (mut fd, mut st) = open_root(role, path)?;
     let mut sticky = check_ancestor(role, path, &here, &st)?;
     for name in dirs {
         here.push(name);
@@ -45,14 +43,7 @@ pub fn open_trusted_file(role: &Role, path: &Path) -> anyhow::Result<Option<File
             Err(OpenDir::NotDir(reason)) => {
                 return Err(refuse_ancestor(role, path, &here, reason, None));
             }
-            Err(OpenDir::Errno(e)) => {
-                return Err(anyhow::Error::new(e).context(format!(
-                    "cannot open {} (for {} {})",
-                    quote_path(&here),
-                    role.what,
-                    quote_path(path)
-                )))
-            }
+            Err(OpenDir::Errno(e)) => return Err(failed_on_the_way(e, "open", &here, role, path)),
         };
         if sticky && !ours(st.st_uid) {
             let reason = format!(

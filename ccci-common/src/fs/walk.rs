@@ -7,6 +7,7 @@ use std::io::{self};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
+use anyhow::Context;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode, SFlag};
@@ -109,6 +110,33 @@ pub(super) fn check_ancestor(
     );
     let fix = format!("chmod go-w {}", quote_path(here));
     Err(refuse_ancestor(role, path, here, &reason, Some(fix)))
+}
+
+/// `/`, where every walk starts (opened `O_PATH`), with its `fstat`; the
+/// walk is for `role`'s `path`, which errors name.
+pub(super) fn open_root(role: &Role, path: &Path) -> anyhow::Result<(OwnedFd, FileStat)> {
+    let fd = nix::fcntl::open("/", path_flags(), Mode::empty())
+        .with_context(|| format!("cannot open / for {} {}", role.what, quote_path(path)))?;
+    let st = nix::sys::stat::fstat(&fd).context("cannot stat /")?;
+    Ok((fd, st))
+}
+
+/// The error for a walk that could not `doing` ("open", "create") the
+/// directory `here` on the way to `role`'s `path`:
+/// `cannot open /a/b (for lock dir /a/b/c): <errno>`.
+pub(super) fn failed_on_the_way(
+    e: Errno,
+    doing: &str,
+    here: &Path,
+    role: &Role,
+    path: &Path,
+) -> anyhow::Error {
+    anyhow::Error::new(e).context(format!(
+        "cannot {doing} {} (for {} {})",
+        quote_path(here),
+        role.what,
+        quote_path(path)
+    ))
 }
 
 /// The components of `path`, made absolute against the current directory
