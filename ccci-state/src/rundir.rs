@@ -225,6 +225,19 @@ mod tests {
     use super::*;
     use ccci_common::fs::testing::private_tempdir as tmp;
 
+    /// Replaces the record of `begun`'s run dir with `record` (a harness
+    /// whose start time or pid namespace is not the run's), then unlocks.
+    fn forge(begun: Begun, record: &Record) {
+        begun
+            .locked
+            .dir()
+            .replace(
+                ccci_common::run::RECORD,
+                &serde_json::to_vec(record).unwrap(),
+            )
+            .unwrap();
+    }
+
     fn me() -> RunKey {
         RunKey {
             run_id: "t".into(),
@@ -258,15 +271,7 @@ mod tests {
         begun.locked.incr("deploys", 5).unwrap();
         let mut stale = Record::now(&key);
         stale.start_time = stale.start_time.map(|t| t + 1);
-        begun
-            .locked
-            .dir()
-            .replace(
-                ccci_common::run::RECORD,
-                &serde_json::to_vec(&stale).unwrap(),
-            )
-            .unwrap();
-        drop(begun);
+        forge(begun, &stale);
         assert!(state.lookup(&key).unwrap().is_none());
         let fresh = state.begin(&key).unwrap();
         assert_eq!(fresh.replaced, Some(stale));
@@ -335,15 +340,7 @@ mod tests {
         let begun = state.begin(&foreign).unwrap();
         let mut record = Record::now(&foreign);
         record.pid_ns = record.pid_ns.map(|ns| ns + 1);
-        begun
-            .locked
-            .dir()
-            .replace(
-                ccci_common::run::RECORD,
-                &serde_json::to_vec(&record).unwrap(),
-            )
-            .unwrap();
-        drop(begun);
+        forge(begun, &record);
         std::fs::write(t.path().join("not-a-run"), "x").unwrap();
 
         // A writer of the live run killed mid-write left its temporary.
