@@ -238,6 +238,14 @@ mod tests {
             .unwrap();
     }
 
+    /// A state dir of its own, in a temporary directory that lives as long
+    /// as the first value.
+    fn new_state() -> (tempfile::TempDir, StateDir) {
+        let t = tmp();
+        let state = StateDir::open(t.path(), true).unwrap().unwrap();
+        (t, state)
+    }
+
     fn me() -> RunKey {
         RunKey {
             run_id: "t".into(),
@@ -247,8 +255,7 @@ mod tests {
 
     #[test]
     fn begin_records_the_harness_and_reuses_a_live_dir() {
-        let t = tmp();
-        let state = StateDir::open(t.path(), true).unwrap().unwrap();
+        let (_t, state) = new_state();
         let key = me();
         let begun = state.begin(&key).unwrap();
         assert!(begun.replaced.is_none());
@@ -264,8 +271,7 @@ mod tests {
 
     #[test]
     fn a_stale_dir_is_replaced_and_ignored_by_readers() {
-        let t = tmp();
-        let state = StateDir::open(t.path(), true).unwrap().unwrap();
+        let (_t, state) = new_state();
         let key = me();
         let begun = state.begin(&key).unwrap();
         begun.locked.incr("deploys", 5).unwrap();
@@ -280,8 +286,7 @@ mod tests {
 
     #[test]
     fn locked_operations() {
-        let t = tmp();
-        let state = StateDir::open(t.path(), true).unwrap().unwrap();
+        let (_t, state) = new_state();
         let begun = state.begin(&me()).unwrap();
         let l = &begun.locked;
         assert_eq!(l.incr("deploys", 1).unwrap(), 1);
@@ -309,8 +314,7 @@ mod tests {
 
     #[test]
     fn clean_removes_everything_and_is_idempotent() {
-        let t = tmp();
-        let state = StateDir::open(t.path(), true).unwrap().unwrap();
+        let (_t, state) = new_state();
         let key = me();
         state.begin(&key).unwrap().locked.set("x", b"1").unwrap();
         assert!(state.run_path(&key).is_dir());
@@ -321,8 +325,7 @@ mod tests {
 
     #[test]
     fn gc_keeps_the_live_and_the_foreign_and_removes_the_gone() {
-        let t = tmp();
-        let state = StateDir::open(t.path(), true).unwrap().unwrap();
+        let (t, state) = new_state();
         let live = me();
         drop(state.begin(&live).unwrap());
         let mut child = std::process::Command::new("true").spawn().unwrap();
