@@ -100,7 +100,7 @@ With --json, one object per line with the same fields, plus parent (the PID a
 #[command(
     name = "ccci-lock",
     version,
-    after_help = format!("{AFTER_HELP}\n\n{}\n\n{}", ccci_common::config::help_note(), exit::help_section()),
+    after_help = ccci_common::cli::after_help(AFTER_HELP),
     override_usage = "ccci-lock [-n | -w DURATION] [--lock-dir DIR | --etcd URL[,URL...]] [--run-id ID] [--keep] [-v] DOMAIN... -- COMMAND [ARG...]\n       ccci-lock --hold --parent PID [-n | -w DURATION] [--lock-dir DIR] [--etcd URL[,URL...]] [--run-id ID] DOMAIN...\n       ccci-lock --release --parent PID [--lock-dir DIR] [--etcd URL[,URL...]] DOMAIN...\n       ccci-lock --list [--json] [--lock-dir DIR | --etcd URL[,URL...]]"
 )]
 #[command(group = clap::ArgGroup::new("held").args(["hold", "release"]))]
@@ -279,12 +279,8 @@ fn wait_of(cli: &Cli) -> Wait {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
-    #[test]
-    fn clap_definition_is_consistent() {
-        Cli::command().debug_assert();
-    }
+    ccci_common::clap_definition_test!(Cli);
 
     #[test]
     fn command_needs_the_double_dash() {
