@@ -24,9 +24,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
-use super::client::{int, CallError, Client};
+use super::client::{CallError, Client, ATTEMPT};
+use super::messages::{
+    Int, LeaseGrantRequest, LeaseGrantResponse, LeaseIdRequest, LeaseKeepAliveAnswer,
+    LeaseRevokeResponse,
+};
 
 /// A listener told when the lease is lost.
 pub type OnLost = Box<dyn FnOnce() + Send>;
@@ -78,15 +80,18 @@ impl Lease {
         deadline: Instant,
     ) -> Result<Lease, CallError> {
         let sent = boottime();
-        let answer = client.call(
+        let (answer, text): (LeaseGrantResponse, _) = client.call_answering(
             "/v3/lease/grant",
-            &json!({"TTL": ttl.as_secs().to_string()}),
+            &LeaseGrantRequest {
+                ttl: Int(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
+            },
             deadline,
+            ATTEMPT,
         )?;
-        let id = int(&answer["ID"]);
-        let granted = int(&answer["TTL"]);
+        let id = answer.id.0;
+        let granted = answer.ttl.0;
         if id == 0 || granted <= 0 {
-            return Err(CallError::Refused(grant_refused(&answer, id, granted)));
+            return Err(CallError::Refused(grant_refused(&answer, &text)));
         }
         // The server may raise a TTL below its minimum; its answer is the truth.
         let ttl = Duration::from_secs(granted as u64);
@@ -144,13 +149,18 @@ impl Lease {
     }
 }
 
-/// What a grant answer without a usable lease says happened.
-fn grant_refused(answer: &serde_json::Value, id: i64, granted: i64) -> String {
-    if let Some(error) = answer["error"].as_str().filter(|e| !e.is_empty()) {
+/// What a grant answer without a usable lease says happened; `text` is the
+/// answer as etcd wrote it.
+fn grant_refused(answer: &LeaseGrantResponse, text: &str) -> String {
+    let (id, granted) = (answer.id.0, answer.ttl.0);
+    if let Some(error) = answer.error.as_deref().filter(|e| !e.is_empty()) {
         return format!("etcd refused to grant a lease: {error}");
     }
     if id == 0 {
-        let text: String = answer.to_string().chars().take(200).collect();
+        // Shown compact, as any JSON value of it would be written.
+        let shown = serde_json::from_str::<serde_json::Value>(text)
+            .map_or_else(|_| text.to_string(), |v| v.to_string());
+        let text: String = shown.chars().take(200).collect();
         return format!("etcd's answer to the lease grant names no lease id: {text}");
     }
     format!(
@@ -209,12 +219,12 @@ fn keep_alive(client: &Client, id: i64, ttl: Duration, shared: &Shared) {
         let deadline = Instant::now() + alive_until.saturating_sub(sent);
         match client.call_trying(
             "/v3/lease/keepalive",
-            &json!({"ID": id.to_string()}),
+            &LeaseIdRequest { id: Int(id) },
             deadline,
             attempt,
         ) {
-            Ok(answer) => {
-                let granted = int(&answer["result"]["TTL"]);
+            Ok(LeaseKeepAliveAnswer { result }) => {
+                let granted = result.ttl.0;
                 if granted <= 0 {
                     return lose(shared); // expired or revoked on the server
                 }
@@ -248,9 +258,9 @@ impl Drop for Lease {
         }
         // Best effort: if etcd cannot be reached the lease expires by itself.
         let deadline = Instant::now() + self.ttl.min(Duration::from_secs(2));
-        let _ = self.client.call(
+        let _ = self.client.call::<_, LeaseRevokeResponse>(
             "/v3/lease/revoke",
-            &json!({"ID": self.id.to_string()}),
+            &LeaseIdRequest { id: Int(self.id) },
             deadline,
         );
     }
@@ -259,15 +269,22 @@ impl Drop for Lease {
 #[cfg(test)]
 mod tests {
     use super::grant_refused;
-    use serde_json::json;
+    use crate::etcd::messages::decode;
+
+    fn refused(text: &str) -> String {
+        grant_refused(&decode(text.as_bytes()).unwrap(), text)
+    }
 
     #[test]
     fn a_grant_without_a_lease_says_what_etcd_did() {
-        let zero = grant_refused(&json!({"ID": "7", "TTL": "0"}), 7, 0);
+        let zero = refused(r#"{"ID": "7", "TTL": "0"}"#);
         assert!(zero.contains("lease 7 with a TTL of 0s"), "{zero}");
-        let none = grant_refused(&json!({"header": {}}), 0, 0);
-        assert!(none.contains("names no lease id"), "{none}");
-        let error = grant_refused(&json!({"ID": "0", "error": "too many"}), 0, 0);
+        let none = refused(r#"{"header": {}}"#);
+        assert!(
+            none.contains("names no lease id: {\"header\":{}}"),
+            "{none}"
+        );
+        let error = refused(r#"{"ID": "0", "error": "too many"}"#);
         assert!(
             error.contains("refused to grant a lease: too many"),
             "{error}"

@@ -1,0 +1,233 @@
+//! A lock we hold on etcd ([`EtcdClaim`]): the claim written and removed
+//! only under our lock (invariant 2 of [`super`]: every write of `P/claim/D`
+//! is a transaction comparing our lock key's create revision, so a holder
+//! whose lease ended cannot touch it), and a lock lost reported at once
+//! (invariant 4: a watch on our own lock key, beside the lease's clock).
+
+use std::ffi::OsString;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use ccci_common::supervise::LossNotifier;
+
+use super::backend::{age_of, is_unreachable, Etcd};
+use super::lease::{Lease, OnLost};
+use super::messages::{
+    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest,
+    TxnResponse, B64,
+};
+use super::queue::{Queued, RETRY_PAUSE, WATCH_SESSION};
+use super::watch::Watched;
+use crate::{Claim, Holder};
+
+impl Etcd {
+    /// The claim of `domain`, whose lock `queued` is now ours.
+    pub(super) fn claim(
+        &self,
+        lease: Arc<Lease>,
+        domain: &str,
+        queued: Queued,
+        holder: Option<Holder>,
+    ) -> EtcdClaim {
+        EtcdClaim {
+            etcd: self.clone(),
+            lease,
+            domain: domain.to_string(),
+            queued,
+            holder,
+            released: false,
+            watching: None,
+        }
+    }
+}
+
+/// A lock we hold on etcd. Dropping it releases the lock (deletes our key)
+/// and keeps the claim.
+#[derive(Debug)]
+pub struct EtcdClaim {
+    etcd: Etcd,
+    lease: Arc<Lease>,
+    domain: String,
+    queued: Queued,
+    pub(super) holder: Option<Holder>,
+    released: bool,
+    /// Set to stop the watch on our lock key ([`Claim::watch_loss`]) before
+    /// we delete the key ourselves.
+    watching: Option<Arc<AtomicBool>>,
+}
+
+/// Watches our lock key `key` (created at `rev`) until `stop` is set, and
+/// reports a loss as soon as etcd deletes it: a lease revoked, the key
+/// deleted by hand, or the lease expired while we were cut off. Every event
+/// is checked with a read before it counts; etcd not answering is left to
+/// the lease's own clock.
+fn watch_key(etcd: &Etcd, key: &str, rev: i64, stop: &AtomicBool, lost: &LossNotifier) {
+    let mut from = rev + 1;
+    while !stop.load(Ordering::SeqCst) {
+        let until = Instant::now() + WATCH_SESSION;
+        let looked = match etcd.inner.client.watch_once(key, from, until) {
+            Ok(Watched::Quiet) if Instant::now() >= until => continue,
+            Ok(Watched::Deleted | Watched::Changed) => true,
+            // Ended early or failed: look, then pause before watching again.
+            Ok(Watched::Quiet) | Err(_) => false,
+        };
+        if let Ok(answer) =
+            etcd.call::<_, RangeResponse>("/v3/kv/range", &RangeRequest::key(key), None)
+        {
+            let ours = answer.first().map(|kv| kv.create_revision.0);
+            if ours != Some(rev) {
+                if !stop.load(Ordering::SeqCst) {
+                    lost.notify();
+                }
+                return;
+            }
+            from = from.max(answer.header.revision.0 + 1);
+        }
+        if !looked {
+            std::thread::sleep(RETRY_PAUSE);
+        }
+    }
+}
+
+impl EtcdClaim {
+    /// The fencing token: our lock key's create revision.
+    pub fn revision(&self) -> i64 {
+        self.queued.rev
+    }
+
+    /// Calls `listener` once if the lease under this lock is lost (at once
+    /// if it already is).
+    pub fn on_lost(&self, listener: OnLost) {
+        self.lease.on_lost(listener);
+    }
+
+    /// A transaction doing `ops` only while we own the lock. While the
+    /// lease lives, etcd not answering (a restart, a leader election) is
+    /// waited out: the lock is ours until the lease is lost. A refusal is
+    /// not: it would be refused again.
+    fn guarded(&self, ops: Vec<RequestOp>) -> anyhow::Result<TxnResponse> {
+        let txn = TxnRequest {
+            compare: vec![Compare::created_at(&self.queued.key, self.queued.rev)],
+            success: ops,
+            failure: vec![],
+        };
+        loop {
+            match self.etcd.txn(&txn, None) {
+                Err(e) if is_unreachable(&e) && !self.lease.is_lost() => {
+                    std::thread::sleep(RETRY_PAUSE)
+                }
+                answer => return answer,
+            }
+        }
+    }
+}
+
+impl Claim for EtcdClaim {
+    fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    fn stamp(&mut self, holder: &Holder) -> anyhow::Result<()> {
+        let key = self.etcd.claim_key(&self.domain);
+        let value = serde_json::to_vec(holder)?;
+        let answer = self.guarded(vec![RequestOp::Put(PutRequest {
+            key: B64::of(&key),
+            lease: None,
+            value: B64(value),
+        })])?;
+        if !answer.succeeded {
+            bail!(
+                "lost the lock of {} before its claim could be written",
+                self.domain
+            );
+        }
+        self.holder = Some(holder.clone());
+        Ok(())
+    }
+
+    fn age(&self) -> anyhow::Result<Duration> {
+        Ok(age_of(self.holder.as_ref()))
+    }
+
+    fn holder(&self) -> Option<Holder> {
+        self.holder.clone()
+    }
+
+    fn env(&self) -> Vec<(&'static str, OsString)> {
+        vec![
+            ("CCCI_LOCK_DOMAIN", self.domain.clone().into()),
+            ("CCCI_LOCK_REVISION", self.queued.rev.to_string().into()),
+        ]
+    }
+
+    /// Reported by the lease (lost by our clock, or etcd says it is gone:
+    /// noticed at the next keep-alive) and, at once, by a watch on our own
+    /// lock key: a revoked lease or a deleted key stops COMMAND within
+    /// about a round trip, whatever the TTL.
+    fn watch_loss(&mut self, notifier: LossNotifier) {
+        let notifier = Arc::new(notifier);
+        let by_lease = Arc::clone(&notifier);
+        self.lease.on_lost(Box::new(move || by_lease.notify()));
+        let stop = Arc::new(AtomicBool::new(false));
+        if let Some(old) = self.watching.replace(Arc::clone(&stop)) {
+            old.store(true, Ordering::SeqCst);
+        }
+        let etcd = self.etcd.clone();
+        let key = self.queued.key.clone();
+        let rev = self.queued.rev;
+        let spawned = ccci_common::sys::spawn_without_signals("etcd-watch-key", move || {
+            watch_key(&etcd, &key, rev, &stop, &notifier)
+        });
+        // Without the thread the lease still reports the loss, later.
+        drop(spawned);
+    }
+
+    fn remove(mut self) -> anyhow::Result<()> {
+        self.stop_watching();
+        let claim_key = self.etcd.claim_key(&self.domain);
+        let answer = self
+            .guarded(vec![
+                RequestOp::DeleteRange(DeleteRangeRequest::key(&claim_key)),
+                RequestOp::DeleteRange(DeleteRangeRequest::key(&self.queued.key)),
+            ])
+            .with_context(|| format!("cannot remove the claim of {}", self.domain))?;
+        if !answer.succeeded {
+            // Our key is gone. Either an attempt that timed out was applied
+            // after all (etcd answered late), or the lease ended first. With
+            // the claim gone there is nothing left to say: nothing stays for
+            // the janitor.
+            if matches!(self.etcd.read_claim(&self.domain, None), Ok(None)) {
+                self.released = true;
+                return Ok(());
+            }
+            bail!(
+                "lost the lock of {} before its claim could be removed; the claim stays for the janitor",
+                self.domain
+            );
+        }
+        self.released = true;
+        Ok(())
+    }
+}
+
+impl EtcdClaim {
+    /// Ends the watch on our key: what follows deletes it.
+    fn stop_watching(&mut self) {
+        if let Some(stop) = self.watching.take() {
+            stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for EtcdClaim {
+    fn drop(&mut self) {
+        self.stop_watching();
+        // A lost lease took the key with it; etcd may not answer anyway.
+        if !self.released && !self.lease.is_lost() {
+            self.etcd.withdraw(&self.queued.key);
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! A lock's queue: our key put under `P/lock/D/` (or found there), taken
+//! out, and waited on until it is the oldest (invariant 1 of [`super`]:
+//! owner = oldest key).
+//!
+//! Waiting uses etcd's watch, re-opened every [`WATCH_SESSION`], never an
+//! unbounded request; etcd not answering while the lease lives only
+//! delays the wait (invariant 6).
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+use super::backend::{is_unreachable, Etcd};
+use super::lease::Lease;
+use super::messages::{
+    Compare, DeleteRangeRequest, DeleteRangeResponse, Int, KeyValue, PutRequest, RangeRequest,
+    RequestOp, SortOrder, SortTarget, TxnRequest, B64,
+};
+use super::watch::Watched;
+
+/// How long one watch stays open before the waiter looks again.
+pub(super) const WATCH_SESSION: Duration = Duration::from_secs(5);
+/// The pause before a waiter asks again after etcd did not answer.
+pub(super) const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// A key we put in a lock's queue.
+#[derive(Debug)]
+pub(super) struct Queued {
+    pub(super) key: String,
+    pub(super) rev: i64,
+}
+
+/// A read of `key` alone, as one operation of a transaction.
+pub(super) fn range(key: &str) -> RequestOp {
+    RequestOp::Range(RangeRequest::key(key))
+}
+
+/// The key under `pfx` created first (`Ascend`) or last (`Descend`),
+/// without its value.
+fn end_of_queue(pfx: &str, order: SortOrder) -> RangeRequest {
+    RangeRequest {
+        sort_order: Some(order),
+        sort_target: Some(SortTarget::Create),
+        limit: Some(Int(1)),
+        keys_only: Some(true),
+        ..RangeRequest::prefix(pfx)
+    }
+}
+
+impl Etcd {
+    /// Puts our key in the queue of lock `name` (or finds it there) and
+    /// tells whether it is the oldest.
+    pub(super) fn enqueue(
+        &self,
+        name: &str,
+        lease: &Lease,
+        limit: Option<Instant>,
+    ) -> anyhow::Result<(Queued, bool)> {
+        self.enqueue_reading(name, lease, limit, None)
+            .map(|(queued, first, _)| (queued, first))
+    }
+
+    /// [`Etcd::enqueue`], also reading the key `also` in the same
+    /// transaction: when our key is the oldest, its value as it is under
+    /// our lock (`None`: no such key), with no second round trip.
+    pub(super) fn enqueue_reading(
+        &self,
+        name: &str,
+        lease: &Lease,
+        limit: Option<Instant>,
+        also: Option<&str>,
+    ) -> anyhow::Result<(Queued, bool, Option<KeyValue>)> {
+        let pfx = format!("{name}/");
+        let key = format!("{pfx}{:x}", lease.id());
+        let oldest = RequestOp::Range(end_of_queue(&pfx, SortOrder::Ascend));
+        let mut success = vec![
+            RequestOp::Put(PutRequest {
+                key: B64::of(&key),
+                lease: Some(Int(lease.id())),
+                value: B64::default(),
+            }),
+            oldest.clone(),
+        ];
+        let mut failure = vec![range(&key), oldest];
+        if let Some(also) = also {
+            success.push(range(also));
+            failure.push(range(also));
+        }
+        let answer = self.txn(
+            &TxnRequest {
+                compare: vec![Compare::created_at(&key, 0)],
+                success,
+                failure,
+            },
+            limit,
+        )?;
+        let rev = if answer.succeeded {
+            answer.header.revision.0
+        } else {
+            answer.range(0).first().map_or(0, |kv| kv.create_revision.0)
+        };
+        let first = answer.range(1).first().map_or(0, |kv| kv.create_revision.0);
+        if rev == 0 || first == 0 {
+            bail!("etcd gave an unexpected answer while locking {name}");
+        }
+        let read = also.and_then(|_| answer.range(2).first().cloned());
+        Ok((Queued { key, rev }, first == rev, read))
+    }
+
+    /// Takes our key out of a queue. Only our lease ever names it.
+    pub(super) fn withdraw(&self, key: &str) {
+        let _ = self.call::<_, DeleteRangeResponse>(
+            "/v3/kv/deleterange",
+            &DeleteRangeRequest::key(key),
+            None,
+        );
+    }
+
+    /// Waits until `queued` is the oldest key of lock `name` or `limit`
+    /// passes (`Ok(false)`). While the lease lives, etcd being briefly
+    /// unreachable (a restart, a leader election) only delays the wait:
+    /// the waiter keeps its place until the lease itself is lost.
+    pub(super) fn wait_turn(
+        &self,
+        name: &str,
+        queued: &Queued,
+        lease: &Lease,
+        limit: Option<Instant>,
+        mut waiting: impl FnMut(),
+    ) -> anyhow::Result<bool> {
+        let pfx = format!("{name}/");
+        let can_retry = || !lease.is_lost() && limit.is_none_or(|l| Instant::now() < l);
+        loop {
+            // Our key (still ours?), the newest key older than ours, and
+            // the oldest key.
+            let look = TxnRequest {
+                compare: vec![],
+                success: vec![
+                    range(&queued.key),
+                    RequestOp::Range(RangeRequest {
+                        max_create_revision: Some(Int(queued.rev - 1)),
+                        ..end_of_queue(&pfx, SortOrder::Descend)
+                    }),
+                    RequestOp::Range(end_of_queue(&pfx, SortOrder::Ascend)),
+                ],
+                failure: vec![],
+            };
+            let answer = match self.txn(&look, limit) {
+                Ok(answer) => answer,
+                Err(e) if is_unreachable(&e) && can_retry() => {
+                    std::thread::sleep(RETRY_PAUSE);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let ours = answer.range(0).first().map(|kv| kv.create_revision.0);
+            if ours != Some(queued.rev) {
+                bail!(
+                    "lost the lease while waiting for {name}: etcd removed our place in the queue"
+                );
+            }
+            let before = answer.range(1);
+            let Some(before) = before.first() else {
+                return Ok(true);
+            };
+            waiting();
+            let session_end = Instant::now() + WATCH_SESSION;
+            let until = limit.map_or(session_end, |l| l.min(session_end));
+            if limit.is_some_and(|l| Instant::now() >= l) {
+                return Ok(false);
+            }
+            let key = String::from_utf8_lossy(&before.key.0).into_owned();
+            let from = answer.header.revision.0 + 1;
+            // When the key before ours is the oldest, its deletion makes
+            // ours the oldest: no key created later can be older than ours.
+            // Taking the lock then needs no second look (the claim's
+            // guarded write still checks that our key is there).
+            let oldest = answer.range(2).first().map(|kv| kv.create_revision.0);
+            let next_is_oldest = oldest.is_some() && oldest == Some(before.create_revision.0);
+            // A watch otherwise only tells us when to look again; a failed
+            // one means looking again a little later.
+            match self.inner.client.watch_once(&key, from, until) {
+                Ok(Watched::Deleted) if next_is_oldest => return Ok(true),
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(RETRY_PAUSE),
+            }
+        }
+    }
+}
