@@ -25,9 +25,9 @@
 //!   and no redirect is followed: the endpoints are the ones given.
 //!
 //! This file holds the transport (endpoints, retries, bounds, errors); the
-//! TLS settings are in [`super::tls`], the token in [`super::auth`], the
-//! watch stream in [`super::watch`], and the messages sent and read in
-//! [`super::messages`].
+//! TLS settings are in `tls.rs`, the token in `auth.rs`, the
+//! watch stream in `watch.rs`, and the messages sent and read in
+//! `messages.rs`.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -61,9 +61,14 @@ where
 }
 
 /// Reads an answer of the gateway. Only text that is not JSON is an error;
-/// JSON of another shape than `T` reads as `T`'s default.
+/// JSON of another shape than `T` reads as `T`'s default. The answer is
+/// read straight into `T` (fields that `T` does not name are skipped, not
+/// kept); only when that fails is it read again, to tell the two apart.
 pub fn decode<T: DeserializeOwned + Default>(text: &[u8]) -> Result<T, serde_json::Error> {
-    Ok(serde_json::from_slice::<Lenient<T>>(text)?.or_default())
+    match serde_json::from_slice::<T>(text) {
+        Ok(answer) => Ok(answer),
+        Err(_) => serde_json::from_slice::<IgnoredAny>(text).map(|_| T::default()),
+    }
 }
 
 /// An int64 field: written as a JSON string; read from a string or a

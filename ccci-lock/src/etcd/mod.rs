@@ -55,17 +55,17 @@
 //!
 //! # Where what lives
 //!
-//! - [`config`]: the checked settings ([`Config`], [`Tls`], [`Auth`]) and
-//!   the checks of names that become parts of keys; [`args`]: the flags.
-//! - [`backend`]: [`Etcd`], its lease and keys, and the [`Backend`]
-//!   operations; [`queue`]: a lock's queue (enqueue, withdraw, wait for
-//!   one's turn); [`claim`]: [`EtcdClaim`], a lock held and its claim;
-//!   [`scan`]: what the janitor and `--list` read, and the janitor's pass
+//! - `config.rs`: the checked settings ([`Config`], [`Tls`], [`Auth`]) and
+//!   the checks of names that become parts of keys; `args.rs`: the flags.
+//! - `backend.rs`: [`Etcd`], its lease and keys, and the [`Backend`]
+//!   operations; `queue.rs`: a lock's queue (enqueue, withdraw, wait for
+//!   one's turn); `claim.rs`: [`EtcdClaim`], a lock held and its claim;
+//!   `scan.rs`: what the janitor and `--list` read, and the janitor's pass
 //!   lock.
-//! - [`lease`]: the process's lease and its keep-alive thread.
-//! - [`client`]: the transport to etcd's JSON gateway, with [`tls`],
-//!   [`auth`] and [`watch`]; [`messages`]: the typed JSON it sends and
-//!   reads, in the gateway's [`encoding`].
+//! - `lease.rs`: the process's lease and its keep-alive thread.
+//! - `client.rs`: the transport to etcd's JSON gateway, with `tls.rs`,
+//!   `auth.rs` and `watch.rs`; `messages.rs`: the typed JSON it sends and
+//!   reads, in the gateway's `encoding.rs`.
 //!
 //! [`Backend`]: crate::Backend
 
