@@ -1,4 +1,11 @@
-//! Running REAP_COMMAND for one domain, under a deadline.
+//! Reaping one domain while the pass holds its claim.
+//!
+//! - [`Reaper`] runs the reap; [`ReapEnd`] says how it ended. The pass
+//!   stamps the claim with its own record (`"reaper": true`) first, removes
+//!   the claim when the reap succeeded, and puts the last holder's record
+//!   back when it failed, for the next pass.
+//!
+//! Running REAP_COMMAND for one domain, under a deadline ([`ReapCommand`]):
 //!
 //! - The reap runs as a child in a process group of its own, with the
 //!   domain as its last argument, `CCCI_DOMAIN` (and the claim's
@@ -23,7 +30,10 @@ use ccci_common::exit;
 use ccci_common::names::shell_quote_os;
 use ccci_common::supervise::{self, Program, Watch};
 
-use crate::{human, ReapEnd, Reaper};
+use ccci_lock::{Backend, Claim, Holder};
+
+use crate::pass::Pass;
+use crate::{human, Examined, Level, Outcome};
 
 /// The REAP_COMMAND of the command line.
 #[derive(Debug, Clone)]
@@ -110,5 +120,114 @@ impl Reaper for ReapCommand {
             detail,
             stop: outcome.received,
         }
+    }
+}
+
+/// How a reap ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReapEnd {
+    /// It succeeded (status 0): the claim may be removed.
+    pub ok: bool,
+    /// What happened, for the report.
+    pub detail: String,
+    /// A signal that asked us to stop while it ran: end the pass after it.
+    pub stop: Option<libc::c_int>,
+}
+
+/// Runs the reap of one domain, while the pass holds its lock.
+pub trait Reaper {
+    /// Reaps `domain`; `env` is the environment the reap gets
+    /// (`CCCI_DOMAIN`, and the claim's own).
+    fn reap(&mut self, domain: &str, env: &[(&'static str, OsString)]) -> ReapEnd;
+    /// Called once, before the pass's first reap, while that domain's
+    /// claim is held: `Err(why)` ends the pass there with nothing reaped
+    /// (125). The command-line janitor takes the records lock here and
+    /// reads the records of where the host's runs claim again
+    /// ([`ccci_lock::place`]). The default: ready.
+    fn ready(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<F: FnMut(&str, &[(&'static str, OsString)]) -> ReapEnd> Reaper for F {
+    fn reap(&mut self, domain: &str, env: &[(&'static str, OsString)]) -> ReapEnd {
+        self(domain, env)
+    }
+}
+
+/// The reap of a held claim.
+impl<B: Backend> Pass<'_, B> {
+    /// Runs the reap while holding `claim`, with our own record in it
+    /// (`"reaper": true`, so that a run waiting for the domain is told a
+    /// janitor is reaping it); removes the claim on success, and puts the
+    /// last holder's record back on failure, for the next pass's report.
+    /// The claim of an `adopted` host keeps naming that host while it is
+    /// reaped: a janitor that dies during the reap leaves it to the next
+    /// adopting pass, never to this host's own rules.
+    pub(crate) fn reap(
+        &mut self,
+        mut claim: B::Claim,
+        holder: Option<Holder>,
+        age: Option<Duration>,
+        why: &str,
+        adopted: Option<String>,
+    ) -> Examined {
+        let domain = claim.domain().to_string();
+        if !self.ready {
+            if let Err(why) = self.reaper.ready() {
+                // Given back as found: removed if this pass created it.
+                let kept = claim.give_up().err();
+                self.summary.refused = true;
+                let kept = kept.map_or(String::new(), |e| format!(" ({e:#})"));
+                let detail = format!("not reaped: {why}{kept}");
+                return Examined::new(&domain, Outcome::Skipped, Level::Error, detail.into())
+                    .with(holder, age);
+            }
+            self.ready = true;
+        }
+        let mut env = claim.env();
+        env.push(("CCCI_DOMAIN", domain.clone().into()));
+        let mut reaper = Holder {
+            reaper: Some(true),
+            ..Holder::this_process(None)
+        };
+        if adopted.is_some() {
+            reaper.host = adopted;
+        }
+        // The record is diagnostics only: a claim we cannot write is still
+        // ours to reap.
+        let _ = claim.stamp(&reaper);
+        let end = self.reaper.reap(&domain, &env);
+        if end.stop.is_some() {
+            self.summary.stopped_by = end.stop;
+        }
+        let (outcome, level, detail) = if end.ok {
+            match claim.remove() {
+                Ok(()) => (Outcome::Reaped, Level::Action, format!("reaped ({why})")),
+                Err(e) => {
+                    self.summary.errors = true;
+                    (
+                        Outcome::Failed,
+                        Level::Error,
+                        format!("reaped ({why}), but the lockfile stays: {e:#}"),
+                    )
+                }
+            }
+        } else {
+            if let Some(last) = &holder {
+                let _ = claim.stamp(last);
+            }
+            drop(claim);
+            self.summary.reap_failed = true;
+            (
+                Outcome::Failed,
+                Level::Error,
+                format!(
+                    "reap failed: {} ({why}); lockfile kept for the next pass",
+                    end.detail
+                ),
+            )
+        };
+        Examined::new(&domain, outcome, level, detail.into()).with(holder, age)
     }
 }

@@ -1,9 +1,11 @@
 //! The decisions of a pass, on a real lock dir with real flocks; the reap is
 //! a closure that records what it was given.
 
-use std::time::SystemTime;
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::time::{Duration, SystemTime};
 
-use ccci_lock::{Acquired, FlockClaim, FlockDir, Wait};
+use ccci_lock::{Acquired, Backend, Claim, FlockClaim, FlockDir, Holder, PassLock, Probe, Wait};
 
 use super::*;
 use ccci_common::exit::Ended;
