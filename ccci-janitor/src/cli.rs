@@ -1,31 +1,23 @@
-//! The `ccci-janitor` command line (SPEC §4): the clap definition and the
-//! code that runs one pass with it.
+//! The `ccci-janitor` command line (SPEC §4): the clap definition, the
+//! checks of flags that need no file, and the dispatch to `--print-config`,
+//! `--check` ([`crate::check`]) or one pass ([`crate::one_pass`]), with the
+//! summary line and the `--metrics` file after it.
 
-use ccci_common::names::quote_path;
 use std::ffi::OsString;
-use std::io::{Read, Write};
-
-use anyhow::Context;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
-use ccci_common::args::{self, LockDirArg};
+use ccci_common::args::LockDirArg;
 use ccci_common::cli::UsageError;
+use ccci_common::duration;
 use ccci_common::exit::{self, Ended};
-use ccci_common::names::shell_quote_os;
-use ccci_common::{dirs, duration, say};
-use ccci_lock::place::Place;
-use ccci_lock::{Backend, FlockDir, PassLock};
 
-use crate::boot::{Seen, Verdict};
-use crate::reap::ReapCommand;
+use crate::inputs::{is_stdin, read_input, where_and_which};
+use crate::one_pass::one_pass;
 use crate::tally::{MetricsFile, Tally};
-use crate::{
-    candidates, missing_lock_dir, pass, read_deployed, read_patterns, Examined, Glob, Level,
-    MissingLockDir, NoClaims, Patterns, Settings,
-};
+use crate::{read_deployed, Glob};
 
 const AFTER_HELP: &str = "\
 One pass at a time: a pass holds <lock dir>/.janitor.lock for its whole
@@ -215,25 +207,6 @@ fn adopt_host(value: &str) -> Result<String, String> {
     Ok(value.to_string())
 }
 
-fn is_stdin(path: &Option<PathBuf>) -> bool {
-    path.as_deref() == Some(Path::new("-"))
-}
-
-fn read_input(path: &Path, flag: &str) -> Result<(String, String), UsageError> {
-    let (source, bytes) = if path == Path::new("-") {
-        let mut bytes = Vec::new();
-        let read = std::io::stdin().lock().read_to_end(&mut bytes);
-        (format!("{flag} (stdin)"), read.map(|_| bytes))
-    } else {
-        let source = format!("{flag} {}", shell_quote_os(path.as_os_str()));
-        (source, std::fs::read(path))
-    };
-    match bytes {
-        Ok(bytes) => Ok((String::from_utf8_lossy(&bytes).into_owned(), source)),
-        Err(e) => Err(UsageError(format!("cannot read {source}: {e}"))),
-    }
-}
-
 /// `export KEY='VALUE'` for every key of the configuration file that the
 /// environment or the file sets (the file's values are in the environment
 /// by now), single-quoted byte for byte.
@@ -252,65 +225,9 @@ fn config_exports() -> Vec<u8> {
     out
 }
 
-/// The patterns of the variable `var` (`CCCI_ONLY`, `CCCI_WARM`):
-/// space-separated; a bad one is a usage error naming the variable (and
-/// the configuration file's line when the file set it).
-fn patterns_of_variable(var: &str) -> Result<Vec<Glob>, UsageError> {
-    let Some(value) = std::env::var_os(var) else {
-        return Ok(Vec::new());
-    };
-    let source = ccci_common::config::variable_source(var);
-    let text = value.to_str().ok_or_else(|| {
-        UsageError(format!(
-            "{source}={} is not valid UTF-8",
-            ccci_common::cli::quote(&value)
-        ))
-    })?;
-    text.split_whitespace()
-        .map(|p| {
-            Glob::parse(p).map_err(|why| {
-                UsageError(format!(
-                    "{source}={} is not valid: pattern {}: {why}",
-                    ccci_common::names::shell_quote(text),
-                    ccci_common::names::shell_quote(p)
-                ))
-            })
-        })
-        .collect()
-}
-
-/// The patterns of `flag` and of its `-file` variant; when neither is
-/// given, those of the variable `var` (SPEC §4: the flags replace it).
-fn patterns(
-    globs: &[Glob],
-    file: Option<&Path>,
-    file_flag: &str,
-    var: &str,
-) -> anyhow::Result<Option<Patterns>> {
-    let mut all = globs.to_vec();
-    if all.is_empty() && file.is_none() {
-        all = patterns_of_variable(var)?;
-    }
-    if let Some(path) = file {
-        let (text, source) = read_input(path, file_flag)?;
-        let read = read_patterns(&text, &source)?;
-        if read.is_empty() {
-            return Err(UsageError(format!(
-                "{source} names no pattern: it would match no domain"
-            ))
-            .into());
-        }
-        all.extend(read);
-    }
-    if all.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(Patterns::new(all)?))
-}
-
 /// Checks the flags that need no file, so a bad command line is refused
 /// before anything is read.
-fn check_flags(cli: &Cli) -> Result<(), UsageError> {
+pub(crate) fn check_flags(cli: &Cli) -> Result<(), UsageError> {
     check_flags_for_stdin(cli)?;
     let only_from_env = std::env::var_os("CCCI_ONLY").is_some_and(|v| !v.is_empty());
     if cli.deployed.is_some() && cli.only.is_empty() && cli.only_file.is_none() && !only_from_env {
@@ -383,29 +300,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
     Ok(ended)
 }
 
-/// Where the janitor looks (etcd, else the lock dir) and which domains
-/// are CI apps and which are warm: from the flags, else `CCCI_ONLY` and
-/// `CCCI_WARM`.
-fn where_and_which(
-    cli: &Cli,
-) -> anyhow::Result<(Option<ccci_lock::etcd::Config>, Option<Patterns>, Patterns)> {
-    let etcd = cli.etcd.config()?;
-    let only = patterns(
-        &cli.only,
-        cli.only_file.as_deref(),
-        "--only-file",
-        "CCCI_ONLY",
-    )?;
-    let warm = patterns(
-        &cli.warm,
-        cli.warm_file.as_deref(),
-        "--warm-file",
-        "CCCI_WARM",
-    )?
-    .unwrap_or_default();
-    Ok((etcd, only, warm))
-}
-
 /// `--check`: see [`crate::check`].
 fn check(cli: &Cli) -> anyhow::Result<u8> {
     check_flags_for_stdin(cli)?;
@@ -430,347 +324,6 @@ fn check(cli: &Cli) -> anyhow::Result<u8> {
         flags: crate::check::FLAGS,
     };
     crate::check::run(&inputs, cli.json)
-}
-
-/// One pass, counted in `tally`; how the process ends.
-fn one_pass(cli: &Cli, tally: &Tally) -> anyhow::Result<Ended> {
-    // Every input is read and checked before the lock dir is touched.
-    check_flags(cli)?;
-    let (etcd, only, warm) = where_and_which(cli)?;
-    let deployed = match &cli.deployed {
-        Some(path) => {
-            let (text, source) = read_input(path, "--deployed")?;
-            let (domains, warnings) = read_deployed(&text, &source);
-            for warning in warnings {
-                ccci_common::say_warning!("{warning}");
-            }
-            Some(domains)
-        }
-        None => None,
-    };
-    tally.set_backend(match &etcd {
-        Some(config) => Place::etcd(&config.endpoints, &config.prefix).to_string(),
-        None => "in lockfiles".into(),
-    });
-    let settings = Settings {
-        deployed,
-        only,
-        warm,
-        min_age: cli.min_age,
-        leak_after: cli.leak_after,
-        dry_run: cli.dry_run,
-        exact: cli.verbose || cli.json,
-        hosts: None,
-    };
-    if etcd.is_none() && !cli.adopt_host.is_empty() {
-        return Err(UsageError(
-            "--adopt-host needs --etcd (or CCCI_ETCD_ENDPOINTS): a lock dir holds the claims of \
-             one host only"
-                .into(),
-        )
-        .into());
-    }
-    let lock_dir = cli.lock_dir.resolve()?;
-    args::check_apart(&dirs::LOCK_DIR, &lock_dir)?;
-    if etcd.is_none() {
-        tally.set_backend(format!(
-            "lockfiles in {}",
-            ccci_common::names::quote_path(&lock_dir)
-        ));
-    }
-    if let Some(config) = etcd {
-        // The host's lock dir holds only the record of where its runs
-        // claim; missing, no run of this host ever claimed.
-        let place = Place::etcd(&config.endpoints, &config.prefix);
-        let local = FlockDir::open(&lock_dir, false)?;
-        let here = Here {
-            local: local.as_ref(),
-            lock_dir: &lock_dir,
-            place,
-            records: match &local {
-                Some(local) => RecordsAt::Dir(local),
-                None => RecordsAt::Create(&lock_dir),
-            },
-        };
-        let hosts = match crate::Hosts::here(cli.adopt_host.clone()) {
-            Ok(hosts) => hosts,
-            Err(why) => {
-                say!("{why}: nothing probed, nothing reaped");
-                return Ok(Ended::Code(exit::TOOL_FAILED));
-            }
-        };
-        let backend = ccci_lock::etcd::Etcd::for_janitor_of(config, &hosts.this);
-        let settings = Settings {
-            hosts: Some(hosts),
-            ..settings
-        };
-        return run_pass(cli, &settings, &backend, &here, tally);
-    }
-    // What the last pass saw: tells a reboot from a lock dir removed or
-    // replaced under this boot (crate::boot).
-    let boot_id = crate::boot::boot_id()?;
-    let record = crate::boot::recall(&lock_dir)?;
-    let opened = FlockDir::open(&lock_dir, false)?;
-    let identity = |dir: &FlockDir| {
-        dir.identity()
-            .with_context(|| format!("cannot examine lock dir {}", quote_path(&lock_dir)))
-    };
-    let now = opened.as_ref().map(identity).transpose()?;
-    if let Verdict::Removed(now) = Seen::judge(record.seen.as_ref(), &boot_id, now) {
-        say!("{}", crate::boot::refusal(&lock_dir, &record, now));
-        return Ok(Ended::Code(exit::TOOL_FAILED));
-    }
-    if let (Some(backend), Some(now)) = (opened, now) {
-        if !cli.dry_run {
-            crate::boot::remember(&lock_dir, &record, &boot_id, now)?;
-        }
-        let backend = backend.reuse_lock_table(LOCK_TABLE_AGE);
-        let here = Here {
-            local: None,
-            lock_dir: &lock_dir,
-            place: Place::Files,
-            records: RecordsAt::Dir(&backend),
-        };
-        return run_pass(cli, &settings, &backend, &here, tally);
-    }
-    // Only a dry run passes over no lock dir, and it never reaps.
-    let nowhere = Here {
-        local: None,
-        lock_dir: &lock_dir,
-        place: Place::Files,
-        records: RecordsAt::Create(&lock_dir),
-    };
-    let missing = match missing_lock_dir(&lock_dir) {
-        // A reboot takes every process with the lock dir: a live one that
-        // still has a file of it open says it was removed under live runs.
-        MissingLockDir::Rebooted => match crate::holder_of_removed(&lock_dir) {
-            Some((pid, file)) => MissingLockDir::Leave(format!(
-                "pid {pid} still holds {} of it, so it was removed under live runs, not by \
-                 a reboot",
-                quote_path(&file)
-            )),
-            None => MissingLockDir::Rebooted,
-        },
-        leave => leave,
-    };
-    match missing {
-        MissingLockDir::Leave(why) => {
-            say!(
-                "lock dir {} does not exist, and {why}: nothing probed, nothing reaped; \
-                 create it, or point the janitor at the runs' lock dir (--lock-dir, \
-                 CCCI_APP_LOCK_DIR in the configuration file)",
-                quote_path(&lock_dir)
-            );
-            Ok(Ended::Code(exit::TOOL_FAILED))
-        }
-        MissingLockDir::Rebooted if cli.dry_run => {
-            ccci_common::say_action!(
-                "lock dir {} does not exist (its parent is on a tmpfs: a reboot?); \
-                 dry run: it would be created and every deployed CI app reaped",
-                quote_path(&lock_dir)
-            );
-            run_pass(cli, &settings, &NoClaims, &nowhere, tally)
-        }
-        MissingLockDir::Rebooted => {
-            let Some(backend) = FlockDir::open(&lock_dir, true)? else {
-                anyhow::bail!(
-                    "lock dir {} vanished while being created",
-                    quote_path(&lock_dir)
-                );
-            };
-            ccci_common::say_action!(
-                "lock dir {} did not exist (its parent is on a tmpfs: a reboot?); created it",
-                quote_path(&lock_dir)
-            );
-            crate::boot::remember(&lock_dir, &record, &boot_id, identity(&backend)?)?;
-            let backend = backend.reuse_lock_table(LOCK_TABLE_AGE);
-            let here = Here {
-                records: RecordsAt::Dir(&backend),
-                ..nowhere
-            };
-            run_pass(cli, &settings, &backend, &here, tally)
-        }
-    }
-}
-
-/// The host this pass runs for: where it looks for claims, and the lock
-/// dir that records where the host's runs claim ([`ccci_lock::place`]).
-struct Here<'a> {
-    /// With etcd: the host's lock dir, when it exists (with files the
-    /// backend is the lock dir).
-    local: Option<&'a FlockDir>,
-    lock_dir: &'a Path,
-    place: Place,
-    /// The lock dir whose records the pass reads first, and whose records
-    /// lock it takes before its first reap.
-    records: RecordsAt<'a>,
-}
-
-/// Where the records lock is taken ([`ccci_lock::place`]).
-#[derive(Clone, Copy)]
-enum RecordsAt<'a> {
-    /// In this lock dir.
-    Dir(&'a FlockDir),
-    /// In the lock dir at this path, created when missing (a janitor on
-    /// etcd whose host's lock dir does not exist yet: a run that creates it
-    /// meanwhile must find the records lock there).
-    Create(&'a Path),
-}
-
-/// How long a pass waits for the records lock before its first reap: a
-/// run holds it only to write one small file.
-const RECORDS_WAIT: Duration = Duration::from_secs(10);
-
-/// The pass's reaper: before the first reap, the records lock of the
-/// host's lock dir and a second reading of its records
-/// ([`ccci_lock::place::before_reaping`]), held to the end of the pass and
-/// removed while held; then the reap command for each domain.
-struct RecordsFirst<'a> {
-    reap: ReapCommand,
-    here: &'a Here<'a>,
-    held: Option<ccci_lock::FlockClaim>,
-}
-
-impl crate::Reaper for RecordsFirst<'_> {
-    fn reap(&mut self, domain: &str, env: &[(&'static str, OsString)]) -> crate::ReapEnd {
-        self.reap.reap(domain, env)
-    }
-
-    fn ready(&mut self) -> Result<(), String> {
-        use ccci_lock::place::{before_reaping, refusal, Reaping};
-        let here = self.here;
-        let opened;
-        let dir = match here.records {
-            RecordsAt::Dir(dir) => dir,
-            RecordsAt::Create(path) => {
-                opened = FlockDir::open(path, true)
-                    .map_err(|e| format!("{e:#}"))?
-                    .ok_or_else(|| {
-                        format!("lock dir {} vanished while being created", quote_path(path))
-                    })?;
-                &opened
-            }
-        };
-        let wait = ccci_lock::Wait::AtMost(RECORDS_WAIT);
-        match before_reaping(dir, &here.place, wait).map_err(|e| format!("{e:#}"))? {
-            Reaping::Clear(lock) => {
-                self.held = Some(lock);
-                Ok(())
-            }
-            Reaping::Elsewhere(found) => Err(refusal(&here.place, here.lock_dir, &found)),
-            Reaping::Busy => Err(format!(
-                "the records lock of lock dir {} stayed busy for {} (a run writing where it \
-                 claims, stopped?)",
-                quote_path(here.lock_dir),
-                crate::human(RECORDS_WAIT)
-            )),
-        }
-    }
-}
-
-impl Drop for RecordsFirst<'_> {
-    fn drop(&mut self) {
-        if let Some(lock) = self.held.take() {
-            // Left behind, it is only an unlocked file the next taker locks.
-            let _ = ccci_lock::Claim::remove(lock);
-        }
-    }
-}
-
-/// How old the snapshot of the kernel's lock table may be that tells a
-/// young claim held (live) from free (young) in `-v` and `--json` reports:
-/// one reading per this long, not one per lockfile (see
-/// `ccci_lock::FlockDir::reuse_lock_table`). Reaping never depends on it.
-const LOCK_TABLE_AGE: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// One pass over the lock dir `backend`, under its pass lock.
-/// The pass lock is released (and removed) when this returns, before the
-/// process ends, also by a signal.
-fn run_pass<B: Backend>(
-    cli: &Cli,
-    settings: &Settings,
-    backend: &B,
-    here: &Here<'_>,
-    tally: &Tally,
-) -> anyhow::Result<Ended> {
-    let _pass_lock = match backend.pass_lock(!cli.dry_run)? {
-        PassLock::Busy => {
-            ccci_common::say_action!("another janitor pass is running: this one examines nothing");
-            return Ok(Ended::Code(exit::SUCCESS));
-        }
-        held_or_missing => held_or_missing,
-    };
-    // With etcd, the host's lock dir's pass lock too: one pass at a time
-    // reads and guards its records (see ccci_lock::place).
-    let _local_pass_lock = match here.local {
-        Some(local) => match local.pass_lock(!cli.dry_run)? {
-            PassLock::Busy => {
-                say!(
-                    "another janitor pass holds the pass lock of lock dir {}: this one \
-                     examines nothing",
-                    ccci_common::names::quote_path(here.lock_dir)
-                );
-                return Ok(Ended::Code(exit::SUCCESS));
-            }
-            held_or_missing => Some(held_or_missing),
-        },
-        None => None,
-    };
-    // Where the host's runs claim, read before anything is listed; a lock
-    // dir that does not exist yet records nothing.
-    if let RecordsAt::Dir(dir) = here.records {
-        let elsewhere = ccci_lock::place::elsewhere(dir.safe_dir(), &here.place)?;
-        if !elsewhere.is_empty() {
-            say!(
-                "{}",
-                ccci_lock::place::refusal(&here.place, here.lock_dir, &elsewhere)
-            );
-            return Ok(Ended::Code(exit::TOOL_FAILED));
-        }
-    }
-    let domains = candidates(backend, settings.deployed.as_ref())?;
-    let mut reaper = RecordsFirst {
-        reap: ReapCommand {
-            argv: cli.reap_command.clone(),
-            timeout: cli.reap_timeout,
-            verbose: cli.verbose,
-        },
-        here,
-        held: None,
-    };
-    let mut stdout = std::io::stdout().lock();
-    let mut examined_count = 0usize;
-    let mut report = |examined: &Examined| -> anyhow::Result<()> {
-        examined_count += 1;
-        tally.count(examined.outcome);
-        if cli.verbose || examined.level > Level::Info {
-            ccci_common::cli::try_emit_at(examined.level.priority(), format_args!("{examined}"))
-                .context("cannot write to stderr")?;
-        }
-        if cli.json {
-            serde_json::to_writer(&mut stdout, &examined.json())
-                .map_err(std::io::Error::from)
-                .and_then(|()| stdout.write_all(b"\n"))
-                .and_then(|()| stdout.flush())
-                .context("cannot write --json to stdout")?;
-        }
-        Ok(())
-    };
-    let summary = match pass(backend, settings, &domains, &mut reaper, &mut report) {
-        Ok(summary) => summary,
-        Err(e) => {
-            // Nothing examined after this point was touched.
-            say!(
-                "pass cut short after {examined_count} of {} domains: {e:#}",
-                domains.len()
-            );
-            return Ok(Ended::Code(exit::TOOL_FAILED));
-        }
-    };
-    if let Some(sig) = summary.stopped_by {
-        ccci_common::say_warning!("stopped by SIG{}", ccci_common::sys::signal_name(sig));
-    }
-    Ok(summary.ended())
 }
 
 #[cfg(test)]

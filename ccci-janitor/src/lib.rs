@@ -63,9 +63,10 @@
 //! - [`reap`]: the [`Reaper`], the reap of a held claim, and REAP_COMMAND;
 //! - [`lockdir`]: a missing lock dir ([`missing_lock_dir`], [`NoClaims`]);
 //! - [`boot`]: a reboot told from a lock dir removed under live runs;
-//! - [`inputs`]: the `--deployed` list and the pattern files ([`glob`]);
-//! - [`cli`]: the command line, and one pass run from it; [`check`] is
-//!   `--check`, [`tally`] the summary line and `--metrics`.
+//! - [`inputs`]: the `--deployed` list and the patterns ([`glob`]);
+//! - [`cli`]: the command line; [`one_pass`](mod@one_pass) runs a pass from
+//!   it, [`records`] takes the records lock before its first reap;
+//!   [`check`] is `--check`, [`tally`] the summary line and `--metrics`.
 //!
 //! [`Backend`]: ccci_lock::Backend
 //! [`Backend::probe`]: ccci_lock::Backend::probe
@@ -87,9 +88,11 @@ pub mod glob;
 pub mod hosts;
 pub mod inputs;
 pub mod lockdir;
+pub(crate) mod one_pass;
 pub mod outcome;
 pub mod pass;
 pub mod reap;
+pub(crate) mod records;
 pub mod tally;
 
 pub use glob::{Glob, Patterns};
