@@ -116,7 +116,7 @@ Environment:
 #[command(
     name = "ccci-janitor",
     version,
-    after_help = format!("{AFTER_HELP}\n\n{}\n\n{}", ccci_common::config::help_note(), exit::help_section()),
+    after_help = ccci_common::cli::after_help(AFTER_HELP),
     override_usage = "ccci-janitor [--lock-dir DIR] [--deployed FILE|-] [--only GLOB]... [--only-file FILE]\n                    [--warm GLOB]... [--warm-file FILE]\n                    [--min-age DURATION] [--leak-after DURATION] [--reap-timeout DURATION]\n                    [--dry-run] [--json] [-v] -- REAP_COMMAND [ARG...]"
 )]
 pub struct Cli {
@@ -329,12 +329,8 @@ fn check(cli: &Cli) -> anyhow::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
-    #[test]
-    fn clap_definition_is_consistent() {
-        Cli::command().debug_assert();
-    }
+    ccci_common::clap_definition_test!(Cli);
 
     #[test]
     fn defaults_and_the_double_dash() {
