@@ -27,6 +27,12 @@
 //!    as COMMAND ended: with its exit status, or by its signal, re-raised on
 //!    itself without a core dump (SPEC §1 "Signal deaths propagate"), so a
 //!    `ccci-lock` around it sees the signal death and keeps its lockfile.
+//!
+//! # What lives where
+//!
+//! This file holds the guards (exec mode and the supervisor); [`cli`] the
+//! command line. Starting, forwarding and the kill timer are shared with
+//! `ccci-lock`, in `ccci_common::supervise`.
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)]

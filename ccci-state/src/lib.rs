@@ -48,6 +48,15 @@
 //! All directories are [`ccci_common::fs::SafeDir`]s (owned by us, 0700,
 //! never a symlink) and files are opened relative to them without following
 //! symlinks.
+//!
+//! # What lives where
+//!
+//! - [`rundir`]: the state dir and its run dirs (guarantees 1, 4 and 5).
+//! - [`files`]: the state files of one locked run dir (2 and 3).
+//! - [`location`]: where state file NAME of a run is.
+//! - [`cli`]: the command line.
+//! - this file: the harness's state files and the names of the dirs in
+//!   messages.
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
