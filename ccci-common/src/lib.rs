@@ -2,6 +2,7 @@
 //!
 //! - [`exit`]: the one exit-status table, as constants and as text for help
 //!   and man pages.
+//! - [`domain`]: [`Domain`], a DOMAIN checked once where it comes in, and [`DomainList`].
 //! - [`names`]: DOMAIN, run id and state NAME validation; quoting for messages (invisible characters shown) and for `export` lines.
 //! - [`duration`]: `90s`, `2m`, `1h30m`, `500ms`, bare seconds.
 //! - [`config`]: the one configuration file every tool and script reads.
@@ -31,6 +32,7 @@ pub mod args;
 pub mod cli;
 pub mod config;
 pub mod dirs;
+pub mod domain;
 pub mod duration;
 pub mod exit;
 pub mod fs;
@@ -44,3 +46,5 @@ pub mod supervise;
 pub mod sys;
 pub mod tree;
 pub mod users;
+
+pub use domain::{Domain, DomainList};
