@@ -15,6 +15,7 @@ use ccci_common::config;
 use ccci_common::exit;
 use ccci_common::fs::SafeDir;
 use ccci_common::names::quote_path;
+use ccci_common::Domain;
 use ccci_lock::place::{self, Place};
 use ccci_lock::Backend;
 
@@ -49,7 +50,7 @@ pub struct Inputs<'a> {
     /// The etcd settings, when the janitor looks there.
     pub etcd: Option<ccci_lock::etcd::Config>,
     /// `--deployed` was given.
-    pub deployed: Option<Vec<String>>,
+    pub deployed: Option<Vec<Domain>>,
     /// The CI patterns (flags or `CCCI_ONLY`).
     pub only: Option<Patterns>,
     /// The warm patterns (flags or `CCCI_WARM`).

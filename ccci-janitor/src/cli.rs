@@ -13,6 +13,7 @@ use ccci_common::args::LockDirArg;
 use ccci_common::cli::UsageError;
 use ccci_common::duration;
 use ccci_common::exit::{self, Ended};
+use ccci_common::Domain;
 
 use crate::inputs::{is_stdin, read_input, where_and_which};
 use crate::one_pass::one_pass;
@@ -307,7 +308,7 @@ fn check(cli: &Cli) -> anyhow::Result<u8> {
     let deployed = match &cli.deployed {
         Some(path) => {
             let (text, source) = read_input(path, "--deployed")?;
-            let mut domains: Vec<String> = read_deployed(&text, &source).0.into_iter().collect();
+            let mut domains: Vec<Domain> = read_deployed(&text, &source).0.into_iter().collect();
             domains.sort();
             Some(domains)
         }

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use ccci_common::names::shell_quote;
+use ccci_common::Domain;
 use ccci_lock::{Backend, Holder};
 
 use crate::pass::{describe_last, Pass};
@@ -81,7 +82,7 @@ impl<B: Backend> Pass<'_, B> {
     /// A claim that is not this pass's to settle (see [`Whose`]).
     pub(crate) fn foreign(
         &self,
-        domain: &str,
+        domain: &Domain,
         whose: Whose<'_>,
         holder: Option<Holder>,
         age: Duration,

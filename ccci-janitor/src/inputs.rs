@@ -3,13 +3,15 @@
 //! the files or stdin they are read from. Every input is read and checked
 //! before the lock dir is touched; a malformed pattern is a usage error
 //! (status 2), since ignoring it could get a warm app reaped or leave a CI
-//! app behind.
+//! app behind. The deployed domains are parsed into [`Domain`]s here, where
+//! they come in; an invalid one is left out with a warning.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use ccci_common::cli::UsageError;
 use ccci_common::names::{shell_quote, shell_quote_os};
+use ccci_common::Domain;
 use ccci_lock::lockfile_name;
 use std::collections::HashSet;
 
@@ -25,15 +27,20 @@ fn meaningful_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     })
 }
 
-/// Reads a `--deployed` list. Names that are not valid domains cannot have
-/// a claim; they are left out, each with a warning in the second list.
-pub fn read_deployed(text: &str, source: &str) -> (HashSet<String>, Vec<String>) {
+/// Reads a `--deployed` list, parsing each name into a [`Domain`] here,
+/// where it comes in. Names that are not valid domains, or too long for a
+/// lockfile name, cannot have a claim; they are left out, each with a
+/// warning in the second list.
+pub fn read_deployed(text: &str, source: &str) -> (HashSet<Domain>, Vec<String>) {
     let mut domains = HashSet::new();
     let mut warnings = Vec::new();
     for (number, line) in meaningful_lines(text) {
-        match lockfile_name(line) {
-            Ok(_) => {
-                domains.insert(line.to_string());
+        let parsed = Domain::parse(line)
+            .map_err(|why| UsageError(format!("invalid domain {}: {why}", shell_quote(line))))
+            .and_then(|domain| lockfile_name(&domain).map(|_| domain));
+        match parsed {
+            Ok(domain) => {
+                domains.insert(domain);
             }
             Err(e) => warnings.push(format!("{source} line {number}: ignored: {e}")),
         }

@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use ccci_common::names::quote_path;
+use ccci_common::Domain;
 use ccci_lock::{lockfile_name, Backend, Holder, PassLock, Probe};
 
 /// What to do about a lock dir that does not exist (SPEC §4).
@@ -88,23 +89,23 @@ impl Backend for NoClaims {
 
     fn acquire(
         &self,
-        _: &str,
+        _: &Domain,
         _: ccci_lock::Wait,
         _: &mut dyn FnMut(Option<&Holder>),
     ) -> anyhow::Result<ccci_lock::Acquired<Self::Claim>> {
         anyhow::bail!("the lock dir does not exist")
     }
 
-    fn probe(&self, domain: &str) -> anyhow::Result<Probe<Self::Claim>> {
+    fn probe(&self, domain: &Domain) -> anyhow::Result<Probe<Self::Claim>> {
         lockfile_name(domain)?;
         Ok(Probe::Missing)
     }
 
-    fn create(&self, _: &str) -> anyhow::Result<Option<Self::Claim>> {
+    fn create(&self, _: &Domain) -> anyhow::Result<Option<Self::Claim>> {
         anyhow::bail!("the lock dir does not exist")
     }
 
-    fn domains(&self) -> anyhow::Result<Vec<String>> {
+    fn domains(&self) -> anyhow::Result<Vec<Domain>> {
         Ok(Vec::new())
     }
 

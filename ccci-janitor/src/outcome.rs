@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use ccci_common::Domain;
 use ccci_lock::Holder;
 use serde::Serialize;
 
@@ -96,7 +97,7 @@ pub enum Level {
 #[derive(Debug, Clone)]
 pub struct Examined {
     /// The domain.
-    pub domain: String,
+    pub domain: Domain,
     /// The outcome.
     pub outcome: Outcome,
     /// How loud it is.
@@ -118,7 +119,7 @@ impl std::fmt::Display for Examined {
 /// One `--json` line: exactly the keys of SPEC §4.
 #[derive(Debug, Serialize)]
 pub struct JsonLine<'a> {
-    domain: &'a str,
+    domain: &'a Domain,
     outcome: Outcome,
     holder_pid: Option<u32>,
     run_id: Option<&'a str>,
@@ -128,13 +129,13 @@ pub struct JsonLine<'a> {
 
 impl Examined {
     pub(crate) fn new(
-        domain: &str,
+        domain: &Domain,
         outcome: Outcome,
         level: Level,
         detail: Cow<'static, str>,
     ) -> Examined {
         Examined {
-            domain: domain.to_string(),
+            domain: domain.clone(),
             outcome,
             level,
             holder: None,

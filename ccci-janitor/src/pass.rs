@@ -10,7 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use ccci_common::names::shell_quote;
-use ccci_lock::{Backend, Claim, DomainList, Holder, Probe};
+use ccci_common::{Domain, DomainList};
+use ccci_lock::{Backend, Claim, Holder, Probe};
 
 use crate::hosts::{record_age, Whose};
 use crate::{human, Examined, Hosts, Level, Outcome, Patterns, Reaper, Summary};
@@ -19,7 +20,7 @@ use crate::{human, Examined, Hosts, Level, Outcome, Patterns, Reaper, Summary};
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     /// The deployed domains (`--deployed`), when a list was given.
-    pub deployed: Option<HashSet<String>>,
+    pub deployed: Option<HashSet<Domain>>,
     /// The CI apps (`--only`, `--only-file`), when given: a domain that
     /// matches none is skipped before any file operation.
     pub only: Option<Patterns>,
@@ -45,13 +46,12 @@ pub struct Settings {
 /// once; they are held compactly ([`DomainList`]), once each.
 pub fn candidates<B: Backend>(
     backend: &B,
-    deployed: Option<&HashSet<String>>,
+    deployed: Option<&HashSet<Domain>>,
 ) -> anyhow::Result<DomainList> {
     let mut all = backend.domain_list()?;
     if let Some(deployed) = deployed {
         for domain in deployed {
-            // read_deployed kept only valid domains, which all fit.
-            all.push(domain)?;
+            all.push(domain);
         }
         all.sort_dedup();
     }
@@ -91,10 +91,10 @@ pub fn pass<B: Backend>(
         ready: false,
     };
     for domain in domains.iter() {
-        let examined = pass.examine(domain).unwrap_or_else(|e| {
+        let examined = pass.examine(&domain).unwrap_or_else(|e| {
             pass.summary.errors = true;
             Examined::new(
-                domain,
+                &domain,
                 Outcome::Failed,
                 Level::Error,
                 format!("error: {e:#}").into(),
@@ -118,7 +118,7 @@ pub(crate) struct Pass<'a, B: Backend> {
     /// `--min-age` for people, written once for every young claim.
     pub(crate) min_age: String,
     /// With [`Settings::hosts`]: every claim, as read at the start.
-    pub(crate) snapshot: HashMap<String, ccci_lock::Status>,
+    pub(crate) snapshot: HashMap<Domain, ccci_lock::Status>,
     /// [`Reaper::ready`] said yes.
     pub(crate) ready: bool,
 }
@@ -142,7 +142,7 @@ pub(crate) fn describe_last(holder: Option<&Holder>) -> String {
 }
 
 impl<B: Backend> Pass<'_, B> {
-    fn examine(&mut self, domain: &str) -> anyhow::Result<Examined> {
+    fn examine(&mut self, domain: &Domain) -> anyhow::Result<Examined> {
         let s = self.settings;
         if let Some(glob) = s.warm.first_match(domain) {
             let detail = format!(
@@ -223,13 +223,13 @@ impl<B: Backend> Pass<'_, B> {
         self.settle(domain, probe, true)
     }
 
-    fn deployed(&self, domain: &str) -> Option<bool> {
+    fn deployed(&self, domain: &Domain) -> Option<bool> {
         self.settings.deployed.as_ref().map(|d| d.contains(domain))
     }
 
     fn settle(
         &mut self,
-        domain: &str,
+        domain: &Domain,
         probe: Probe<B::Claim>,
         may_create: bool,
     ) -> anyhow::Result<Examined> {
@@ -263,7 +263,7 @@ impl<B: Backend> Pass<'_, B> {
     }
 
     /// A deployed domain without a claim: create it and reap at once.
-    fn create(&mut self, domain: &str) -> anyhow::Result<Examined> {
+    fn create(&mut self, domain: &Domain) -> anyhow::Result<Examined> {
         let why = "deployed, no lockfile";
         if self.settings.dry_run {
             return Ok(Examined::new(
@@ -287,7 +287,7 @@ impl<B: Backend> Pass<'_, B> {
     /// lock, when it can tell.
     fn held(
         &mut self,
-        domain: &str,
+        domain: &Domain,
         holder: Option<Holder>,
         age: Duration,
         locker: Option<u32>,
@@ -355,7 +355,7 @@ impl<B: Backend> Pass<'_, B> {
         recorded_host == host.as_str() && !ccci_common::proc::alive(pid)
     }
 
-    fn young(&self, domain: &str, holder: Option<Holder>, age: Duration) -> Examined {
+    fn young(&self, domain: &Domain, holder: Option<Holder>, age: Duration) -> Examined {
         // Written once per young lockfile of a -v pass: the age is
         // formatted in place, not into a string of its own first.
         let detail = format!(
@@ -368,7 +368,7 @@ impl<B: Backend> Pass<'_, B> {
 
     /// We hold the lock of an existing claim whose holder is gone.
     fn acquired(&mut self, claim: B::Claim) -> anyhow::Result<Examined> {
-        let domain = claim.domain().to_string();
+        let domain = claim.domain().clone();
         let age = claim.age()?;
         let holder = claim.holder();
         if age < self.settings.min_age {

@@ -29,6 +29,7 @@ use std::time::Duration;
 use ccci_common::exit;
 use ccci_common::names::shell_quote_os;
 use ccci_common::supervise::{self, Program, Watch};
+use ccci_common::Domain;
 
 use ccci_lock::{Backend, Claim, Holder};
 
@@ -47,11 +48,15 @@ pub struct ReapCommand {
 }
 
 impl ReapCommand {
-    fn command(&self, domain: &str, env: &[(&'static str, OsString)]) -> std::io::Result<Program> {
+    fn command(
+        &self,
+        domain: &Domain,
+        env: &[(&'static str, OsString)],
+    ) -> std::io::Result<Program> {
         let mut cmd = supervise::command(&self.argv).map_err(std::io::Error::other)?;
         let stdout = std::io::stderr().as_fd().try_clone_to_owned()?;
         let stdin = std::fs::File::open("/dev/null")?;
-        cmd.arg(domain)
+        cmd.arg(domain.as_str())
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(stdin.into())
             .stdout(stdout);
@@ -68,7 +73,7 @@ impl ReapCommand {
 }
 
 impl Reaper for ReapCommand {
-    fn reap(&mut self, domain: &str, env: &[(&'static str, OsString)]) -> ReapEnd {
+    fn reap(&mut self, domain: &Domain, env: &[(&'static str, OsString)]) -> ReapEnd {
         let failed = |detail: String| ReapEnd {
             ok: false,
             detail,
@@ -138,7 +143,7 @@ pub struct ReapEnd {
 pub trait Reaper {
     /// Reaps `domain`; `env` is the environment the reap gets
     /// (`CCCI_DOMAIN`, and the claim's own).
-    fn reap(&mut self, domain: &str, env: &[(&'static str, OsString)]) -> ReapEnd;
+    fn reap(&mut self, domain: &Domain, env: &[(&'static str, OsString)]) -> ReapEnd;
     /// Called once, before the pass's first reap, while that domain's
     /// claim is held: `Err(why)` ends the pass there with nothing reaped
     /// (125). The command-line janitor takes the records lock here and
@@ -149,8 +154,8 @@ pub trait Reaper {
     }
 }
 
-impl<F: FnMut(&str, &[(&'static str, OsString)]) -> ReapEnd> Reaper for F {
-    fn reap(&mut self, domain: &str, env: &[(&'static str, OsString)]) -> ReapEnd {
+impl<F: FnMut(&Domain, &[(&'static str, OsString)]) -> ReapEnd> Reaper for F {
+    fn reap(&mut self, domain: &Domain, env: &[(&'static str, OsString)]) -> ReapEnd {
         self(domain, env)
     }
 }
@@ -172,7 +177,7 @@ impl<B: Backend> Pass<'_, B> {
         why: &str,
         adopted: Option<String>,
     ) -> Examined {
-        let domain = claim.domain().to_string();
+        let domain = claim.domain().clone();
         if !self.ready {
             if let Err(why) = self.reaper.ready() {
                 // Given back as found: removed if this pass created it.
@@ -186,7 +191,7 @@ impl<B: Backend> Pass<'_, B> {
             self.ready = true;
         }
         let mut env = claim.env();
-        env.push(("CCCI_DOMAIN", domain.clone().into()));
+        env.push(("CCCI_DOMAIN", domain.as_str().into()));
         let mut reaper = Holder {
             reaper: Some(true),
             ..Holder::this_process(None)

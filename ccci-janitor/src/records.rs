@@ -19,6 +19,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ccci_common::names::quote_path;
+use ccci_common::Domain;
 use ccci_lock::place::Place;
 use ccci_lock::FlockDir;
 
@@ -63,7 +64,7 @@ pub(crate) struct RecordsFirst<'a> {
 }
 
 impl crate::Reaper for RecordsFirst<'_> {
-    fn reap(&mut self, domain: &str, env: &[(&'static str, OsString)]) -> crate::ReapEnd {
+    fn reap(&mut self, domain: &Domain, env: &[(&'static str, OsString)]) -> crate::ReapEnd {
         self.reap.reap(domain, env)
     }
 

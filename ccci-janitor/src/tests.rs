@@ -13,6 +13,7 @@ use ccci_lock::{Acquired, Backend, Claim, FlockClaim, FlockDir, Holder, PassLock
 
 use super::*;
 use ccci_common::exit::Ended;
+use ccci_common::Domain;
 
 /// The methods of [`Backend`] that a test backend passes on unchanged to
 /// its lock dir, the field `$inner`: taking a lock, creating a claim and
@@ -23,18 +24,18 @@ macro_rules! forward_to {
 
         fn acquire(
             &self,
-            domain: &str,
+            domain: &Domain,
             wait: Wait,
             waiting: &mut dyn FnMut(Option<&Holder>),
         ) -> anyhow::Result<Acquired<FlockClaim>> {
             self.$inner.acquire(domain, wait, waiting)
         }
 
-        fn create(&self, domain: &str) -> anyhow::Result<Option<FlockClaim>> {
+        fn create(&self, domain: &Domain) -> anyhow::Result<Option<FlockClaim>> {
             self.$inner.create(domain)
         }
 
-        fn domains(&self) -> anyhow::Result<Vec<String>> {
+        fn domains(&self) -> anyhow::Result<Vec<Domain>> {
             self.$inner.domains()
         }
     };
@@ -61,13 +62,17 @@ impl World {
         World { _tmp: tmp, dir }
     }
 
-    fn lockfile(&self, domain: &str) -> std::path::PathBuf {
-        self.dir.path().join(format!("{domain}.lock"))
+    fn lockfile(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(format!("{name}.lock"))
     }
 
-    /// Takes the lock of `domain` (creating its lockfile) and stamps it.
-    fn hold(&self, domain: &str) -> FlockClaim {
-        match self.dir.acquire(domain, Wait::Never, &mut |_| {}).unwrap() {
+    /// Takes the lock of the domain `name` (creating its lockfile) and stamps it.
+    fn hold(&self, name: &str) -> FlockClaim {
+        match self
+            .dir
+            .acquire(&d(name), Wait::Never, &mut |_| {})
+            .unwrap()
+        {
             Acquired::Held(mut claim) => {
                 claim
                     .stamp(&Holder::this_process(Some("run-1".into())))
@@ -79,27 +84,27 @@ impl World {
     }
 
     /// A lockfile left by a run that died, last stamped `age` ago.
-    fn orphan(&self, domain: &str, age: Duration) {
-        drop(self.hold(domain));
-        self.set_age(domain, age);
+    fn orphan(&self, name: &str, age: Duration) {
+        drop(self.hold(name));
+        self.set_age(name, age);
     }
 
-    fn set_age(&self, domain: &str, age: Duration) {
+    fn set_age(&self, name: &str, age: Duration) {
         let file = std::fs::File::options()
             .write(true)
-            .open(self.lockfile(domain))
+            .open(self.lockfile(name))
             .unwrap();
         file.set_modified(SystemTime::now() - age).unwrap();
     }
 
     /// Runs a pass; returns what was examined, the domains reaped (in order,
     /// with their CCCI_DOMAIN) and the summary.
-    fn pass(&self, settings: &Settings, ok: bool) -> (Vec<Examined>, Vec<String>, Summary) {
+    fn pass(&self, settings: &Settings, ok: bool) -> (Vec<Examined>, Vec<Domain>, Summary) {
         self.pass_with(
             settings,
-            &mut |domain: &str, env: &[(&'static str, OsString)]| {
+            &mut |domain: &Domain, env: &[(&'static str, OsString)]| {
                 let var = env.iter().find(|(k, _)| *k == "CCCI_DOMAIN").unwrap();
-                assert_eq!(var.1, domain);
+                assert_eq!(var.1, domain.as_str());
                 ReapEnd {
                     ok,
                     detail: format!("reap of {domain}"),
@@ -113,12 +118,12 @@ impl World {
         &self,
         settings: &Settings,
         reaper: &mut dyn Reaper,
-    ) -> (Vec<Examined>, Vec<String>, Summary) {
+    ) -> (Vec<Examined>, Vec<Domain>, Summary) {
         let domains = candidates(&self.dir, settings.deployed.as_ref()).unwrap();
         let mut seen = Vec::new();
         let mut reaped = Vec::new();
-        let mut recording = |domain: &str, env: &[(&'static str, OsString)]| {
-            reaped.push(domain.to_string());
+        let mut recording = |domain: &Domain, env: &[(&'static str, OsString)]| {
+            reaped.push(domain.clone());
             reaper.reap(domain, env)
         };
         let summary = pass(&self.dir, settings, &domains, &mut recording, &mut |e| {
@@ -149,8 +154,9 @@ fn outcomes(seen: &[Examined]) -> Vec<(&str, Outcome)> {
 fn pass_reaping_nothing<B: Backend>(backend: &B, settings: &Settings) -> Vec<Examined> {
     let domains = candidates(backend, settings.deployed.as_ref()).unwrap();
     let mut seen = Vec::new();
-    let mut reaper =
-        |domain: &str, _: &[(&'static str, OsString)]| -> ReapEnd { panic!("{domain} was reaped") };
+    let mut reaper = |domain: &Domain, _: &[(&'static str, OsString)]| -> ReapEnd {
+        panic!("{domain} was reaped")
+    };
     pass(backend, settings, &domains, &mut reaper, &mut |e| {
         seen.push(e.clone());
         Ok(())
@@ -159,8 +165,13 @@ fn pass_reaping_nothing<B: Backend>(backend: &B, settings: &Settings) -> Vec<Exa
     seen
 }
 
-fn deployed(names: &[&str]) -> Option<HashSet<String>> {
-    Some(names.iter().map(|n| n.to_string()).collect())
+fn deployed(names: &[&str]) -> Option<HashSet<Domain>> {
+    Some(names.iter().map(|n| d(n)).collect())
+}
+
+/// The domain `name`, which must be valid.
+fn d(name: &str) -> Domain {
+    Domain::parse(name).unwrap()
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -176,7 +187,7 @@ struct NoProbes(FlockDir);
 impl Backend for NoProbes {
     forward_to!(0);
 
-    fn probe(&self, domain: &str) -> anyhow::Result<Probe<FlockClaim>> {
+    fn probe(&self, domain: &Domain) -> anyhow::Result<Probe<FlockClaim>> {
         panic!("{domain} was locked to be looked at")
     }
 
@@ -184,11 +195,11 @@ impl Backend for NoProbes {
         self.0.list()
     }
 
-    fn status(&self, domain: &str) -> anyhow::Result<Option<ccci_lock::Status>> {
+    fn status(&self, domain: &Domain) -> anyhow::Result<Option<ccci_lock::Status>> {
         self.0.status(domain)
     }
 
-    fn peek_age(&self, domain: &str) -> anyhow::Result<Option<Duration>> {
+    fn peek_age(&self, domain: &Domain) -> anyhow::Result<Option<Duration>> {
         self.0.peek_age(domain)
     }
 }

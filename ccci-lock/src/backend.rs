@@ -20,7 +20,7 @@ use ccci_common::args::{self, LockDirArg};
 use ccci_common::cli::UsageError;
 use ccci_common::dirs::LOCK_DIR;
 use ccci_common::exit::{self, Ended};
-use ccci_common::say;
+use ccci_common::{say, Domain};
 
 use crate::etcd::args::EtcdArgs;
 use crate::etcd::Etcd;
@@ -92,7 +92,7 @@ impl Locks {
 
     /// Checks `domain` as the chosen backend will (see
     /// [`Backend::check_domain`]), before anything is opened or created.
-    pub fn check_domain(&self, domain: &str) -> Result<(), UsageError> {
+    pub fn check_domain(&self, domain: &Domain) -> Result<(), UsageError> {
         match self {
             Locks::Flock(_) => lockfile_name(domain).map(drop),
             Locks::Etcd(_) => crate::etcd::check_domain(domain),

@@ -12,7 +12,7 @@ use clap::Parser;
 use ccci_common::args::LockDirArg;
 use ccci_common::cli::UsageError;
 use ccci_common::exit::{self, Ended};
-use ccci_common::{duration, names};
+use ccci_common::{duration, names, Domain};
 
 use crate::etcd::args::EtcdArgs;
 use crate::list::List;
@@ -171,8 +171,8 @@ pub struct Cli {
     pub json: bool,
 
     /// The app domains to lock: all are taken, in sorted order, before COMMAND starts
-    #[arg(value_name = "DOMAIN", required_unless_present = "list", value_parser = names::domain)]
-    pub domains: Vec<String>,
+    #[arg(value_name = "DOMAIN", required_unless_present = "list", value_parser = Domain::parse)]
+    pub domains: Vec<Domain>,
 
     /// Where the locks live when several hosts share them
     #[command(flatten)]
@@ -213,7 +213,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Ended> {
     }
     // `--hold` and `--release` are dispatched below, after the domain check.
     for domain in &cli.domains {
-        locks.check_domain(domain)?; // a bad one fails before anything is created
+        // The lock dir's own rule (a lockfile name's length): a domain that
+        // breaks it fails before anything is created.
+        locks.check_domain(domain)?;
     }
     if let Some(parent) = cli.parent {
         return hold_or_release(&cli, &locks, parent, run_id).map(Ended::Code);

@@ -10,6 +10,7 @@
 use std::io::Write;
 
 use ccci_common::exit::{self, Ended};
+use ccci_common::Domain;
 
 use crate::backend::Job;
 use crate::Backend;
@@ -17,7 +18,7 @@ use crate::Backend;
 /// One line of `--list --json`: the fields of the tab-separated form.
 #[derive(serde::Serialize)]
 struct ListLine<'a> {
-    domain: &'a str,
+    domain: &'a Domain,
     state: &'a str,
     pid: Option<u32>,
     run_id: Option<&'a str>,

@@ -1,6 +1,8 @@
 //! The lock protocol as traits and types, independent of where locks live:
 //! a [`Backend`] hands out [`Claim`]s; [`Holder`] is the record a claim
 //! carries. See the crate docs for the invariants every backend keeps.
+//! Domains travel as [`Domain`]s, valid DOMAINs checked where they came
+//! in; a backend checks only its own rule on top ([`Backend::check_domain`]).
 
 use std::time::Duration;
 
@@ -10,6 +12,10 @@ use ccci_common::cli::UsageError;
 use ccci_common::names::shell_quote;
 use ccci_common::supervise::LossNotifier;
 use ccci_common::sys::GiveBackOnSignal;
+use ccci_common::Domain;
+/// Domains held compactly (moved to ccci-common with [`Domain`]; kept here
+/// so that `ccci_lock::protocol::DomainList` and `ccci_lock::DomainList` work).
+pub use ccci_common::DomainList;
 use serde::{Deserialize, Serialize};
 use std::os::fd::BorrowedFd;
 
@@ -85,7 +91,7 @@ pub enum Acquired<C, B = Option<Holder>> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusyDomain {
     /// The domain.
-    pub domain: String,
+    pub domain: Domain,
     /// Its holder's record, when readable.
     pub holder: Option<Holder>,
 }
@@ -116,7 +122,7 @@ pub enum Probe<C> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     /// The domain.
-    pub domain: String,
+    pub domain: Domain,
     /// Whether a live process holds the lock.
     pub held: bool,
     /// The last holder record, when readable (for a free lock: the last holder).
@@ -148,128 +154,43 @@ impl std::fmt::Debug for PassLock {
     }
 }
 
-/// Domain names held compactly, for a janitor pass over a lock dir of
-/// 100,000 claims: the bytes of every name in one buffer, each preceded by
-/// its length (a domain has at most 253 bytes), and one 4-byte offset per
-/// name, so that sorting moves offsets, never names. A name costs its
-/// length plus 5 bytes, instead of a `String` (24 bytes, and a heap block
-/// of its own with the allocator's overhead).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DomainList {
-    bytes: Vec<u8>,
-    starts: Vec<u32>,
-}
-
-impl DomainList {
-    /// An empty list.
-    pub fn new() -> DomainList {
-        DomainList::default()
-    }
-
-    /// Adds `domain` at the end. A name longer than 255 bytes is no domain
-    /// and is refused.
-    pub fn push(&mut self, domain: &str) -> Result<(), UsageError> {
-        let (Ok(len), Ok(start)) = (u8::try_from(domain.len()), u32::try_from(self.bytes.len()))
-        else {
-            return Err(UsageError(format!(
-                "invalid domain {}: too long",
-                shell_quote(domain)
-            )));
-        };
-        self.bytes.push(len);
-        self.bytes.extend_from_slice(domain.as_bytes());
-        self.starts.push(start);
-        Ok(())
-    }
-
-    /// How many names it holds.
-    pub fn len(&self) -> usize {
-        self.starts.len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.starts.is_empty()
-    }
-
-    fn at(&self, start: u32) -> &[u8] {
-        let start = start as usize;
-        let len = usize::from(self.bytes[start]);
-        &self.bytes[start + 1..start + 1 + len]
-    }
-
-    /// The `i`th name.
-    pub fn get(&self, i: usize) -> Option<&str> {
-        let start = *self.starts.get(i)?;
-        // Only whole `&str`s are pushed, so every name is UTF-8.
-        std::str::from_utf8(self.at(start)).ok()
-    }
-
-    /// The names in their order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
-        self.starts
-            .iter()
-            .map(|&start| std::str::from_utf8(self.at(start)).unwrap_or_default())
-    }
-
-    /// Sorts the names (by bytes, as `str` sorts) and drops duplicates.
-    pub fn sort_dedup(&mut self) {
-        let mut starts = std::mem::take(&mut self.starts);
-        starts.sort_unstable_by(|&a, &b| self.at(a).cmp(self.at(b)));
-        starts.dedup_by(|a, b| self.at(*a) == self.at(*b));
-        self.starts = starts;
-    }
-}
-
-impl<S: AsRef<str>> FromIterator<S> for DomainList {
-    /// Names that cannot be domains (over 255 bytes) are left out.
-    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> DomainList {
-        let mut list = DomainList::new();
-        for name in iter {
-            let _ = list.push(name.as_ref());
-        }
-        list
-    }
-}
-
 /// A place where domain locks live. `ccci-lock` and `ccci-janitor` are
 /// written against this trait; [`crate::FlockDir`] implements it with flock(2).
 pub trait Backend {
     /// A held lock.
     type Claim: Claim;
-    /// Checks that `domain` can name a lock here: a valid DOMAIN (SPEC §1)
-    /// that this backend can also represent (a lockfile name has at most
-    /// 255 bytes; an etcd key has its own rule). Every method that takes a
-    /// domain checks it and fails with this [`UsageError`]; a caller with
-    /// several domains checks them all first, so that a bad one is refused
-    /// before anything is taken.
-    fn check_domain(&self, domain: &str) -> Result<(), UsageError> {
-        ccci_common::names::domain(domain)
-            .map(drop)
-            .map_err(|why| UsageError(format!("invalid domain {}: {why}", shell_quote(domain))))
+    /// Checks that `domain`, a valid DOMAIN (SPEC §1), can also name a lock
+    /// here: a lockfile name has at most 255 bytes; an etcd key takes any
+    /// domain. Every method that takes a domain checks it and fails with
+    /// this [`UsageError`]; a caller with several domains checks them all
+    /// first, so that a bad one is refused before anything is taken. The
+    /// default: every domain can.
+    fn check_domain(&self, domain: &Domain) -> Result<(), UsageError> {
+        let _ = domain;
+        Ok(())
     }
     /// Takes the lock of `domain`, creating its claim when missing, waiting
     /// as `wait` says. `waiting` is called once, with the holder's record,
     /// if we have to wait.
     fn acquire(
         &self,
-        domain: &str,
+        domain: &Domain,
         wait: Wait,
         waiting: &mut dyn FnMut(Option<&Holder>),
     ) -> anyhow::Result<Acquired<Self::Claim>>;
     /// Tries, without waiting and without creating anything, to take the
     /// lock of `domain`'s existing claim.
-    fn probe(&self, domain: &str) -> anyhow::Result<Probe<Self::Claim>>;
+    fn probe(&self, domain: &Domain) -> anyhow::Result<Probe<Self::Claim>>;
     /// Creates `domain`'s claim, which must not exist yet, and takes its
     /// lock. `None` when it exists already (someone just created it).
-    fn create(&self, domain: &str) -> anyhow::Result<Option<Self::Claim>>;
-    /// Every domain that has a claim, sorted. Names that are not valid
-    /// domains are not listed.
-    fn domains(&self) -> anyhow::Result<Vec<String>>;
+    fn create(&self, domain: &Domain) -> anyhow::Result<Option<Self::Claim>>;
+    /// Every domain that has a claim, sorted. Names found there that are
+    /// not valid domains are not listed.
+    fn domains(&self) -> anyhow::Result<Vec<Domain>>;
     /// [`Backend::domains`] in a [`DomainList`], sorted, each once: for a
     /// caller that holds every domain at once (a janitor pass).
     fn domain_list(&self) -> anyhow::Result<DomainList> {
-        let mut list: DomainList = self.domains()?.into_iter().collect();
+        let mut list: DomainList = self.domains()?.iter().collect();
         list.sort_dedup();
         Ok(list)
     }
@@ -280,14 +201,14 @@ pub trait Backend {
     /// The state of `domain`'s claim (`None`: no claim), found as
     /// [`Backend::list`] finds it, without taking any lock: for `-v` and
     /// for a janitor's check of a live domain.
-    fn status(&self, domain: &str) -> anyhow::Result<Option<Status>> {
-        Ok(self.list()?.into_iter().find(|s| s.domain == domain))
+    fn status(&self, domain: &Domain) -> anyhow::Result<Option<Status>> {
+        Ok(self.list()?.into_iter().find(|s| s.domain == *domain))
     }
     /// Time since `domain`'s claim was last stamped, read without opening
     /// or locking it, when the backend can tell cheaply (a `stat`). `None`:
     /// no usable claim, or the backend cannot tell. Only a hint, for
     /// skipping young claims; [`Backend::probe`] is the truth.
-    fn peek_age(&self, domain: &str) -> anyhow::Result<Option<Duration>> {
+    fn peek_age(&self, domain: &Domain) -> anyhow::Result<Option<Duration>> {
         let _ = domain;
         Ok(None)
     }
@@ -307,7 +228,7 @@ pub trait Backend {
 /// A lock we hold. Dropping it releases the lock and keeps the claim.
 pub trait Claim {
     /// The domain.
-    fn domain(&self) -> &str;
+    fn domain(&self) -> &Domain;
     /// Records `holder` in the claim and marks it as fresh.
     fn stamp(&mut self, holder: &Holder) -> anyhow::Result<()>;
     /// Time since the claim was last stamped.
@@ -375,11 +296,11 @@ pub trait Claim {
 /// time a domain has to be waited for. The claims come back in sorted order.
 pub fn acquire_all<B: Backend>(
     backend: &B,
-    domains: &[String],
+    domains: &[Domain],
     wait: Wait,
-    waiting: &mut dyn FnMut(&str, Option<&Holder>),
+    waiting: &mut dyn FnMut(&Domain, Option<&Holder>),
 ) -> anyhow::Result<Acquired<Vec<B::Claim>, BusyDomain>> {
-    let mut sorted: Vec<&str> = domains.iter().map(String::as_str).collect();
+    let mut sorted: Vec<&Domain> = domains.iter().collect();
     sorted.sort_unstable();
     sorted.dedup();
     for domain in &sorted {
@@ -417,7 +338,7 @@ pub fn acquire_all<B: Backend>(
             Ok(Acquired::Busy(holder)) => {
                 give_up_all(held, give_back.as_mut());
                 return Ok(Acquired::Busy(BusyDomain {
-                    domain: domain.to_string(),
+                    domain: domain.clone(),
                     holder,
                 }));
             }
@@ -453,25 +374,6 @@ fn give_up_all<C: Claim>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_domain_list_sorts_and_dedups_like_strings() {
-        let names = ["b.example", "a", "ab", "b.example", "a-b", "Z", "a"];
-        let mut list: DomainList = names.iter().collect();
-        assert_eq!(list.len(), names.len());
-        assert_eq!(list.get(1), Some("a"));
-        list.sort_dedup();
-        let mut want: Vec<&str> = names.to_vec();
-        want.sort_unstable();
-        want.dedup();
-        assert_eq!(list.iter().collect::<Vec<_>>(), want);
-        assert_eq!(list.get(want.len()), None);
-        let longest = "a".repeat(255);
-        assert!(list.push(&longest).is_ok());
-        assert_eq!(list.iter().last(), Some(longest.as_str()));
-        assert!(list.push(&"a".repeat(256)).is_err());
-        assert_eq!(list.len(), want.len() + 1);
-    }
 
     #[test]
     fn parent_and_reaper_appear_only_when_set() {

@@ -11,6 +11,7 @@
 use ccci_common::{names, proc, say};
 
 use crate::{Backend, BusyDomain, Holder};
+use ccci_common::Domain;
 
 /// Says that `busy.domain` is held, by whom, and that we give up; `of_set`:
 /// it was one of several DOMAINs (and none of them is held now).
@@ -29,7 +30,7 @@ pub fn say_busy(busy: &BusyDomain, of_set: bool, locker: Option<u32>) {
 
 /// The pid the backend names as holding `domain` (a lookup that takes no
 /// lock), for messages.
-pub fn locker_of<B: Backend>(backend: &B, domain: &str) -> Option<u32> {
+pub fn locker_of<B: Backend>(backend: &B, domain: &Domain) -> Option<u32> {
     backend.status(domain).ok().flatten().and_then(|s| s.locker)
 }
 

@@ -32,7 +32,7 @@ use anyhow::Context;
 
 use ccci_common::exit::{self, Ended};
 use ccci_common::supervise::{self, Watch, FORWARDED};
-use ccci_common::{say, sys};
+use ccci_common::{say, sys, Domain};
 
 use crate::backend::Job;
 use crate::report::{describe, locker_of, say_busy};
@@ -51,7 +51,7 @@ pub(crate) struct LockAndRun<'a> {
     /// Recorded in the lockfiles.
     pub run_id: Option<String>,
     /// The DOMAINs, in any order.
-    pub domains: &'a [String],
+    pub domains: &'a [Domain],
     /// See [`RunHow::lost_grace`].
     pub lost_grace: Duration,
     /// See [`RunHow::whole_tree`].
@@ -151,7 +151,7 @@ pub fn merged_env<C: Claim>(claims: &[C]) -> Vec<(&'static str, OsString)> {
 }
 
 fn domains_of<C: Claim>(claims: &[C]) -> String {
-    let names: Vec<&str> = claims.iter().map(|c| c.domain()).collect();
+    let names: Vec<&str> = claims.iter().map(|c| c.domain().as_str()).collect();
     names.join(" ")
 }
 
@@ -243,7 +243,7 @@ mod tests {
 
         fn acquire(
             &self,
-            domain: &str,
+            domain: &Domain,
             wait: Wait,
             waiting: &mut dyn FnMut(Option<&Holder>),
         ) -> anyhow::Result<Acquired<LosingClaim>> {
@@ -256,15 +256,15 @@ mod tests {
             })
         }
 
-        fn probe(&self, _: &str) -> anyhow::Result<crate::Probe<LosingClaim>> {
+        fn probe(&self, _: &Domain) -> anyhow::Result<crate::Probe<LosingClaim>> {
             unimplemented!()
         }
 
-        fn create(&self, _: &str) -> anyhow::Result<Option<LosingClaim>> {
+        fn create(&self, _: &Domain) -> anyhow::Result<Option<LosingClaim>> {
             unimplemented!()
         }
 
-        fn domains(&self) -> anyhow::Result<Vec<String>> {
+        fn domains(&self) -> anyhow::Result<Vec<Domain>> {
             self.inner.domains()
         }
 
@@ -274,7 +274,7 @@ mod tests {
     }
 
     impl Claim for LosingClaim {
-        fn domain(&self) -> &str {
+        fn domain(&self) -> &Domain {
             self.inner.domain()
         }
 
@@ -326,7 +326,7 @@ mod tests {
             verbose: false,
             wait: Wait::Forever,
             run_id: None,
-            domains: &["d".to_string()],
+            domains: &[Domain::parse("d").unwrap()],
             lost_grace: grace,
             // The test harness has other children: never wait for them.
             whole_tree: false,

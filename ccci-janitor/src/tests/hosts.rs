@@ -4,9 +4,10 @@
 use super::*;
 
 impl World {
-    /// An orphan whose record names `host`, last stamped `age` ago.
-    fn orphan_of(&self, host: &str, domain: &str, age: Duration) {
-        let mut claim = self.hold(domain);
+    /// An orphan of the domain `name` whose record names `host`, last
+    /// stamped `age` ago.
+    fn orphan_of(&self, host: &str, name: &str, age: Duration) {
+        let mut claim = self.hold(name);
         claim
             .stamp(&Holder {
                 host: Some(host.to_string()),
@@ -15,11 +16,11 @@ impl World {
             })
             .unwrap();
         drop(claim);
-        self.set_age(domain, age);
+        self.set_age(name, age);
     }
 
-    fn record(&self, domain: &str) -> Holder {
-        serde_json::from_slice(&std::fs::read(self.lockfile(domain)).unwrap()).unwrap()
+    fn record(&self, name: &str) -> Holder {
+        serde_json::from_slice(&std::fs::read(self.lockfile(name)).unwrap()).unwrap()
     }
 }
 
@@ -121,7 +122,7 @@ struct Relabelled {
 impl Backend for Relabelled {
     forward_to!(inner);
 
-    fn probe(&self, domain: &str) -> anyhow::Result<Probe<FlockClaim>> {
+    fn probe(&self, domain: &Domain) -> anyhow::Result<Probe<FlockClaim>> {
         self.inner.probe(domain)
     }
 
@@ -177,7 +178,7 @@ fn an_adopted_hosts_orphan_is_reaped_and_keeps_naming_that_host_while_reaped() {
             ..exact()
         },
     );
-    let (seen, reaped, summary) = w.pass_with(&settings, &mut |domain: &str, _: &[_]| {
+    let (seen, reaped, summary) = w.pass_with(&settings, &mut |domain: &Domain, _: &[_]| {
         let record = w.record(domain);
         assert_eq!(record.reaper, Some(true));
         assert_eq!(record.host.as_deref(), Some("host-b"));

@@ -9,10 +9,10 @@ fn an_orphan_is_reaped_once_under_its_lock_and_unlinked() {
     let w = World::new();
     w.orphan("a.example", HOUR);
     let lockfile = w.lockfile("a.example");
-    let (seen, reaped, summary) = w.pass_with(&exact(), &mut |_: &str, _: &[_]| {
+    let (seen, reaped, summary) = w.pass_with(&exact(), &mut |_: &Domain, _: &[_]| {
         // While the reap runs, the domain is locked and the lockfile is there,
         // with the janitor's own record.
-        let Probe::Held { holder, .. } = w.dir.probe("a.example").unwrap() else {
+        let Probe::Held { holder, .. } = w.dir.probe(&d("a.example")).unwrap() else {
             panic!("not held during the reap")
         };
         let holder = holder.unwrap();
@@ -142,7 +142,7 @@ fn a_deployed_domain_without_a_lockfile_is_reaped_at_once() {
         min_age: 100 * HOUR,
         ..exact()
     };
-    let (seen, reaped, _) = w.pass_with(&settings, &mut |d: &str, _: &[_]| {
+    let (seen, reaped, _) = w.pass_with(&settings, &mut |d: &Domain, _: &[_]| {
         assert!(w.lockfile(d).exists(), "reaped without a lockfile to hold");
         assert!(matches!(w.dir.probe(d).unwrap(), Probe::Held { .. }));
         ReapEnd {
@@ -177,7 +177,7 @@ fn a_failed_reap_keeps_the_lockfile_and_fails_the_pass() {
     assert!(w.lockfile("a.example").exists());
     assert_eq!(summary.ended(), Ended::Code(1));
     // The dead run's record is back, for the next pass's report.
-    let Probe::Acquired(claim) = w.dir.probe("a.example").unwrap() else {
+    let Probe::Acquired(claim) = w.dir.probe(&d("a.example")).unwrap() else {
         panic!("the failed reap kept the lock")
     };
     let record = claim.holder().unwrap();
@@ -262,7 +262,7 @@ fn one_pass_at_a_time() {
     assert!(matches!(w.dir.pass_lock(false).unwrap(), PassLock::Busy));
     assert_eq!(
         w.dir.domains().unwrap(),
-        Vec::<String>::new(),
+        Vec::<Domain>::new(),
         "not a domain"
     );
     drop(first);
@@ -337,7 +337,7 @@ fn a_stop_signal_ends_the_pass_after_the_current_reap() {
     let w = World::new();
     w.orphan("a.example", HOUR);
     w.orphan("b.example", HOUR);
-    let (seen, reaped, summary) = w.pass_with(&exact(), &mut |_: &str, _: &[_]| ReapEnd {
+    let (seen, reaped, summary) = w.pass_with(&exact(), &mut |_: &Domain, _: &[_]| ReapEnd {
         ok: false,
         detail: "killed by SIGTERM".into(),
         stop: Some(libc::SIGTERM),

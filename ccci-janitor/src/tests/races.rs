@@ -16,7 +16,7 @@ struct Racy {
 impl Backend for Racy {
     forward_to!(inner);
 
-    fn probe(&self, domain: &str) -> anyhow::Result<Probe<FlockClaim>> {
+    fn probe(&self, domain: &Domain) -> anyhow::Result<Probe<FlockClaim>> {
         if self.first.borrow_mut().insert(domain.to_string()) {
             return Ok((self.answer)());
         }
@@ -36,7 +36,7 @@ fn racy_pass(
     w: &World,
     answer: fn() -> Probe<FlockClaim>,
     settings: &Settings,
-) -> (Vec<Examined>, Vec<String>) {
+) -> (Vec<Examined>, Vec<Domain>) {
     let racy = Racy {
         inner: w.dir.clone(),
         first: Default::default(),
@@ -45,8 +45,8 @@ fn racy_pass(
     let domains = candidates(&racy, settings.deployed.as_ref()).unwrap();
     let mut seen = Vec::new();
     let mut reaped = Vec::new();
-    let mut reaper = |domain: &str, _: &[(&'static str, OsString)]| {
-        reaped.push(domain.to_string());
+    let mut reaper = |domain: &Domain, _: &[(&'static str, OsString)]| {
+        reaped.push(domain.clone());
         ReapEnd {
             ok: true,
             detail: String::new(),

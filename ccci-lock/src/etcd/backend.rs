@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use ccci_common::cli::UsageError;
+use ccci_common::Domain;
 
 use super::claim::EtcdClaim;
 use super::client::{CallError, Client};
@@ -131,11 +132,11 @@ impl Etcd {
         self.call("/v3/kv/txn", txn, limit)
     }
 
-    fn lock_name(&self, domain: &str) -> String {
+    fn lock_name(&self, domain: &Domain) -> String {
         format!("{}/lock/{domain}", self.inner.prefix)
     }
 
-    pub(super) fn claim_key(&self, domain: &str) -> String {
+    pub(super) fn claim_key(&self, domain: &Domain) -> String {
         format!("{}/claim/{domain}", self.inner.prefix)
     }
 
@@ -159,7 +160,7 @@ impl Etcd {
 
     pub(super) fn read_claim(
         &self,
-        domain: &str,
+        domain: &Domain,
         limit: Option<Instant>,
     ) -> anyhow::Result<Option<Option<Holder>>> {
         let answer: RangeResponse = self.call(
@@ -171,14 +172,10 @@ impl Etcd {
     }
 }
 
-fn check(domain: &str) -> anyhow::Result<()> {
-    Ok(check_domain(domain)?)
-}
-
 impl Backend for Etcd {
     type Claim = EtcdClaim;
 
-    fn check_domain(&self, domain: &str) -> Result<(), UsageError> {
+    fn check_domain(&self, domain: &Domain) -> Result<(), UsageError> {
         check_domain(domain)
     }
 
@@ -190,11 +187,10 @@ impl Backend for Etcd {
 
     fn acquire(
         &self,
-        domain: &str,
+        domain: &Domain,
         wait: Wait,
         waiting: &mut dyn FnMut(Option<&Holder>),
     ) -> anyhow::Result<Acquired<EtcdClaim>> {
-        check(domain)?;
         let limit = match wait {
             // An instant beyond the clock's range: as good as forever.
             Wait::AtMost(d) => Instant::now().checked_add(d),
@@ -238,8 +234,7 @@ impl Backend for Etcd {
     /// lock key exists: a transaction of reads only, which etcd answers
     /// without a write), then our key queued in a transaction that also
     /// reads the claim again, as it is once the lock is ours.
-    fn probe(&self, domain: &str) -> anyhow::Result<Probe<EtcdClaim>> {
-        check(domain)?;
+    fn probe(&self, domain: &Domain) -> anyhow::Result<Probe<EtcdClaim>> {
         let name = self.lock_name(domain);
         let pfx = format!("{name}/");
         let claim_key = self.claim_key(domain);
@@ -285,8 +280,7 @@ impl Backend for Etcd {
         }
     }
 
-    fn create(&self, domain: &str) -> anyhow::Result<Option<EtcdClaim>> {
-        check(domain)?;
+    fn create(&self, domain: &Domain) -> anyhow::Result<Option<EtcdClaim>> {
         let lease = self.lease(None)?;
         let (queued, first) = self.enqueue(&self.lock_name(domain), &lease, None)?;
         if !first {
@@ -325,7 +319,7 @@ impl Backend for Etcd {
         }
     }
 
-    fn domains(&self) -> anyhow::Result<Vec<String>> {
+    fn domains(&self) -> anyhow::Result<Vec<Domain>> {
         self.claimed()
     }
 

@@ -22,20 +22,21 @@ use super::messages::{
 use super::queue::{Queued, RETRY_PAUSE, WATCH_SESSION};
 use super::watch::Watched;
 use crate::{Claim, Holder};
+use ccci_common::Domain;
 
 impl Etcd {
     /// The claim of `domain`, whose lock `queued` is now ours.
     pub(super) fn claim(
         &self,
         lease: Arc<Lease>,
-        domain: &str,
+        domain: &Domain,
         queued: Queued,
         holder: Option<Holder>,
     ) -> EtcdClaim {
         EtcdClaim {
             etcd: self.clone(),
             lease,
-            domain: domain.to_string(),
+            domain: domain.clone(),
             queued,
             holder,
             released: false,
@@ -50,7 +51,7 @@ impl Etcd {
 pub struct EtcdClaim {
     etcd: Etcd,
     lease: Arc<Lease>,
-    domain: String,
+    domain: Domain,
     queued: Queued,
     pub(super) holder: Option<Holder>,
     released: bool,
@@ -126,7 +127,7 @@ impl EtcdClaim {
 }
 
 impl Claim for EtcdClaim {
-    fn domain(&self) -> &str {
+    fn domain(&self) -> &Domain {
         &self.domain
     }
 
@@ -158,7 +159,7 @@ impl Claim for EtcdClaim {
 
     fn env(&self) -> Vec<(&'static str, OsString)> {
         vec![
-            ("CCCI_LOCK_DOMAIN", self.domain.clone().into()),
+            ("CCCI_LOCK_DOMAIN", self.domain.as_str().into()),
             ("CCCI_LOCK_REVISION", self.queued.rev.to_string().into()),
         ]
     }

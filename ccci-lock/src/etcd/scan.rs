@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use ccci_common::names;
+use ccci_common::Domain;
 
 use super::backend::{holder_of, Etcd};
 use super::lease::Lease;
@@ -31,16 +31,17 @@ impl Etcd {
         }))
     }
 
-    /// Domain names below `P/<what>/`, for keys whose next part is one.
-    fn names_below(&self, what: &str, keys: &[KeyValue]) -> Vec<String> {
+    /// Domains below `P/<what>/`, for keys whose next part is one: parsed
+    /// here, where they come in; other keys are left out.
+    fn names_below(&self, what: &str, keys: &[KeyValue]) -> Vec<Domain> {
         let pfx = format!("{}/{what}/", self.inner.prefix);
-        let mut out: Vec<String> = keys
+        let mut out: Vec<Domain> = keys
             .iter()
             .filter_map(|kv| {
                 let key = String::from_utf8(kv.key.0.clone()).ok()?;
                 let rest = key.strip_prefix(&pfx)?;
                 let domain = rest.split('/').next()?;
-                names::domain(domain).ok().map(|_| domain.to_string())
+                Domain::parse(domain).ok()
             })
             .collect();
         out.sort();
@@ -87,7 +88,7 @@ impl Etcd {
     }
 
     /// The domains with a claim ([`crate::Backend::domains`]).
-    pub(super) fn claimed(&self) -> anyhow::Result<Vec<String>> {
+    pub(super) fn claimed(&self) -> anyhow::Result<Vec<Domain>> {
         let claims = self.below("claim", true)?;
         Ok(self.names_below("claim", &claims.kvs))
     }
@@ -103,11 +104,10 @@ impl Etcd {
             .iter()
             .filter_map(|kv| {
                 let key = String::from_utf8(kv.key.0.clone()).ok()?;
-                let domain = key.strip_prefix(&pfx)?;
-                names::domain(domain).ok()?;
+                let domain = Domain::parse(key.strip_prefix(&pfx)?).ok()?;
                 Some(Status {
-                    domain: domain.to_string(),
-                    held: held.binary_search_by(|d| d.as_str().cmp(domain)).is_ok(),
+                    held: held.binary_search(&domain).is_ok(),
+                    domain,
                     holder: holder_of(&kv.value),
                     locker: None,
                 })

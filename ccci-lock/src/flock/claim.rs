@@ -20,6 +20,7 @@ use anyhow::Context;
 use ccci_common::fs::SafeDir;
 use ccci_common::names::quote_path;
 use ccci_common::supervise::LossNotifier;
+use ccci_common::Domain;
 use nix::sys::stat::FileStat;
 
 use super::watch::LockfileWatch;
@@ -34,7 +35,12 @@ pub struct FlockClaim {
     pub(super) dir: Arc<SafeDir>,
     pub(super) file: File,
     pub(super) name: String,
-    pub(super) domain: String,
+    /// The domain whose lock this is; `None` for the lock dir's own locks
+    /// (the janitor's pass lock, the records lock), which are no domain's:
+    /// they are taken with the same protocol, but only ever held and
+    /// removed, never used as a domain's claim ([`Claim::domain`] of one
+    /// is a bug, and panics).
+    pub(super) domain: Option<Domain>,
     /// This process created the lockfile, and nobody stamped a record into
     /// it before we took it: giving it up may remove it.
     pub(super) created: bool,
@@ -117,8 +123,10 @@ impl FlockClaim {
 }
 
 impl Claim for FlockClaim {
-    fn domain(&self) -> &str {
-        &self.domain
+    fn domain(&self) -> &Domain {
+        self.domain
+            .as_ref()
+            .expect("a lock dir's own lock is no domain's claim")
     }
 
     fn stamp(&mut self, holder: &Holder) -> anyhow::Result<()> {
@@ -158,13 +166,13 @@ impl Claim for FlockClaim {
 
     fn env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
         vec![
-            ("CCCI_LOCK_DOMAIN", self.domain.clone().into()),
+            ("CCCI_LOCK_DOMAIN", self.domain().as_str().into()),
             ("CCCI_LOCK_FILE", self.path().into_os_string()),
         ]
     }
 
     fn watch_loss(&mut self, notifier: LossNotifier) {
-        let started = LockfileWatch::start(&self.dir, &self.name, self.id, &self.domain, notifier);
+        let started = LockfileWatch::start(&self.dir, &self.name, self.id, self.domain(), notifier);
         match started {
             Ok(watch) => self.watch = Some(watch),
             Err(e) => ccci_common::say!(

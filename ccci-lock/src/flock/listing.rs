@@ -23,18 +23,19 @@ use std::time::Duration;
 
 use super::claim::{age_since, modified_of, read_holder, FileId};
 use super::lock_dir::FlockDir;
-use super::names::{domain_in, lockfile_name};
+use super::names::{domain_of, lockfile_name};
 #[cfg(doc)]
 use super::proc_locks::flock_holder;
 use super::proc_locks::{flock_holder_of, KernelLock};
 #[cfg(doc)]
 use crate::protocol::Backend;
-use crate::protocol::{DomainList, Status};
+use crate::protocol::Status;
+use ccci_common::{Domain, DomainList};
 
 impl FlockDir {
     /// The state of the lockfile `name`, read without taking any lock;
     /// `None` when it is missing or not a usable lockfile.
-    fn look(&self, domain: &str, name: &str) -> anyhow::Result<Option<Status>> {
+    fn look(&self, domain: &Domain, name: &str) -> anyhow::Result<Option<Status>> {
         // The common case, a free lockfile without a record (a young claim
         // whose run never stamped it), is told from an `lstat` alone.
         let peeked = self.snapshot.as_ref().and_then(|snapshot| {
@@ -56,7 +57,7 @@ impl FlockDir {
         let plain = st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_nlink == 1;
         if plain && st.st_size == 0 && self.lock_of(FileId::of(&st))?.is_none() {
             return Ok(Some(Status {
-                domain: domain.to_string(),
+                domain: domain.clone(),
                 held: false,
                 holder: None,
                 locker: None,
@@ -75,7 +76,7 @@ impl FlockDir {
         };
         let lock = self.lock_of(FileId::of(&st))?;
         Ok(Some(Status {
-            domain: domain.to_string(),
+            domain: domain.clone(),
             held: lock.is_some(),
             holder: read_holder(&file),
             locker: lock.and_then(|l| l.pid),
@@ -97,8 +98,8 @@ impl FlockDir {
 }
 
 /// [`Backend::domains`] of `dir`.
-pub(super) fn domains(dir: &FlockDir) -> anyhow::Result<Vec<String>> {
-    Ok(domain_list(dir)?.iter().map(String::from).collect())
+pub(super) fn domains(dir: &FlockDir) -> anyhow::Result<Vec<Domain>> {
+    Ok(domain_list(dir)?.iter().collect())
 }
 
 /// [`Backend::domain_list`] of `dir`.
@@ -106,8 +107,8 @@ pub(super) fn domain_list(dir: &FlockDir) -> anyhow::Result<DomainList> {
     let mut list = DomainList::new();
     dir.dir
         .each_name(|name| {
-            if let Some(domain) = domain_in(name) {
-                let _ = list.push(domain);
+            if let Some(domain) = domain_of(name) {
+                list.push(&domain);
             }
         })
         .with_context(|| format!("cannot read lock dir {}", quote_path(dir.path())))?;
@@ -119,20 +120,20 @@ pub(super) fn domain_list(dir: &FlockDir) -> anyhow::Result<DomainList> {
 pub(super) fn list(dir: &FlockDir) -> anyhow::Result<Vec<Status>> {
     let mut out = Vec::new();
     for domain in domain_list(dir)?.iter() {
-        let name = lockfile_name(domain)?;
-        out.extend(dir.look(domain, &name)?);
+        let name = lockfile_name(&domain)?;
+        out.extend(dir.look(&domain, &name)?);
     }
     Ok(out)
 }
 
 /// [`Backend::status`] of `dir`.
-pub(super) fn status(dir: &FlockDir, domain: &str) -> anyhow::Result<Option<Status>> {
+pub(super) fn status(dir: &FlockDir, domain: &Domain) -> anyhow::Result<Option<Status>> {
     let name = lockfile_name(domain)?;
     dir.look(domain, &name)
 }
 
 /// [`Backend::peek_age`] of `dir`.
-pub(super) fn peek_age(dir: &FlockDir, domain: &str) -> anyhow::Result<Option<Duration>> {
+pub(super) fn peek_age(dir: &FlockDir, domain: &Domain) -> anyhow::Result<Option<Duration>> {
     let name = lockfile_name(domain)?;
     let st = dir
         .dir
@@ -153,43 +154,45 @@ pub(super) fn peek_age(dir: &FlockDir, domain: &str) -> anyhow::Result<Option<Du
 #[cfg(test)]
 mod tests {
     use crate::flock::flock_holder;
-    use crate::flock::testing::{held, lock_dir};
+    use crate::flock::testing::{d, held, lock_dir};
     use crate::protocol::{Backend, Claim, Holder, Probe, Wait};
     use std::time::{Duration, SystemTime};
 
     #[test]
     fn peek_age_reads_the_mtime_without_locking() {
         let (_t, dir) = lock_dir();
-        assert_eq!(dir.peek_age("d").unwrap(), None);
-        let mut claim = held(dir.acquire("d", Wait::Never, &mut |_| {}).unwrap());
+        assert_eq!(dir.peek_age(&d("d")).unwrap(), None);
+        let mut claim = held(dir.acquire(&d("d"), Wait::Never, &mut |_| {}).unwrap());
         claim
             .stamp(&Holder::this_process(Some("r1".into())))
             .unwrap();
         let old = SystemTime::now() - Duration::from_secs(7200);
         claim.file.set_modified(old).unwrap();
-        let peeked = dir.peek_age("d").unwrap().unwrap();
+        let peeked = dir.peek_age(&d("d")).unwrap().unwrap();
         let aged = claim.age().unwrap();
         assert!(peeked >= Duration::from_secs(7200), "{peeked:?}");
         assert!(aged.abs_diff(peeked) < Duration::from_secs(5), "{aged:?}");
         assert_eq!(claim.holder().unwrap().run_id.as_deref(), Some("r1"));
         // A peek neither waits for nor disturbs the holder.
-        assert!(matches!(dir.probe("d").unwrap(), Probe::Held { .. }));
+        assert!(matches!(dir.probe(&d("d")).unwrap(), Probe::Held { .. }));
         claim
             .file
             .set_modified(SystemTime::UNIX_EPOCH - Duration::from_secs(5))
             .unwrap();
-        assert!(dir.peek_age("d").unwrap().unwrap() > Duration::from_secs(86400 * 365 * 50));
+        assert!(dir.peek_age(&d("d")).unwrap().unwrap() > Duration::from_secs(86400 * 365 * 50));
 
         std::fs::create_dir(dir.path().join("x.lock")).unwrap();
-        assert_eq!(dir.peek_age("x").unwrap(), None, "not a regular file");
+        assert_eq!(dir.peek_age(&d("x")).unwrap(), None, "not a regular file");
     }
 
     #[test]
     fn list_reports_held_and_free() {
         let (_t, dir) = lock_dir();
-        let mut a = held(dir.acquire("a", Wait::Never, &mut |_| {}).unwrap());
+        let mut a = held(dir.acquire(&d("a"), Wait::Never, &mut |_| {}).unwrap());
         a.stamp(&Holder::this_process(None)).unwrap();
-        drop(held(dir.acquire("b", Wait::Never, &mut |_| {}).unwrap()));
+        drop(held(
+            dir.acquire(&d("b"), Wait::Never, &mut |_| {}).unwrap(),
+        ));
         let list = dir.list().unwrap();
         assert_eq!(list.len(), 2);
         assert!(list[0].held && list[0].domain == "a");
@@ -205,86 +208,90 @@ mod tests {
         let (_t, dir) = lock_dir();
         let fresh = dir.clone().reuse_lock_table(Duration::ZERO);
         let stale = dir.clone().reuse_lock_table(Duration::from_secs(3600));
-        let mut a = held(dir.acquire("a", Wait::Never, &mut |_| {}).unwrap());
+        let mut a = held(dir.acquire(&d("a"), Wait::Never, &mut |_| {}).unwrap());
         a.stamp(&Holder::this_process(None)).unwrap();
-        drop(held(dir.acquire("b", Wait::Never, &mut |_| {}).unwrap()));
+        drop(held(
+            dir.acquire(&d("b"), Wait::Never, &mut |_| {}).unwrap(),
+        ));
         for snapshot in [&fresh, &stale] {
-            let a_st = snapshot.status("a").unwrap().unwrap();
+            let a_st = snapshot.status(&d("a")).unwrap().unwrap();
             assert!(a_st.held && a_st.locker == Some(std::process::id()));
-            assert!(!snapshot.status("b").unwrap().unwrap().held);
+            assert!(!snapshot.status(&d("b")).unwrap().unwrap().held);
         }
         drop(a);
         // Read again at once when allowed no age; the hour-old one keeps
         // what it read (it only ever feeds reports).
-        assert!(!fresh.status("a").unwrap().unwrap().held);
-        assert!(stale.status("a").unwrap().unwrap().held);
+        assert!(!fresh.status(&d("a")).unwrap().unwrap().held);
+        assert!(stale.status(&d("a")).unwrap().unwrap().held);
         // A status right after a peek of the same lockfile uses the peek's
         // lstat, once; of another lockfile, its own.
-        assert!(fresh.peek_age("b").unwrap().is_some());
-        let mut b = held(dir.acquire("b", Wait::Never, &mut |_| {}).unwrap());
+        assert!(fresh.peek_age(&d("b")).unwrap().is_some());
+        let mut b = held(dir.acquire(&d("b"), Wait::Never, &mut |_| {}).unwrap());
         b.stamp(&Holder::this_process(Some("rb".into()))).unwrap();
         drop(b);
         // The peek saw it empty: no record to read.
-        let peeked = fresh.status("b").unwrap().unwrap();
+        let peeked = fresh.status(&d("b")).unwrap().unwrap();
         assert!(!peeked.held && peeked.holder.is_none(), "{peeked:?}");
-        let looked = fresh.status("b").unwrap().unwrap();
+        let looked = fresh.status(&d("b")).unwrap().unwrap();
         assert_eq!(looked.holder.and_then(|h| h.run_id).as_deref(), Some("rb"));
-        assert!(fresh.peek_age("b").unwrap().is_some());
-        assert!(fresh.status("a").unwrap().unwrap().holder.is_some());
+        assert!(fresh.peek_age(&d("b")).unwrap().is_some());
+        assert!(fresh.status(&d("a")).unwrap().unwrap().holder.is_some());
         // Without a reused lock table, nothing is kept.
-        assert!(dir.peek_age("b").unwrap().is_some());
-        assert!(dir.status("b").unwrap().unwrap().holder.is_some());
+        assert!(dir.peek_age(&d("b")).unwrap().is_some());
+        assert!(dir.status(&d("b")).unwrap().unwrap().holder.is_some());
         // Taking locks never goes through the snapshot.
-        held(stale.acquire("a", Wait::Never, &mut |_| {}).unwrap());
+        held(stale.acquire(&d("a"), Wait::Never, &mut |_| {}).unwrap());
     }
 
     #[test]
     fn looking_takes_no_lock_and_names_the_locking_pid() {
         let (_t, dir) = lock_dir();
-        let mut claim = held(dir.acquire("d", Wait::Never, &mut |_| {}).unwrap());
+        let mut claim = held(dir.acquire(&d("d"), Wait::Never, &mut |_| {}).unwrap());
         claim.stamp(&Holder::this_process(None)).unwrap();
         let held_by = flock_holder(&claim.file).unwrap().unwrap();
         assert_eq!(held_by.pid, Some(std::process::id()));
         assert!(held_by.exclusive);
-        let status = dir.status("d").unwrap().unwrap();
+        let status = dir.status(&d("d")).unwrap().unwrap();
         assert!(status.held);
         assert_eq!(status.locker, Some(std::process::id()));
         drop(claim);
-        let status = dir.status("d").unwrap().unwrap();
+        let status = dir.status(&d("d")).unwrap().unwrap();
         assert!(!status.held && status.locker.is_none());
         // Looking at a free lockfile holds nothing: a -n right after gets it.
         let listed = dir.list().unwrap();
         assert!(!listed[0].held);
-        held(dir.acquire("d", Wait::Never, &mut |_| {}).unwrap());
-        assert!(dir.status("none").unwrap().is_none());
+        held(dir.acquire(&d("d"), Wait::Never, &mut |_| {}).unwrap());
+        assert!(dir.status(&d("none")).unwrap().is_none());
     }
 
     #[test]
     fn an_empty_lockfile_is_looked_at_by_its_lstat_and_still_seen_held() {
         let (_t, dir) = lock_dir();
         let fresh = dir.clone().reuse_lock_table(Duration::ZERO);
-        let claim = held(dir.acquire("e", Wait::Never, &mut |_| {}).unwrap());
+        let claim = held(dir.acquire(&d("e"), Wait::Never, &mut |_| {}).unwrap());
         assert_eq!(claim.file.metadata().unwrap().len(), 0);
         assert_eq!(claim.holder(), None, "an empty lockfile has no record");
         for looker in [&dir, &fresh] {
-            let status = looker.status("e").unwrap().unwrap();
+            let status = looker.status(&d("e")).unwrap().unwrap();
             assert!(status.held, "a held lockfile without a record looked free");
             assert_eq!(status.locker, Some(std::process::id()));
         }
         drop(claim);
         for looker in [&dir, &fresh] {
-            let status = looker.status("e").unwrap().unwrap();
+            let status = looker.status(&d("e")).unwrap().unwrap();
             assert!(!status.held && status.holder.is_none());
         }
         // Not a plain file: looked at as before (refused, not listed).
         std::fs::create_dir(dir.path().join("x.lock")).unwrap();
-        assert_eq!(dir.status("x").unwrap(), None);
+        assert_eq!(dir.status(&d("x")).unwrap(), None);
         std::fs::hard_link(dir.path().join("e.lock"), dir.path().join("f.lock")).unwrap();
-        assert_eq!(dir.status("f").unwrap(), None, "a hard-linked lockfile");
+        assert_eq!(dir.status(&d("f")).unwrap(), None, "a hard-linked lockfile");
         // A claim taken by a probe knows the lockfile was empty; stamped,
         // its record is read again.
-        drop(held(dir.acquire("d", Wait::Never, &mut |_| {}).unwrap()));
-        let Probe::Acquired(mut claim) = dir.probe("d").unwrap() else {
+        drop(held(
+            dir.acquire(&d("d"), Wait::Never, &mut |_| {}).unwrap(),
+        ));
+        let Probe::Acquired(mut claim) = dir.probe(&d("d")).unwrap() else {
             panic!("d is free")
         };
         assert_eq!(claim.holder(), None);

@@ -48,9 +48,8 @@ use super::claim::{age_since, modified_of, read_holder, seen_of, FileId, FlockCl
 use super::listing;
 use super::names::{lockfile_name, PASS_LOCK, RECORDS_LOCK};
 use super::proc_locks::LockSnapshot;
-use crate::protocol::{
-    Acquired, Backend, Claim, DomainList, Holder, PassLock, Probe, Status, Wait,
-};
+use crate::protocol::{Acquired, Backend, Claim, Holder, PassLock, Probe, Status, Wait};
+use ccci_common::{Domain, DomainList};
 
 /// The local backend: one lockfile per domain in a lock dir.
 #[derive(Debug, Clone)]
@@ -122,7 +121,7 @@ impl FlockDir {
     /// from its first reap to the end of its pass ([`crate::place`]).
     pub fn lock_records(&self, wait: Wait) -> anyhow::Result<Option<FlockClaim>> {
         let name = RECORDS_LOCK;
-        Ok(match self.acquire_as(name, name, wait, &mut |_| {})? {
+        Ok(match self.acquire_as(None, name, wait, &mut |_| {})? {
             Acquired::Held(claim) => Some(claim),
             Acquired::Busy(_) => None,
         })
@@ -136,14 +135,14 @@ impl FlockDir {
         id: FileId,
         at_path: &FileStat,
         name: &str,
-        domain: &str,
+        domain: Option<&Domain>,
         created: bool,
     ) -> FlockClaim {
         FlockClaim {
             dir: Arc::clone(&self.dir),
             file,
             name: name.to_string(),
-            domain: domain.to_string(),
+            domain: domain.cloned(),
             created,
             id,
             seen: seen_of(at_path),
@@ -194,7 +193,7 @@ impl FlockDir {
     }
 
     /// Open (creating), lock without waiting, check identity.
-    pub(super) fn round(&self, domain: &str, name: &str) -> anyhow::Result<Round> {
+    pub(super) fn round(&self, domain: Option<&Domain>, name: &str) -> anyhow::Result<Round> {
         let (file, id, created) = self.open_or_create(name)?;
         if !flock(file.as_fd(), FlockOp::ExclusiveNonblock)? {
             let holder = read_holder(&file);
@@ -216,7 +215,7 @@ impl FlockDir {
     /// path is let go and the round made again.
     pub(super) fn round_at_path(
         &self,
-        domain: &str,
+        domain: Option<&Domain>,
         name: &str,
     ) -> anyhow::Result<Result<FlockClaim, Busy>> {
         loop {
@@ -232,7 +231,7 @@ impl FlockDir {
     /// created and lost), with the holder's record.
     pub(super) fn try_acquire(
         &self,
-        domain: &str,
+        domain: Option<&Domain>,
         name: &str,
     ) -> anyhow::Result<Acquired<FlockClaim>> {
         match self.round_at_path(domain, name)? {
@@ -252,7 +251,7 @@ impl FlockDir {
     /// still the empty file we made.
     pub(super) fn claim_after_wait(
         &self,
-        domain: &str,
+        domain: Option<&Domain>,
         name: &str,
         file: File,
         id: FileId,
@@ -268,21 +267,21 @@ impl FlockDir {
 impl Backend for FlockDir {
     type Claim = FlockClaim;
 
-    fn check_domain(&self, domain: &str) -> Result<(), UsageError> {
+    fn check_domain(&self, domain: &Domain) -> Result<(), UsageError> {
         lockfile_name(domain).map(drop)
     }
 
     fn acquire(
         &self,
-        domain: &str,
+        domain: &Domain,
         wait: Wait,
         waiting: &mut dyn FnMut(Option<&Holder>),
     ) -> anyhow::Result<Acquired<FlockClaim>> {
         let name = lockfile_name(domain)?;
-        self.acquire_as(domain, &name, wait, waiting)
+        self.acquire_as(Some(domain), &name, wait, waiting)
     }
 
-    fn probe(&self, domain: &str) -> anyhow::Result<Probe<FlockClaim>> {
+    fn probe(&self, domain: &Domain) -> anyhow::Result<Probe<FlockClaim>> {
         let name = lockfile_name(domain)?;
         // Opened for writing, so that a janitor that takes the claim can
         // stamp its own record while it reaps; a lockfile we may only read
@@ -312,12 +311,12 @@ impl Backend for FlockDir {
             });
         }
         Ok(match self.at_path(&name, id)? {
-            Some(st) => Probe::Acquired(self.claim(file, id, &st, &name, domain, false)),
+            Some(st) => Probe::Acquired(self.claim(file, id, &st, &name, Some(domain), false)),
             None => Probe::Moved,
         })
     }
 
-    fn create(&self, domain: &str) -> anyhow::Result<Option<FlockClaim>> {
+    fn create(&self, domain: &Domain) -> anyhow::Result<Option<FlockClaim>> {
         let name = lockfile_name(domain)?;
         let (file, st) = match self.dir.open_file_stat(&name, OpenHow::CreateNew) {
             Ok(opened) => opened,
@@ -332,10 +331,10 @@ impl Backend for FlockDir {
         }
         Ok(self
             .at_path(&name, id)?
-            .map(|st| self.claim(file, id, &st, &name, domain, true)))
+            .map(|st| self.claim(file, id, &st, &name, Some(domain), true)))
     }
 
-    fn domains(&self) -> anyhow::Result<Vec<String>> {
+    fn domains(&self) -> anyhow::Result<Vec<Domain>> {
         listing::domains(self)
     }
 
@@ -349,17 +348,17 @@ impl Backend for FlockDir {
         listing::list(self)
     }
 
-    fn status(&self, domain: &str) -> anyhow::Result<Option<Status>> {
+    fn status(&self, domain: &Domain) -> anyhow::Result<Option<Status>> {
         listing::status(self, domain)
     }
 
-    fn peek_age(&self, domain: &str) -> anyhow::Result<Option<Duration>> {
+    fn peek_age(&self, domain: &Domain) -> anyhow::Result<Option<Duration>> {
         listing::peek_age(self, domain)
     }
 
     fn pass_lock(&self, create: bool) -> anyhow::Result<PassLock> {
         if create {
-            return Ok(match self.try_acquire(PASS_LOCK, PASS_LOCK)? {
+            return Ok(match self.try_acquire(None, PASS_LOCK)? {
                 Acquired::Held(claim) => PassLock::Held(Box::new(PassGuard(Some(claim)))),
                 Acquired::Busy(_) => PassLock::Busy,
             });
@@ -400,40 +399,42 @@ impl Drop for PassGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flock::testing::{held, lock_dir};
+    use crate::flock::testing::{d, held, lock_dir};
     use crate::protocol::Claim;
     use std::os::unix::fs::FileExt;
 
     #[test]
     fn remove_unlinks_while_holding_and_frees_the_domain() {
         let (_t, dir) = lock_dir();
-        let first = held(dir.acquire("d", Wait::Never, &mut |_| {}).unwrap());
+        let first = held(dir.acquire(&d("d"), Wait::Never, &mut |_| {}).unwrap());
         let path = first.path();
         first.remove().unwrap();
         assert!(!path.exists());
-        held(dir.acquire("d", Wait::Never, &mut |_| {}).unwrap());
+        held(dir.acquire(&d("d"), Wait::Never, &mut |_| {}).unwrap());
     }
 
     #[test]
     fn probe_and_create_never_create_by_accident() {
         let (_t, dir) = lock_dir();
-        assert!(matches!(dir.probe("d").unwrap(), Probe::Missing));
+        assert!(matches!(dir.probe(&d("d")).unwrap(), Probe::Missing));
         assert!(dir.domains().unwrap().is_empty());
-        let created = dir.create("d").unwrap().unwrap();
-        assert!(dir.create("d").unwrap().is_none());
-        assert!(matches!(dir.probe("d").unwrap(), Probe::Held { .. }));
+        let created = dir.create(&d("d")).unwrap().unwrap();
+        assert!(dir.create(&d("d")).unwrap().is_none());
+        assert!(matches!(dir.probe(&d("d")).unwrap(), Probe::Held { .. }));
         drop(created);
-        assert!(matches!(dir.probe("d").unwrap(), Probe::Acquired(_)));
-        assert_eq!(dir.domains().unwrap(), vec!["d".to_string()]);
+        assert!(matches!(dir.probe(&d("d")).unwrap(), Probe::Acquired(_)));
+        assert_eq!(dir.domains().unwrap(), [d("d")]);
     }
 
     #[test]
     fn a_busy_set_member_taken_first_is_removed_only_if_we_created_it() {
         let (_t, dir) = lock_dir();
-        let busy = held(dir.acquire("c", Wait::Never, &mut |_| {}).unwrap());
+        let busy = held(dir.acquire(&d("c"), Wait::Never, &mut |_| {}).unwrap());
         // "a" exists already (a claim the janitor may have to reap); "b" does not.
-        drop(held(dir.acquire("a", Wait::Never, &mut |_| {}).unwrap()));
-        let set: Vec<String> = ["c", "b", "a"].map(String::from).to_vec();
+        drop(held(
+            dir.acquire(&d("a"), Wait::Never, &mut |_| {}).unwrap(),
+        ));
+        let set = ["c", "b", "a"].map(d);
         for wait in [Wait::Never, Wait::AtMost(Duration::from_millis(30))] {
             let mut told = Vec::new();
             match crate::acquire_all(&dir, &set, wait, &mut |d, _| told.push(d.to_string()))
@@ -450,7 +451,7 @@ mod tests {
                 !dir.path().join("b.lock").exists(),
                 "our own b.lock was left behind"
             );
-            assert!(dir.status("a").unwrap().is_some_and(|s| !s.held));
+            assert!(dir.status(&d("a")).unwrap().is_some_and(|s| !s.held));
         }
         drop(busy);
     }

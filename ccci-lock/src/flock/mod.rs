@@ -33,6 +33,12 @@ mod testing {
     use super::FlockDir;
     use crate::protocol::Acquired;
     use crate::FlockClaim;
+    use ccci_common::Domain;
+
+    /// The domain `name`, which must be valid.
+    pub(super) fn d(name: &str) -> Domain {
+        Domain::parse(name).unwrap()
+    }
 
     /// A new lock dir in a temporary directory that lasts as long as the
     /// first value.

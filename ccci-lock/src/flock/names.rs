@@ -1,12 +1,16 @@
 //! Lockfile names: the lockfile of a domain, and the domain of a lockfile.
 //!
-//! Domain names are checked here ([`lockfile_name`]: a valid DOMAIN whose
-//! lockfile name fits in 255 bytes); callers never build file names.
+//! A [`Domain`] is a valid DOMAIN already; the one rule kept here is the
+//! file system's ([`lockfile_name`]: the lockfile name fits in 255 bytes).
+//! The names found in a lock dir are parsed into domains here
+//! ([`domain_of`]): that is where they come in. Callers never build file
+//! names.
 
 use std::ffi::OsStr;
 
 use ccci_common::cli::UsageError;
 use ccci_common::names::shell_quote;
+use ccci_common::Domain;
 
 /// Longest lockfile name the file system takes (`NAME_MAX`).
 const FILE_NAME_MAX: usize = 255;
@@ -22,9 +26,7 @@ pub const RECORDS_LOCK: &str = ".records.lock";
 
 /// The lockfile name of `domain`: `<DOMAIN>.lock`. A domain that is valid
 /// but too long for a file name (over 250 bytes) is a usage error.
-pub fn lockfile_name(domain: &str) -> Result<String, UsageError> {
-    ccci_common::names::check_domain(domain)
-        .map_err(|why| UsageError(format!("invalid domain {}: {why}", shell_quote(domain))))?;
+pub fn lockfile_name(domain: &Domain) -> Result<String, UsageError> {
     // Called for every lockfile of a janitor pass: one allocation, no
     // formatting machinery.
     let mut name = String::with_capacity(domain.len() + SUFFIX.len());
@@ -41,15 +43,12 @@ pub fn lockfile_name(domain: &str) -> Result<String, UsageError> {
 }
 
 /// The domain a lockfile name stands for, if it is one of ours.
-pub fn domain_of(file_name: &OsStr) -> Option<String> {
-    domain_in(file_name).map(str::to_string)
-}
-
-/// [`domain_of`], borrowed from the name.
-pub(super) fn domain_in(file_name: &OsStr) -> Option<&str> {
+pub fn domain_of(file_name: &OsStr) -> Option<Domain> {
     let domain = file_name.to_str()?.strip_suffix(SUFFIX)?;
-    (file_name.len() <= FILE_NAME_MAX && ccci_common::names::domain(domain).is_ok())
-        .then_some(domain)
+    if file_name.len() > FILE_NAME_MAX {
+        return None;
+    }
+    Domain::parse(domain).ok()
 }
 
 #[cfg(test)]
@@ -58,10 +57,13 @@ mod tests {
 
     #[test]
     fn lockfile_names() {
-        assert_eq!(lockfile_name("a.example").unwrap(), "a.example.lock");
-        assert!(lockfile_name("../x").is_err());
-        assert!(lockfile_name(&"a".repeat(250)).is_ok());
-        let e = lockfile_name(&"a".repeat(251)).unwrap_err().0;
+        let domain = |name: &str| Domain::parse(name).unwrap();
+        assert_eq!(
+            lockfile_name(&domain("a.example")).unwrap(),
+            "a.example.lock"
+        );
+        assert!(lockfile_name(&domain(&"a".repeat(250))).is_ok());
+        let e = lockfile_name(&domain(&"a".repeat(251))).unwrap_err().0;
         assert!(e.contains("too long"), "{e}");
         assert_eq!(
             domain_of(OsStr::new("a.lock.lock")).as_deref(),

@@ -36,6 +36,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use ccci_common::sys::{self, flock, FlockOp};
 
+use ccci_common::Domain;
+
 use super::claim::FlockClaim;
 use super::lock_dir::{Busy, FlockDir, Round};
 use crate::protocol::{Acquired, Claim, Holder, Wait};
@@ -68,10 +70,11 @@ impl WaitShared {
 }
 
 impl FlockDir {
-    /// Acquires the lockfile `name` (of `domain`) waiting as `wait` says.
+    /// Acquires the lockfile `name` (of `domain`; `None` for the lock dir's
+    /// own locks, see [`FlockClaim`]) waiting as `wait` says.
     pub(super) fn acquire_as(
         &self,
-        domain: &str,
+        domain: Option<&Domain>,
         name: &str,
         wait: Wait,
         waiting: &mut dyn FnMut(Option<&Holder>),
@@ -88,7 +91,7 @@ impl FlockDir {
     /// Waiting as long as it takes (a blocking `flock`, no polling).
     fn acquire_forever(
         &self,
-        domain: &str,
+        domain: Option<&Domain>,
         name: &str,
         waiting: &mut dyn FnMut(Option<&Holder>),
     ) -> anyhow::Result<FlockClaim> {
@@ -114,7 +117,7 @@ impl FlockDir {
     }
 
     /// The body of the `lock-wait` thread (see the module doc).
-    fn wait_in_thread(&self, domain: &str, name: &str, shared: &WaitShared) {
+    fn wait_in_thread(&self, domain: Option<&Domain>, name: &str, shared: &WaitShared) {
         let wake = sys::ThreadSignal::new(sys::wake_signal());
         let outcome = sys::unblock_signals(&[sys::wake_signal()])
             .context("cannot unblock the wake-up signal")
@@ -140,7 +143,7 @@ impl FlockDir {
     /// `Ok(None)`: the caller gave up first.
     fn wait_rounds(
         &self,
-        domain: &str,
+        domain: Option<&Domain>,
         name: &str,
         shared: &WaitShared,
     ) -> anyhow::Result<Option<FlockClaim>> {
@@ -169,7 +172,7 @@ impl FlockDir {
 
     fn acquire_at_most(
         &self,
-        domain: &str,
+        domain: Option<&Domain>,
         name: &str,
         limit: Duration,
         waiting: &mut dyn FnMut(Option<&Holder>),
@@ -186,10 +189,10 @@ impl FlockDir {
         let shared = Arc::new(WaitShared::default());
         let thread = {
             let (this, shared) = (self.clone(), Arc::clone(&shared));
-            let (domain, name) = (domain.to_string(), name.to_string());
+            let (domain, name) = (domain.cloned(), name.to_string());
             std::thread::Builder::new()
                 .name("lock-wait".into())
-                .spawn(move || this.wait_in_thread(&domain, &name, &shared))
+                .spawn(move || this.wait_in_thread(domain.as_ref(), &name, &shared))
                 .context("cannot start the waiting thread")?
         };
         let until = Instant::now().checked_add(limit);
@@ -236,7 +239,7 @@ impl FlockDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flock::testing::{held, lock_dir};
+    use crate::flock::testing::{d, held, lock_dir};
     use crate::protocol::Backend;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::sync::mpsc;
@@ -244,7 +247,10 @@ mod tests {
     #[test]
     fn second_acquirer_is_busy_and_sees_the_record() {
         let (_t, dir) = lock_dir();
-        let mut first = held(dir.acquire("d.example", Wait::Never, &mut |_| {}).unwrap());
+        let mut first = held(
+            dir.acquire(&d("d.example"), Wait::Never, &mut |_| {})
+                .unwrap(),
+        );
         first
             .stamp(&Holder::this_process(Some("r1".into())))
             .unwrap();
@@ -253,7 +259,10 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        match dir.acquire("d.example", Wait::Never, &mut |_| {}).unwrap() {
+        match dir
+            .acquire(&d("d.example"), Wait::Never, &mut |_| {})
+            .unwrap()
+        {
             Acquired::Busy(Some(h)) => {
                 assert_eq!(h.pid, Some(std::process::id()));
                 assert_eq!(h.run_id.as_deref(), Some("r1"));
@@ -264,7 +273,7 @@ mod tests {
         let mut told = None;
         let again = dir
             .acquire(
-                "d.example",
+                &d("d.example"),
                 Wait::AtMost(Duration::from_millis(100)),
                 &mut |h| told = h.cloned(),
             )
@@ -279,13 +288,13 @@ mod tests {
         // The waiter's file is unlinked while it waits; when it wakes it must
         // notice, and lock the file now at the path instead.
         let (_t, dir) = lock_dir();
-        let first = held(dir.acquire("d", Wait::Never, &mut |_| {}).unwrap());
+        let first = held(dir.acquire(&d("d"), Wait::Never, &mut |_| {}).unwrap());
         let (tx, rx) = mpsc::channel();
         let waiter = {
             let dir = dir.clone();
             std::thread::spawn(move || {
                 let claim = held(
-                    dir.acquire("d", Wait::Forever, &mut |_| tx.send(()).unwrap())
+                    dir.acquire(&d("d"), Wait::Forever, &mut |_| tx.send(()).unwrap())
                         .unwrap(),
                 );
                 let path = claim.path();
@@ -324,17 +333,21 @@ mod tests {
         // up: a waiting thread left behind would then create and take a new
         // lockfile that nobody holds for long, and nobody removes.
         let (_t, dir) = lock_dir();
-        let first = held(dir.acquire("d", Wait::Never, &mut |_| {}).unwrap());
+        let first = held(dir.acquire(&d("d"), Wait::Never, &mut |_| {}).unwrap());
         let meta = first.file.metadata().unwrap();
         let again = dir
-            .acquire("d", Wait::AtMost(Duration::from_millis(50)), &mut |_| {})
+            .acquire(
+                &d("d"),
+                Wait::AtMost(Duration::from_millis(50)),
+                &mut |_| {},
+            )
             .unwrap();
         assert!(matches!(again, Acquired::Busy(_)));
         assert!(!has_waiter(&meta), "a waiting thread outlived the call");
         let path = first.path();
         first.remove().unwrap();
         assert!(!path.exists());
-        held(dir.acquire("d", Wait::Never, &mut |_| {}).unwrap())
+        held(dir.acquire(&d("d"), Wait::Never, &mut |_| {}).unwrap())
             .remove()
             .unwrap();
         assert!(!path.exists());
@@ -343,7 +356,7 @@ mod tests {
     #[test]
     fn a_claim_got_by_waiting_is_not_ours_to_give_up() {
         let (_t, dir) = lock_dir();
-        let mut first = held(dir.acquire("d", Wait::Never, &mut |_| {}).unwrap());
+        let mut first = held(dir.acquire(&d("d"), Wait::Never, &mut |_| {}).unwrap());
         assert!(first.created);
         first.stamp(&Holder::this_process(None)).unwrap();
         let (tx, rx) = mpsc::channel();
@@ -351,7 +364,7 @@ mod tests {
             let dir = dir.clone();
             std::thread::spawn(move || {
                 held(
-                    dir.acquire("d", Wait::AtMost(Duration::from_secs(600)), &mut |_| {
+                    dir.acquire(&d("d"), Wait::AtMost(Duration::from_secs(600)), &mut |_| {
                         tx.send(()).unwrap()
                     })
                     .unwrap(),

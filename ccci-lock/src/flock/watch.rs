@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use ccci_common::fs::SafeDir;
 use ccci_common::supervise::LossNotifier;
 use ccci_common::sys;
+use ccci_common::Domain;
 
 use super::claim::FileId;
 #[cfg(doc)]
@@ -78,14 +79,14 @@ impl LockfileWatch {
         dir: &Arc<SafeDir>,
         name: &str,
         id: FileId,
-        domain: &str,
+        domain: &Domain,
         notifier: LossNotifier,
     ) -> anyhow::Result<LockfileWatch> {
         // Blocked here for good, before the thread exists, so that a
         // change signal queued for the process is never anybody's death.
         sys::block_signals(&[sys::dir_change_signal()])?;
         let shared = Arc::new(WatchShared::default());
-        let (dir, name, domain) = (Arc::clone(dir), name.to_string(), domain.to_string());
+        let (dir, name, domain) = (Arc::clone(dir), name.to_string(), domain.clone());
         let thread_shared = Arc::clone(&shared);
         sys::spawn_without_signals("lockfile-watch", move || {
             watch_lockfile(&thread_shared, &dir, &name, id, &domain, &notifier)
@@ -130,7 +131,7 @@ fn still_at_path(dir: &SafeDir, name: &str, id: FileId) -> Result<(), String> {
 
 /// Says that the lock of `domain` is lost because `what` happened, and
 /// reports it.
-fn report_moved(what: &str, domain: &str, notifier: &LossNotifier) {
+fn report_moved(what: &str, domain: &Domain, notifier: &LossNotifier) {
     ccci_common::say!(
         "{what} while the lock of {domain} was held: the lock is lost (another run may \
          hold it now)"
@@ -144,7 +145,7 @@ fn watch_lockfile(
     dir: &SafeDir,
     name: &str,
     id: FileId,
-    domain: &str,
+    domain: &Domain,
     notifier: &LossNotifier,
 ) {
     use std::sync::atomic::Ordering;

@@ -2,7 +2,8 @@
 //! reached through the lock dir's descriptor, one request line, one answer
 //! line per domain and `done`, each end checking the other with
 //! `SO_PEERCRED`. On the keeper's side, each [`Client`]'s request and
-//! answer are read and written without blocking.
+//! answer are read and written without blocking. The domains of an answer
+//! are parsed into [`Domain`]s here, where they arrive.
 
 use ccci_common::names::quote_path;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use ccci_common::sys;
+use ccci_common::{sys, Domain};
 
 use crate::FlockDir;
 
@@ -57,7 +58,7 @@ pub(super) fn ask(
     keeper: u32,
     op: &str,
     parent: u32,
-    domains: &[&str],
+    domains: &[&Domain],
 ) -> anyhow::Result<Option<Vec<Answer>>> {
     let Some(dir) = dir else {
         return Ok(None); // no lock dir: no keeper's socket either
@@ -120,7 +121,9 @@ pub(super) fn ask(
             "refused" => bail!("keeper {keeper} refused the request: {rest}"),
             _ => bail!("keeper {keeper} answered {reply:?}"),
         };
-        if let Some(i) = domains.iter().position(|d| *d == domain) {
+        // Parsed where it arrives; text that is no domain was never asked about.
+        let asked = Domain::parse(domain).ok();
+        if let Some(i) = asked.and_then(|domain| domains.iter().position(|d| **d == domain)) {
             answers[i] = Some(answer);
         }
     }

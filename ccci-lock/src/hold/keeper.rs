@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use ccci_common::supervise::Loss;
-use ccci_common::{exit, sys};
+use ccci_common::{exit, sys, Domain};
 
 use crate::backend::Job;
 use crate::report::{describe, locker_of, say_busy};
@@ -399,9 +399,10 @@ pub(super) fn answer<C: Claim>(
     );
     let ours = asked == Some(parent) && !exited(watch.pidfd).unwrap_or(true) && !(watch.lost)();
     for domain in words {
-        let index = claims
-            .iter()
-            .position(|c| c.domain() == domain)
+        // Parsed where it arrives: text that is no domain names no claim.
+        let index = Domain::parse(domain)
+            .ok()
+            .and_then(|domain| claims.iter().position(|c| *c.domain() == domain))
             .filter(|_| ours);
         let reply = match (op, index) {
             (_, None) => format!("not-held {domain}"),

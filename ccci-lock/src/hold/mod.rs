@@ -66,7 +66,9 @@
 //! check the other's uid with `SO_PEERCRED`, and the releaser checks that
 //! the listener is the keeper pid the lockfile names. A request is one line,
 //! `held PID DOMAIN...` or `release PID DOMAIN...`; the keeper answers one
-//! line per domain and `done`. It serves its clients at once from one
+//! line per domain and `done`. The domains of a request and of an answer
+//! are parsed into [`Domain`]s where they arrive (text that is no domain
+//! names no lock: `not-held`). It serves its clients at once from one
 //! `poll` loop that also watches PID's pidfd, and drops a client whose
 //! request and answer take longer than 10 s: no client can keep it from
 //! noticing that PID died.
@@ -130,7 +132,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use ccci_common::{exit, sys};
+use ccci_common::{exit, sys, Domain};
 
 use crate::backend::{Job, Locks};
 use crate::{Backend, FlockDir, Holder, Wait};
@@ -158,7 +160,7 @@ pub struct HoldRequest {
     /// The process whose lifetime bounds the hold.
     pub parent: u32,
     /// The domains, sorted, without duplicates.
-    pub domains: Vec<String>,
+    pub domains: Vec<Domain>,
     /// `-n` / `-w`.
     pub wait: Wait,
     /// The host's lock dir ([`Locks::local_dir`]): the locks' and the
@@ -216,7 +218,11 @@ pub(super) enum State {
     Elsewhere(String),
 }
 
-pub(super) fn state<B: Backend>(backend: &B, domain: &str, parent: u32) -> anyhow::Result<State> {
+pub(super) fn state<B: Backend>(
+    backend: &B,
+    domain: &Domain,
+    parent: u32,
+) -> anyhow::Result<State> {
     // Read without taking any lock: the record, and who holds the lock
     // (flock: `/proc/locks`; etcd: whether a lock key exists).
     let Some(status) = backend.status(domain)? else {
@@ -278,9 +284,9 @@ pub(super) struct NotHeld<'a> {
 }
 
 impl Job for NotHeld<'_> {
-    type Output = Vec<String>;
+    type Output = Vec<Domain>;
 
-    fn run<B>(self, backend: &B) -> anyhow::Result<Vec<String>>
+    fn run<B>(self, backend: &B) -> anyhow::Result<Vec<Domain>>
     where
         B: Backend + Clone + Send + 'static,
         B::Claim: Send + 'static,
@@ -294,7 +300,7 @@ pub(super) fn not_held<B: Backend>(
     backend: &B,
     dir: &FlockDir,
     req: &HoldRequest,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Vec<Domain>> {
     let mut todo = Vec::new();
     for domain in &req.domains {
         let held = match state(backend, domain, req.parent)? {
@@ -317,7 +323,7 @@ pub(super) fn not_held<B: Backend>(
 /// Starts the keeper for `domains` and waits until it is ready or has failed.
 pub(super) fn start_keeper(
     req: &HoldRequest,
-    domains: &[String],
+    domains: &[Domain],
     pidfd: OwnedFd,
     dir: &FlockDir,
 ) -> anyhow::Result<u8> {
@@ -350,8 +356,9 @@ pub(super) fn start_keeper(
     if let Locks::Etcd(etcd) = &req.locks {
         cmd.args(crate::etcd::args::EtcdArgs::to_args(etcd));
     }
-    cmd.args(domains); // valid domains never start with "-"
-                       // stderr stays the caller's until the keeper is ready, for its messages.
+    // Valid domains never start with "-".
+    cmd.args(domains.iter().map(Domain::as_str));
+    // stderr stays the caller's until the keeper is ready, for its messages.
     cmd.stdin(Stdio::null()).stdout(Stdio::null());
     sys::detach_command(&mut cmd, &[pidfd.as_fd(), ready_w.as_fd()]);
     let mut child = cmd.spawn().context("cannot start the keeper")?;

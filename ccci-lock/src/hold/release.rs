@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use ccci_common::names::quote_path;
-use ccci_common::{exit, say};
+use ccci_common::{exit, say, Domain};
 
 use crate::backend::{Job, Locks};
 use crate::report::describe;
@@ -27,7 +27,7 @@ pub fn release(
     parent: u32,
     locks: &Locks,
     lock_dir: &Path,
-    domains: &[String],
+    domains: &[Domain],
 ) -> anyhow::Result<u8> {
     let dir = FlockDir::open(lock_dir, false)?;
     let job = ReleaseOn {
@@ -53,7 +53,7 @@ pub fn release(
 pub(super) struct ReleaseOn<'a> {
     dir: Option<&'a FlockDir>,
     parent: u32,
-    domains: &'a [String],
+    domains: &'a [Domain],
 }
 
 impl Job for ReleaseOn<'_> {
@@ -72,9 +72,9 @@ pub(super) fn release_on<B: Backend>(
     backend: &B,
     dir: Option<&FlockDir>,
     parent: u32,
-    domains: &[String],
+    domains: &[Domain],
 ) -> anyhow::Result<u8> {
-    let mut by_keeper: Vec<(u32, Vec<&str>)> = Vec::new();
+    let mut by_keeper: Vec<(u32, Vec<&Domain>)> = Vec::new();
     let mut not_held = false;
     let mut refused = false;
     for domain in domains {
