@@ -13,6 +13,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::str::FromStr;
 
+use crate::cli::UsageError;
 use crate::names;
 
 /// A valid app DOMAIN: 1-253 bytes of `[A-Za-z0-9._-]`, starting with a
@@ -135,14 +136,21 @@ impl DomainList {
         DomainList::default()
     }
 
-    /// Adds `domain` at the end.
-    pub fn push(&mut self, domain: &Domain) {
+    /// Adds `domain` at the end. Refused only when the list is full (4 GiB
+    /// of names: an offset must fit in 4 bytes).
+    pub fn push(&mut self, domain: &Domain) -> Result<(), UsageError> {
         // A domain has at most 253 bytes, so its length fits in a byte.
-        let len = domain.len() as u8;
-        let start = u32::try_from(self.bytes.len()).expect("a domain list of over 4 GiB");
+        let (Ok(len), Ok(start)) = (u8::try_from(domain.len()), u32::try_from(self.bytes.len()))
+        else {
+            return Err(UsageError(format!(
+                "invalid domain {}: too long",
+                names::shell_quote(domain)
+            )));
+        };
         self.bytes.push(len);
         self.bytes.extend_from_slice(domain.as_bytes());
         self.starts.push(start);
+        Ok(())
     }
 
     /// How many names it holds.
@@ -188,10 +196,11 @@ impl DomainList {
 }
 
 impl<D: std::borrow::Borrow<Domain>> FromIterator<D> for DomainList {
+    /// Domains that do not fit (a full list) are left out.
     fn from_iter<I: IntoIterator<Item = D>>(iter: I) -> DomainList {
         let mut list = DomainList::new();
         for domain in iter {
-            list.push(domain.borrow());
+            let _ = list.push(domain.borrow());
         }
         list
     }
@@ -255,7 +264,7 @@ mod tests {
         assert_eq!(list.iter().collect::<Vec<_>>(), want);
         assert_eq!(list.get(want.len()), None);
         let longest = Domain::parse(&"a".repeat(253)).unwrap();
-        list.push(&longest);
+        assert!(list.push(&longest).is_ok());
         assert_eq!(list.iter().last(), Some(longest));
         assert_eq!(list.len(), want.len() + 1);
         assert!(!list.is_empty() && DomainList::new().is_empty());

@@ -51,7 +51,7 @@ pub fn candidates<B: Backend>(
     let mut all = backend.domain_list()?;
     if let Some(deployed) = deployed {
         for domain in deployed {
-            all.push(domain);
+            all.push(domain)?;
         }
         all.sort_dedup();
     }

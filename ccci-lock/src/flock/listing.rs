@@ -108,7 +108,7 @@ pub(super) fn domain_list(dir: &FlockDir) -> anyhow::Result<DomainList> {
     dir.dir
         .each_name(|name| {
             if let Some(domain) = domain_of(name) {
-                list.push(&domain);
+                let _ = list.push(&domain);
             }
         })
         .with_context(|| format!("cannot read lock dir {}", quote_path(dir.path())))?;
