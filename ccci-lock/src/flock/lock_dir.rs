@@ -119,6 +119,8 @@ impl FlockDir {
     /// waiting as `wait` says; `None` when it stayed busy. A run holds it
     /// while it writes the lock dir's record of where it claims, a janitor
     /// from its first reap to the end of its pass ([`crate::place`]).
+    /// The claim is no domain's: it is only held and removed (see
+    /// [`FlockClaim`]'s `domain`).
     pub fn lock_records(&self, wait: Wait) -> anyhow::Result<Option<FlockClaim>> {
         let name = RECORDS_LOCK;
         Ok(match self.acquire_as(None, name, wait, &mut |_| {})? {
