@@ -60,7 +60,7 @@ const RECORDS_WAIT: Duration = Duration::from_secs(10);
 pub(crate) struct RecordsFirst<'a> {
     pub(crate) reap: ReapCommand,
     pub(crate) here: &'a Here<'a>,
-    pub(crate) held: Option<ccci_lock::FlockClaim>,
+    pub(crate) held: Option<ccci_lock::flock::DirLock>,
 }
 
 impl crate::Reaper for RecordsFirst<'_> {
@@ -104,7 +104,7 @@ impl Drop for RecordsFirst<'_> {
     fn drop(&mut self) {
         if let Some(lock) = self.held.take() {
             // Left behind, it is only an unlocked file the next taker locks.
-            let _ = ccci_lock::Claim::remove(lock);
+            let _ = lock.remove();
         }
     }
 }

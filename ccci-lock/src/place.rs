@@ -51,7 +51,7 @@ use anyhow::Context;
 use ccci_common::fs::{FileErrorKind, OpenHow, SafeDir};
 use ccci_common::names::quote_path;
 
-use crate::protocol::{Claim, Wait};
+use crate::protocol::Wait;
 use crate::FlockDir;
 
 /// The record files' names start with this.
@@ -202,7 +202,7 @@ pub fn note(dir: &FlockDir, place: &Place, wait: Wait) -> anyhow::Result<Noted> 
 pub enum Reaping {
     /// No record names another place: reap, holding this records lock to
     /// the end of the pass (then remove it while holding it).
-    Clear(crate::FlockClaim),
+    Clear(crate::flock::DirLock),
     /// Records that name another place than the janitor's, with their
     /// paths: reap nothing.
     Elsewhere(Vec<(std::path::PathBuf, Place)>),

@@ -38,8 +38,9 @@ pub struct FlockClaim {
     /// The domain whose lock this is; `None` for the lock dir's own locks
     /// (the janitor's pass lock, the records lock), which are no domain's:
     /// they are taken with the same protocol, but only ever held and
-    /// removed, never used as a domain's claim ([`Claim::domain`] of one
-    /// is a bug, and panics).
+    /// removed. Such a claim never leaves this module bare: it is handed
+    /// out inside a [`DirLock`] or a pass guard, which offer no
+    /// [`Claim`] method, so [`Claim::domain`] always has a domain.
     pub(super) domain: Option<Domain>,
     /// This process created the lockfile, and nobody stamped a record into
     /// it before we took it: giving it up may remove it.
@@ -55,6 +56,20 @@ pub struct FlockClaim {
     /// Set by [`Claim::watch_loss`]: reports the lockfile removed or
     /// replaced while held (see [`LockfileWatch`]).
     pub(super) watch: Option<LockfileWatch>,
+}
+
+/// A held lock of the lock dir's own, which is no domain's (the records
+/// lock, [`super::RECORDS_LOCK`]): taken with the lock protocol, it can
+/// only be held, and removed while held ([`DirLock::remove`]); dropped,
+/// it is released and its lockfile left.
+#[derive(Debug)]
+pub struct DirLock(pub(super) FlockClaim);
+
+impl DirLock {
+    /// Removes the lockfile while still holding it, then releases it.
+    pub fn remove(self) -> anyhow::Result<()> {
+        Claim::remove(self.0)
+    }
 }
 
 /// A file's device and inode.

@@ -44,7 +44,7 @@ use ccci_common::names::quote_path;
 use ccci_common::sys::{flock, FlockOp};
 use nix::sys::stat::FileStat;
 
-use super::claim::{age_since, modified_of, read_holder, seen_of, FileId, FlockClaim};
+use super::claim::{age_since, modified_of, read_holder, seen_of, DirLock, FileId, FlockClaim};
 use super::listing;
 use super::names::{lockfile_name, PASS_LOCK, RECORDS_LOCK};
 use super::proc_locks::LockSnapshot;
@@ -119,12 +119,11 @@ impl FlockDir {
     /// waiting as `wait` says; `None` when it stayed busy. A run holds it
     /// while it writes the lock dir's record of where it claims, a janitor
     /// from its first reap to the end of its pass ([`crate::place`]).
-    /// The claim is no domain's: it is only held and removed (see
-    /// [`FlockClaim`]'s `domain`).
-    pub fn lock_records(&self, wait: Wait) -> anyhow::Result<Option<FlockClaim>> {
+    /// The lock is no domain's: it is only held and removed ([`DirLock`]).
+    pub fn lock_records(&self, wait: Wait) -> anyhow::Result<Option<DirLock>> {
         let name = RECORDS_LOCK;
         Ok(match self.acquire_as(None, name, wait, &mut |_| {})? {
-            Acquired::Held(claim) => Some(claim),
+            Acquired::Held(claim) => Some(DirLock(claim)),
             Acquired::Busy(_) => None,
         })
     }

@@ -10,7 +10,8 @@
 //!   check, unlink under the lock, nothing left behind by a run that gave
 //!   up.
 //! - `wait`: waiting (`-w` / `-n`), and the `lock-wait` thread.
-//! - `claim`: a held lock ([`FlockClaim`]): its record, age and end.
+//! - `claim`: a held lock ([`FlockClaim`]): its record, age and end; and a
+//!   held lock of the lock dir's own, no domain's ([`DirLock`]).
 //! - `watch`: noticing a held lockfile removed or replaced by hand.
 //! - `listing`: listing and looking, without taking any lock.
 
@@ -22,7 +23,7 @@ mod proc_locks;
 mod wait;
 mod watch;
 
-pub use claim::FlockClaim;
+pub use claim::{DirLock, FlockClaim};
 pub use lock_dir::FlockDir;
 pub use names::{domain_of, lockfile_name, PASS_LOCK, RECORDS_LOCK, SUFFIX};
 pub use proc_locks::{flock_holder, KernelLock};
