@@ -2,6 +2,9 @@
 //!
 //! Every test builds a canonical abra dir with a real git recipe repo
 //! (tags v1, v2, v3; `main` at v3) and runs the tool the way a harness does.
+//!
+//! One file, as the suite has one module per tool or theme (see `main.rs`):
+//! its tests share the canonical dir and git helpers defined in it.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

@@ -12,6 +12,9 @@
 //!
 //! Precedence (flag > environment > file), an unknown key and an unsafe
 //! file are shown with the tools themselves.
+//!
+//! One file, as the suite has one module per tool or theme (see `main.rs`):
+//! its tests share the installed host and the namespace helpers defined in it.
 
 use std::path::{Path, PathBuf};
 

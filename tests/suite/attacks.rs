@@ -9,6 +9,9 @@
 //! and `ccci-test-other` does not exist, it is created (`useradd`), and its
 //! commands run through `setpriv --reuid/--regid --clear-groups`. Not as
 //! root, those tests say so and pass without testing anything.
+//!
+//! One file, as the suite has one module per tool or theme (see `main.rs`):
+//! its tests share the second user and the attack helpers defined in it.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};

@@ -24,6 +24,9 @@
 //! SIGTERM, and the lock is released anyway); it is not a second holder,
 //! and this order never leaves one, so every busy witness is a real
 //! overlap of two holders or a reap of a live one.
+//!
+//! One file, as the suite has one module per tool or theme (see `main.rs`):
+//! its parts share the witness and the run loops defined in it.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};

@@ -2,6 +2,10 @@
 //! from cron and systemd, and the units `make install` fills in, against the
 //! stub `abra` of the harness (abra's documented command line, state in
 //! files, undocumented flags refused).
+//!
+//! One file, as the suite has one module per tool or theme (see `main.rs`):
+//! its tests share the stub abra and the installed-units helpers defined in
+//! it.
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,8 @@
 //! ccci-guard (SPEC §3) and SPEC §7 cases 13-16, composed with ccci-lock
 //! the way a harness uses them.
+//!
+//! One file, as the suite has one module per tool or theme (see `main.rs`):
+//! its tests share the child and signal helpers defined in it.
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,9 @@
 //! `ccci-lock --hold` / `--release` (SPEC §2) and SPEC §7 case 26: real
 //! harness processes, a real keeper, real flocks, real signals, a real
 //! janitor pass and a Python harness.
+//!
+//! One file, as the suite has one module per tool or theme (see `main.rs`):
+//! its tests share the harness, keeper and release helpers defined in it.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -16,6 +16,9 @@
 //!
 //! Flag values are passed as `--flag=VALUE`, so a value starting with `-`
 //! reaches the flag instead of being read as another flag.
+//!
+//! One file, as the suite has one module per tool or theme (see `main.rs`):
+//! its tests share the value matrix and the sandbox snapshot defined in it.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};

@@ -4,6 +4,9 @@
 //! janitor's scripts and units, and `make install` never builds. `make`
 //! links the tools statically (what docs/benchmarks.md measures), and
 //! `make STATIC=` dynamically.
+//!
+//! One file, as the suite has one module per tool or theme (see `main.rs`):
+//! its tests share the checkout, build and install helpers defined in it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

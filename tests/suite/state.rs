@@ -1,4 +1,8 @@
 //! ccci-state (SPEC §6) and SPEC §7 case 20.
+//!
+//! One file, as the suite has one module per tool or theme (see `main.rs`):
+//! its tests share the run and writer helpers defined in it (the kill tests
+//! among them).
 
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
