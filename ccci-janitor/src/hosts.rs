@@ -106,16 +106,21 @@ impl<B: Backend> Pass<'_, B> {
         let last = format!("idle {}, {}", human(age), describe_last(holder));
         match whose {
             Whose::Other(host) if age > self.settings.leak_after => format!(
-                "foreign: an orphan of host {h} ({last}), idle longer than --leak-after {};                  only host {h}'s janitor reaps it: is it running? If host {h} is gone for                  good, a janitor given --adopt-host {h} takes its claims over; not touched",
+                "foreign: an orphan of host {h} ({last}), idle longer than --leak-after {}; \
+                 only host {h}'s janitor reaps it: is it running? If host {h} is gone for \
+                 good, a janitor given --adopt-host {h} takes its claims over; not touched",
                 human(self.settings.leak_after),
                 h = shell_quote(host),
             ),
             Whose::Other(host) => format!(
-                "foreign: an orphan of host {h} ({last}); left for host {h}'s janitor,                  which has its apps; not touched",
+                "foreign: an orphan of host {h} ({last}); left for host {h}'s janitor, \
+                 which has its apps; not touched",
                 h = shell_quote(host),
             ),
             _ => format!(
-                "foreign: its claim names no host ({last}), so no janitor can tell whose app                  it is; not touched: reap it on the host that deployed it, as docs/etcd.md                  says under \"A claim that names no host\""
+                "foreign: its claim names no host ({last}), so no janitor can tell whose app \
+                 it is; not touched: reap it on the host that deployed it, as docs/etcd.md \
+                 says under \"A claim that names no host\""
             ),
         }
     }

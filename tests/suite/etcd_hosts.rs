@@ -161,7 +161,11 @@ fn a_janitor_never_deletes_another_hosts_orphan_and_that_hosts_janitor_reaps_it(
     assert_eq!(line["outcome"], "foreign", "{a}");
     assert_eq!(line["run_id"], "dead-host-b");
     assert!(
-        line["detail"].as_str().unwrap().contains("host-b"),
+        line["detail"].as_str().unwrap().contains("host-b")
+            && line["detail"]
+                .as_str()
+                .unwrap()
+                .contains("; left for host 'host-b''s janitor, which has its apps; not touched"),
         "{line}"
     );
     assert!(w.calls().is_empty(), "host-a reaped: {:?}", w.calls());
@@ -265,8 +269,9 @@ fn other_hosts_claims_are_only_read_and_an_old_orphan_is_said_out_loud() {
     // old one of host C is a warning naming what to do.
     let said: Vec<&str> = a.stderr.lines().collect();
     assert!(
-        said.iter()
-            .any(|l| l.contains("c.example: foreign") && l.contains("--adopt-host 'host-c'")),
+        said.iter().any(|l| l.contains("c.example: foreign")
+            && l.contains("--adopt-host 'host-c'")
+            && l.contains("is it running? If host 'host-c' is gone for good, a janitor")),
         "{a}"
     );
     assert!(!a.stderr.contains(D), "{a}");
@@ -379,7 +384,9 @@ fn a_claim_that_names_no_host_is_never_reaped_or_deleted() {
         assert!(
             a.stderr
                 .lines()
-                .any(|l| l.contains(&format!("{d}: foreign")) && l.contains("names no host")),
+                .any(|l| l.contains(&format!("{d}: foreign"))
+                    && l.contains("names no host")
+                    && l.contains("whose app it is; not touched: reap it on the host")),
             "{a}"
         );
         assert_eq!(lock_keys_ever(&w.etcd, d, before), Vec::<String>::new());
