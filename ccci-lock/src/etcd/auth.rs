@@ -13,7 +13,7 @@ use std::time::Instant;
 use ccci_common::dirs::Role;
 use ccci_common::names::{quote_path, shell_quote};
 
-use super::client::{CallError, Client, Setup, ATTEMPT, MAX_ERROR};
+use super::client::{read_short, CallError, Client, Setup, ATTEMPT};
 use super::messages::{decode, AuthenticateRequest, AuthenticateResponse};
 use super::tls::MAX_FILE;
 use super::Auth;
@@ -93,12 +93,7 @@ impl Client {
                 deadline,
                 ATTEMPT,
                 None,
-                &|resp: &mut ureq::http::Response<ureq::Body>| {
-                    resp.body_mut()
-                        .with_config()
-                        .limit(MAX_ERROR)
-                        .read_to_string()
-                },
+                &read_short,
             )
             .map_err(|e| match e {
                 CallError::Refused(why) | CallError::BadToken(why) => CallError::Setup(format!(

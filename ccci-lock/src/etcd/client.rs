@@ -318,12 +318,7 @@ impl Client {
                             .get("location")
                             .and_then(|l| l.to_str().ok())
                             .map(str::to_string);
-                        let text = resp
-                            .body_mut()
-                            .with_config()
-                            .limit(MAX_ERROR)
-                            .read_to_string()
-                            .unwrap_or_default();
+                        let text = read_short(&mut resp).unwrap_or_default();
                         let why = if status < 400 {
                             redirected(status, endpoint, path, location.as_deref())
                         } else {
@@ -356,12 +351,7 @@ impl Client {
                             e => CallError::Unreachable(format!("{endpoint}: {e}")),
                         });
                     }
-                    let text = resp
-                        .body_mut()
-                        .with_config()
-                        .limit(MAX_ERROR)
-                        .read_to_string()
-                        .unwrap_or_default();
+                    let text = read_short(&mut resp).unwrap_or_default();
                     format!("{endpoint}: {}", message(status, &text))
                 }
             };
@@ -379,6 +369,17 @@ impl Client {
 
 /// What a 3xx answer means: etcd's gateway never redirects, so something
 /// else (a proxy, another service on the port) answered.
+/// The text of an answer that is short by nature (an error's body, a
+/// token), read up to [`MAX_ERROR`] bytes and no further.
+pub(super) fn read_short(
+    resp: &mut ureq::http::Response<ureq::Body>,
+) -> Result<String, ureq::Error> {
+    resp.body_mut()
+        .with_config()
+        .limit(MAX_ERROR)
+        .read_to_string()
+}
+
 fn redirected(status: u16, endpoint: &str, path: &str, location: Option<&str>) -> String {
     let to = match location {
         Some(l) => format!("to {}", shell_quote(l)),
