@@ -150,21 +150,7 @@ impl Backend {
     /// line (or EOF) on stdin; release it with `p.send("")`. Also the lock's
     /// fencing token (`CCCI_LOCK_REVISION`), which only etcd gives.
     pub fn hold(&self, domain: &str, flags: &[&str]) -> (Proc, Option<i64>) {
-        let mut p = self
-            .tool("ccci-lock")
-            .args(flags)
-            .arg(domain)
-            .args([
-                "--",
-                "sh",
-                "-c",
-                "echo ready rev=$CCCI_LOCK_REVISION; read _",
-            ])
-            .piped_stdin()
-            .spawn();
-        let line = p.expect_stdout("ready");
-        let rev = line.trim_start_matches("ready rev=").parse().ok();
-        (p, rev)
+        hold_until_told(self.tool("ccci-lock"), domain, flags)
     }
 
     /// Whether `domain` has a claim: its lockfile, or its claim key.
@@ -263,4 +249,40 @@ fn rfc3339(when: u64) -> String {
         .output()
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `lock` (a `ccci-lock` command pointed at a backend) run with `flags`
+/// on `domain`, holding it until a line (or EOF) on its stdin: its COMMAND
+/// prints "ready rev=N" once it holds the lock. Returns the holder and the
+/// lock's fencing token (`CCCI_LOCK_REVISION`), which only etcd gives.
+pub fn hold_until_told(lock: Cmd, domain: &str, flags: &[&str]) -> (Proc, Option<i64>) {
+    let mut p = lock
+        .args(flags)
+        .arg(domain)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo ready rev=$CCCI_LOCK_REVISION; read _",
+        ])
+        .piped_stdin()
+        .spawn();
+    let line = p.expect_stdout("ready");
+    let rev = line.trim_start_matches("ready rev=").parse().ok();
+    (p, rev)
+}
+
+/// The arguments, after `ccci-lock`, of a run `run_id` of `domain` that
+/// leaves an orphan: its COMMAND is killed by SIGTERM, so ccci-lock exits
+/// 143, keeps the claim and releases the lock.
+pub fn orphaning<'a>(run_id: &'a str, domain: &'a str) -> [&'a str; 7] {
+    [
+        "--run-id",
+        run_id,
+        domain,
+        "--",
+        "sh",
+        "-c",
+        "kill -TERM $$",
+    ]
 }

@@ -24,7 +24,7 @@ pub mod fake_http;
 mod proc;
 mod sandbox;
 
-pub use backend::Backend;
+pub use backend::{hold_until_told, orphaning, Backend};
 pub use proc::{Output, Proc};
 pub use sandbox::{Cmd, Sandbox};
 

@@ -57,21 +57,8 @@ impl World {
 
     /// A holder whose COMMAND prints "ready rev=N" and waits for a line.
     fn hold(&self, domain: &str, flags: &[&str]) -> (Proc, i64) {
-        let mut p = self
-            .lock()
-            .args(flags)
-            .arg(domain)
-            .args([
-                "--",
-                "sh",
-                "-c",
-                "echo ready rev=$CCCI_LOCK_REVISION; read _",
-            ])
-            .piped_stdin()
-            .spawn();
-        let line = p.expect_stdout("ready");
-        let rev = line.trim_start_matches("ready rev=").parse().unwrap();
-        (p, rev)
+        let (p, rev) = ccci_tests::hold_until_told(self.lock(), domain, flags);
+        (p, rev.expect("the holder on etcd prints its fencing token"))
     }
 }
 
@@ -407,15 +394,7 @@ fn etcdctl_lock_and_ccci_lock_exclude_each_other() {
 /// Leaves an orphaned claim: its holder's COMMAND is killed by a signal.
 fn orphan(w: &World, etcd: &Etcd, domain: &str) {
     w.lock()
-        .args([
-            "--run-id",
-            "dead-run",
-            domain,
-            "--",
-            "sh",
-            "-c",
-            "kill -TERM $$",
-        ])
+        .args(ccci_tests::orphaning("dead-run", domain))
         .run()
         .expect_code(143);
     assert_eq!(etcd.dump(&claim_key(domain)).len(), 1);

@@ -42,21 +42,10 @@ impl World {
     /// COMMAND is killed by a signal.
     fn orphan(&self, host: &str, domain: &str) {
         let run_id = format!("dead-{host}");
-        self.on(
-            host,
-            &[
-                "ccci-lock",
-                "--run-id",
-                &run_id,
-                domain,
-                "--",
-                "sh",
-                "-c",
-                "kill -TERM $$",
-            ],
-        )
-        .run()
-        .expect_code(143);
+        self.on(host, &["ccci-lock"])
+            .args(ccci_tests::orphaning(&run_id, domain))
+            .run()
+            .expect_code(143);
         assert_eq!(self.record(domain)["host"], host);
     }
 

@@ -36,15 +36,7 @@ fn hold(sb: &Sandbox, domain: &str, run_id: &str) -> Proc {
 /// by a signal, so ccci-lock keeps the lockfile and releases the lock.
 fn orphan(sb: &Sandbox, domain: &str) {
     sb.tool("ccci-lock")
-        .args([
-            "--run-id",
-            "dead-run",
-            domain,
-            "--",
-            "sh",
-            "-c",
-            "kill -TERM $$",
-        ])
+        .args(ccci_tests::orphaning("dead-run", domain))
         .run()
         .expect_code(143);
     assert!(sb.lockfile(domain).is_file());
@@ -60,15 +52,7 @@ fn on(b: &Backend, cmd: Cmd) -> Cmd {
 /// the lock.
 fn orphan_on(b: &Backend, domain: &str) {
     b.tool("ccci-lock")
-        .args([
-            "--run-id",
-            "dead-run",
-            domain,
-            "--",
-            "sh",
-            "-c",
-            "kill -TERM $$",
-        ])
+        .args(ccci_tests::orphaning("dead-run", domain))
         .run()
         .expect_code(143);
     assert!(b.has_claim(domain));
