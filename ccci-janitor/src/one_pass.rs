@@ -10,11 +10,11 @@ use std::io::Write;
 
 use anyhow::Context;
 
-use ccci_common::args;
 use ccci_common::cli::UsageError;
 use ccci_common::exit::{self, Ended};
 use ccci_common::names::quote_path;
-use ccci_common::{dirs, say};
+use ccci_common::say;
+use ccci_lock::backend::Locks;
 use ccci_lock::place::Place;
 use ccci_lock::{Backend, FlockDir, PassLock};
 
@@ -67,15 +67,17 @@ pub(crate) fn one_pass(cli: &Cli, tally: &Tally) -> anyhow::Result<Ended> {
         )
         .into());
     }
-    let lock_dir = cli.lock_dir.resolve()?;
-    args::check_apart(&dirs::LOCK_DIR, &lock_dir)?;
-    if etcd.is_none() {
+    // Chosen as a wrap chooses (ccci_lock::backend), so the pass looks
+    // where the runs given the same flags and variables claim.
+    let locks = Locks::of(etcd, &cli.lock_dir)?;
+    let lock_dir = locks.local_dir(&cli.lock_dir)?;
+    if let Locks::Flock(_) = locks {
         tally.set_backend(format!(
             "lockfiles in {}",
             ccci_common::names::quote_path(&lock_dir)
         ));
     }
-    if let Some(config) = etcd {
+    if let Locks::Etcd(config) = locks {
         // The host's lock dir holds only the record of where its runs
         // claim; missing, no run of this host ever claimed.
         let place = Place::etcd(&config.endpoints, &config.prefix);

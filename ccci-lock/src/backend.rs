@@ -4,7 +4,9 @@
 //! [`Locks`] is the local flock backend, or etcd when `--etcd` or
 //! `CCCI_ETCD_ENDPOINTS` names endpoints; everything else (the wrap,
 //! `--list`, `--hold`, `--release` and the keeper) is a [`Job`] written
-//! against [`Backend`], and runs unchanged on whichever was chosen.
+//! against [`Backend`], and runs unchanged on whichever was chosen. The
+//! janitor chooses with [`Locks::of`] too, so that it looks where a wrap
+//! given the same flags and variables claims.
 //!
 //! It also keeps SPEC §2's rule that the janitor looks where the runs claim:
 //! a job that claims runs through [`Locks::run_claiming`], which first makes
@@ -61,7 +63,14 @@ impl Locks {
     /// its source; a lock dir that coincides with the state or runs dir is
     /// refused (125).
     pub fn from_cli(lock_dir: &LockDirArg, etcd: &EtcdArgs) -> anyhow::Result<Locks> {
-        if let Some(config) = etcd.config()? {
+        Locks::of(etcd.config()?, lock_dir)
+    }
+
+    /// Like [`Locks::from_cli`], for a tool that read its etcd flags
+    /// already (the janitor checks them before its other inputs): etcd
+    /// when `etcd` is given, else the lock dir `lock_dir` names.
+    pub fn of(etcd: Option<crate::etcd::Config>, lock_dir: &LockDirArg) -> anyhow::Result<Locks> {
+        if let Some(config) = etcd {
             return Ok(Locks::Etcd(config));
         }
         let lock_dir = lock_dir.resolve()?;
