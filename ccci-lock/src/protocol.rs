@@ -55,6 +55,13 @@ impl Holder {
         }
     }
 
+    /// Whether `other` names the same holder, whenever it was stamped: the
+    /// same process on the same host, for the same run and parent.
+    pub fn same_holder(&self, other: &Holder) -> bool {
+        (self.pid, &self.run_id, &self.host, self.parent)
+            == (other.pid, &other.run_id, &other.host, other.parent)
+    }
+
     /// "pid 123, run 'r1', since 2026-…" with `?` for what is unknown.
     pub fn describe(&self) -> String {
         format!(
@@ -178,6 +185,21 @@ pub trait Backend {
         wait: Wait,
         waiting: &mut dyn FnMut(Option<&Holder>),
     ) -> anyhow::Result<Acquired<Self::Claim>>;
+    /// [`Backend::acquire`] for a holder whose record is known before the
+    /// lock is taken: a backend may then have the releasing holder write
+    /// it into the claim as it hands the lock over (etcd, where that takes
+    /// a write off each hand-off), and [`Claim::stamp`] with that record
+    /// writes nothing more. The default is [`Backend::acquire`].
+    fn acquire_as(
+        &self,
+        domain: &Domain,
+        wait: Wait,
+        waiting: &mut dyn FnMut(Option<&Holder>),
+        record: &Holder,
+    ) -> anyhow::Result<Acquired<Self::Claim>> {
+        let _ = record;
+        self.acquire(domain, wait, waiting)
+    }
     /// Tries, without waiting and without creating anything, to take the
     /// lock of `domain`'s existing claim.
     fn probe(&self, domain: &Domain) -> anyhow::Result<Probe<Self::Claim>>;
@@ -294,10 +316,13 @@ pub trait Claim {
 /// Every domain is checked ([`Backend::check_domain`]) before the first is
 /// taken. `waiting` is called with the domain and its holder's record each
 /// time a domain has to be waited for. The claims come back in sorted order.
+/// `record`, when given, is what the caller will stamp the claims with
+/// ([`Backend::acquire_as`]).
 pub fn acquire_all<B: Backend>(
     backend: &B,
     domains: &[Domain],
     wait: Wait,
+    record: Option<&Holder>,
     waiting: &mut dyn FnMut(&Domain, Option<&Holder>),
 ) -> anyhow::Result<Acquired<Vec<B::Claim>, BusyDomain>> {
     let mut sorted: Vec<&Domain> = domains.iter().collect();
@@ -327,7 +352,12 @@ pub fn acquire_all<B: Backend>(
             },
             None => wait,
         };
-        match backend.acquire(domain, this_wait, &mut |h| waiting(domain, h)) {
+        let mut tell = |h: Option<&Holder>| waiting(domain, h);
+        let acquired = match record {
+            Some(record) => backend.acquire_as(domain, this_wait, &mut tell, record),
+            None => backend.acquire(domain, this_wait, &mut tell),
+        };
+        match acquired {
             Ok(Acquired::Held(claim)) => {
                 let kept = give_back.as_mut().and_then(|g| {
                     let (dir, name, dev, ino) = claim.give_back_on_signal()?;

@@ -72,15 +72,24 @@ impl Job for LockAndRun<'_> {
         let started = Instant::now();
         let verbose = self.verbose;
         let mut waited = false;
-        let acquired = acquire_all(backend, self.domains, wait, &mut |domain, holder| {
-            waited = true;
-            if verbose {
-                ccci_common::say_debug!(
-                    "waiting for {domain}: held by {}",
-                    describe(holder, locker_of(backend, domain))
-                );
-            }
-        })?;
+        // Known before the locks are taken, so that a releasing holder can
+        // write it into the claim as it hands a lock over (etcd).
+        let holder = Holder::this_process(self.run_id.clone());
+        let acquired = acquire_all(
+            backend,
+            self.domains,
+            wait,
+            Some(&holder),
+            &mut |domain, holder| {
+                waited = true;
+                if verbose {
+                    ccci_common::say_debug!(
+                        "waiting for {domain}: held by {}",
+                        describe(holder, locker_of(backend, domain))
+                    );
+                }
+            },
+        )?;
         let mut claims = match acquired {
             Acquired::Held(claims) => claims,
             Acquired::Busy(busy) => {
@@ -96,6 +105,7 @@ impl Job for LockAndRun<'_> {
                 started.elapsed().as_secs_f64()
             );
         }
+        // Stamped as acquired: `since` is now, as it always was.
         let holder = Holder::this_process(self.run_id.clone());
         if let Err(e) = claims.iter_mut().try_for_each(|c| c.stamp(&holder)) {
             for claim in claims {

@@ -1055,3 +1055,103 @@ fn a_cluster_that_loses_its_quorum_stops_command_and_works_again_after() {
     b.wait().expect_code(0);
     assert_eq!(no_two_holders(&w).len(), 2);
 }
+
+/// The claim of `domain` as etcd keeps it: its record's run id and the
+/// number of times it was written since it was created (etcd's `version`).
+fn claim_run_and_version(etcd: &Etcd, domain: &str) -> (String, i64) {
+    let out = etcd.ctl(&["get", &claim_key(domain), "-w", "json"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let kv = &json["kvs"][0];
+    let value = base64_decode(kv["value"].as_str().expect("a claim"));
+    let record: serde_json::Value = serde_json::from_slice(&value).unwrap();
+    let run = record["run_id"].as_str().unwrap_or("").to_string();
+    (run, kv["version"].as_i64().expect("a version"))
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut have = 0;
+    let mut out = Vec::new();
+    for c in text.bytes().filter(|&c| c != b'=') {
+        let v = alphabet.iter().position(|&a| a == c).expect("base64") as u32;
+        bits = bits << 6 | v;
+        have += 6;
+        if have >= 8 {
+            have -= 8;
+            out.push((bits >> have) as u8);
+        }
+    }
+    out
+}
+
+/// A hand-off takes one write: the holder that releases writes the next
+/// waiter's record into the claim in the transaction that deletes its own
+/// key. The claim is then written twice since it was created (the first
+/// holder's stamp, the hand-over) and names the waiter while its COMMAND
+/// runs; a waiter that stamped the claim itself would find it deleted and
+/// create it again (version 1).
+#[test]
+fn a_release_hands_the_claim_to_the_next_waiter_in_its_own_write() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut first, _) = w.hold(D, &["--run-id", "first"]);
+    let mut second = w
+        .lock()
+        .args(["--run-id", "second", "-w", "60s", D, "--"])
+        .args(["sh", "-c", "echo ready; read _"])
+        .piped_stdin()
+        .spawn();
+    wait_until("the second run queues", || lock_keys(&etcd).len() == 2);
+    assert_eq!(claim_run_and_version(&etcd, D), ("first".into(), 1));
+    first.send("");
+    first.wait().expect_code(0);
+    second.expect_stdout("ready");
+    assert_eq!(claim_run_and_version(&etcd, D), ("second".into(), 2));
+    second.send("");
+    second.wait().expect_code(0);
+    assert_eq!(
+        etcd.dump(PREFIX),
+        Vec::<String>::new(),
+        "something was left"
+    );
+}
+
+/// A waiter handed the claim of one domain that then gives up on the next
+/// (`-w` ran out on a second DOMAIN) leaves no claim naming it: it was
+/// never its COMMAND's, nothing ran.
+#[test]
+fn a_waiter_handed_a_claim_that_gives_up_leaves_nothing() {
+    const E: &str = "zz-9e8d.ci.example.org";
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut first, _) = w.hold(D, &["--run-id", "first"]);
+    let (mut other, _) = w.hold(E, &["--run-id", "other"]);
+    let second = w
+        .lock()
+        .args(["--run-id", "second", "-w", "3s", D, E, "--", "touch", "ran"])
+        .spawn();
+    wait_until("the second run queues for D", || {
+        lock_keys(&etcd)
+            .iter()
+            .filter(|k| k.starts_with(&format!("{PREFIX}/lock/{D}/")))
+            .count()
+            == 2
+    });
+    first.send("");
+    first.wait().expect_code(0);
+    second.wait().expect_code(75);
+    assert!(!w.sb.path("ran").exists());
+    let claims = etcd.dump(&format!("{PREFIX}/claim/"));
+    assert!(
+        claims.iter().all(|c| !c.contains("\"second\"")),
+        "a claim names the run that gave up: {claims:?}"
+    );
+    assert!(
+        !claims.iter().any(|c| c.starts_with(&claim_key(D))),
+        "{claims:?}"
+    );
+    other.send("");
+    other.wait().expect_code(0);
+}

@@ -132,7 +132,7 @@ impl Etcd {
         self.call("/v3/kv/txn", txn, limit)
     }
 
-    fn lock_name(&self, domain: &Domain) -> String {
+    pub(super) fn lock_name(&self, domain: &Domain) -> String {
         format!("{}/lock/{domain}", self.inner.prefix)
     }
 
@@ -172,24 +172,16 @@ impl Etcd {
     }
 }
 
-impl Backend for Etcd {
-    type Claim = EtcdClaim;
-
-    fn check_domain(&self, domain: &Domain) -> Result<(), UsageError> {
-        check_domain(domain)
-    }
-
-    /// `P/janitor/<host>`, a lock like a domain's, taken without waiting. A
-    /// dry run only looks: any key under it means a pass is running.
-    fn pass_lock(&self, create: bool) -> anyhow::Result<PassLock> {
-        self.pass(create)
-    }
-
-    fn acquire(
+impl Etcd {
+    /// [`Backend::acquire`], queuing with `record` in our lock key when
+    /// given; then, woken as the holder before us released, the claim may
+    /// already hold `record` ([`EtcdClaim::take_handed`]).
+    fn acquire_with(
         &self,
         domain: &Domain,
         wait: Wait,
         waiting: &mut dyn FnMut(Option<&Holder>),
+        record: Option<&Holder>,
     ) -> anyhow::Result<Acquired<EtcdClaim>> {
         let limit = match wait {
             // An instant beyond the clock's range: as good as forever.
@@ -198,7 +190,11 @@ impl Backend for Etcd {
         };
         let lease = self.lease(limit)?;
         let name = self.lock_name(domain);
-        let (queued, first) = self.enqueue(&name, &lease, limit)?;
+        let value = match record {
+            Some(record) => B64(serde_json::to_vec(record)?),
+            None => B64::default(),
+        };
+        let (queued, first) = self.enqueue_as(&name, &lease, limit, value)?;
         if first {
             return Ok(Acquired::Held(self.claim(lease, domain, queued, None)));
         }
@@ -218,7 +214,13 @@ impl Backend for Etcd {
             }
         };
         match self.wait_turn(&name, &queued, &lease, limit, &mut tell) {
-            Ok(true) => Ok(Acquired::Held(self.claim(lease, domain, queued, None))),
+            Ok(true) => {
+                let mut claim = self.claim(lease, domain, queued, None);
+                if let Some(record) = record {
+                    claim.take_handed(record, limit);
+                }
+                Ok(Acquired::Held(claim))
+            }
             Ok(false) => busy(self, &queued),
             Err(e) => {
                 self.withdraw(&queued.key);
@@ -228,6 +230,41 @@ impl Backend for Etcd {
                 Err(e)
             }
         }
+    }
+}
+
+impl Backend for Etcd {
+    type Claim = EtcdClaim;
+
+    fn check_domain(&self, domain: &Domain) -> Result<(), UsageError> {
+        check_domain(domain)
+    }
+
+    /// `P/janitor/<host>`, a lock like a domain's, taken without waiting. A
+    /// dry run only looks: any key under it means a pass is running.
+    fn pass_lock(&self, create: bool) -> anyhow::Result<PassLock> {
+        self.pass(create)
+    }
+
+    fn acquire(
+        &self,
+        domain: &Domain,
+        wait: Wait,
+        waiting: &mut dyn FnMut(Option<&Holder>),
+    ) -> anyhow::Result<Acquired<EtcdClaim>> {
+        self.acquire_with(domain, wait, waiting, None)
+    }
+
+    /// Queues with `record` in our lock key, so that the holder before us
+    /// can write it into the claim as it releases ([`super::claim`]).
+    fn acquire_as(
+        &self,
+        domain: &Domain,
+        wait: Wait,
+        waiting: &mut dyn FnMut(Option<&Holder>),
+        record: &Holder,
+    ) -> anyhow::Result<Acquired<EtcdClaim>> {
+        self.acquire_with(domain, wait, waiting, Some(record))
     }
 
     /// Two round trips for an orphan: one read (the claim, and whether any

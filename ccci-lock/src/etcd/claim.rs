@@ -3,6 +3,14 @@
 //! is a transaction comparing our lock key's create revision, so a holder
 //! whose lease ended cannot touch it), and a lock lost reported at once
 //! (invariant 4: a watch on our own lock key, beside the lease's clock).
+//!
+//! A hand-off costs one write: a holder that releases while a wrap waits
+//! next in the queue writes that waiter's record (queued in its lock key,
+//! [`crate::Backend::acquire_as`]) into the claim in the same guarded
+//! transaction that deletes its own key, comparing the waiter's key too.
+//! The claim so moves only under the lock (the releaser owns it until the
+//! transaction, the waiter from it), and the waiter, woken, only reads
+//! that the claim names it, where it would otherwise write it itself.
 
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,11 +21,11 @@ use anyhow::{bail, Context};
 
 use ccci_common::supervise::LossNotifier;
 
-use super::backend::{age_of, is_unreachable, Etcd};
+use super::backend::{age_of, holder_of, is_unreachable, Etcd};
 use super::lease::{Lease, OnLost};
 use super::messages::{
-    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest,
-    TxnResponse, B64,
+    Compare, DeleteRangeRequest, Int, PutRequest, RangeRequest, RangeResponse, RequestOp,
+    SortOrder, SortTarget, TxnRequest, TxnResponse, B64,
 };
 use super::queue::{Queued, RETRY_PAUSE, WATCH_SESSION};
 use super::watch::Watched;
@@ -41,6 +49,7 @@ impl Etcd {
             holder,
             released: false,
             watching: None,
+            handed: None,
         }
     }
 }
@@ -58,6 +67,9 @@ pub struct EtcdClaim {
     /// Set to stop the watch on our lock key ([`Claim::watch_loss`]) before
     /// we delete the key ourselves.
     watching: Option<Arc<AtomicBool>>,
+    /// Our record, written into the claim by the holder before us as it
+    /// handed the lock over, until [`Claim::stamp`] takes it.
+    handed: Option<Holder>,
 }
 
 /// Watches our lock key `key` (created at `rev`) until `stop` is set, and
@@ -94,6 +106,81 @@ fn watch_key(etcd: &Etcd, key: &str, rev: i64, stop: &AtomicBool, lost: &LossNot
 }
 
 impl EtcdClaim {
+    /// Looks whether the holder before us wrote `record` into the claim as
+    /// it handed the lock over: a read, while our key is still there. If
+    /// it did not (or etcd does not answer), [`Claim::stamp`] writes the
+    /// claim as always.
+    pub(super) fn take_handed(&mut self, record: &Holder, limit: Option<Instant>) {
+        let claim_key = self.etcd.claim_key(&self.domain);
+        let look = TxnRequest {
+            compare: vec![Compare::created_at(&self.queued.key, self.queued.rev)],
+            success: vec![super::queue::range(&claim_key)],
+            failure: vec![],
+        };
+        let Ok(answer) = self.etcd.txn(&look, limit) else {
+            return;
+        };
+        if !answer.succeeded {
+            return;
+        }
+        self.handed = answer
+            .range(0)
+            .first()
+            .and_then(|kv| holder_of(&kv.value))
+            .filter(|found| found.same_holder(record));
+    }
+
+    /// The next holder, if it is a wrap that queued its record: the oldest
+    /// key after ours, its create revision, and that record.
+    fn next_waiter(&self) -> Option<(String, i64, Holder)> {
+        let pfx = format!("{}/", self.etcd.lock_name(&self.domain));
+        let next = RangeRequest {
+            min_create_revision: Some(Int(self.queued.rev + 1)),
+            sort_order: Some(SortOrder::Ascend),
+            sort_target: Some(SortTarget::Create),
+            limit: Some(Int(1)),
+            ..RangeRequest::prefix(&pfx)
+        };
+        let answer: RangeResponse = self.etcd.call("/v3/kv/range", &next, None).ok()?;
+        let kv = answer.first()?;
+        let holder = holder_of(&kv.value)?;
+        Some((
+            String::from_utf8_lossy(&kv.key.0).into_owned(),
+            kv.create_revision.0,
+            holder,
+        ))
+    }
+
+    /// Releases while handing the claim to the next waiter (see the module
+    /// docs); `false` when there is none to hand it to, or the transaction
+    /// was not applied (then the caller removes the claim as always).
+    fn hand_over(&mut self) -> bool {
+        let Some((key, rev, mut next)) = self.next_waiter() else {
+            return false;
+        };
+        next.since = Some(ccci_common::cli::now_rfc3339());
+        let Ok(value) = serde_json::to_vec(&next) else {
+            return false;
+        };
+        let claim_key = self.etcd.claim_key(&self.domain);
+        let txn = TxnRequest {
+            compare: vec![
+                Compare::created_at(&self.queued.key, self.queued.rev),
+                Compare::created_at(&key, rev),
+            ],
+            success: vec![
+                RequestOp::Put(PutRequest {
+                    key: B64::of(&claim_key),
+                    lease: None,
+                    value: B64(value),
+                }),
+                RequestOp::DeleteRange(DeleteRangeRequest::key(&self.queued.key)),
+            ],
+            failure: vec![],
+        };
+        matches!(self.etcd.txn(&txn, None), Ok(answer) if answer.succeeded)
+    }
+
     /// The fencing token: our lock key's create revision.
     pub fn revision(&self) -> i64 {
         self.queued.rev
@@ -132,6 +219,12 @@ impl Claim for EtcdClaim {
     }
 
     fn stamp(&mut self, holder: &Holder) -> anyhow::Result<()> {
+        if let Some(handed) = self.handed.take() {
+            if handed.same_holder(holder) {
+                self.holder = Some(handed);
+                return Ok(());
+            }
+        }
         let key = self.etcd.claim_key(&self.domain);
         let value = serde_json::to_vec(holder)?;
         let answer = self.guarded(vec![RequestOp::Put(PutRequest {
@@ -188,6 +281,10 @@ impl Claim for EtcdClaim {
 
     fn remove(mut self) -> anyhow::Result<()> {
         self.stop_watching();
+        if self.handed.is_none() && self.hand_over() {
+            self.released = true;
+            return Ok(());
+        }
         let claim_key = self.etcd.claim_key(&self.domain);
         let answer = self
             .guarded(vec![
@@ -198,9 +295,19 @@ impl Claim for EtcdClaim {
         if !answer.succeeded {
             // Our key is gone. Either an attempt that timed out was applied
             // after all (etcd answered late), or the lease ended first. With
-            // the claim gone there is nothing left to say: nothing stays for
-            // the janitor.
-            if matches!(self.etcd.read_claim(&self.domain, None), Ok(None)) {
+            // the claim gone, or naming the holder after us (a hand-over
+            // that etcd applied but did not confirm), there is nothing left
+            // to say: nothing of ours stays for the janitor.
+            let ours = |h: &Option<Holder>| match (h, &self.holder) {
+                (Some(found), Some(we)) => found.same_holder(we),
+                _ => true,
+            };
+            let gone = match self.etcd.read_claim(&self.domain, None) {
+                Ok(None) => true,
+                Ok(Some(found)) => !ours(&found) && !self.lease.is_lost(),
+                Err(_) => false,
+            };
+            if gone {
                 self.released = true;
                 return Ok(());
             }
@@ -228,6 +335,16 @@ impl Drop for EtcdClaim {
         self.stop_watching();
         // A lost lease took the key with it; etcd may not answer anyway.
         if !self.released && !self.lease.is_lost() {
+            if self.handed.is_some() {
+                // Nothing ran: the claim the holder before us wrote for us
+                // goes with our key, as if we had never been handed it.
+                let claim_key = self.etcd.claim_key(&self.domain);
+                let _ = self.guarded(vec![
+                    RequestOp::DeleteRange(DeleteRangeRequest::key(&claim_key)),
+                    RequestOp::DeleteRange(DeleteRangeRequest::key(&self.queued.key)),
+                ]);
+                return;
+            }
             self.etcd.withdraw(&self.queued.key);
         }
     }

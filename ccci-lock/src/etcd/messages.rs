@@ -30,6 +30,8 @@ pub struct RangeRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_create_revision: Option<Int>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_create_revision: Option<Int>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub range_end: Option<B64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sort_order: Option<SortOrder>,

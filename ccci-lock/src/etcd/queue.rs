@@ -56,7 +56,20 @@ impl Etcd {
         lease: &Lease,
         limit: Option<Instant>,
     ) -> anyhow::Result<(Queued, bool)> {
-        self.enqueue_reading(name, lease, limit, None)
+        self.enqueue_as(name, lease, limit, B64::default())
+    }
+
+    /// [`Etcd::enqueue`], with `value` in our key: the record of the
+    /// holder we will be, for the holder before us to hand the lock over
+    /// with ([`super::claim`]).
+    pub(super) fn enqueue_as(
+        &self,
+        name: &str,
+        lease: &Lease,
+        limit: Option<Instant>,
+        value: B64,
+    ) -> anyhow::Result<(Queued, bool)> {
+        self.queue_up(name, lease, limit, None, value)
             .map(|(queued, first, _)| (queued, first))
     }
 
@@ -70,6 +83,17 @@ impl Etcd {
         limit: Option<Instant>,
         also: Option<&str>,
     ) -> anyhow::Result<(Queued, bool, Option<KeyValue>)> {
+        self.queue_up(name, lease, limit, also, B64::default())
+    }
+
+    fn queue_up(
+        &self,
+        name: &str,
+        lease: &Lease,
+        limit: Option<Instant>,
+        also: Option<&str>,
+        value: B64,
+    ) -> anyhow::Result<(Queued, bool, Option<KeyValue>)> {
         let pfx = format!("{name}/");
         let key = format!("{pfx}{:x}", lease.id());
         let oldest = RequestOp::Range(end_of_queue(&pfx, SortOrder::Ascend));
@@ -77,7 +101,7 @@ impl Etcd {
             RequestOp::Put(PutRequest {
                 key: B64::of(&key),
                 lease: Some(Int(lease.id())),
-                value: B64::default(),
+                value,
             }),
             oldest.clone(),
         ];

@@ -438,7 +438,7 @@ mod tests {
         let set = ["c", "b", "a"].map(d);
         for wait in [Wait::Never, Wait::AtMost(Duration::from_millis(30))] {
             let mut told = Vec::new();
-            match crate::acquire_all(&dir, &set, wait, &mut |d, _| told.push(d.to_string()))
+            match crate::acquire_all(&dir, &set, wait, None, &mut |d, _| told.push(d.to_string()))
                 .unwrap()
             {
                 Acquired::Busy(b) => assert_eq!(b.domain, "c"),

@@ -228,12 +228,21 @@ pub(super) fn acquire_sorted<B: Backend>(
     req: &HoldRequest,
 ) -> anyhow::Result<Acquired<Vec<B::Claim>, BusyDomain>> {
     let verbose = req.verbose;
-    acquire_all(backend, &req.domains, req.wait, &mut |domain, holder| {
-        if verbose {
-            let locker = locker_of(backend, domain);
-            ccci_common::say_debug!("waiting for {domain}: held by {}", describe(holder, locker));
-        }
-    })
+    acquire_all(
+        backend,
+        &req.domains,
+        req.wait,
+        None,
+        &mut |domain, holder| {
+            if verbose {
+                let locker = locker_of(backend, domain);
+                ccci_common::say_debug!(
+                    "waiting for {domain}: held by {}",
+                    describe(holder, locker)
+                );
+            }
+        },
+    )
 }
 
 /// What ends a keeper besides a release: the parent's exit (its pidfd),
