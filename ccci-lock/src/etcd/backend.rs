@@ -256,7 +256,7 @@ impl Backend for Etcd {
     }
 
     /// Queues with `record` in our lock key, so that the holder before us
-    /// can write it into the claim as it releases ([`super::claim`]).
+    /// can write it into the claim as it releases (the `claim` module).
     fn acquire_as(
         &self,
         domain: &Domain,

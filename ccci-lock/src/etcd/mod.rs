@@ -31,7 +31,11 @@
 //!    COMMAND exits normally deletes the claim and its lock key in one
 //!    guarded transaction, then revokes its lease; one that is killed, or
 //!    whose COMMAND is killed, leaves the claim, and its lease ends its lock
-//!    within the TTL.
+//!    within the TTL. When a wrap waits next, with its record queued in its
+//!    lock key, the normal exit hands the claim over instead: that record
+//!    is written into the claim in the transaction that deletes our key,
+//!    guarded by both keys (invariant 2 holds: the writer owns the lock
+//!    until that revision, the waiter from it; see the `claim` module).
 //! 4. **A lock lost is reported.** The lease is kept alive by a thread
 //!    ([`lease`]); when it cannot be (etcd unreachable past the TTL, lease
 //!    revoked), every claim of the process reports the loss, early by our

@@ -61,7 +61,7 @@ impl Etcd {
 
     /// [`Etcd::enqueue`], with `value` in our key: the record of the
     /// holder we will be, for the holder before us to hand the lock over
-    /// with ([`super::claim`]).
+    /// with (the `claim` module).
     pub(super) fn enqueue_as(
         &self,
         name: &str,
