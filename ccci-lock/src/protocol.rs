@@ -55,6 +55,14 @@ impl Holder {
         }
     }
 
+    /// The same record, stamped now: `since` is the current time.
+    pub fn stamped_now(self) -> Holder {
+        Holder {
+            since: Some(ccci_common::cli::now_rfc3339()),
+            ..self
+        }
+    }
+
     /// Whether `other` names the same holder, whenever it was stamped: the
     /// same process on the same host, for the same run and parent.
     pub fn same_holder(&self, other: &Holder) -> bool {

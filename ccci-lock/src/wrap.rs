@@ -74,12 +74,12 @@ impl Job for LockAndRun<'_> {
         let mut waited = false;
         // Known before the locks are taken, so that a releasing holder can
         // write it into the claim as it hands a lock over (etcd).
-        let holder = Holder::this_process(self.run_id.clone());
+        let record = Holder::this_process(self.run_id.clone());
         let acquired = acquire_all(
             backend,
             self.domains,
             wait,
-            Some(&holder),
+            Some(&record),
             &mut |domain, holder| {
                 waited = true;
                 if verbose {
@@ -106,7 +106,7 @@ impl Job for LockAndRun<'_> {
             );
         }
         // Stamped as acquired: `since` is now, as it always was.
-        let holder = Holder::this_process(self.run_id.clone());
+        let holder = record.stamped_now();
         if let Err(e) = claims.iter_mut().try_for_each(|c| c.stamp(&holder)) {
             for claim in claims {
                 let _ = claim.give_up(); // nothing ran: leave nothing we made

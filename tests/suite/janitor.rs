@@ -15,21 +15,7 @@ const D: &str = "wp-3f2a.ci.example.org";
 /// A holder of `domain` whose COMMAND says "ready" and then waits for a line
 /// on stdin; release it with `p.send("")`.
 fn hold(sb: &Sandbox, domain: &str, run_id: &str) -> Proc {
-    let mut p = sb
-        .tool("ccci-lock")
-        .args([
-            "--run-id",
-            run_id,
-            domain,
-            "--",
-            "sh",
-            "-c",
-            "echo ready; read _",
-        ])
-        .piped_stdin()
-        .spawn();
-    p.expect_stdout("ready");
-    p
+    ccci_tests::hold_until_told(sb.tool("ccci-lock"), domain, &["--run-id", run_id]).0
 }
 
 /// Leaves an orphaned lockfile for `domain`: its holder's COMMAND is killed

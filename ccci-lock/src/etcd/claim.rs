@@ -155,11 +155,10 @@ impl EtcdClaim {
     /// docs); `false` when there is none to hand it to, or the transaction
     /// was not applied (then the caller removes the claim as always).
     fn hand_over(&mut self) -> bool {
-        let Some((key, rev, mut next)) = self.next_waiter() else {
+        let Some((key, rev, next)) = self.next_waiter() else {
             return false;
         };
-        next.since = Some(ccci_common::cli::now_rfc3339());
-        let Ok(value) = serde_json::to_vec(&next) else {
+        let Ok(value) = serde_json::to_vec(&next.stamped_now()) else {
             return false;
         };
         let claim_key = self.etcd.claim_key(&self.domain);
@@ -179,6 +178,16 @@ impl EtcdClaim {
             failure: vec![],
         };
         matches!(self.etcd.txn(&txn, None), Ok(answer) if answer.succeeded)
+    }
+
+    /// Deletes the claim and our lock key in one transaction, while we own
+    /// the lock ([`EtcdClaim::guarded`]).
+    fn delete_claim_and_key(&self) -> anyhow::Result<TxnResponse> {
+        let claim_key = self.etcd.claim_key(&self.domain);
+        self.guarded(vec![
+            RequestOp::DeleteRange(DeleteRangeRequest::key(&claim_key)),
+            RequestOp::DeleteRange(DeleteRangeRequest::key(&self.queued.key)),
+        ])
     }
 
     /// The fencing token: our lock key's create revision.
@@ -285,12 +294,8 @@ impl Claim for EtcdClaim {
             self.released = true;
             return Ok(());
         }
-        let claim_key = self.etcd.claim_key(&self.domain);
         let answer = self
-            .guarded(vec![
-                RequestOp::DeleteRange(DeleteRangeRequest::key(&claim_key)),
-                RequestOp::DeleteRange(DeleteRangeRequest::key(&self.queued.key)),
-            ])
+            .delete_claim_and_key()
             .with_context(|| format!("cannot remove the claim of {}", self.domain))?;
         if !answer.succeeded {
             // Our key is gone. Either an attempt that timed out was applied
@@ -338,11 +343,7 @@ impl Drop for EtcdClaim {
             if self.handed.is_some() {
                 // Nothing ran: the claim the holder before us wrote for us
                 // goes with our key, as if we had never been handed it.
-                let claim_key = self.etcd.claim_key(&self.domain);
-                let _ = self.guarded(vec![
-                    RequestOp::DeleteRange(DeleteRangeRequest::key(&claim_key)),
-                    RequestOp::DeleteRange(DeleteRangeRequest::key(&self.queued.key)),
-                ]);
+                let _ = self.delete_claim_and_key();
                 return;
             }
             self.etcd.withdraw(&self.queued.key);
