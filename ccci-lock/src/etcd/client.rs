@@ -23,6 +23,11 @@
 //!   is invalid (expired) authenticates again and is sent once more.
 //! - **No surprises from the environment.** No proxy variable is honoured
 //!   and no redirect is followed: the endpoints are the ones given.
+//! - **No lookup for an address.** An endpoint given as an IP address is
+//!   connected to as it is ([`Literal`]); only a name is looked up, with
+//!   its deadline. ureq's own resolver starts a thread for every call,
+//!   pooled connection or not, which on a busy host costs a scheduling
+//!   delay on each request of a hand-off.
 //!
 //! This file holds the transport (endpoints, retries, bounds, errors); the
 //! TLS settings are in `tls.rs`, the token in `auth.rs`, the
@@ -136,10 +141,54 @@ fn make_setup(endpoints: &[String], tls: &Tls, auth: Option<&Auth>) -> Result<Se
         None => format!("the system CA bundle {SYSTEM_CA} (give --etcd-cacert for a private CA)"),
     };
     Ok(Setup {
-        agent: config.build().new_agent(),
+        agent: ureq::Agent::with_parts(
+            config.build(),
+            ureq::unversioned::transport::DefaultConnector::default(),
+            Literal::default(),
+        ),
         trusted,
         login,
     })
+}
+
+/// A resolver that returns an endpoint's IP address as it is, and leaves
+/// names to ureq's own (which honours the deadline with a thread).
+#[derive(Debug, Default)]
+struct Literal(ureq::unversioned::resolver::DefaultResolver);
+
+/// The socket address of `uri` when its host is an IP address (IPv6 in
+/// brackets, as in a URL); the port is the scheme's default when absent.
+fn literal_addr(uri: &ureq::http::Uri) -> Option<std::net::SocketAddr> {
+    let host = uri.host()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let ip: std::net::IpAddr = host.parse().ok()?;
+    let default = match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    let port = uri.port_u16().unwrap_or(default);
+    Some(std::net::SocketAddr::new(ip, port))
+}
+
+impl ureq::unversioned::resolver::Resolver for Literal {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        match literal_addr(uri) {
+            Some(addr) => {
+                let mut addrs = self.empty();
+                addrs.push(addr);
+                Ok(addrs)
+            }
+            None => self.0.resolve(uri, config, timeout),
+        }
+    }
 }
 
 impl Client {
@@ -406,6 +455,19 @@ fn message(status: u16, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_is_used_as_it_is_and_a_name_is_looked_up() {
+        let at = |u: &str| literal_addr(&u.parse().unwrap()).map(|a| a.to_string());
+        assert_eq!(
+            at("http://127.0.0.1:2379/v3/kv/range").as_deref(),
+            Some("127.0.0.1:2379")
+        );
+        assert_eq!(at("https://[::1]/v3/watch").as_deref(), Some("[::1]:443"));
+        assert_eq!(at("http://10.0.0.1/v3").as_deref(), Some("10.0.0.1:80"));
+        assert_eq!(at("http://etcd-1.example.org:2379/v3"), None);
+        assert_eq!(at("http://localhost:2379/v3"), None);
+    }
 
     #[test]
     fn a_redirect_says_where_to() {
