@@ -78,26 +78,28 @@ pub struct EtcdClaim {
 /// is checked with a read before it counts; etcd not answering is left to
 /// the lease's own clock.
 fn watch_key(etcd: &Etcd, key: &str, rev: i64, stop: &AtomicBool, lost: &LossNotifier) {
-    let mut from = rev + 1;
+    // Whether the key is still ours: `None` when etcd did not answer.
+    let ours = || {
+        etcd.call::<_, RangeResponse>("/v3/kv/range", &RangeRequest::key(key), None)
+            .ok()
+            .map(|answer| answer.first().map(|kv| kv.create_revision.0) == Some(rev))
+    };
     while !stop.load(Ordering::SeqCst) {
         let until = Instant::now() + WATCH_SESSION;
-        let looked = match etcd.inner.client.watch_once(key, from, until) {
+        // Each watch starts from now and, once there, looks at the key:
+        // nothing between two watches goes unseen.
+        let check = || (ours() == Some(false)).then_some(Watched::Changed);
+        let looked = match etcd.inner.client.watch_from_now(key, until, &check) {
             Ok(Watched::Quiet) if Instant::now() >= until => continue,
             Ok(Watched::Deleted | Watched::Changed) => true,
             // Ended early or failed: look, then pause before watching again.
             Ok(Watched::Quiet) | Err(_) => false,
         };
-        if let Ok(answer) =
-            etcd.call::<_, RangeResponse>("/v3/kv/range", &RangeRequest::key(key), None)
-        {
-            let ours = answer.first().map(|kv| kv.create_revision.0);
-            if ours != Some(rev) {
-                if !stop.load(Ordering::SeqCst) {
-                    lost.notify();
-                }
-                return;
+        if ours() == Some(false) {
+            if !stop.load(Ordering::SeqCst) {
+                lost.notify();
             }
-            from = from.max(answer.header.revision.0 + 1);
+            return;
         }
         if !looked {
             std::thread::sleep(RETRY_PAUSE);

@@ -14,7 +14,7 @@ use super::backend::{is_unreachable, Etcd};
 use super::lease::Lease;
 use super::messages::{
     Compare, DeleteRangeRequest, DeleteRangeResponse, Int, KeyValue, PutRequest, RangeRequest,
-    RequestOp, SortOrder, SortTarget, TxnRequest, B64,
+    RangeResponse, RequestOp, SortOrder, SortTarget, TxnRequest, B64,
 };
 use super::watch::Watched;
 
@@ -194,7 +194,6 @@ impl Etcd {
                 return Ok(false);
             }
             let key = String::from_utf8_lossy(&before.key.0).into_owned();
-            let from = answer.header.revision.0 + 1;
             // When the key before ours is the oldest, its deletion makes
             // ours the oldest: no key created later can be older than ours.
             // Taking the lock then needs no second look (the claim's
@@ -202,8 +201,22 @@ impl Etcd {
             let oldest = answer.range(2).first().map(|kv| kv.create_revision.0);
             let next_is_oldest = oldest.is_some() && oldest == Some(before.create_revision.0);
             // A watch otherwise only tells us when to look again; a failed
-            // one means looking again a little later.
-            match self.inner.client.watch_once(&key, from, until) {
+            // one means looking again a little later. It watches from now
+            // (see `watch_from_now`): whether the key went in between our
+            // look and the watch is read once the watch is there.
+            let gone = || match self.call::<_, RangeResponse>(
+                "/v3/kv/range",
+                &RangeRequest {
+                    keys_only: Some(true),
+                    ..RangeRequest::key(&key)
+                },
+                limit,
+            ) {
+                Ok(answer) if answer.first().is_some() => None,
+                Ok(_) => Some(Watched::Deleted),
+                Err(_) => Some(Watched::Changed),
+            };
+            match self.inner.client.watch_from_now(&key, until, &gone) {
                 Ok(Watched::Deleted) if next_is_oldest => return Ok(true),
                 Ok(_) => {}
                 Err(_) => std::thread::sleep(RETRY_PAUSE),

@@ -57,20 +57,32 @@ fn bounded_line(
 }
 
 impl Client {
-    /// Opens a watch on `key` from `revision` and returns when an event
-    /// arrives or `deadline` passes (`Quiet`). A watch only reads, so
-    /// giving it up at any moment is harmless. A line of the stream longer
-    /// than [`MAX_WATCH_LINE`], or an error in it, is an error.
-    pub fn watch_once(
+    /// Opens a watch on `key` from now (etcd's current revision, which the
+    /// watch sees every event after) and returns when an event arrives or
+    /// `deadline` passes (`Quiet`). Once etcd says the watch is there,
+    /// `created` is called, and what it returns (`Some`) ends the watch.
+    /// A watch only reads, so giving it up at any moment is harmless. A
+    /// line of the stream longer than [`MAX_WATCH_LINE`], or an error in
+    /// it, is an error.
+    ///
+    /// Why from now: a watch from a revision etcd has already passed is
+    /// put among its *unsynced* watchers, which etcd catches up only every
+    /// 100 ms. A waiter watching from the revision of its last look would
+    /// hear of the deletion it waits for up to 100 ms late whenever
+    /// anything else was written in between, as it always is on a busy
+    /// lock. A watch from now hears at once; `created` looks once more,
+    /// so that nothing between the caller's last look and the watch is
+    /// missed.
+    pub fn watch_from_now(
         &self,
         key: &str,
-        revision: i64,
         deadline: Instant,
+        created: &dyn Fn() -> Option<Watched>,
     ) -> Result<Watched, CallError> {
         let body = WatchRequest {
             create_request: WatchCreateRequest {
                 key: B64::of(key),
-                start_revision: Int(revision),
+                start_revision: Int(0),
             },
         };
         let outcome = self.send("/v3/watch", &body, deadline, Duration::MAX, |resp| {
@@ -89,6 +101,11 @@ impl Client {
                                 "the watch on {key} failed: {}",
                                 error.message.as_deref().unwrap_or("an error")
                             ))));
+                        }
+                        if msg.result.created {
+                            if let Some(seen) = created() {
+                                return Ok(Ok(seen));
+                            }
                         }
                         let events = &msg.result.events;
                         if !events.is_empty() {
