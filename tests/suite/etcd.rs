@@ -1155,3 +1155,31 @@ fn a_waiter_handed_a_claim_that_gives_up_leaves_nothing() {
     other.send("");
     other.wait().expect_code(0);
 }
+
+/// A waiter watches from now (etcd hears of a deletion at once only for a
+/// watch from now), so the key before it may go between its look and its
+/// watch; it looks once more when the watch is there. Without that look it
+/// would sleep through its turn until the watch is renewed (5 s): here,
+/// past its `-w 3`. Short wraps on one domain from four loops at once hit
+/// that window often.
+#[test]
+fn a_waiter_whose_turn_comes_before_its_watch_is_there_still_takes_it() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let script = format!(
+        "i=0; while [ $i -lt 15 ]; do \
+           ccci-lock -w 3 {D} -- true || {{ echo \"wrap $i: $?\"; exit 1; }}; \
+           i=$((i+1)); done"
+    );
+    let loops: Vec<Proc> = (0..4)
+        .map(|_| w.setup(w.sb.command("sh")).args(["-c", &script]).spawn())
+        .collect();
+    for l in loops {
+        l.wait().expect_code(0);
+    }
+    assert_eq!(
+        etcd.dump(PREFIX),
+        Vec::<String>::new(),
+        "something was left"
+    );
+}
