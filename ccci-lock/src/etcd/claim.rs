@@ -78,28 +78,26 @@ pub struct EtcdClaim {
 /// is checked with a read before it counts; etcd not answering is left to
 /// the lease's own clock.
 fn watch_key(etcd: &Etcd, key: &str, rev: i64, stop: &AtomicBool, lost: &LossNotifier) {
-    // Whether the key is still ours: `None` when etcd did not answer.
-    let ours = || {
-        etcd.call::<_, RangeResponse>("/v3/kv/range", &RangeRequest::key(key), None)
-            .ok()
-            .map(|answer| answer.first().map(|kv| kv.create_revision.0) == Some(rev))
-    };
+    let mut from = rev + 1;
     while !stop.load(Ordering::SeqCst) {
         let until = Instant::now() + WATCH_SESSION;
-        // Each watch starts from now and, once there, looks at the key:
-        // nothing between two watches goes unseen.
-        let check = || (ours() == Some(false)).then_some(Watched::Changed);
-        let looked = match etcd.inner.client.watch_from_now(key, until, &check) {
+        let looked = match etcd.inner.client.watch_once(key, from, until) {
             Ok(Watched::Quiet) if Instant::now() >= until => continue,
             Ok(Watched::Deleted | Watched::Changed) => true,
             // Ended early or failed: look, then pause before watching again.
             Ok(Watched::Quiet) | Err(_) => false,
         };
-        if ours() == Some(false) {
-            if !stop.load(Ordering::SeqCst) {
-                lost.notify();
+        if let Ok(answer) =
+            etcd.call::<_, RangeResponse>("/v3/kv/range", &RangeRequest::key(key), None)
+        {
+            let ours = answer.first().map(|kv| kv.create_revision.0);
+            if ours != Some(rev) {
+                if !stop.load(Ordering::SeqCst) {
+                    lost.notify();
+                }
+                return;
             }
-            return;
+            from = from.max(answer.header.revision.0 + 1);
         }
         if !looked {
             std::thread::sleep(RETRY_PAUSE);

@@ -54,6 +54,8 @@ pub use super::messages::{b64, prefix_end};
 pub use super::tls::SYSTEM_CA;
 pub use super::watch::{Watched, MAX_WATCH_LINE};
 
+/// The gateway's watch stream (`watch.rs`).
+pub(super) const WATCH: &str = "/v3/watch";
 /// The longest one attempt of a call may take before the next endpoint (or
 /// the same one again) is tried: a member that lost its leader holds a
 /// request until its own timeout, while a retry after the election (well
@@ -103,6 +105,11 @@ impl std::error::Error for CallError {}
 /// What the client needs to talk to etcd, made once from the settings.
 pub(super) struct Setup {
     agent: ureq::Agent,
+    /// The agent for watch streams, with connections of its own: a stream
+    /// holds its connection while it lasts, and one taken from `agent`
+    /// would leave the next call (a release, on the critical path of a
+    /// hand-off) to open another, a full TLS handshake on `https://`.
+    streams: ureq::Agent,
     /// Where the trusted CAs came from, for messages.
     trusted: String,
     /// The user and its password.
@@ -140,12 +147,17 @@ fn make_setup(endpoints: &[String], tls: &Tls, auth: Option<&Auth>) -> Result<Se
         Some(path) => format!("--etcd-cacert {}", quote_path(path)),
         None => format!("the system CA bundle {SYSTEM_CA} (give --etcd-cacert for a private CA)"),
     };
-    Ok(Setup {
-        agent: ureq::Agent::with_parts(
-            config.build(),
+    let config = config.build();
+    let agent = |config| {
+        ureq::Agent::with_parts(
+            config,
             ureq::unversioned::transport::DefaultConnector::default(),
             Literal::default(),
-        ),
+        )
+    };
+    Ok(Setup {
+        agent: agent(config.clone()),
+        streams: agent(config),
         trusted,
         login,
     })
@@ -335,8 +347,12 @@ impl Client {
             }
             let endpoint = &self.endpoints[at];
             let url = format!("{endpoint}{path}");
-            let mut request = setup
-                .agent
+            let agent = if path == WATCH {
+                &setup.streams
+            } else {
+                &setup.agent
+            };
+            let mut request = agent
                 .post(&url)
                 .config()
                 .timeout_global(Some(left.min(attempt).max(Duration::from_millis(1))))

@@ -209,6 +209,8 @@ pub struct KeyValue {
 /// `RangeResponse`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct RangeResponse {
+    #[serde(default, deserialize_with = "lenient")]
+    pub header: ResponseHeader,
     #[serde(default, deserialize_with = "lenient_items")]
     pub kvs: Vec<KeyValue>,
     #[serde(default)]
@@ -244,6 +246,7 @@ impl TxnResponse {
     /// The range answer of operation `i` (empty when there is none).
     pub fn range(&self, i: usize) -> &RangeResponse {
         static NONE: RangeResponse = RangeResponse {
+            header: ResponseHeader { revision: Int(0) },
             kvs: Vec::new(),
             count: Int(0),
         };

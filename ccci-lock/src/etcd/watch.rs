@@ -57,79 +57,102 @@ fn bounded_line(
 }
 
 impl Client {
-    /// Opens a watch on `key` from now (etcd's current revision, which the
-    /// watch sees every event after) and returns when an event arrives or
-    /// `deadline` passes (`Quiet`). Once etcd says the watch is there,
-    /// `created` is called, and what it returns (`Some`) ends the watch.
-    /// A watch only reads, so giving it up at any moment is harmless. A
-    /// line of the stream longer than [`MAX_WATCH_LINE`], or an error in
-    /// it, is an error.
+    /// Opens a watch on `key` from `revision` and returns when an event
+    /// arrives or `deadline` passes (`Quiet`). A watch only reads, so
+    /// giving it up at any moment is harmless. A line of the stream longer
+    /// than [`MAX_WATCH_LINE`], or an error in it, is an error.
     ///
-    /// Why from now: a watch from a revision etcd has already passed is
-    /// put among its *unsynced* watchers, which etcd catches up only every
-    /// 100 ms. A waiter watching from the revision of its last look would
-    /// hear of the deletion it waits for up to 100 ms late whenever
-    /// anything else was written in between, as it always is on a busy
-    /// lock. A watch from now hears at once; `created` looks once more,
-    /// so that nothing between the caller's last look and the watch is
-    /// missed.
+    /// A watch from a revision etcd has already passed is put among its
+    /// *unsynced* watchers, which etcd catches up only every 100 ms: its
+    /// events may come that much late. A waiter, whose turn is on the
+    /// critical path of every hand-off, uses [`Client::watch_from_now`].
+    pub fn watch_once(
+        &self,
+        key: &str,
+        revision: i64,
+        deadline: Instant,
+    ) -> Result<Watched, CallError> {
+        self.watch(key, revision, deadline, &|| None)
+    }
+
+    /// [`Client::watch_once`] from now (etcd's current revision, which the
+    /// watch sees every event after), heard of at once. Once etcd says the
+    /// watch is there, `created` is called, and what it returns (`Some`)
+    /// ends the watch: the caller looks once more there, so that nothing
+    /// between its last look and the watch is missed.
     pub fn watch_from_now(
         &self,
         key: &str,
         deadline: Instant,
         created: &dyn Fn() -> Option<Watched>,
     ) -> Result<Watched, CallError> {
+        self.watch(key, 0, deadline, created)
+    }
+
+    fn watch(
+        &self,
+        key: &str,
+        revision: i64,
+        deadline: Instant,
+        created: &dyn Fn() -> Option<Watched>,
+    ) -> Result<Watched, CallError> {
         let body = WatchRequest {
             create_request: WatchCreateRequest {
                 key: B64::of(key),
-                start_revision: Int(0),
+                start_revision: Int(revision),
             },
         };
-        let outcome = self.send("/v3/watch", &body, deadline, Duration::MAX, |resp| {
-            let mut lines = std::io::BufReader::with_capacity(
-                8 << 10,
-                resp.body_mut().with_config().limit(u64::MAX).reader(),
-            );
-            let mut line = Vec::new();
-            loop {
-                match bounded_line(&mut lines, &mut line, MAX_WATCH_LINE) {
-                    Ok(false) => return Ok(Ok(Watched::Quiet)),
-                    Ok(true) => {
-                        let msg: WatchMessage = decode(&line).unwrap_or_default();
-                        if let Some(error) = msg.error {
-                            return Ok(Err(CallError::Refused(format!(
-                                "the watch on {key} failed: {}",
-                                error.message.as_deref().unwrap_or("an error")
-                            ))));
-                        }
-                        if msg.result.created {
-                            if let Some(seen) = created() {
-                                return Ok(Ok(seen));
+        let outcome = self.send(
+            super::client::WATCH,
+            &body,
+            deadline,
+            Duration::MAX,
+            |resp| {
+                let mut lines = std::io::BufReader::with_capacity(
+                    8 << 10,
+                    resp.body_mut().with_config().limit(u64::MAX).reader(),
+                );
+                let mut line = Vec::new();
+                loop {
+                    match bounded_line(&mut lines, &mut line, MAX_WATCH_LINE) {
+                        Ok(false) => return Ok(Ok(Watched::Quiet)),
+                        Ok(true) => {
+                            let msg: WatchMessage = decode(&line).unwrap_or_default();
+                            if let Some(error) = msg.error {
+                                return Ok(Err(CallError::Refused(format!(
+                                    "the watch on {key} failed: {}",
+                                    error.message.as_deref().unwrap_or("an error")
+                                ))));
+                            }
+                            if msg.result.created {
+                                if let Some(seen) = created() {
+                                    return Ok(Ok(seen));
+                                }
+                            }
+                            let events = &msg.result.events;
+                            if !events.is_empty() {
+                                let deleted = events.iter().any(|e| e.kind == "DELETE");
+                                return Ok(Ok(if deleted {
+                                    Watched::Deleted
+                                } else {
+                                    Watched::Changed
+                                }));
+                            }
+                            if msg.result.canceled {
+                                return Ok(Ok(Watched::Changed));
                             }
                         }
-                        let events = &msg.result.events;
-                        if !events.is_empty() {
-                            let deleted = events.iter().any(|e| e.kind == "DELETE");
-                            return Ok(Ok(if deleted {
-                                Watched::Deleted
-                            } else {
-                                Watched::Changed
-                            }));
+                        Err(e) if e.kind() == std::io::ErrorKind::Other => {
+                            return Ok(Err(CallError::Refused(format!(
+                                "the watch stream on {key} sent {e}"
+                            ))));
                         }
-                        if msg.result.canceled {
-                            return Ok(Ok(Watched::Changed));
-                        }
+                        // The deadline cut the stream: nothing happened.
+                        Err(_) => return Ok(Ok(Watched::Quiet)),
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::Other => {
-                        return Ok(Err(CallError::Refused(format!(
-                            "the watch stream on {key} sent {e}"
-                        ))));
-                    }
-                    // The deadline cut the stream: nothing happened.
-                    Err(_) => return Ok(Ok(Watched::Quiet)),
                 }
-            }
-        });
+            },
+        );
         match outcome {
             Ok(inner) => inner,
             Err(CallError::Unreachable(_)) if Instant::now() >= deadline => Ok(Watched::Quiet),
