@@ -134,6 +134,7 @@ impl GiveBackOnSignal {
                 new.sa_sigaction = give_back_and_end as extern "C" fn(libc::c_int) as usize;
                 new.sa_flags = libc::SA_RESTART;
                 libc::sigfillset(&mut new.sa_mask);
+                super::signals::note_handler(sig);
                 if libc::sigaction(sig, &new, std::ptr::null_mut()) != 0 {
                     return Err(io::Error::last_os_error());
                 }

@@ -5,8 +5,35 @@
 //! thread that can never be handed a process-directed signal.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::saturating_secs;
+
+/// The signals this process has given a handler, one bit per signal
+/// (bit `n - 1` for signal `n`): the child of [`spawn`](super::spawn),
+/// which runs in this process's memory until it execs, resets exactly
+/// these and [`RESET_SIGNALS`] instead of asking about all 64. Every
+/// handler is installed in this module's siblings, which note it here;
+/// std's own (SIGSEGV and SIGBUS, for stack overflows) are here from the
+/// start.
+static HANDLED: AtomicU64 = AtomicU64::new(bit(libc::SIGSEGV) | bit(libc::SIGBUS));
+
+const fn bit(sig: libc::c_int) -> u64 {
+    1 << (sig - 1)
+}
+
+/// Notes that `sig` now has a handler (see [`handled_signals`]).
+pub(super) fn note_handler(sig: libc::c_int) {
+    if (1..=64).contains(&sig) {
+        HANDLED.fetch_or(bit(sig), Ordering::SeqCst);
+    }
+}
+
+/// The signals that may have a handler in this process, as a bit set
+/// (bit `n - 1` for signal `n`).
+pub(super) fn handled_signals() -> u64 {
+    HANDLED.load(Ordering::SeqCst)
+}
 
 /// The signals a started command gets with their default disposition
 /// (SPEC §1 "Commands started by a tool").

@@ -137,6 +137,8 @@ struct ChildPlan {
     own_group: bool,
     death_signal: libc::c_int,
     parent: libc::pid_t,
+    /// The signals that may have a handler ([`super::signals::handled_signals`]).
+    handled: u64,
     /// The `errno` of the step that failed, or 0.
     error: std::sync::atomic::AtomicI32,
 }
@@ -163,8 +165,9 @@ const CHILD_STACK: usize = 32 * 1024;
 /// In the child, in order:
 /// 1. Every signal stays blocked from before the clone (this thread blocks
 ///    them all around it), so no handler of ours can run on shared memory.
-///    Each signal with a handler, and each of [`RESET_SIGNALS`], gets its
-///    default disposition.
+///    Each signal with a handler (this process notes each one it installs),
+///    and each of [`RESET_SIGNALS`], gets its default disposition: one
+///    `sigaction` per such signal, where `posix_spawn(3)` asks about all 64.
 /// 2. With a death signal: `PR_SET_PDEATHSIG`.
 /// 3. With `own_group`: `setpgid(0, 0)`, before this thread resumes, so
 ///    the group exists by the time anyone signals it.
@@ -203,6 +206,7 @@ pub fn spawn(plan: &SpawnPlan) -> io::Result<libc::pid_t> {
         own_group: plan.own_group,
         death_signal: plan.death_signal.unwrap_or(0),
         parent: std::process::id() as libc::pid_t,
+        handled: super::signals::handled_signals(),
         error: std::sync::atomic::AtomicI32::new(0),
     };
     // u128: 16-byte alignment, which the x86-64 and aarch64 ABIs want of a
@@ -266,18 +270,17 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         let mut dfl: libc::sigaction = std::mem::zeroed();
         dfl.sa_sigaction = libc::SIG_DFL;
         libc::sigemptyset(&mut dfl.sa_mask);
-        for sig in 1..=libc::SIGRTMAX() {
-            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-                continue;
-            }
-            let mut current: libc::sigaction = std::mem::zeroed();
-            // glibc's own signals (SIGRTMIN-2, SIGRTMIN-1) give EINVAL: skip.
-            if libc::sigaction(sig, std::ptr::null(), &mut current) != 0 {
-                continue;
-            }
-            let handled =
-                current.sa_sigaction != libc::SIG_DFL && current.sa_sigaction != libc::SIG_IGN;
-            if handled || RESET_SIGNALS.contains(&sig) {
+        // One call per signal that needs it, none to ask: RESET_SIGNALS get
+        // their default whatever they had, and so does every signal this
+        // process gave a handler (noted as it was installed).
+        for sig in RESET_SIGNALS {
+            libc::sigaction(sig, &dfl, std::ptr::null_mut());
+        }
+        let mut handled = plan.handled;
+        while handled != 0 {
+            let sig = handled.trailing_zeros() as libc::c_int + 1;
+            handled &= handled - 1;
+            if !RESET_SIGNALS.contains(&sig) {
                 libc::sigaction(sig, &dfl, std::ptr::null_mut());
             }
         }

@@ -148,6 +148,7 @@ pub fn interrupt_on(sig: libc::c_int) -> io::Result<()> {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = do_nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
         libc::sigemptyset(&mut action.sa_mask);
+        super::signals::note_handler(sig);
         if libc::sigaction(sig, &action, std::ptr::null_mut()) != 0 {
             return Err(io::Error::last_os_error());
         }
