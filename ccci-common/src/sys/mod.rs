@@ -26,6 +26,7 @@
 //! - `fds`: [`poll`], [`adopt_inherited_fd`], [`stdio_to_dev_null`],
 //!   [`peer_cred`].
 //! - `pattern`: [`fnmatch`].
+//! - `arena`: [`Arena`], the tools' allocator.
 //!
 //! Every item is used as `ccci_common::sys::X`; the files are private.
 //!
@@ -40,6 +41,7 @@
 //! async-signal-safe functions and allocates nothing. Every function
 //! outside is safe to call with any argument.
 
+mod arena;
 mod command;
 mod end;
 mod fds;
@@ -53,6 +55,7 @@ mod spawn;
 mod thread_signal;
 mod timer;
 
+pub use arena::{Arena, ARENA};
 pub use command::{detach_command, prepare_command};
 pub use end::end_by_signal;
 pub use fds::{adopt_inherited_fd, peer_cred, poll, stdio_to_dev_null};
