@@ -173,6 +173,7 @@ impl Supervised {
     pub fn wait_or_lose(self, loss: Option<(&Loss, Duration)>) -> io::Result<Outcome> {
         let mut set = blocked_set(&self.watch);
         set.extend(loss.map(|_| sys::loss_signal()));
+        set.extend(loss.map(|_| sys::dir_change_signal()));
         let mut deadline_fired = false;
         let mut killed = false;
         let mut received = None;
@@ -266,6 +267,12 @@ impl Supervised {
                 }
                 // The loop reads the flag again.
                 Some(c) if c.signo == libc::SIGCHLD || c.signo == sys::loss_signal() => {}
+                // A watched directory changed: the checks look (and report).
+                Some(c) if c.signo == sys::dir_change_signal() => {
+                    if let Some((loss, _)) = loss {
+                        loss.run_checks();
+                    }
+                }
                 Some(c) => {
                     received = Some(c.signo);
                     let from_terminal = c.code == libc::SI_KERNEL

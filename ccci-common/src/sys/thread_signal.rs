@@ -14,10 +14,11 @@ pub fn loss_signal() -> libc::c_int {
     libc::SIGRTMIN() + 2
 }
 
-/// The signal that tells a holder's `lockfile-watch` thread that its lock
-/// dir changed (dnotify, [`notify_dir_changes`]) or that it should end
-/// (sent to it alone with [`ThreadSignaller::send`]). Blocked in every
-/// thread of the process for good, so it is only ever taken with
+/// The signal that tells the thread waiting for a holder's COMMAND that its
+/// lock dir changed (dnotify, [`notify_dir_changes`], sent to that thread
+/// alone): its wait loop then runs the lockfile checks (see
+/// [`crate::supervise::LossNotifier::check_on_dir_change`]). Blocked for
+/// good before it is asked for, so it is only ever taken with
 /// [`wait_signal`](super::wait_signal).
 pub fn dir_change_signal() -> libc::c_int {
     libc::SIGRTMIN() + 4
