@@ -1183,3 +1183,30 @@ fn a_waiter_whose_turn_comes_before_its_watch_is_there_still_takes_it() {
         "something was left"
     );
 }
+
+/// A wrap that finds nobody queued takes the lock and writes its claim in
+/// one transaction: the claim is written in the revision that creates the
+/// wrap's lock key (with a separate stamp, it would be a later one).
+#[test]
+fn a_wrap_alone_writes_its_claim_with_its_lock_key() {
+    let etcd = Etcd::start();
+    let w = World::on(&etcd);
+    let (mut first, rev) = w.hold(D, &["--run-id", "first"]);
+    let out = etcd.ctl(&["get", &claim_key(D), "-w", "json"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let kv = &json["kvs"][0];
+    assert_eq!(
+        kv["mod_revision"].as_i64(),
+        Some(rev),
+        "the claim was written apart from the lock key (created at {rev}): {out}"
+    );
+    assert_eq!(claim_run_and_version(&etcd, D), ("first".into(), 1));
+    first.send("");
+    first.wait().expect_code(0);
+    assert_eq!(
+        etcd.dump(PREFIX),
+        Vec::<String>::new(),
+        "something was left"
+    );
+}

@@ -37,10 +37,18 @@ fn b64(s: &str) -> String {
 
 /// A gateway where `D` is held by someone older: the grant, the enqueue
 /// and the waiter's look succeed, and the watch answers `watch`.
+///
+/// One answer serves every transaction. The enqueue reads it as a wrap's
+/// (its claim not written: a key is queued; inside, ours queued at 5 after
+/// one at 3), the look as ours at 5 with that one before it.
 fn held_elsewhere(watch: Answer) -> FakeHttp {
     let other = b64(&format!("/ccci/lock/{D}/1"));
+    let ours = r#"{"response_range":{"kvs":[{"key":"x","create_revision":"5"}]}"#;
+    let before =
+        format!(r#"{{"response_range":{{"kvs":[{{"key":"{other}","create_revision":"3"}}]}}}}"#);
+    let queued = format!(r#"{{"succeeded":true,"responses":[{ours}}},{before}]}}"#);
     let txn = format!(
-        r#"{{"header":{{"revision":"5"}},"succeeded":true,"responses":[{{"response_range":{{"kvs":[{{"key":"x","create_revision":"5"}}]}}}},{{"response_range":{{"kvs":[{{"key":"{other}","create_revision":"3"}}]}}}}]}}"#
+        r#"{{"header":{{"revision":"5"}},"succeeded":false,"responses":[{ours},"response_txn":{queued}}},{before}]}}"#
     );
     FakeHttp::start(move |path| match path {
         "/v3/lease/grant" => Answer::Json(r#"{"ID":"7","TTL":"10"}"#.into()),

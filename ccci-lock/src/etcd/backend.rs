@@ -190,11 +190,28 @@ impl Etcd {
         };
         let lease = self.lease(limit)?;
         let name = self.lock_name(domain);
-        let value = match record {
-            Some(record) => B64(serde_json::to_vec(record)?),
-            None => B64::default(),
+        let (queued, first) = match record {
+            Some(record) => {
+                // A wrap: with nobody queued, the lock and the claim in one
+                // write (the claim stamped now, as `stamp` would).
+                let stamped = record.clone().stamped_now();
+                let claim_key = self.claim_key(domain);
+                let (queued, first, claimed) = self.enqueue_claiming(
+                    &name,
+                    &lease,
+                    limit,
+                    B64(serde_json::to_vec(record)?),
+                    (&claim_key, B64(serde_json::to_vec(&stamped)?)),
+                )?;
+                if claimed {
+                    let mut claim = self.claim(lease, domain, queued, None);
+                    claim.claimed_alone(stamped);
+                    return Ok(Acquired::Held(claim));
+                }
+                (queued, first)
+            }
+            None => self.enqueue(&name, &lease, limit)?,
         };
-        let (queued, first) = self.enqueue_as(&name, &lease, limit, value)?;
         if first {
             return Ok(Acquired::Held(self.claim(lease, domain, queued, None)));
         }

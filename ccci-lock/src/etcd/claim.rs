@@ -50,6 +50,7 @@ impl Etcd {
             released: false,
             watching: None,
             handed: None,
+            alone: false,
         }
     }
 }
@@ -68,8 +69,12 @@ pub struct EtcdClaim {
     /// we delete the key ourselves.
     watching: Option<Arc<AtomicBool>>,
     /// Our record, written into the claim by the holder before us as it
-    /// handed the lock over, until [`Claim::stamp`] takes it.
+    /// handed the lock over (or by ourselves as we took the lock alone),
+    /// until [`Claim::stamp`] takes it.
     handed: Option<Holder>,
+    /// Nobody was queued when we took the lock: a release first tries the
+    /// one transaction that deletes claim and key if still nobody waits.
+    alone: bool,
 }
 
 /// Watches our lock key `key` (created at `rev`) until `stop` is set, and
@@ -128,6 +133,35 @@ impl EtcdClaim {
             .first()
             .and_then(|kv| holder_of(&kv.value))
             .filter(|found| found.same_holder(record));
+    }
+
+    /// The lock was taken alone, its claim written with our key
+    /// ([`Etcd::enqueue_claiming`]): `stamp` has nothing to write, and the
+    /// release tries [`EtcdClaim::release_alone`] first.
+    pub(super) fn claimed_alone(&mut self, stamped: Holder) {
+        self.handed = Some(stamped);
+        self.alone = true;
+    }
+
+    /// Deletes the claim and our key in one transaction if nobody is queued
+    /// after us (every key under the lock created at our revision or
+    /// before: ours alone); `false` when somebody is, or the transaction
+    /// was not applied (the caller goes on as for a queue).
+    fn release_alone(&self) -> bool {
+        let pfx = format!("{}/", self.etcd.lock_name(&self.domain));
+        let claim_key = self.etcd.claim_key(&self.domain);
+        let txn = TxnRequest {
+            compare: vec![
+                Compare::created_at(&self.queued.key, self.queued.rev),
+                Compare::none_under_after(&pfx, self.queued.rev),
+            ],
+            success: vec![
+                RequestOp::DeleteRange(DeleteRangeRequest::key(&claim_key)),
+                RequestOp::DeleteRange(DeleteRangeRequest::key(&self.queued.key)),
+            ],
+            failure: vec![],
+        };
+        matches!(self.etcd.txn(&txn, None), Ok(answer) if answer.succeeded)
     }
 
     /// The next holder, if it is a wrap that queued its record: the oldest
@@ -290,6 +324,10 @@ impl Claim for EtcdClaim {
 
     fn remove(mut self) -> anyhow::Result<()> {
         self.stop_watching();
+        if self.alone && self.handed.is_none() && self.release_alone() {
+            self.released = true;
+            return Ok(());
+        }
         if self.handed.is_none() && self.hand_over() {
             self.released = true;
             return Ok(());

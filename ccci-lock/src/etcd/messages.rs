@@ -105,14 +105,20 @@ pub enum RequestOp {
     Put(PutRequest),
     #[serde(rename = "request_delete_range")]
     DeleteRange(DeleteRangeRequest),
+    /// A transaction inside a transaction's branch (etcd 3.3 and later).
+    #[serde(rename = "request_txn")]
+    Txn(Box<TxnRequest>),
 }
 
-/// `Compare`, of the one kind used: a key's create revision equals
-/// `create_revision` (0: the key does not exist).
+/// `Compare`, on create revisions: of one key, or of every key in
+/// `[key, range_end)` (true when there is none, as etcd compares an empty
+/// range against a key that does not exist).
 #[derive(Debug, Clone, Serialize)]
 pub struct Compare {
     pub create_revision: Int,
     pub key: B64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub range_end: Option<B64>,
     pub result: CompareResult,
     pub target: CompareTarget,
 }
@@ -123,8 +129,27 @@ impl Compare {
         Compare {
             create_revision: Int(revision),
             key: B64::of(key),
+            range_end: None,
             result: CompareResult::Equal,
             target: CompareTarget::Create,
+        }
+    }
+
+    /// No key under `prefix` exists.
+    pub fn none_under(prefix: &str) -> Compare {
+        Compare {
+            range_end: Some(B64(prefix_end(prefix))),
+            ..Compare::created_at(prefix, 0)
+        }
+    }
+
+    /// Every key under `prefix` was created at `revision` or before.
+    pub fn none_under_after(prefix: &str, revision: i64) -> Compare {
+        Compare {
+            create_revision: Int(revision + 1),
+            range_end: Some(B64(prefix_end(prefix))),
+            result: CompareResult::Less,
+            ..Compare::created_at(prefix, 0)
         }
     }
 }
@@ -134,6 +159,7 @@ impl Compare {
 #[serde(rename_all = "UPPERCASE")]
 pub enum CompareResult {
     Equal,
+    Less,
 }
 
 /// `Compare.CompareTarget`.
@@ -224,11 +250,14 @@ impl RangeResponse {
     }
 }
 
-/// `ResponseOp`: only range answers are read.
+/// `ResponseOp`: range answers and the answer of a transaction inside a
+/// transaction are read.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ResponseOp {
     #[serde(default, deserialize_with = "lenient")]
     pub response_range: RangeResponse,
+    #[serde(default, deserialize_with = "lenient")]
+    pub response_txn: Option<Box<TxnResponse>>,
 }
 
 /// `TxnResponse`.

@@ -26,7 +26,11 @@
 //!    `P/claim/D` is a transaction that compares the writer's lock key's
 //!    create revision: a holder whose lease has expired cannot write or
 //!    delete the claim, even if it does not know yet that it lost. This is
-//!    invariant 2 of the flock backend (unlink only while holding).
+//!    invariant 2 of the flock backend (unlink only while holding). The one
+//!    other write is a wrap's first, when nobody is queued: the transaction
+//!    that creates its lock key also writes the claim, compared on there
+//!    being no key under `P/lock/D/` at all, so the writer owns the lock
+//!    from that very revision (the `queue` module).
 //! 3. **A leftover claim means "maybe an app to reap".** A holder whose
 //!    COMMAND exits normally deletes the claim and its lock key in one
 //!    guarded transaction, then revokes its lease; one that is killed, or

@@ -14,7 +14,7 @@ use super::backend::{is_unreachable, Etcd};
 use super::lease::Lease;
 use super::messages::{
     Compare, DeleteRangeRequest, DeleteRangeResponse, Int, KeyValue, PutRequest, RangeRequest,
-    RangeResponse, RequestOp, SortOrder, SortTarget, TxnRequest, B64,
+    RangeResponse, RequestOp, SortOrder, SortTarget, TxnRequest, TxnResponse, B64,
 };
 use super::watch::Watched;
 
@@ -47,6 +47,53 @@ fn end_of_queue(pfx: &str, order: SortOrder) -> RangeRequest {
     }
 }
 
+/// The transaction that puts our key `key` (with `value`) under `pfx`, or
+/// finds it there, and reads the oldest key (and `also`, when given).
+fn queue_txn(pfx: &str, key: &str, lease: &Lease, also: Option<&str>, value: B64) -> TxnRequest {
+    let oldest = RequestOp::Range(end_of_queue(pfx, SortOrder::Ascend));
+    let mut success = vec![
+        RequestOp::Put(PutRequest {
+            key: B64::of(key),
+            lease: Some(Int(lease.id())),
+            value,
+        }),
+        oldest.clone(),
+    ];
+    let mut failure = vec![range(key), oldest];
+    if let Some(also) = also {
+        success.push(range(also));
+        failure.push(range(also));
+    }
+    TxnRequest {
+        compare: vec![Compare::created_at(key, 0)],
+        success,
+        failure,
+    }
+}
+
+/// What [`queue_txn`]'s answer says: our key's place, whether it is the
+/// oldest, and `also` as read; `revision` is the revision the transaction
+/// was applied at.
+fn queued(
+    name: &str,
+    key: String,
+    answer: &TxnResponse,
+    also: Option<&str>,
+    revision: i64,
+) -> anyhow::Result<(Queued, bool, Option<KeyValue>)> {
+    let rev = if answer.succeeded {
+        revision
+    } else {
+        answer.range(0).first().map_or(0, |kv| kv.create_revision.0)
+    };
+    let first = answer.range(1).first().map_or(0, |kv| kv.create_revision.0);
+    if rev == 0 || first == 0 {
+        bail!("etcd gave an unexpected answer while locking {name}");
+    }
+    let read = also.and_then(|_| answer.range(2).first().cloned());
+    Ok((Queued { key, rev }, first == rev, read))
+}
+
 impl Etcd {
     /// Puts our key in the queue of lock `name` (or finds it there) and
     /// tells whether it is the oldest.
@@ -73,6 +120,64 @@ impl Etcd {
             .map(|(queued, first, _)| (queued, first))
     }
 
+    /// [`Etcd::enqueue_as`], taking the lock and writing the claim in one
+    /// write when nobody is queued: a transaction that, when no key is
+    /// under the lock's prefix, puts our key and `claim` (key, value) at
+    /// once; otherwise it queues as [`Etcd::enqueue_as`] does, in a
+    /// transaction inside the first. The third value says whether the
+    /// claim was written (then we hold the lock and nobody waited).
+    ///
+    /// The claim is so written under our lock, as invariant 2 of
+    /// [`super`] wants: in the revision that makes our key the only one,
+    /// and so the oldest.
+    pub(super) fn enqueue_claiming(
+        &self,
+        name: &str,
+        lease: &Lease,
+        limit: Option<Instant>,
+        value: B64,
+        claim: (&str, B64),
+    ) -> anyhow::Result<(Queued, bool, bool)> {
+        let pfx = format!("{name}/");
+        let key = format!("{pfx}{:x}", lease.id());
+        let put_key = RequestOp::Put(PutRequest {
+            key: B64::of(&key),
+            lease: Some(Int(lease.id())),
+            value: value.clone(),
+        });
+        let answer = self.txn(
+            &TxnRequest {
+                compare: vec![Compare::none_under(&pfx)],
+                success: vec![
+                    put_key,
+                    RequestOp::Put(PutRequest {
+                        key: B64::of(claim.0),
+                        lease: None,
+                        value: claim.1,
+                    }),
+                ],
+                failure: vec![RequestOp::Txn(Box::new(queue_txn(
+                    &pfx, &key, lease, None, value,
+                )))],
+            },
+            limit,
+        )?;
+        if answer.succeeded {
+            let rev = answer.header.revision.0;
+            return Ok((Queued { key, rev }, true, true));
+        }
+        let inner = answer
+            .responses
+            .first()
+            .and_then(|op| op.response_txn.as_deref())
+            .cloned()
+            .unwrap_or_default();
+        // A transaction's answer inside another has no revision of its
+        // own: it is the outer one's.
+        let (queued, first, _) = queued(name, key, &inner, None, answer.header.revision.0)?;
+        Ok((queued, first, false))
+    }
+
     /// [`Etcd::enqueue`], also reading the key `also` in the same
     /// transaction: when our key is the oldest, its value as it is under
     /// our lock (`None`: no such key), with no second round trip.
@@ -96,39 +201,9 @@ impl Etcd {
     ) -> anyhow::Result<(Queued, bool, Option<KeyValue>)> {
         let pfx = format!("{name}/");
         let key = format!("{pfx}{:x}", lease.id());
-        let oldest = RequestOp::Range(end_of_queue(&pfx, SortOrder::Ascend));
-        let mut success = vec![
-            RequestOp::Put(PutRequest {
-                key: B64::of(&key),
-                lease: Some(Int(lease.id())),
-                value,
-            }),
-            oldest.clone(),
-        ];
-        let mut failure = vec![range(&key), oldest];
-        if let Some(also) = also {
-            success.push(range(also));
-            failure.push(range(also));
-        }
-        let answer = self.txn(
-            &TxnRequest {
-                compare: vec![Compare::created_at(&key, 0)],
-                success,
-                failure,
-            },
-            limit,
-        )?;
-        let rev = if answer.succeeded {
-            answer.header.revision.0
-        } else {
-            answer.range(0).first().map_or(0, |kv| kv.create_revision.0)
-        };
-        let first = answer.range(1).first().map_or(0, |kv| kv.create_revision.0);
-        if rev == 0 || first == 0 {
-            bail!("etcd gave an unexpected answer while locking {name}");
-        }
-        let read = also.and_then(|_| answer.range(2).first().cloned());
-        Ok((Queued { key, rev }, first == rev, read))
+        let answer = self.txn(&queue_txn(&pfx, &key, lease, also, value), limit)?;
+        let revision = answer.header.revision.0;
+        queued(name, key, &answer, also, revision)
     }
 
     /// Takes our key out of a queue. Only our lease ever names it.
