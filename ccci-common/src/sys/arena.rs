@@ -26,7 +26,7 @@ use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The bytes the arena hands out before the system allocator takes over.
-pub const ARENA: usize = 256 << 10;
+pub const ARENA: usize = 128 << 10;
 
 /// A bump arena of [`ARENA`] bytes in front of [`System`].
 pub struct Arena {
