@@ -92,6 +92,10 @@ fn watch_key(etcd: &Etcd, key: &str, rev: i64, stop: &AtomicBool, lost: &LossNot
             // Ended early or failed: look, then pause before watching again.
             Ok(Watched::Quiet) | Err(_) => false,
         };
+        // Our own release deletes the key: nothing to look at.
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
         if let Ok(answer) =
             etcd.call::<_, RangeResponse>("/v3/kv/range", &RangeRequest::key(key), None)
         {
