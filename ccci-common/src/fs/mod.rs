@@ -49,7 +49,6 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -361,15 +360,13 @@ impl SafeDir {
     /// that keeps only some names, or keeps them compactly, never holds
     /// them all as separate strings.
     pub fn each_name(&self, mut each: impl FnMut(&OsStr)) -> io::Result<()> {
-        let mut dir = nix::dir::Dir::openat(&self.fd, ".", dir_flags(), Mode::empty())?;
-        for entry in dir.iter() {
-            let entry = entry?;
-            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+        // A descriptor of its own: reading moves its offset.
+        let dir = nix::fcntl::openat(&self.fd, ".", dir_flags(), Mode::empty())?;
+        crate::sys::each_dir_entry(dir.as_fd(), |name| {
             if name != "." && name != ".." {
                 each(name);
             }
-        }
-        Ok(())
+        })
     }
 
     /// The names in this directory that are UTF-8, sorted: what a `gc`

@@ -326,3 +326,23 @@ fn subdir_is_checked_like_a_top_dir() {
     assert!(e.contains("is a symlink"), "{e}");
     assert!(dir.subdir(&LOCK_DIR, "absent", false).unwrap().is_none());
 }
+
+#[test]
+fn each_name_sees_every_entry_of_a_directory_larger_than_one_read() {
+    let t = tmp();
+    let path = t.path().join("many");
+    let dir = SafeDir::create(&LOCK_DIR, &path).unwrap();
+    // About 60 bytes a record: 2,000 of them fill the 32 KiB buffer thrice.
+    let mut made: Vec<String> = (0..2000)
+        .map(|i| format!("app-{i:05}.a-rather-long-ci-domain.example.org.lock"))
+        .collect();
+    for name in &made {
+        std::fs::write(path.join(name), b"").unwrap();
+    }
+    let mut seen = Vec::new();
+    dir.each_name(|name| seen.push(name.to_str().unwrap().to_string()))
+        .unwrap();
+    seen.sort();
+    made.sort();
+    assert_eq!(seen, made);
+}

@@ -24,7 +24,7 @@
 //!   subreaper, [`wait_pid`], [`wait_any`].
 //! - `pidfd`: [`pidfd_open`], [`pidfd_signal`].
 //! - `fds`: [`poll`], [`adopt_inherited_fd`], [`stdio_to_dev_null`],
-//!   [`peer_cred`].
+//!   [`peer_cred`], [`each_dir_entry`].
 //! - `pattern`: [`fnmatch`].
 //! - `arena`: [`Arena`], the tools' allocator.
 //!
@@ -58,7 +58,7 @@ mod timer;
 pub use arena::{Arena, ARENA};
 pub use command::{detach_command, prepare_command};
 pub use end::end_by_signal;
-pub use fds::{adopt_inherited_fd, peer_cred, poll, stdio_to_dev_null};
+pub use fds::{adopt_inherited_fd, each_dir_entry, peer_cred, poll, stdio_to_dev_null};
 pub use give_back::{GiveBackOnSignal, GIVE_BACK_SIGNALS};
 pub use lock::{flock, flock_or_interrupted, FlockOp};
 pub use pattern::fnmatch;
