@@ -46,7 +46,15 @@ pub const CANONICAL_ABRA_DIR: Role = Role {
 };
 
 fn uid() -> u32 {
-    nix::unistd::geteuid().as_raw()
+    euid()
+}
+
+/// This process's effective user id, asked of the kernel once: no ccci tool
+/// changes it, and every directory check on a path's way compares owners
+/// with it.
+pub fn euid() -> u32 {
+    static EUID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *EUID.get_or_init(|| nix::unistd::geteuid().as_raw())
 }
 
 /// `/run/lock/ccci-<uid>` when `/run/lock` is a directory, else

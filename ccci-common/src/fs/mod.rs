@@ -162,7 +162,7 @@ impl SafeDir {
             // have made the entry (SPEC §1): a root-owned one is as safe as
             // any root-owned ancestor. Another user's is never ours to
             // remove, so the refusal does not advise removing it.
-            let me = nix::unistd::geteuid().as_raw();
+            let me = crate::dirs::euid();
             if sticky && !last && st.st_uid != me && st.st_uid != 0 {
                 return Err(refuse_ancestor(
                     role,

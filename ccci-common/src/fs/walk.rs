@@ -31,7 +31,7 @@ pub(super) fn path_flags() -> OFlag {
 
 /// Why a directory is unsafe, or `None` when it is fine.
 pub(super) fn unsafe_reason(st: &FileStat) -> Option<String> {
-    let me = nix::unistd::geteuid().as_raw();
+    let me = crate::dirs::euid();
     if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
         Some("is not a directory".into())
     } else if st.st_uid != me {
@@ -87,7 +87,7 @@ pub(super) fn check_ancestor(
     here: &Path,
     st: &FileStat,
 ) -> anyhow::Result<bool> {
-    let me = nix::unistd::geteuid().as_raw();
+    let me = crate::dirs::euid();
     if st.st_uid != 0 && st.st_uid != me {
         let reason = format!(
             "is owned by {}, not by root or {}: its owner can rename or replace what is \

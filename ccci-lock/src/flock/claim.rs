@@ -145,9 +145,18 @@ impl Claim for FlockClaim {
     }
 
     fn stamp(&mut self, holder: &Holder) -> anyhow::Result<()> {
+        // Empty when we took it (as a lockfile this process created is):
+        // one write is the whole record, and it sets the mtime itself.
+        let empty = matches!(self.seen, Some((_, 0)));
         self.seen = None;
         let mut line = serde_json::to_vec(holder)?;
         line.push(b'\n');
+        if empty {
+            return self
+                .file
+                .write_all_at(&line, 0)
+                .with_context(|| format!("cannot write lockfile {}", quote_path(&self.path())));
+        }
         // Write over the old record, then cut: a reader sees the old record,
         // the new one, or a mix it cannot parse; never an empty file.
         let written = self
