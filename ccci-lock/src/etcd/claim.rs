@@ -152,17 +152,12 @@ impl EtcdClaim {
     /// before: ours alone); `false` when somebody is, or the transaction
     /// was not applied (the caller goes on as for a queue).
     fn release_alone(&self) -> bool {
-        let pfx = format!("{}/", self.etcd.lock_name(&self.domain));
-        let claim_key = self.etcd.claim_key(&self.domain);
         let txn = TxnRequest {
             compare: vec![
                 Compare::created_at(&self.queued.key, self.queued.rev),
-                Compare::none_under_after(&pfx, self.queued.rev),
+                Compare::none_under_after(&self.lock_prefix(), self.queued.rev),
             ],
-            success: vec![
-                RequestOp::DeleteRange(DeleteRangeRequest::key(&claim_key)),
-                RequestOp::DeleteRange(DeleteRangeRequest::key(&self.queued.key)),
-            ],
+            success: self.delete_claim_and_key_ops(),
             failure: vec![],
         };
         matches!(self.etcd.txn(&txn, None), Ok(answer) if answer.succeeded)
@@ -171,7 +166,7 @@ impl EtcdClaim {
     /// The next holder, if it is a wrap that queued its record: the oldest
     /// key after ours, its create revision, and that record.
     fn next_waiter(&self) -> Option<(String, i64, Holder)> {
-        let pfx = format!("{}/", self.etcd.lock_name(&self.domain));
+        let pfx = self.lock_prefix();
         let next = RangeRequest {
             min_create_revision: Some(Int(self.queued.rev + 1)),
             sort_order: Some(SortOrder::Ascend),
@@ -221,11 +216,21 @@ impl EtcdClaim {
     /// Deletes the claim and our lock key in one transaction, while we own
     /// the lock ([`EtcdClaim::guarded`]).
     fn delete_claim_and_key(&self) -> anyhow::Result<TxnResponse> {
+        self.guarded(self.delete_claim_and_key_ops())
+    }
+
+    /// The two deletes of a release: the claim, then our lock key.
+    fn delete_claim_and_key_ops(&self) -> Vec<RequestOp> {
         let claim_key = self.etcd.claim_key(&self.domain);
-        self.guarded(vec![
+        vec![
             RequestOp::DeleteRange(DeleteRangeRequest::key(&claim_key)),
             RequestOp::DeleteRange(DeleteRangeRequest::key(&self.queued.key)),
-        ])
+        ]
+    }
+
+    /// The prefix of our lock's queue, `P/lock/D/`.
+    fn lock_prefix(&self) -> String {
+        format!("{}/", self.etcd.lock_name(&self.domain))
     }
 
     /// The fencing token: our lock key's create revision.
