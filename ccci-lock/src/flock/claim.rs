@@ -151,26 +151,21 @@ impl Claim for FlockClaim {
         self.seen = None;
         let mut line = serde_json::to_vec(holder)?;
         line.push(b'\n');
-        if empty {
-            return self
-                .file
-                .write_all_at(&line, 0)
-                .with_context(|| format!("cannot write lockfile {}", quote_path(&self.path())));
-        }
-        // Write over the old record, then cut: a reader sees the old record,
-        // the new one, or a mix it cannot parse; never an empty file.
-        let written = self
-            .file
-            .write_all_at(&line, 0)
-            .and_then(|()| self.file.set_len(line.len() as u64))
-            .and_then(|()| {
-                nix::sys::stat::futimens(
-                    &self.file,
-                    &nix::sys::time::TimeSpec::UTIME_NOW,
-                    &nix::sys::time::TimeSpec::UTIME_NOW,
-                )
-                .map_err(io::Error::from)
-            });
+        // Otherwise write over the old record, then cut and touch: a reader
+        // sees the old record, the new one, or a mix it cannot parse; never
+        // an empty file.
+        let written = self.file.write_all_at(&line, 0).and_then(|()| {
+            if empty {
+                return Ok(());
+            }
+            self.file.set_len(line.len() as u64)?;
+            nix::sys::stat::futimens(
+                &self.file,
+                &nix::sys::time::TimeSpec::UTIME_NOW,
+                &nix::sys::time::TimeSpec::UTIME_NOW,
+            )
+            .map_err(io::Error::from)
+        });
         written.with_context(|| format!("cannot write lockfile {}", quote_path(&self.path())))
     }
 
